@@ -1,0 +1,365 @@
+"""Expand a validated spec into the IR graph.
+
+Expansion instantiates blocks and repeats, evaluates every expression,
+resolves ``same`` padding per side and infers the output shape of every node
+with the op table's rules. Shapes are inferred during the same walk because
+the walk needs them: ``same`` padding depends on the input size, and a block
+may size itself from ``in_channels``.
+
+Every error is collected (once per source position) and raised together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from archspec import ops
+from archspec.diagnostics import Collector, Pos, did_you_mean
+from archspec.ir import INPUT, Graph, Instance, Node, Shape
+from archspec.schema import expr as E
+from archspec.schema.spec import NodeDef, ParamDef, Spec, Value
+
+MAX_NODES = 50_000
+MAX_REPEAT = 1_000
+MAX_SIZE = 1_000_000  # any single size: channels, kernel, spatial extent
+MAX_ELEMENTS = 2**31  # elements of one per-sample tensor
+
+
+class _Abort(Exception):
+    """Stop expanding: a limit was hit and going on would only cost time."""
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["alpha=0.5", ...]`` -> ``{"alpha": "0.5"}``; raises ValueError."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def expand(spec: Spec, overrides: Mapping[str, str] | None = None) -> Graph:
+    """Expand ``spec`` with ``overrides`` (raw ``--set`` strings). Raises SpecError."""
+    return _Expander(spec).run(dict(overrides or {}))
+
+
+def _typed(value: Any, ptype: str) -> Any:
+    """Coerce ``value`` to a parameter type, or raise TypeError."""
+    if ptype == "bool":
+        if isinstance(value, bool):
+            return value
+        raise TypeError("expected true or false")
+    if ptype == "str":
+        if isinstance(value, str):
+            return value
+        raise TypeError("expected a string")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected {'an integer' if ptype == 'int' else 'a number'}")
+    if ptype == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise TypeError("expected an integer; use int(), round() or make_divisible()")
+            return int(value)
+        return value
+    return float(value)
+
+
+class _Expander:
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.diag = Collector()
+        self.seen: set[tuple[Pos, str]] = set()
+        self.nodes: list[Node] = []
+        self.instances: list[Instance] = []
+
+    def err(self, pos: Pos, code: str, message: str) -> None:
+        if (pos, code) not in self.seen:  # a block's error repeats in every instance
+            self.seen.add((pos, code))
+            self.diag.error(pos, code, message)
+
+    # -- values ---------------------------------------------------------------
+
+    def eval(self, v: Value, env: Mapping[str, Any]) -> Any:
+        """Evaluate a spec value; returns None (after reporting) on error."""
+        if v.items is not None:
+            items = [self.eval(i, env) for i in v.items]
+            return None if any(i is None for i in items) else items
+        if v.expr is None:
+            return v.raw
+        try:
+            return E.evaluate(v.expr, env)
+        except E.ExprError as exc:
+            pos = Pos(v.pos.file, v.pos.line, v.pos.col + exc.col)
+            self.err(pos, exc.code, f"in expression {v.raw!r}: {exc.message}")
+            return None
+
+    def attr(self, op: str, name: str, attr: ops.Attr, value: Any, pos: Pos, path: str) -> Any:
+        """Check an evaluated attribute against its kind; None on error."""
+
+        def bad(what: str, code: str = "E101") -> None:
+            self.err(pos, code, f"{path}: attribute '{name}' of {op} {what} (got {value!r})")
+
+        def size(x: Any) -> int | None:
+            if isinstance(x, float) and x.is_integer():
+                x = int(x)
+            if isinstance(x, bool) or not isinstance(x, int):
+                return None
+            return x
+
+        kind = attr.kind
+        if kind == "bool":
+            if not isinstance(value, bool):
+                return bad("must be true or false")
+            return value
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return bad("must be a number")
+            if (attr.min is not None and value < attr.min) or (attr.max is not None and value > attr.max):
+                return bad(f"must be between {attr.min} and {attr.max}", "E303")
+            return float(value)
+        if kind in PAD_WORDS and isinstance(value, str):
+            if value not in PAD_WORDS[kind]:
+                return bad(f"must be a size or one of: {', '.join(PAD_WORDS[kind])}")
+            return value
+        lengths = {"int": (1,), "pair": (1, 2), "pad2d": (1, 2, 4), "pad1d": (1, 2)}[kind]
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) not in lengths[1:]:
+            forms = {"pair": "k or [h, w]", "pad2d": "p, [h, w] or [top, bottom, left, right]",
+                     "pad1d": "p or [left, right]", "int": "a single integer"}[kind]
+            return bad(f"must be {forms}")
+        out = []
+        for x in items:
+            n = size(x)
+            if n is None:
+                return bad("must be an integer" if kind == "int" else "must be integers")
+            lo = attr.min if attr.min is not None else 0
+            if n < lo:
+                return bad(f"must be at least {int(lo)}", "E303")
+            if n > MAX_SIZE:
+                return bad(f"must be at most {MAX_SIZE}", "E305")
+            out.append(n)
+        return out[0] if not isinstance(value, list) else tuple(out)
+
+    # -- parameters -------------------------------------------------------------
+
+    def params(self, overrides: dict[str, str]) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        for name, p in self.spec.params.items():
+            env[name] = p.default
+        for key, text in overrides.items():
+            pos = Pos(f"--set {key}={text}")
+            p = self.spec.params.get(key)
+            if p is None:
+                known = ", ".join(self.spec.params) or "none"
+                self.err(pos, "E203",
+                         f"unknown parameter '{key}'{did_you_mean(key, self.spec.params)}; "
+                         f"{self.spec.name} takes: {known}")
+                continue
+            try:
+                raw = yaml.safe_load(text) if text else None
+            except yaml.YAMLError:
+                raw = text
+            if p.type == "str" and not isinstance(raw, str):
+                raw = text
+            try:
+                env[key] = _typed(raw, p.type)
+            except TypeError as exc:
+                self.err(pos, "E304", f"bad value {text!r} for '{key}' ({p.type}): {exc}")
+        return env
+
+    def args(self, nd: NodeDef, block_params: dict[str, ParamDef], values: dict[str, Value],
+             env: Mapping[str, Any], path: str) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        ok = True
+        for key, v in values.items():
+            p = block_params.get(key)
+            if p is None:
+                self.err(v.pos, "E203",
+                         f"block '{nd.block}' has no parameter '{key}'{did_you_mean(key, block_params)}; "
+                         f"it takes: {', '.join(block_params) or 'nothing'}")
+                ok = False
+                continue
+            value = self.eval(v, env)
+            if value is None:
+                ok = False
+                continue
+            try:
+                out[key] = _typed(value, p.type)
+            except TypeError as exc:
+                self.err(v.pos, "E101", f"{path}: argument '{key}' of block '{nd.block}': {exc} (got {value!r})")
+                ok = False
+        for name, p in block_params.items():
+            if name not in out and name not in values:
+                if p.default is ops.REQUIRED:
+                    self.err(nd.pos, "E206", f"block '{nd.block}' needs argument '{name}' ({p.type})")
+                    ok = False
+                else:
+                    out[name] = p.default
+        return out if ok else None
+
+    # -- walk -------------------------------------------------------------------
+
+    def run(self, overrides: dict[str, str]) -> Graph:
+        spec = self.spec
+        env = self.params(overrides)
+        shape: list[int] = []
+        for v in spec.input:
+            d = self.eval(v, env)
+            if d is None:
+                continue
+            if isinstance(d, float) and d.is_integer():
+                d = int(d)
+            if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_SIZE:
+                self.err(v.pos, "E303", f"input sizes must be integers from 1 to {MAX_SIZE} (got {d!r})")
+                continue
+            shape.append(d)
+        self.diag.raise_if_any()
+        self.globals = env
+        input_shape = tuple(shape)
+        try:
+            refs, skipped = self.scope(spec.layers, "", env, INPUT, input_shape, 0)
+        except _Abort:
+            self.diag.raise_if_any()
+            raise  # pragma: no cover
+        if spec.outputs:
+            outputs = [refs[name][0] for name, _ in spec.outputs if name not in skipped]
+            if not outputs:
+                self.err(spec.outputs[0][1], "E303", "every output is switched off by its 'when'")
+        else:
+            outputs = [refs["__last__"][0]]
+        outputs = list(dict.fromkeys(outputs))
+        if outputs and outputs[0] == INPUT:
+            self.err(spec.pos, "E405", "the network does nothing: its output is its input")
+        self.diag.raise_if_any()
+        return Graph(
+            name=spec.name, source=spec.source, file=spec.file, params=env, input_shape=input_shape,
+            nodes=self.nodes, outputs=outputs, instances=self.instances, description=spec.description,
+        )
+
+    def scope(self, defs: list[NodeDef], prefix: str, env: Mapping[str, Any], input_ref: str,
+              input_shape: Shape | None, depth: int) -> tuple[dict[str, tuple[str, Shape | None]], set[str]]:
+        """Expand one list of nodes. Returns the name table (name -> (ref,
+        shape)) with the key ``__last__`` for the list's last value, and the
+        names that were skipped by ``when``."""
+        names: dict[str, tuple[str, Shape | None]] = {INPUT: (input_ref, input_shape)}
+        prev = names[INPUT]
+        skipped: set[str] = set()
+        for nd in defs:
+            ins = [names[r] for r, _ in nd.inputs] if nd.inputs else [prev]
+            if nd.when is not None:
+                cond = self.eval(nd.when, env)
+                if cond is None:
+                    continue
+                if not cond:
+                    names[nd.name] = prev = ins[0]
+                    skipped.add(nd.name)
+                    continue
+            path = prefix + nd.name
+            if nd.op is not None:
+                result = self.op_node(nd, path, env, ins)
+            else:
+                result = self.block_node(nd, path, env, ins[0], depth)
+            names[nd.name] = prev = result
+        names["__last__"] = prev
+        return names, skipped
+
+    def op_node(self, nd: NodeDef, path: str, env: Mapping[str, Any],
+                ins: list[tuple[str, Shape | None]]) -> tuple[str, Shape | None]:
+        opdef = ops.OPS[nd.op]
+        attrs: dict[str, Any] = {}
+        failed = False
+        for name, attr in opdef.attrs.items():
+            if name in nd.attrs:
+                v = nd.attrs[name]
+                raw = self.eval(v, env)
+                value = None if raw is None else self.attr(nd.op, name, attr, raw, v.pos, path)
+                if value is None:
+                    failed = True
+                attrs[name] = value
+            else:
+                attrs[name] = attr.default
+        if not opdef.min_inputs <= len(ins) <= opdef.max_inputs:
+            want = (str(opdef.min_inputs) if opdef.min_inputs == opdef.max_inputs
+                    else f"{opdef.min_inputs} to {opdef.max_inputs}")
+            self.err(nd.pos, "E209", f"{path}: {nd.op} takes {want} inputs, got {len(ins)}; list them under 'in'")
+            return path, None
+        shapes = [s for _, s in ins]
+        if failed or any(s is None for s in shapes):
+            return path, None
+        for i, s in enumerate(shapes):
+            if len(s) not in opdef.ranks:
+                dims = {1: "(features,)", 2: "(C, L)", 3: "(C, H, W)"}
+                want = " or ".join(dims[r] for r in opdef.ranks)
+                hint = "; add a flatten or global pool before it" if opdef.ranks == (1,) else ""
+                self.err(nd.pos, "E404",
+                         f"{path}: {nd.op} takes {want} input, but input {i + 1} ({ins[i][0]}) has shape "
+                         f"{_fmt(s)}{hint}")
+                return path, None
+        try:
+            attrs = opdef.resolve(attrs, shapes)
+            shape = opdef.shape(attrs, shapes)
+        except ops.ShapeError as exc:
+            detail = ", ".join(f"{ref} {_fmt(s)}" for ref, s in ins)
+            self.err(nd.pos, exc.code, f"{path}: {exc.message} [input: {detail}]")
+            return path, None
+        if any(d < 1 for d in shape):
+            self.err(nd.pos, "E405", f"{path}: output shape {_fmt(shape)} is empty; the input is too small")
+            return path, None
+        n = 1
+        for d in shape:
+            n *= d
+        if n > MAX_ELEMENTS:
+            self.err(nd.pos, "E305", f"{path}: output {_fmt(shape)} has more than {MAX_ELEMENTS} elements")
+            return path, None
+        if len(self.nodes) >= MAX_NODES:
+            self.err(nd.pos, "E305", f"the network expands to more than {MAX_NODES} nodes; reduce repeat counts")
+            raise _Abort
+        self.nodes.append(Node(path, nd.op, attrs, tuple(r for r, _ in ins), tuple(shapes), shape, nd.pos))
+        return path, shape
+
+    def block_node(self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None],
+                   depth: int) -> tuple[str, Shape | None]:
+        block = self.spec.blocks[nd.block]
+        units = None
+        if nd.repeat is not None:
+            units = self.eval(nd.repeat, env)
+            if units is None:
+                return path, None
+            if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+                self.err(nd.repeat.pos, "E303", f"{path}: repeat must be a positive integer (got {units!r})")
+                return path, None
+            if units > MAX_REPEAT:
+                self.err(nd.repeat.pos, "E305", f"{path}: repeat {units} is more than {MAX_REPEAT}")
+                return path, None
+        cur = inp
+        first_in = inp[1]
+        for u in range(units or 1):
+            local = {**env, "i": u} if units else env
+            values = {**nd.attrs, **nd.first} if units and u == 0 else nd.attrs
+            args = self.args(nd, block.params, values, local, path)
+            if args is None or cur[1] is None:
+                return path, None
+            unit_path = f"{path}.{u}" if units else path
+            benv = {**self.globals, **args, "in_channels": cur[1][0]}
+            refs, _ = self.scope(block.nodes, unit_path + ".", benv, cur[0], cur[1], depth + 1)
+            unit_in = cur[1]
+            cur = refs[block.output[0]] if block.output else refs["__last__"]
+            if cur[1] is None:
+                return path, None
+            self.instances.append(Instance(unit_path, block.name, args, unit_in, cur[1], cur[0], nd.pos,
+                                           index=u if units else None))
+        if units:
+            self.instances.append(Instance(path, block.name, {}, first_in, cur[1], cur[0], nd.pos, units=units))
+        return cur
+
+
+PAD_WORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
+
+
+def _fmt(shape: Shape | None) -> str:
+    return "?" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"

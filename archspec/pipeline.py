@@ -1,0 +1,27 @@
+"""The compiler's front half as one call: load -> validate -> expand -> count."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from archspec.ir import Graph
+from archspec.passes.count import Counts, count
+from archspec.passes.expand import expand
+from archspec.schema.spec import Spec, parse_spec
+
+
+@dataclass(frozen=True)
+class Compiled:
+    spec: Spec
+    graph: Graph
+    counts: Counts
+
+
+def compile_spec(path: str | Path, overrides: Mapping[str, str] | None = None,
+                 text: str | bytes | None = None) -> Compiled:
+    """Parse, validate, expand and count a spec. Raises SpecError."""
+    spec = parse_spec(path, text)
+    graph = expand(spec, overrides)
+    return Compiled(spec, graph, count(graph))

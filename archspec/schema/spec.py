@@ -1,0 +1,514 @@
+"""Parse and validate a spec document into plain data classes.
+
+This stage checks everything that can be checked without evaluating the
+network: the structure and types of the document, names, references between
+nodes and blocks, op attributes, and the names used in expressions. It
+collects every error of the file; :func:`parse_spec` raises one
+:class:`~archspec.diagnostics.SpecError` with all of them, sorted.
+
+The spec language is documented in ``docs/spec-language.md``.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archspec import ops
+from archspec.diagnostics import Collector, Pos, SpecError, did_you_mean, one_of
+from archspec.schema import expr as E
+from archspec.schema.yamlload import YList, YMap, load_yaml
+
+PARAM_TYPES = ("int", "float", "bool", "str")
+TOP_KEYS = ("name", "source", "description", "input", "params", "blocks", "layers", "outputs")
+BLOCK_KEYS = ("params", "nodes", "output", "doc")
+NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
+PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
+IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Names a node cannot take: they mean something already, in a spec or in the
+# generated code (module attributes, Keras/TF/Chainer reserved members).
+RESERVED = {
+    "input", "i", "in_channels", "self", "forward", "training", "call", "build", "name",
+    "params", "parameters", "children", "modules", "weights", "variables", "layers",
+    "num_classes", "outputs", "trainable", "dtype", "config",
+}
+MAX_NODES_PER_SCOPE = 2000
+
+
+@dataclass
+class Value:
+    """A value written in the spec: a literal, an expression, or a list."""
+
+    raw: Any
+    pos: Pos
+    expr: E.Expr | None = None
+    items: list[Value] | None = None
+
+
+@dataclass
+class ParamDef:
+    name: str
+    type: str
+    default: Any  # ops.REQUIRED when there is none
+    pos: Pos
+    doc: str = ""
+
+
+@dataclass
+class NodeDef:
+    name: str
+    pos: Pos
+    op: str | None = None  # canonical op name
+    block: str | None = None
+    inputs: list[tuple[str, Pos]] | None = None
+    attrs: dict[str, Value] = field(default_factory=dict)
+    first: dict[str, Value] = field(default_factory=dict)
+    when: Value | None = None
+    repeat: Value | None = None
+    doc: str = ""
+
+
+@dataclass
+class BlockDef:
+    name: str
+    pos: Pos
+    params: dict[str, ParamDef]
+    nodes: list[NodeDef]
+    output: tuple[str, Pos] | None = None
+    doc: str = ""
+
+
+@dataclass
+class Spec:
+    name: str
+    source: str
+    file: str
+    pos: Pos
+    input: list[Value]
+    params: dict[str, ParamDef]
+    blocks: dict[str, BlockDef]
+    layers: list[NodeDef]
+    outputs: list[tuple[str, Pos]] | None = None
+    description: str = ""
+
+
+def parse_spec(path: str | Path, text: str | bytes | None = None) -> Spec:
+    """Load, parse and validate a spec file. Raises SpecError."""
+    doc, name = load_yaml(path, text)
+    return _Parser(name).spec(doc)
+
+
+class _Parser:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.diag = Collector()
+
+    # -- helpers ------------------------------------------------------------
+
+    def err(self, pos: Pos, code: str, message: str) -> None:
+        self.diag.error(pos, code, message)
+
+    def mapping(self, value: Any, pos: Pos, what: str) -> YMap | None:
+        if isinstance(value, YMap):
+            return value
+        self.err(pos, "E101", f"{what} must be a mapping (key: value), found {_kind(value)}")
+        return None
+
+    def check_keys(self, m: YMap, allowed: tuple[str, ...], what: str) -> None:
+        for key in m:
+            if key not in allowed:
+                self.err(
+                    m.key_pos[key], "E103",
+                    f"unknown key '{key}' in {what}{did_you_mean(str(key), allowed)}; "
+                    f"allowed: {', '.join(allowed)}",
+                )
+
+    def text(self, m: YMap, key: str, what: str, required: bool = True) -> str:
+        if key not in m:
+            if required:
+                self.err(m.pos, "E102", f"{what} needs a '{key}'")
+            return ""
+        v = m[key]
+        if not isinstance(v, str) or not v.strip():
+            self.err(m.val_pos[key], "E101", f"'{key}' must be a non-empty string, found {_kind(v)}")
+            return ""
+        return v
+
+    def name_ok(self, name: Any, pos: Pos, what: str) -> bool:
+        if not isinstance(name, str) or not IDENT.match(name) or keyword.iskeyword(name):
+            self.err(
+                pos, "E105",
+                f"invalid {what} name {name!r}: use letters, digits and underscores, "
+                "starting with a letter (not a Python keyword)",
+            )
+            return False
+        if len(name) > 64:
+            self.err(pos, "E105", f"{what} name '{name[:20]}...' is longer than 64 characters")
+            return False
+        return True
+
+    def value(self, raw: Any, pos: Pos, scope: set[str], literal_words: tuple[str, ...] = ()) -> Value:
+        """Wrap a raw YAML value; strings become parsed expressions whose
+        names are checked against ``scope``."""
+        if isinstance(raw, YList):
+            return Value(
+                raw, pos, items=[self.value(v, p, scope, literal_words) for v, p in zip(raw, raw.item_pos)]
+            )
+        if isinstance(raw, str):
+            if raw in literal_words:
+                return Value(raw, pos)
+            try:
+                tree = E.parse(raw)
+            except E.ExprError as exc:
+                self.err(_shift(pos, exc.col), exc.code, f"in expression {raw!r}: {exc.message}")
+                return Value(raw, pos)
+            self.check_names(tree, pos, scope, raw)
+            return Value(raw, pos, expr=tree)
+        if raw is None or isinstance(raw, (YMap, bytes)) or not E.is_value(raw):
+            self.err(pos, "E101", f"expected a number, boolean, string or list, found {_kind(raw)}")
+        return Value(raw, pos)
+
+    def check_names(self, tree: E.Expr, pos: Pos, scope: set[str], raw: str) -> None:
+        for n in E.free_names(tree):
+            if n.id not in scope:
+                self.err(
+                    _shift(pos, n.col), "E203",
+                    f"unknown parameter '{n.id}'{did_you_mean(n.id, scope)}; "
+                    f"in scope here: {', '.join(sorted(scope)) or 'nothing'}",
+                )
+        for c in E.calls(tree):
+            fn = E.FUNCTIONS.get(c.func)
+            if fn is None:
+                self.err(
+                    _shift(pos, c.col), "E302",
+                    f"unknown function '{c.func}'{did_you_mean(c.func, E.FUNCTIONS)}; "
+                    f"available: {', '.join(sorted(E.FUNCTIONS))}",
+                )
+            elif not fn.min_args <= len(c.args) <= fn.max_args:
+                want = str(fn.min_args) if fn.min_args == fn.max_args else f"{fn.min_args} to {fn.max_args}"
+                self.err(_shift(pos, c.col), "E302", f"{c.func}() takes {want} arguments, got {len(c.args)}")
+
+    # -- document -----------------------------------------------------------
+
+    def spec(self, doc: Any) -> Spec:
+        top = self.mapping(doc, Pos(self.file, 1, 1), "a spec")
+        if top is None:
+            self.diag.raise_if_any()
+        assert top is not None
+        self.check_keys(top, TOP_KEYS, "the spec")
+        name = self.text(top, "name", "the spec")
+        if name:
+            self.name_ok(name, top.val_pos["name"], "spec")
+        source = self.text(top, "source", "the spec (say which paper or seed table it follows)")
+        description = self.text(top, "description", "the spec", required=False)
+
+        params = self.params(top.get("params"), top.val_pos.get("params"), spec_level=True)
+        global_scope = set(params)
+
+        shape: list[Value] = []
+        if "input" not in top:
+            self.err(top.pos, "E102", "the spec needs an 'input' shape, channels first: [C, H, W] or [C, L]")
+        else:
+            raw, pos = top["input"], top.val_pos["input"]
+            if not isinstance(raw, YList) or not 1 <= len(raw) <= 3:
+                self.err(pos, "E101", "'input' must be a list of 1 to 3 sizes, channels first: [C, H, W] or [C, L]")
+            else:
+                shape = [self.value(v, p, global_scope) for v, p in zip(raw, raw.item_pos)]
+
+        blocks_raw = top.get("blocks")
+        blocks: dict[str, BlockDef] = {}
+        block_names: set[str] = set()
+        if blocks_raw is not None:
+            bm = self.mapping(blocks_raw, top.val_pos["blocks"], "'blocks'")
+            if bm is not None:
+                block_names = {k for k in bm if isinstance(k, str)}
+                for bname, body in bm.items():
+                    if self.name_ok(bname, bm.key_pos[bname], "block") and bname not in ops.OPS:
+                        blocks[bname] = self.block(bname, body, bm.key_pos[bname], global_scope, block_names)
+                    elif bname in ops.OPS:
+                        self.err(bm.key_pos[bname], "E106", f"block '{bname}' has the name of an op; rename it")
+        self.check_block_cycles(blocks)
+
+        layers: list[NodeDef] = []
+        if "layers" not in top:
+            self.err(top.pos, "E102", "the spec needs 'layers': the list of the network's nodes")
+        else:
+            layers = self.nodes(top["layers"], top.val_pos["layers"], global_scope, block_names, blocks, "layers")
+
+        outputs = None
+        if "outputs" in top:
+            outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
+
+        self.diag.raise_if_any()
+        return Spec(name, source, self.file, top.pos, shape, params, blocks, layers, outputs, description)
+
+    def params(self, raw: Any, pos: Pos | None, spec_level: bool) -> dict[str, ParamDef]:
+        out: dict[str, ParamDef] = {}
+        if raw is None:
+            return out
+        m = self.mapping(raw, pos or Pos(self.file), "'params'")
+        if m is None:
+            return out
+        for pname, decl in m.items():
+            kpos, vpos = m.key_pos[pname], m.val_pos[pname]
+            if not self.name_ok(pname, kpos, "parameter"):
+                continue
+            if pname in RESERVED - {"num_classes"}:
+                self.err(kpos, "E105", f"'{pname}' is a reserved name; choose another parameter name")
+                continue
+            ptype, default, doc = None, ops.REQUIRED, ""
+            if isinstance(decl, YMap):
+                self.check_keys(decl, ("type", "default", "doc"), f"parameter '{pname}'")
+                ptype = decl.get("type")
+                if ptype is not None and ptype not in PARAM_TYPES:
+                    self.err(decl.val_pos["type"], "E101",
+                             f"unknown type {ptype!r}{did_you_mean(str(ptype), PARAM_TYPES)}; {one_of(PARAM_TYPES)}")
+                    continue
+                if "default" in decl:
+                    default = decl["default"]
+                    vpos = decl.val_pos["default"]
+                doc = decl.get("doc", "") if isinstance(decl.get("doc", ""), str) else ""
+            elif isinstance(decl, str) and decl in PARAM_TYPES:
+                ptype = decl
+            elif E.is_value(decl) and decl is not None:
+                default = decl
+            else:
+                self.err(vpos, "E101",
+                         f"parameter '{pname}' must be a default value, a type ({', '.join(PARAM_TYPES)}) "
+                         "or a mapping with 'type', 'default' and 'doc'")
+                continue
+            if default is not ops.REQUIRED:
+                inferred = _type_of(default)
+                if inferred is None:
+                    self.err(vpos, "E101", f"default of '{pname}' must be a number, boolean or string")
+                    continue
+                if ptype is None:
+                    ptype = inferred
+                elif not _fits(default, ptype):
+                    self.err(vpos, "E101", f"default {default!r} of '{pname}' is not of type {ptype}")
+                    continue
+            elif ptype is None:
+                self.err(vpos, "E102", f"parameter '{pname}' needs a 'type' or a 'default'")
+                continue
+            if spec_level and default is ops.REQUIRED:
+                self.err(vpos, "E102",
+                         f"spec parameter '{pname}' needs a default, so that the spec builds without --set")
+                continue
+            out[pname] = ParamDef(pname, ptype, default, kpos, doc)
+        return out
+
+    def block(self, name: str, body: Any, pos: Pos, global_scope: set[str], block_names: set[str]) -> BlockDef:
+        m = self.mapping(body, pos, f"block '{name}'")
+        if m is None:
+            return BlockDef(name, pos, {}, [])
+        self.check_keys(m, BLOCK_KEYS, f"block '{name}'")
+        params = self.params(m.get("params"), m.val_pos.get("params"), spec_level=False)
+        for p in params:
+            if p in global_scope:
+                self.err(params[p].pos, "E106",
+                         f"block parameter '{p}' hides the spec parameter of the same name; rename it")
+        scope = global_scope | set(params) | {"in_channels"}
+        if "nodes" not in m:
+            self.err(m.pos, "E102", f"block '{name}' needs 'nodes'")
+            nodes: list[NodeDef] = []
+        else:
+            nodes = self.nodes(m["nodes"], m.val_pos["nodes"], scope, block_names, None, f"block '{name}'")
+        output = None
+        if "output" in m:
+            oname, opos = m["output"], m.val_pos["output"]
+            names = [n.name for n in nodes]
+            if oname not in names:
+                self.err(opos, "E205", f"unknown node '{oname}'{did_you_mean(str(oname), names)} as the block's output")
+            else:
+                output = (oname, opos)
+        doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
+        return BlockDef(name, pos, params, nodes, output, doc)
+
+    def nodes(self, raw: Any, pos: Pos, scope: set[str], block_names: set[str],
+              blocks: dict[str, BlockDef] | None, where: str) -> list[NodeDef]:
+        if not isinstance(raw, YList) or not raw:
+            self.err(pos, "E101", f"{where} must be a non-empty list of nodes ('- name: {{op: ...}}')")
+            return []
+        if len(raw) > MAX_NODES_PER_SCOPE:
+            self.err(pos, "E305", f"{where} has {len(raw)} nodes (at most {MAX_NODES_PER_SCOPE}); use blocks and repeat")
+            return []
+        out: list[NodeDef] = []
+        seen: dict[str, Pos] = {}
+        all_names = [next(iter(item)) for item in raw if isinstance(item, YMap) and len(item) == 1]
+        for item, ipos in zip(raw, raw.item_pos):
+            if not isinstance(item, YMap) or len(item) != 1:
+                self.err(ipos, "E101", "a node is a one-key mapping: '- name: {op: conv2d, ...}'")
+                continue
+            nname = next(iter(item))
+            npos = item.key_pos[nname]
+            if not self.name_ok(nname, npos, "node"):
+                continue
+            if nname in RESERVED:
+                self.err(npos, "E105", f"'{nname}' is a reserved name; choose another node name")
+                continue
+            if nname in seen:
+                self.err(npos, "E106", f"duplicate node name '{nname}' (first at line {seen[nname].line}); rename one")
+                continue
+            node = self.node(nname, item[nname], item.val_pos[nname], npos, scope, block_names, seen, all_names)
+            seen[nname] = npos
+            if node is not None:
+                out.append(node)
+        return out
+
+    def node(self, name: str, body: Any, bpos: Pos, npos: Pos, scope: set[str], block_names: set[str],
+             earlier: dict[str, Pos], all_names: list[str]) -> NodeDef | None:
+        m = self.mapping(body, bpos, f"node '{name}'")
+        if m is None:
+            return None
+        node = NodeDef(name, npos)
+        has_op, has_block = "op" in m, "block" in m
+        if has_op == has_block:
+            self.err(m.pos, "E102", f"node '{name}' needs exactly one of 'op' or 'block'")
+            return None
+        attr_scope = scope
+        if has_op:
+            opname = m["op"]
+            opdef = ops.lookup(opname) if isinstance(opname, str) else None
+            if opdef is None:
+                self.err(m.val_pos["op"], "E201",
+                         f"unknown op {opname!r}{did_you_mean(str(opname), [*ops.OPS, *block_names])}; "
+                         "see 'archspec ops' for the list")
+                return None
+            node.op = opdef.name
+            for key in ("repeat", "first"):
+                if key in m:
+                    self.err(m.key_pos[key], "E103", f"'{key}' applies to block nodes only; wrap the op in a block")
+        else:
+            bname = m["block"]
+            if bname not in block_names:
+                self.err(m.val_pos["block"], "E204",
+                         f"unknown block {bname!r}{did_you_mean(str(bname), [*block_names, *ops.OPS])}; "
+                         "define it under 'blocks'")
+                return None
+            node.block = bname
+            if "repeat" in m:
+                node.repeat = self.value(m["repeat"], m.val_pos["repeat"], scope)
+                attr_scope = scope | {"i"}
+        if "in" in m:
+            node.inputs = self.refs(m["in"], m.val_pos["in"], earlier, all_names, name)
+        if "when" in m:
+            node.when = self.value(m["when"], m.val_pos["when"], scope)
+        if "doc" in m:
+            node.doc = m["doc"] if isinstance(m["doc"], str) else ""
+        for key, raw in m.items():
+            if key in NODE_KEYS:
+                continue
+            kpos, vpos = m.key_pos[key], m.val_pos[key]
+            if node.op is not None:
+                attr = ops.OPS[node.op].attrs.get(key)
+                if attr is None:
+                    known = list(ops.OPS[node.op].attrs)
+                    self.err(kpos, "E202",
+                             f"unknown attribute '{key}' for op {node.op}{did_you_mean(str(key), known + list(NODE_KEYS))}; "
+                             + (f"{node.op} takes {', '.join(known)}" if known else f"{node.op} takes no attributes"))
+                    continue
+                node.attrs[key] = self.value(raw, vpos, attr_scope, PAD_KEYWORDS.get(attr.kind, ()))
+            else:
+                node.attrs[key] = self.value(raw, vpos, attr_scope, ("same", "valid", "causal"))
+        if "first" in m and node.block is not None:
+            fm = self.mapping(m["first"], m.val_pos["first"], "'first'")
+            if fm is not None:
+                for key, raw in fm.items():
+                    node.first[key] = self.value(raw, fm.val_pos[key], scope, ("same", "valid", "causal"))
+                if node.repeat is None:
+                    self.err(m.key_pos["first"], "E103", "'first' needs 'repeat' (it overrides the first unit)")
+        if node.op is not None:
+            for aname, attr in ops.OPS[node.op].attrs.items():
+                if attr.required and aname not in node.attrs:
+                    self.err(m.pos, "E102", f"op {node.op} needs attribute '{aname}' ({attr.doc})")
+        return node
+
+    def refs(self, raw: Any, pos: Pos, earlier: dict[str, Pos], all_names: list[str], me: str) -> list[tuple[str, Pos]]:
+        items = list(zip(raw, raw.item_pos)) if isinstance(raw, YList) else [(raw, pos)]
+        out = []
+        for ref, rpos in items:
+            if not isinstance(ref, str):
+                self.err(rpos, "E101", f"'in' names nodes, found {_kind(ref)}")
+                continue
+            if ref == "input" or ref in earlier:
+                out.append((ref, rpos))
+            elif ref == me:
+                self.err(rpos, "E207", f"node '{me}' takes itself as input (a cycle); name an earlier node")
+            elif ref in all_names:
+                self.err(rpos, "E207",
+                         f"node '{me}' takes '{ref}', which comes later (a cycle or a forward reference); "
+                         "nodes can only take earlier nodes as input, so reorder them")
+            else:
+                self.err(rpos, "E205",
+                         f"unknown node '{ref}'{did_you_mean(ref, [*earlier, 'input'])}; "
+                         "'in' names an earlier node of the same list, or 'input'")
+        return out
+
+    def outputs(self, raw: Any, pos: Pos, layers: list[NodeDef]) -> list[tuple[str, Pos]]:
+        names = [n.name for n in layers]
+        items = list(zip(raw, raw.item_pos)) if isinstance(raw, YList) else [(raw, pos)]
+        out = []
+        for ref, rpos in items:
+            if ref in names:
+                out.append((ref, rpos))
+            else:
+                self.err(rpos, "E205", f"unknown output '{ref}'{did_you_mean(str(ref), names)}; outputs name nodes of 'layers'")
+        return out
+
+    def check_block_cycles(self, blocks: dict[str, BlockDef]) -> None:
+        uses = {b.name: [(n.block, n) for n in b.nodes if n.block] for b in blocks.values()}
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = 1
+            for used, node in uses.get(name, []):
+                if state.get(used) == 1:
+                    chain = " -> ".join([*path[path.index(used):], used]) if used in path else f"{name} -> {used}"
+                    self.err(node.pos, "E208", f"block '{name}' uses itself through {chain}; blocks cannot recurse")
+                elif used in uses and state.get(used) is None:
+                    visit(used, [*path, used])
+            state[name] = 2
+
+        for name in blocks:
+            if state.get(name) is None:
+                visit(name, [name])
+
+
+def _shift(pos: Pos, col: int) -> Pos:
+    return Pos(pos.file, pos.line, pos.col + col)
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    if isinstance(v, bool):
+        return f"the boolean {v}"
+    if isinstance(v, (int, float)):
+        return f"the number {v}"
+    if isinstance(v, str):
+        return f"the string {v!r}"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a mapping"
+    return type(v).__name__
+
+
+def _type_of(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return None
+
+
+def _fits(v: Any, ptype: str) -> bool:
+    t = _type_of(v)
+    return t == ptype or (ptype == "float" and t == "int")
