@@ -41,7 +41,7 @@ def rows(c: Compiled, max_depth: int | None = None) -> list[Row]:
             if prefix in opened:
                 continue
             opened.add(prefix)
-            if max_depth is not None and depth - 1 >= max_depth:
+            if max_depth is not None and depth - 1 > max_depth:
                 continue
             inst = instances[prefix]
             op = f"{inst.block} x{inst.units}" if inst.units else inst.block

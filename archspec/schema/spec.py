@@ -163,7 +163,11 @@ class _Parser:
             try:
                 tree = E.parse(raw)
             except E.ExprError as exc:
-                self.err(_shift(pos, exc.col), exc.code, f"in expression {raw!r}: {exc.message}")
+                hint = ""
+                if raw.count("(") > raw.count(")"):
+                    hint = ("; in a flow mapping {...} a comma ends the value, so quote expressions "
+                            "with commas: \"make_divisible(x, 8)\"")
+                self.err(_shift(pos, exc.col), exc.code, f"in expression {raw!r}: {exc.message}{hint}")
                 return Value(raw, pos)
             self.check_names(tree, pos, scope, raw)
             return Value(raw, pos, expr=tree)
