@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import click
 
+from pathlib import Path
+
 from archspec import ops
+from archspec.codegen import EMITTERS
 from archspec.diagnostics import SpecError
 from archspec.passes.expand import parse_overrides
 from archspec.pipeline import Compiled, compile_spec
@@ -100,6 +103,114 @@ def summary(spec: str, sets: tuple[str, ...], fmt: str, depth: int | None) -> No
         click.echo(S.format_markdown(c, depth), nl=False)
     else:
         click.echo(S.format_table(c, depth), nl=False)
+
+
+def _internal(exc: Exception) -> Failed:
+    click.echo(f"error: archspec could not generate code: {exc}", err=True)
+    click.echo("This is a bug in archspec, not in your spec; please report it with the spec.", err=True)
+    return Failed()
+
+
+def _compile_all(paths: list[str], sets: tuple[str, ...]) -> tuple[list[Compiled], int]:
+    overrides = _overrides(sets)
+    compiled, failed = [], 0
+    for path in paths:
+        try:
+            compiled.append(compile_spec(path, overrides))
+        except SpecError as err:
+            _report(err)
+            failed += 1
+    return compiled, failed
+
+
+def _spec_files(specs_dir: str) -> list[str]:
+    files = sorted(str(p) for p in Path(specs_dir).glob("*.yaml"))
+    if not files:
+        raise click.UsageError(f"no specs (*.yaml) in {specs_dir}/")
+    return files
+
+
+def _render(compiled: list[Compiled], targets: list[str], table: bool) -> dict[str, str]:
+    from archspec.build import render_all
+    from archspec.codegen.model import CodegenError
+    from archspec.codegen.writer import FormatError
+
+    try:
+        return render_all(compiled, targets, table)
+    except (CodegenError, FormatError) as exc:
+        raise _internal(exc) from None
+
+
+target_choice = click.Choice([*EMITTERS, "all"])
+
+
+@main.command(name="compile")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", "-t", "targets", type=target_choice, multiple=True, required=True,
+              help="Framework to generate (repeatable), or all.")
+@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@set_option
+def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: Path, sets: tuple[str, ...]) -> None:
+    """Generate framework code: writes DIR/<name>/<name>_<target>.py."""
+    from archspec.build import write
+
+    chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
+    compiled, failed = _compile_all(list(specs), sets)
+    files = _render(compiled, chosen, table=False)
+    write(files, out_dir, lambda rel, did: click.echo(f"{'wrote' if did else 'unchanged'} {out_dir / rel}"))
+    if failed:
+        raise Failed()
+
+
+@main.command(name="build")
+@click.option("--specs", "specs_dir", default="specs", show_default=True, type=click.Path(file_okay=False),
+              help="Directory of specs.")
+@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+def build_command(specs_dir: str, out_dir: Path) -> None:
+    """Regenerate everything for every spec: code for all targets and tables."""
+    import time
+
+    from archspec.build import write
+
+    start = time.perf_counter()
+    paths = _spec_files(specs_dir)
+    compiled, failed = _compile_all(paths, ())
+    click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)} and tables")
+    files = _render(compiled, list(EMITTERS), table=True)
+    by_spec: dict[str, list[bool]] = {}
+
+    def progress(rel: str, did: bool) -> None:
+        by_spec.setdefault(rel.split("/")[0], []).append(did)
+
+    changed = write(files, out_dir, progress)
+    for name, flags in by_spec.items():
+        click.echo(f"  {name:<18} {sum(flags)} of {len(flags)} files changed")
+    click.echo(f"{changed} files changed in {out_dir}/ ({time.perf_counter() - start:.1f} s)")
+    if failed:
+        click.echo(f"{failed} spec{'s' if failed > 1 else ''} failed; their files were left as they were", err=True)
+        raise Failed()
+
+
+@main.command(name="check")
+@click.option("--specs", "specs_dir", default="specs", show_default=True, type=click.Path(file_okay=False),
+              help="Directory of specs.")
+@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+def check_command(specs_dir: str, out_dir: Path) -> None:
+    """Exit 1 if generated/ differs from what `archspec build` would write."""
+    from archspec.build import check
+
+    compiled, failed = _compile_all(_spec_files(specs_dir), ())
+    drift = check(_render(compiled, list(EMITTERS), table=True), out_dir)
+    for kind, files in (("stale", drift.stale), ("missing", drift.missing), ("extra", drift.extra)):
+        for rel in files:
+            click.echo(f"{kind}: {out_dir / rel}")
+    if drift or failed:
+        click.echo("generated/ is not current: run `archspec build`", err=True)
+        raise Failed()
+    click.echo(f"{out_dir}/ is current")
 
 
 @main.command(name="ops")

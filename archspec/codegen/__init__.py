@@ -1,0 +1,12 @@
+"""Code generation: the code model, one emitter per target, the writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from archspec.codegen import pytorch
+from archspec.codegen.model import CodeModel
+
+EMITTERS: dict[str, Callable[[CodeModel], str]] = {
+    "pytorch": pytorch.emit,
+}

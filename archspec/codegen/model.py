@@ -1,0 +1,624 @@
+"""The code model: what every target writes, decided once.
+
+The emitters write one class (or function) per block the spec defines, and
+one for the network, so that the generated code mirrors the spec instead of
+unrolling it. This module turns a compiled spec into that structure, target
+independent:
+
+* each block becomes a :class:`Unit` with constructor arguments (``in_channels``
+  first, then the block's parameters, then the spec parameters it reads),
+* each node of the block becomes a :class:`Step` whose attributes are
+  expressions over those arguments (``width * 4``, ``stride``), and whose input
+  channel count is tracked symbolically from ``in_channels``,
+* ``when`` becomes a condition, and the forward data flow gets variable names.
+
+Every expression is then *verified* against the expanded IR: evaluated with
+the arguments of each instance of the block, it must give exactly the value
+the IR resolved (attributes, input channels). Generated code that disagrees
+with the IR is a bug in archspec and is refused with :class:`CodegenError`,
+never written.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from archspec import ops
+from archspec.ir import INPUT, Instance, Node
+from archspec.pipeline import Compiled
+from archspec.schema import expr as E
+from archspec.schema.spec import BlockDef, NodeDef, Value
+
+# Attributes whose value is written as an expression over the unit's arguments.
+# ``padding`` is handled apart: its keywords are resolved per target.
+_PASSTHROUGH_OPS = {"batch_norm", "layer_norm", "instance_norm", "lrn", "dropout", "relu", "relu6",
+                    "leaky_relu", "sigmoid", "tanh", "silu", "hard_swish", "softmax", "add", "multiply",
+                    "channel_shuffle", "global_avg_pool", "global_max_pool", "max_pool2d", "avg_pool2d",
+                    "zero_pad2d"}
+
+
+class CodegenError(Exception):
+    """The code model cannot express the IR faithfully (an archspec bug or an
+    unsupported construct); nothing is written."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: str
+    default: Any = ops.REQUIRED  # REQUIRED: no default
+
+
+@dataclass
+class Padding:
+    """How a node pads: ``mode`` is "explicit" (``sides`` the per-side values,
+    equal in every instance, or ``expr`` when they vary but stay symmetric),
+    "same"/"causal"/"valid" (the spec's keyword; ``sides`` is the resolved value
+    when every instance resolves alike, else None), "keyword" (``expr`` is a
+    parameter that names 'same' or 'valid' per instance, every 'same' at
+    stride 1), or "none"."""
+
+    mode: str
+    sides: tuple[int, ...] | None
+    expr: E.Expr | tuple | None = None  # symmetric padding as an expression, or (h, w)
+
+
+@dataclass
+class Step:
+    name: str  # attribute name; the IR path component
+    op: str | None  # op name, for op nodes
+    unit: str | None  # class name of the block, for block nodes
+    attrs: dict[str, E.Expr]  # op attributes (resolved), or block arguments
+    first: dict[str, E.Expr]  # first-unit overrides of a stage
+    units: E.Expr | None  # repeat count of a stage
+    in_channels: E.Expr  # channel count of the first input
+    in_shape: tuple[int, ...] | None  # input shape when equal in every instance
+    out_shape: tuple[int, ...] | None  # output shape when equal in every instance
+    inputs: list[str]  # variable names
+    output: str  # variable name
+    cond: E.Expr | None  # None: always present
+    padding: Padding | None = None
+    doc: str = ""
+    varies_with_i: bool = False  # a stage whose arguments use the unit index i
+    in_ranks: tuple[int, ...] = ()  # rank of each input (per sample)
+
+    @property
+    def is_stage(self) -> bool:
+        return self.units is not None
+
+
+@dataclass
+class Unit:
+    """A generated class: a block, or the network itself (``is_model``)."""
+
+    name: str  # block name (snake_case) or spec name
+    class_name: str
+    args: list[Arg]
+    steps: list[Step]
+    input_var: str
+    output_vars: list[str]
+    out_channels: E.Expr
+    doc: str
+    is_model: bool = False
+    instances: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CodeModel:
+    compiled: Compiled
+    units: list[Unit]  # blocks in dependency order, the model last
+
+    @property
+    def model(self) -> Unit:
+        return self.units[-1]
+
+    @property
+    def ops_used(self) -> set[str]:
+        return {s.op for u in self.units for s in u.steps if s.op}
+
+
+def class_name(name: str) -> str:
+    """``inverted_residual`` -> ``InvertedResidual``; ``resnet50`` -> ``ResNet50``."""
+    special = {"resnet": "ResNet", "resnext": "ResNeXt", "vgg": "VGG", "densenet": "DenseNet",
+               "mobilenet": "MobileNet", "shufflenet": "ShuffleNet", "squeezenet": "SqueezeNet",
+               "googlenet": "GoogLeNet", "lenet": "LeNet", "alexnet": "AlexNet", "zfnet": "ZFNet",
+               "nin": "NIN", "wavenet": "WaveNet", "efficientnet": "EfficientNet", "se": "SE",
+               "bn": "BN", "gap": "GAP", "xception": "Xception", "relu": "ReLU", "relu6": "ReLU6"}
+    parts = []
+    for part in name.split("_"):
+        head = part.rstrip("0123456789")
+        parts.append(special.get(head, head.capitalize()) + part[len(head):] if head else part)
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------
+# Expression helpers
+
+
+def num(v: int | float | bool) -> E.Expr:
+    return E.Num(v, 0)
+
+
+def name(n: str) -> E.Expr:
+    return E.Name(n, 0)
+
+
+def is_const(e: E.Expr) -> bool:
+    return not E.free_names(e)
+
+
+def const_value(e: E.Expr) -> Any:
+    return E.evaluate(e, {})
+
+
+def add(a: E.Expr, b: E.Expr) -> E.Expr:
+    if is_const(a) and is_const(b):
+        return num(const_value(a) + const_value(b))
+    return E.Binary("+", a, b, 0)
+
+
+def mul(a: E.Expr, b: E.Expr) -> E.Expr:
+    if is_const(b) and const_value(b) == 1:
+        return a
+    if is_const(a) and is_const(b):
+        return num(const_value(a) * const_value(b))
+    return E.Binary("*", a, b, 0)
+
+
+def substitute(e: E.Expr, env: dict[str, E.Expr]) -> E.Expr:
+    """Replace names by expressions (a callee's arguments by the caller's)."""
+    if isinstance(e, E.Name):
+        return env.get(e.id, e)
+    if isinstance(e, E.Unary):
+        return E.Unary(e.op, substitute(e.operand, env), 0)
+    if isinstance(e, E.Binary):
+        return E.Binary(e.op, substitute(e.left, env), substitute(e.right, env), 0)
+    if isinstance(e, E.Compare):
+        return E.Compare(substitute(e.first, env), tuple((op, substitute(r, env)) for op, r in e.rest), 0)
+    if isinstance(e, E.IfElse):
+        return E.IfElse(substitute(e.cond, env), substitute(e.then, env), substitute(e.other, env), 0)
+    if isinstance(e, E.Call):
+        return E.Call(e.func, tuple(substitute(a, env) for a in e.args), 0)
+    return e
+
+
+def fold(e: E.Expr) -> E.Expr:
+    """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``."""
+    if isinstance(e, (E.Num, E.Str, E.Name)):
+        return e
+    if is_const(e) and not isinstance(e, E.Call):
+        v = const_value(e)
+        return num(v) if isinstance(v, (int, float, bool)) else e
+    if isinstance(e, E.Unary):
+        return E.Unary(e.op, fold(e.operand), 0)
+    if isinstance(e, E.Binary):
+        return E.Binary(e.op, fold(e.left), fold(e.right), 0)
+    if isinstance(e, E.Compare):
+        return E.Compare(fold(e.first), tuple((op, fold(r)) for op, r in e.rest), 0)
+    if isinstance(e, E.IfElse):
+        return E.IfElse(fold(e.cond), fold(e.then), fold(e.other), 0)
+    if isinstance(e, E.Call):
+        return E.Call(e.func, tuple(fold(a) for a in e.args), 0)
+    return e  # pragma: no cover
+
+
+def literal(v: Any) -> E.Expr:
+    """A resolved IR value as an expression (tuples stay tuples via Call-free
+    printing in the emitters: they are handled by :func:`source`)."""
+    return num(v) if not isinstance(v, str) else E.Str(v, 0)
+
+
+def source(e: E.Expr | tuple) -> str:
+    """Python source of an expression or a tuple of expressions."""
+    if isinstance(e, tuple):
+        return "(" + ", ".join(source(x) for x in e) + ("," if len(e) == 1 else "") + ")"
+    return E.to_source(e)
+
+
+def evaluate(e: E.Expr | tuple, env: dict[str, Any]) -> Any:
+    if isinstance(e, tuple):
+        return tuple(evaluate(x, env) for x in e)
+    return E.evaluate(e, env)
+
+
+# ----------------------------------------------------------------------------
+# Building the model
+
+
+def build(compiled: Compiled) -> CodeModel:
+    return _Builder(compiled).run()
+
+
+class _Builder:
+    def __init__(self, compiled: Compiled) -> None:
+        self.c = compiled
+        self.spec = compiled.spec
+        self.graph = compiled.graph
+        self.nodes = {n.path: n for n in self.graph.nodes}
+        # Instances of each block (units of stages and plain uses), in order.
+        self.instances: dict[str, list[Instance]] = {}
+        for inst in self.graph.instances:
+            if not inst.units:
+                self.instances.setdefault(inst.block, []).append(inst)
+        self.units: dict[str, Unit] = {}
+        self.globals_used: dict[str, list[str]] = {}
+
+    def run(self) -> CodeModel:
+        order = self.block_order()
+        for bname in order:
+            self.globals_used[bname] = self.block_globals(bname)
+        for bname in order:
+            self.units[bname] = self.block_unit(self.spec.blocks[bname])
+        model = self.model_unit()
+        return CodeModel(self.c, [*(self.units[b] for b in order), model])
+
+    # -- structure ------------------------------------------------------------
+
+    def block_order(self) -> list[str]:
+        """Used blocks, callees before callers, in order of first use."""
+        out: list[str] = []
+
+        def visit(nodes: list[NodeDef]) -> None:
+            for nd in nodes:
+                if nd.block and nd.block in self.instances and nd.block not in out:
+                    visit(self.spec.blocks[nd.block].nodes)
+                    out.append(nd.block)
+
+        visit(self.spec.layers)
+        return out
+
+    def block_globals(self, bname: str) -> list[str]:
+        """Spec parameters a block reads, itself or through the blocks it uses."""
+        used: set[str] = set()
+        block = self.spec.blocks[bname]
+        for nd in block.nodes:
+            for v in [*nd.attrs.values(), *nd.first.values(), nd.when, nd.repeat]:
+                for n in _names(v):
+                    if n in self.spec.params and n not in block.params:
+                        used.add(n)
+            if nd.block and nd.block in self.globals_used:
+                used.update(self.globals_used[nd.block])
+        return [p for p in self.spec.params if p in used]
+
+    # -- units ----------------------------------------------------------------
+
+    def block_unit(self, block: BlockDef) -> Unit:
+        insts = self.instances[block.name]
+        # Required arguments first (Python's rule), each group in spec order.
+        params = [Arg(p.name, p.type, p.default) for p in block.params.values()]
+        args = [Arg("in_channels", "int"), *(a for a in params if a.default is ops.REQUIRED)]
+        args += [Arg(g, self.spec.params[g].type) for g in self.globals_used[block.name]]
+        args += [a for a in params if a.default is not ops.REQUIRED]
+        envs = []
+        for inst in insts:
+            env = {**self.graph.params, **inst.args, "in_channels": inst.in_shape[0]}
+            envs.append((inst.path, env))
+        unit = Unit(block.name, class_name(block.name), args, [], "x", [], num(0), block.doc.strip(),
+                    instances=[e for _, e in envs])
+        self.fill(unit, block.nodes, envs, name("in_channels"), block.output[0] if block.output else None)
+        return unit
+
+    def model_unit(self) -> Unit:
+        spec, graph = self.spec, self.graph
+        args = [Arg(p.name, p.type, graph.params[p.name]) for p in spec.params.values()]
+        env = {**graph.params}
+        unit = Unit(spec.name, class_name(spec.name), args, [], "x", [], num(0),
+                    (spec.description or spec.source).strip(), is_model=True, instances=[env])
+        self.fill(unit, spec.layers, [("", env)], num(graph.input_shape[0]), None)
+        if spec.outputs:
+            names = {s.name: s for s in unit.steps}
+            unit.output_vars = [names[n].output for n, _ in spec.outputs if n in names]
+        return unit
+
+    def fill(self, unit: Unit, defs: list[NodeDef], envs: list[tuple[str, dict[str, Any]]],
+             in_channels: E.Expr, output: str | None) -> None:
+        """Translate a list of node definitions into steps, verifying every
+        expression against every instance (``envs``: instance path -> env)."""
+        channels: dict[str, E.Expr] = {INPUT: in_channels}
+        prev = INPUT
+        steps: list[Step] = []
+        refs: list[list[str]] = []
+        for nd in defs:
+            ins = [r for r, _ in nd.inputs] if nd.inputs else [prev]
+            refs.append(ins)
+            present = [self.present(nd, path, env) for path, env in envs]
+            if not any(present):
+                # Left out in every instance: nothing to write; its name is its input.
+                channels[nd.name] = channels[ins[0]]
+                prev = nd.name
+                steps.append(None)  # type: ignore[arg-type]
+                continue
+            cond = None
+            if not all(present):
+                if nd.when is None or nd.when.expr is None:  # pragma: no cover - defensive
+                    raise CodegenError(f"{unit.name}.{nd.name}: presence varies without a condition")
+                cond = nd.when.expr
+            elif nd.when is not None and nd.when.expr is not None and unit.is_model:
+                cond = nd.when.expr  # a model-level switch (e.g. aux_logits) stays a switch
+            in_ch = channels[ins[0]]
+            step = self.step(unit, nd, envs, present, in_ch, channels, ins)
+            step.cond = cond
+            out_ch = self.out_channels(step, nd, envs, present, in_ch, channels, ins)
+            channels[nd.name] = out_ch if cond is None else self.simplify_choice(
+                E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs)
+            steps.append(step)
+            prev = nd.name
+        out_name = output or prev
+        unit.out_channels = self.verified(channels[out_name], [
+            (path, env, self.shape_at(path, out_name, defs)[0]) for path, env in envs
+        ], f"{unit.name}: output channels")
+        self.name_variables(unit, defs, steps, refs, out_name)
+
+    def present(self, nd: NodeDef, path: str, env: dict[str, Any]) -> bool:
+        if nd.when is None:
+            return True
+        return bool(nd.when.raw if nd.when.expr is None else E.evaluate(nd.when.expr, env))
+
+    def shape_at(self, scope: str, ref: str, defs: list[NodeDef]) -> tuple[int, ...]:
+        """The IR shape of a name inside one instance (following skipped nodes)."""
+        prefix = f"{scope}." if scope else ""
+        by_name = {nd.name: nd for nd in defs}
+        while ref != INPUT:
+            path = prefix + ref
+            if path in self.nodes:
+                return self.nodes[path].shape
+            inst = next((i for i in self.graph.instances if i.path == path), None)
+            if inst is not None:
+                return inst.shape
+            nd = by_name[ref]  # skipped: its value is its first input
+            idx = defs.index(nd)
+            ref = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
+        if scope:
+            inst = next(i for i in self.graph.instances if i.path == scope)
+            return inst.in_shape
+        return self.graph.input_shape
+
+    # -- steps ------------------------------------------------------------------
+
+    def step(self, unit: Unit, nd: NodeDef, envs, present, in_ch, channels, ins) -> Step:
+        live = [(path, env) for (path, env), p in zip(envs, present) if p]
+        paths = [f"{path}.{nd.name}" if path else nd.name for path, _ in live]
+        in_shapes = {self.shape_at(path, ins[0], self._defs_for(unit)) for path, _ in live}
+        in_shape = next(iter(in_shapes)) if len(in_shapes) == 1 else None
+        path0 = live[0][0]
+        in_ranks = tuple(len(self.shape_at(path0, r, self._defs_for(unit))) for r in ins)
+        where = f"{unit.name}.{nd.name}"
+        self.verified(in_ch, [
+            (path, env, self.shape_at(path, ins[0], self._defs_for(unit))[0]) for path, env in live
+        ], f"{where}: input channels")
+        if nd.op:
+            irnodes = [self.nodes[p] for p in paths]
+            out_shapes = {n.shape for n in irnodes}
+            attrs, padding = self.op_attrs(nd, live, irnodes, where)
+            return Step(nd.name, nd.op, None, attrs, {}, None, in_ch, in_shape,
+                        next(iter(out_shapes)) if len(out_shapes) == 1 else None,
+                        [], "", None, padding, nd.doc, in_ranks=in_ranks)
+        callee = self.units[nd.block]
+        attrs = {k: self.arg_expr(v) for k, v in nd.attrs.items()}
+        first = {k: self.arg_expr(v) for k, v in nd.first.items()}
+        units = self.arg_expr(nd.repeat) if nd.repeat is not None else None
+        for g in self.globals_used[nd.block]:
+            attrs.setdefault(g, name(g) if not unit.is_model else name(g))
+        out_shapes = set()
+        for path in paths:
+            inst = next(i for i in self.graph.instances if i.path == path)
+            out_shapes.add(inst.shape)
+        varies = any(n == "i" for v in nd.attrs.values() for n in _names(v))
+        return Step(nd.name, None, callee.class_name, attrs, first, units, in_ch, in_shape,
+                    next(iter(out_shapes)) if len(out_shapes) == 1 else None, [], "", None,
+                    None, nd.doc, varies, in_ranks)
+
+    def _defs_for(self, unit: Unit) -> list[NodeDef]:
+        return self.spec.layers if unit.is_model else self.spec.blocks[unit.name].nodes
+
+    def arg_expr(self, v: Value) -> E.Expr:
+        if v.items is not None:
+            raise CodegenError("list-valued block arguments are not supported yet")
+        return v.expr if v.expr is not None else literal(v.raw)
+
+    def op_attrs(self, nd: NodeDef, live, irnodes: list[Node], where: str):
+        opdef = ops.OPS[nd.op]
+        attrs: dict[str, E.Expr] = {}
+        padding = None
+        for aname, attr in opdef.attrs.items():
+            values = [n.attrs[aname] for n in irnodes]
+            if aname == "padding":
+                padding = self.padding(nd, values, live, irnodes)
+                continue
+            v = nd.attrs.get(aname)
+            if v is not None and v.items is not None:
+                items = tuple(self.arg_expr(item) for item in v.items)
+                checks = [(path, env, n.attrs[aname]) for (path, env), n in zip(live, irnodes)]
+                attrs[aname] = self.verified(items, checks, f"{where}.{aname}")
+                continue
+            if v is None or v.expr is None:
+                # A literal, a default or a list: the resolved value, equal in every instance.
+                if any(x != values[0] for x in values):  # pragma: no cover - literals cannot vary
+                    raise CodegenError(f"{where}: attribute {aname} varies between instances")
+                value = values[0]
+                if aname == "stride" and nd.op in ("max_pool2d", "avg_pool2d") and "stride" not in nd.attrs:
+                    continue  # the framework default is the kernel size too
+                attrs[aname] = tuple(num(x) for x in value) if isinstance(value, tuple) else literal(value)
+                continue
+            expr = v.expr
+            checks = []
+            for (path, env), n in zip(live, irnodes):
+                want = n.attrs[aname]
+                checks.append((path, env, want[0] if isinstance(want, tuple) and len(set(want)) == 1 else want))
+            attrs[aname] = self.verified(expr, checks, f"{where}.{aname}")
+        return attrs, padding
+
+    def padding(self, nd: NodeDef, values: list[tuple[int, ...]], live, irnodes: list[Node]) -> Padding:
+        v = nd.attrs.get("padding")
+        same = all(x == values[0] for x in values)
+        if v is not None and v.expr is not None:
+            words = [E.evaluate(v.expr, env) for _, env in live]
+            if all(isinstance(w, str) for w in words):
+                # A keyword chosen by a parameter ('same' or 'valid' per instance).
+                if any(w == "same" and n.attrs.get("stride", (1,)) != (1,) * len(n.attrs["stride"])
+                       for w, n in zip(words, irnodes)):
+                    raise CodegenError(f"{nd.name}: 'same' padding chosen by a parameter at a stride > 1")
+                return Padding("keyword", values[0] if same else None, v.expr)
+        if v is not None and v.expr is None and v.items is None and isinstance(v.raw, str):
+            return Padding(v.raw, values[0] if same else None)
+        if not same:
+            symmetric = all(x[0] == x[1] and x[-2] == x[-1] for x in values)
+            if v is not None and symmetric:
+                if v.expr is not None and all(len(set(x)) == 1 for x in values):
+                    return Padding("explicit", None, v.expr)
+                if v.items is not None and len(v.items) == 2:
+                    h, w = (self.arg_expr(item) for item in v.items)
+                    return Padding("explicit", None, (h, w) if len(values[0]) == 4 else h)
+            raise CodegenError(f"{nd.name}: padding that varies between instances and is not "
+                               "symmetric (write it as one expression or [h, w])")
+        if not any(values[0]):
+            return Padding("none", values[0])
+        return Padding("explicit", values[0])
+
+    def out_channels(self, step: Step, nd: NodeDef, envs, present, in_ch, channels, ins) -> E.Expr:
+        if step.unit is not None:
+            callee = self.units[nd.block]
+            args = {**step.attrs}
+            env = {"in_channels": in_ch, **args}
+            for a in callee.args:
+                if a.name not in env and a.default is not ops.REQUIRED:
+                    env[a.name] = literal(a.default)
+            out = fold(substitute(callee.out_channels, env))
+            if step.units is not None:
+                # The last unit of a stage: its input is the previous unit's output.
+                return self.stage_out(step, callee, in_ch, envs, present, nd)
+            return out
+        op = step.op
+        if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
+            return step.attrs["out"]
+        if op == "depthwise_conv2d":
+            return mul(in_ch, step.attrs["multiplier"])
+        if op == "concat":
+            total = channels[ins[0]]
+            for r in ins[1:]:
+                total = add(total, channels[r])
+            return total
+        if op == "flatten":
+            if step.in_shape is None:
+                raise CodegenError(f"{nd.name}: flatten inside a block whose input size varies")
+            return num(math.prod(step.in_shape))
+        return in_ch
+
+    def stage_out(self, step: Step, callee: Unit, in_ch: E.Expr, envs, present, nd: NodeDef) -> E.Expr:
+        """Output channels of a stage: fold the callee's out_channels unit by
+        unit when the count is a constant; verified like everything else."""
+        checks = []
+        live = [(path, env) for (path, env), p in zip(envs, present) if p]
+        for path, env in live:
+            stage_path = f"{path}.{nd.name}" if path else nd.name
+            inst = next(i for i in self.graph.instances if i.path == stage_path)
+            checks.append((path, env, inst.shape[0]))
+        n_units = {E.evaluate(step.units, env) for _, env in live}
+        if len(n_units) != 1:
+            raise CodegenError(f"{nd.name}: a stage whose repeat count varies between instances")
+        ch = in_ch
+        for i in range(n_units.pop()):
+            args = {**step.attrs, **(step.first if i == 0 else {})}
+            args = {k: substitute(v, {"i": num(i)}) for k, v in args.items()}
+            env = {"in_channels": ch, **args}
+            for a in callee.args:
+                if a.name not in env and a.default is not ops.REQUIRED:
+                    env[a.name] = literal(a.default)
+            ch = fold(substitute(callee.out_channels, env))
+        return self.verified(ch, checks, f"{nd.name}: stage output channels")
+
+    def simplify_choice(self, choice: E.Expr, first: E.Expr, envs) -> E.Expr:
+        """``a if cond else b`` -> ``a`` when both agree in every instance."""
+        try:
+            if all(E.evaluate(choice, env) == E.evaluate(first, env) for _, env in envs):
+                return first
+        except E.ExprError:
+            pass
+        return choice
+
+    def verified(self, e: E.Expr, checks, what: str) -> E.Expr:
+        for path, env, want in checks:
+            try:
+                got = evaluate(e, {**env, "in_channels": env.get("in_channels")})
+            except E.ExprError as exc:
+                raise CodegenError(f"{what}: {source(e)} fails at {path or 'top level'}: {exc.message}") from None
+            if isinstance(want, tuple) and not isinstance(got, tuple):
+                got = (got,) * len(want)
+            if got != want:
+                raise CodegenError(
+                    f"{what}: {source(e)} gives {got!r} at {path or 'top level'}, the IR has {want!r}"
+                )
+        return e
+
+    # -- variables ---------------------------------------------------------------
+
+    def name_variables(self, unit: Unit, defs: list[NodeDef], steps: list[Step | None],
+                       refs: list[list[str]], out_name: str) -> None:
+        """Give every step an output variable: the chain variable when only the
+        next step reads it, its own name when it is read later or more than once."""
+        readers: dict[str, list[int]] = {}
+        for k, ins in enumerate(refs):
+            if steps[k] is None:
+                continue
+            for r in ins:
+                readers.setdefault(self.resolve(r, defs, steps, refs), []).append(k)
+        input_kept = any(k != _first_live(steps) for k in readers.get(INPUT, []))
+        chain = "out" if input_kept else "x"
+        var: dict[str, str] = {INPUT: "x"}
+        taken = {"x", "out", "self"}
+        for k, nd in enumerate(defs):
+            st = steps[k]
+            if st is None:
+                continue
+            rd = readers.get(nd.name, [])
+            first_in = self.resolve(refs[k][0], defs, steps, refs)
+            prev_live = _prev_live(steps, k)
+            continues = first_in == (defs[prev_live].name if prev_live >= 0 else INPUT)
+            branch = not continues and st.op not in ("add", "concat", "multiply")
+            own = (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k))) or branch or (
+                nd.name == out_name and k != _last_live(steps))
+            if own:
+                v = nd.name if nd.name not in taken and not keyword.iskeyword(nd.name) else f"{nd.name}_"
+            else:
+                v = chain
+            var[nd.name] = v
+            st.inputs = [var[self.resolve(r, defs, steps, refs)] for r in refs[k]]
+            st.output = v
+        unit.steps = [s for s in steps if s is not None]
+        unit.input_var = "x"
+        if not unit.output_vars:
+            unit.output_vars = [var[self.resolve(out_name, defs, steps, refs)]]
+
+    def resolve(self, ref: str, defs: list[NodeDef], steps, refs) -> str:
+        """Follow names of nodes left out everywhere to the value they stand for."""
+        by_name = {nd.name: k for k, nd in enumerate(defs)}
+        while ref != INPUT and steps[by_name[ref]] is None:
+            ref = refs[by_name[ref]][0]
+        return ref
+
+
+def _names(v: Value | None) -> list[str]:
+    if v is None:
+        return []
+    if v.items is not None:
+        return [n for item in v.items for n in _names(item)]
+    return [n.id for n in E.free_names(v.expr)] if v.expr is not None else []
+
+
+def _first_live(steps: list[Step | None]) -> int:
+    return next((k for k, s in enumerate(steps) if s is not None), -1)
+
+
+def _prev_live(steps: list[Step | None], k: int) -> int:
+    return next((j for j in range(k - 1, -1, -1) if steps[j] is not None), -1)
+
+
+def _next_live(steps: list[Step | None], k: int) -> int:
+    return next((j for j in range(k + 1, len(steps)) if steps[j] is not None), -1)
+
+
+def _last_live(steps: list[Step | None]) -> int:
+    return max((k for k, s in enumerate(steps) if s is not None), default=-1)

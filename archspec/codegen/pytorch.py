@@ -1,0 +1,352 @@
+"""PyTorch emitter: ``nn.Module`` classes, ``nn.Sequential`` stages.
+
+Attribute names follow the IR paths, so ``state_dict()`` keys are the
+canonical weight keys (``layer1.0.conv1.weight``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from archspec.codegen import common
+from archspec.codegen.model import CodeModel, CodegenError, Padding, Step, Unit
+from archspec.codegen.render import render_template
+
+TARGET = "pytorch"
+
+
+@dataclass
+class Ctx:
+    printer: common.Printer
+    helpers: set[str] = field(default_factory=set)  # names of helper definitions used
+    functional: bool = False  # torch.nn.functional is needed
+
+
+# ----------------------------------------------------------------------------
+# Per-op rules: the module a step constructs (None: no module) and the
+# expression its forward computes from the input variables.
+
+Module = Callable[[Step, Ctx], str | None]
+Forward = Callable[[Step, Ctx, list[str], str], str]
+
+
+def _kw(name: str, value: object, default: object) -> list[str]:
+    return [] if value == default else [f"{name}={value}"]
+
+
+def _attr(step: Step, ctx: Ctx, name: str) -> str:
+    return ctx.printer.pair(step.attrs[name])
+
+
+def _const(step: Step, ctx: Ctx, name: str) -> object:
+    return ctx.printer.value(step.attrs[name])
+
+
+def _conv_padding(step: Step, ctx: Ctx) -> list[str]:
+    """The padding keyword of a convolution or pooling module (symmetric only)."""
+    p = step.padding
+    if p is None or p.mode == "none":
+        return []
+    if p.expr is not None:  # symmetric, or a 'same'/'valid' parameter (PyTorch takes both words)
+        return [f"padding={ctx.printer.pair(p.expr)}"]
+    if p.sides is None or not _symmetric(p):
+        return []  # padded in forward
+    sides = p.sides
+    if len(sides) == 2:
+        return [f"padding={sides[0]}"]
+    t, _, left, _ = sides
+    return [f"padding={t if t == left else (t, left)}"]
+
+
+def _symmetric(p: Padding) -> bool:
+    s = p.sides
+    if s is None:
+        return False
+    return s[0] == s[1] if len(s) == 2 else (s[0] == s[1] and s[2] == s[3])
+
+
+def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> str:
+    """Wrap the input of a padded module when the padding is asymmetric or
+    depends on the input size ('same' with a varying stride)."""
+    p = step.padding
+    if p is None or p.mode == "none" or p.expr is not None or (p.sides is not None and _symmetric(p)):
+        return inp
+    fill = f", value={value}" if value else ""
+    if p.sides is None:  # 'same' resolved differently per instance: pad at run time
+        ctx.helpers.add("pad_same")
+        return f"pad_same({inp}, {module}{fill})"
+    ctx.functional = True
+    s = p.sides
+    pads = (s[0], s[1]) if len(s) == 2 else (s[2], s[3], s[0], s[1])  # F.pad: last axis first
+    return f"F.pad({inp}, {pads}{fill})"
+
+
+def conv2d(step: Step, ctx: Ctx) -> str:
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
+    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
+    kw += _kw("groups", _attr(step, ctx, "groups"), "1")
+    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
+    return f"nn.Conv2d({', '.join(args + kw)})"
+
+
+def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
+    cin = ctx.printer.expr(step.in_channels)
+    mult = _attr(step, ctx, "multiplier")
+    cout = cin if mult == "1" else f"{cin} * {mult}"
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
+    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
+    kw += [f"groups={cin}", *_kw("bias", _attr(step, ctx, "bias"), "True")]
+    return f"nn.Conv2d({', '.join([cin, cout, _attr(step, ctx, 'kernel'), *kw])})"
+
+
+def separable_conv2d(step: Step, ctx: Ctx) -> str:
+    ctx.helpers.add("SeparableConv2d")
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
+    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
+    kw += _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
+    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
+    return f"SeparableConv2d({', '.join(args + kw)})"
+
+
+def conv1d(step: Step, ctx: Ctx) -> str:
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
+    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
+    kw += _kw("groups", _attr(step, ctx, "groups"), "1")
+    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
+    return f"nn.Conv1d({', '.join(args + kw)})"
+
+
+def dense(step: Step, ctx: Ctx) -> str:
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out")]
+    return f"nn.Linear({', '.join(args + _kw('bias', _attr(step, ctx, 'bias'), 'True'))})"
+
+
+def _pool(cls: str) -> Module:
+    def make(step: Step, ctx: Ctx) -> str:
+        args = [_attr(step, ctx, "kernel")]
+        if "stride" in step.attrs:
+            args.append(f"stride={_attr(step, ctx, 'stride')}")
+        args += _conv_padding(step, ctx)
+        args += _kw("ceil_mode", _attr(step, ctx, "ceil_mode"), "False")
+        if "count_include_pad" in step.attrs:
+            args += _kw("count_include_pad", _attr(step, ctx, "count_include_pad"), "True")
+        return f"nn.{cls}({', '.join(args)})"
+
+    return make
+
+
+def _norm_dim(step: Step) -> str:
+    return "2d" if step.in_ranks[0] == 3 else "1d"
+
+
+def batch_norm(step: Step, ctx: Ctx) -> str:
+    kw = _kw("eps", _attr(step, ctx, "eps"), "1e-05") + _kw("momentum", _attr(step, ctx, "momentum"), "0.1")
+    return f"nn.BatchNorm{_norm_dim(step)}({', '.join([ctx.printer.expr(step.in_channels), *kw])})"
+
+
+def layer_norm(step: Step, ctx: Ctx) -> str:
+    kw = _kw("eps", _attr(step, ctx, "eps"), "1e-05")
+    if step.in_ranks[0] == 1:
+        return f"nn.LayerNorm({', '.join([ctx.printer.expr(step.in_channels), *kw])})"
+    ctx.helpers.add("ChannelLayerNorm")
+    return f"ChannelLayerNorm({', '.join([ctx.printer.expr(step.in_channels), *kw])})"
+
+
+def instance_norm(step: Step, ctx: Ctx) -> str:
+    kw = _kw("eps", _attr(step, ctx, "eps"), "1e-05") + _kw("affine", _attr(step, ctx, "affine"), "False")
+    return f"nn.InstanceNorm{_norm_dim(step)}({', '.join([ctx.printer.expr(step.in_channels), *kw])})"
+
+
+def lrn(step: Step, ctx: Ctx) -> str:
+    size = _const(step, ctx, "size")
+    alpha = _const(step, ctx, "alpha")
+    # PyTorch divides alpha by size; the IR's alpha is undivided.
+    kw = [f"alpha={alpha * size!r}", *_kw("beta", _attr(step, ctx, "beta"), "0.75"),
+          *_kw("k", _attr(step, ctx, "k"), "1.0")]
+    return f"nn.LocalResponseNorm({', '.join([str(size), *kw])})"
+
+
+def _simple(ctor: str) -> Module:
+    return lambda step, ctx: ctor
+
+
+def leaky_relu(step: Step, ctx: Ctx) -> str:
+    return f"nn.LeakyReLU({_attr(step, ctx, 'negative_slope')})"
+
+
+def dropout(step: Step, ctx: Ctx) -> str:
+    return f"nn.Dropout({_attr(step, ctx, 'rate')})"
+
+
+def _call(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    return f"{module}({ins[0]})"
+
+
+def _padded_call(fill: str = "") -> Forward:
+    def call(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+        return f"{module}({_pad_input(step, ctx, ins[0], module, fill)})"
+
+    return call
+
+
+def _global_pool(fn: str) -> Forward:
+    def call(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+        dims = "(2, 3)" if step.in_ranks[0] == 3 else "2"
+        keep = ", keepdim=True" if _attr(step, ctx, "keepdims") == "True" else ""
+        return f"{ins[0]}.{fn}({dims}{keep})"
+
+    return call
+
+
+def _multiply(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    a, b = ins
+    ra, rb = step.in_ranks
+    if ra > rb and rb == 1:
+        b = f"{b}[:, :{', None' * (ra - 1)}]"
+    elif rb > ra and ra == 1:
+        a = f"{a}[:, :{', None' * (rb - 1)}]"
+    return f"{a} * {b}"
+
+
+def zero_pad2d(step: Step, ctx: Ctx) -> str:
+    p = step.padding
+    if p is None or p.sides is None:
+        raise CodegenError(f"{step.name}: zero padding that varies between instances")
+    t, b, left, right = p.sides
+    return f"nn.ZeroPad2d({(left, right, t, b)})"
+
+
+def channel_shuffle(step: Step, ctx: Ctx) -> str:
+    return f"nn.ChannelShuffle({_attr(step, ctx, 'groups')})"
+
+
+@dataclass(frozen=True)
+class Rule:
+    module: Module | None
+    forward: Forward = _call
+
+
+OPS: dict[str, Rule] = {
+    "conv2d": Rule(conv2d, _padded_call()),
+    "depthwise_conv2d": Rule(depthwise_conv2d, _padded_call()),
+    "separable_conv2d": Rule(separable_conv2d, _padded_call()),
+    "conv1d": Rule(conv1d, _padded_call()),
+    "dense": Rule(dense),
+    "max_pool2d": Rule(_pool("MaxPool2d"), _padded_call('float("-inf")')),
+    "avg_pool2d": Rule(_pool("AvgPool2d"), _padded_call()),
+    "global_avg_pool": Rule(None, _global_pool("mean")),
+    "global_max_pool": Rule(None, _global_pool("amax")),
+    "batch_norm": Rule(batch_norm),
+    "layer_norm": Rule(layer_norm),
+    "instance_norm": Rule(instance_norm),
+    "lrn": Rule(lrn),
+    "dropout": Rule(dropout),
+    "relu": Rule(_simple("nn.ReLU()")),
+    "relu6": Rule(_simple("nn.ReLU6()")),
+    "leaky_relu": Rule(leaky_relu),
+    "sigmoid": Rule(_simple("nn.Sigmoid()")),
+    "tanh": Rule(_simple("nn.Tanh()")),
+    "silu": Rule(_simple("nn.SiLU()")),
+    "hard_swish": Rule(_simple("nn.Hardswish()")),
+    "softmax": Rule(_simple("nn.Softmax(dim=1)")),
+    "flatten": Rule(None, lambda step, ctx, ins, m: f"torch.flatten({ins[0]}, 1)"),
+    "add": Rule(None, lambda step, ctx, ins, m: " + ".join(ins)),
+    "concat": Rule(None, lambda step, ctx, ins, m: f"torch.cat([{', '.join(ins)}], dim=1)"),
+    "multiply": Rule(None, _multiply),
+    "channel_shuffle": Rule(channel_shuffle),
+    "zero_pad2d": Rule(zero_pad2d),
+}
+
+
+# ----------------------------------------------------------------------------
+# Classes
+
+
+@dataclass
+class ClassCode:
+    name: str
+    doc: str
+    signature: str
+    init: list[str]
+    forward: list[str]
+    returns: str
+
+
+def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
+    p = ctx.printer
+    init: list[str] = []
+    forward: list[str] = []
+    for step in unit.steps:
+        module = f"self.{step.name}"
+        cond = p.expr(step.cond) if step.cond is not None else None
+        if step.unit is not None:
+            ctor = _block_ctor(step, ctx)
+            has_module = True
+        else:
+            rule = OPS[step.op]
+            ctor = rule.module(step, ctx) if rule.module else None
+            has_module = ctor is not None
+        if has_module:
+            init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
+            call = f"{module}({step.inputs[0]})" if step.unit is not None else OPS[step.op].forward(
+                step, ctx, step.inputs, module)
+            present = f"{module} is not None"
+        else:
+            if cond:
+                init.append(f"self.use_{step.name} = {cond}")
+            call = OPS[step.op].forward(step, ctx, step.inputs, module)
+            present = f"self.use_{step.name}"
+        if not cond:
+            forward.append(f"{step.output} = {call}")
+        elif unit.is_model and step.output in unit.output_vars:
+            forward.append(f"{step.output} = {call} if {present} else None")
+        elif step.output == step.inputs[0]:
+            forward += [f"if {present}:", f"    {step.output} = {call}"]
+        else:
+            forward.append(f"{step.output} = {call} if {present} else {step.inputs[0]}")
+    if unit.name in stage_blocks:
+        init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
+    outs = unit.output_vars
+    forward.append(f"return {', '.join(outs)}")
+    returns = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"
+    doc = common.model_doc(model) if unit.is_model else common.docstring(unit.doc, indent="    ")
+    return ClassCode(unit.class_name, doc, common.signature(unit, p), init, forward, returns)
+
+
+def _block_ctor(step: Step, ctx: Ctx) -> str:
+    p = ctx.printer
+    cin = p.expr(step.in_channels)
+    kwargs = [f"{k}={p.expr(v)}" for k, v in step.attrs.items()]
+    if step.units is None:
+        return f"{step.unit}({', '.join([cin, *kwargs])})"
+    units = p.expr(step.units)
+    if step.varies_with_i:
+        return f"nn.Sequential(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"
+    ctx.helpers.add("make_stage")
+    first = [f"{k}={p.expr(v)}" for k, v in step.first.items()]
+    extra = [f"first=dict({', '.join(first)})"] if first else []
+    return f"make_stage({', '.join([step.unit, cin, units, *kwargs, *extra])})"
+
+
+def emit(model: CodeModel) -> str:
+    missing = model.ops_used - set(OPS)
+    if missing:  # pragma: no cover - the coverage test keeps OPS complete
+        raise CodegenError(f"pytorch: no rule for ops {sorted(missing)}")
+    ctx = Ctx(common.Printer())
+    stage_blocks = {s.unit for u in model.units for s in u.steps if s.unit and s.units is not None}
+    stage_names = {u.class_name: u.name for u in model.units}
+    stage_blocks = {stage_names[c] for c in stage_blocks}
+    classes = [unit_code(u, model, ctx, stage_blocks) for u in model.units]
+    return render_template(
+        "pytorch.py.j2",
+        header=common.header(model, TARGET),
+        module_doc=common.module_doc(model, "PyTorch"),
+        classes=classes,
+        helpers=ctx.helpers,
+        needs=ctx.printer.needs,
+        functional=ctx.functional or "pad_same" in ctx.helpers,
+    )
