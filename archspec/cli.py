@@ -6,9 +6,9 @@ output, 2 usage error.
 
 from __future__ import annotations
 
-import click
-
 from pathlib import Path
+
+import click
 
 from archspec import ops
 from archspec.codegen import EMITTERS
@@ -53,7 +53,10 @@ def load(path: str, sets: tuple[str, ...] = ()) -> Compiled:
 
 
 set_option = click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Override a spec parameter (repeatable), e.g. --set alpha=0.5.",
 )
 
@@ -79,8 +82,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
             _report(err)
             failed += 1
             continue
-        click.echo(f"{path}: ok ({c.graph.name}: {len(c.graph.nodes)} nodes, "
-                   f"{c.counts.total.total:,} params)")
+        click.echo(f"{path}: ok ({c.graph.name}: {len(c.graph.nodes)} nodes, {c.counts.total.total:,} params)")
     if failed:
         raise Failed()
 
@@ -88,10 +90,20 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
 @set_option
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
-              show_default=True, help="Output format.")
-@click.option("--depth", type=click.IntRange(min=0), default=None,
-              help="Show block contents only down to this nesting depth (0: top level only).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Show block contents only down to this nesting depth (0: top level only).",
+)
 def summary(spec: str, sets: tuple[str, ...], fmt: str, depth: int | None) -> None:
     """Print SPEC's layers with output shapes, parameters and MACs."""
     from archspec import summary as S
@@ -146,10 +158,24 @@ target_choice = click.Choice([*EMITTERS, "all"])
 
 @main.command(name="compile")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--target", "-t", "targets", type=target_choice, multiple=True, required=True,
-              help="Framework to generate (repeatable), or all.")
-@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option(
+    "--target",
+    "-t",
+    "targets",
+    type=target_choice,
+    multiple=True,
+    required=True,
+    help="Framework to generate (repeatable), or all.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
 @set_option
 def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: Path, sets: tuple[str, ...]) -> None:
     """Generate framework code: writes DIR/<name>/<name>_<target>.py."""
@@ -164,10 +190,23 @@ def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: P
 
 
 @main.command(name="build")
-@click.option("--specs", "specs_dir", default="specs", show_default=True, type=click.Path(file_okay=False),
-              help="Directory of specs.")
-@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option(
+    "--specs",
+    "specs_dir",
+    default="specs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory of specs.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
 def build_command(specs_dir: str, out_dir: Path) -> None:
     """Regenerate everything for every spec: code for all targets and tables."""
     import time
@@ -194,10 +233,23 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
 
 
 @main.command(name="check")
-@click.option("--specs", "specs_dir", default="specs", show_default=True, type=click.Path(file_okay=False),
-              help="Directory of specs.")
-@click.option("-o", "--output", "out_dir", default="generated", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option(
+    "--specs",
+    "specs_dir",
+    default="specs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory of specs.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
 def check_command(specs_dir: str, out_dir: Path) -> None:
     """Exit 1 if generated/ differs from what `archspec build` would write."""
     from archspec.build import check
@@ -225,3 +277,7 @@ def list_ops() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+from archspec.diagram import diagram_command  # noqa: E402
+
+main.add_command(diagram_command, name="diagram")

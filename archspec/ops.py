@@ -130,8 +130,11 @@ def _resolve_pad1d(value: Any, size: int, kernel: int, stride: int, dilation: in
     return tuple(value)
 
 
-def _window(size: int, pad: int, kernel: int, stride: int, dilation: int, ceil: bool, what: str) -> int:
-    """Output length of a sliding window (convolution or pooling)."""
+def _window(
+    size: int, pad: int, kernel: int, stride: int, dilation: int, ceil: bool, what: str, before: int | None = None
+) -> int:
+    """Output length of a sliding window (convolution or pooling); ``pad`` is
+    the total padding, ``before`` its top/left part (default: half of it)."""
     span = dilation * (kernel - 1) + 1
     if span > size + pad:
         raise ShapeError(
@@ -142,7 +145,7 @@ def _window(size: int, pad: int, kernel: int, stride: int, dilation: int, ceil: 
     if ceil:
         out = -(-(size + pad - span) // stride) + 1
         # PyTorch: the last window must start inside the input or left padding.
-        if (out - 1) * stride >= size + pad // 2 + pad % 2:
+        if (out - 1) * stride >= size + (pad // 2 if before is None else before):
             out -= 1
         return out
     return (size + pad - span) // stride + 1
@@ -150,8 +153,8 @@ def _window(size: int, pad: int, kernel: int, stride: int, dilation: int, ceil: 
 
 def _spatial2d(a: Attrs, shape: Shape, ceil: bool = False, what: str = "kernel") -> tuple[int, int]:
     t, b, l, r = a["padding"]
-    oh = _window(shape[1], t + b, a["kernel"][0], a["stride"][0], a["dilation"][0], ceil, what)
-    ow = _window(shape[2], l + r, a["kernel"][1], a["stride"][1], a["dilation"][1], ceil, what)
+    oh = _window(shape[1], t + b, a["kernel"][0], a["stride"][0], a["dilation"][0], ceil, what, t)
+    ow = _window(shape[2], l + r, a["kernel"][1], a["stride"][1], a["dilation"][1], ceil, what, l)
     return oh, ow
 
 
@@ -169,8 +172,7 @@ def _resolve_window2d(a: Attrs, ins: list[Shape], stride_default_kernel: bool = 
 def _groups_check(channels: int, groups: int, what: str = "input channels") -> None:
     if channels % groups:
         raise ShapeError(
-            f"{what} ({channels}) are not divisible by groups ({groups}); "
-            "choose groups that divide the channel count",
+            f"{what} ({channels}) are not divisible by groups ({groups}); choose groups that divide the channel count",
             "E403",
         )
 
@@ -215,10 +217,11 @@ def _sep_shape(a: Attrs, ins: list[Shape]) -> Shape:
 
 def _sep_weights(a: Attrs, ins: list[Shape]) -> list[Weight]:
     mid = ins[0][0] * a["multiplier"]
+    pointwise_bias = [Weight("pointwise.bias", (a["out"],))] if a.get("bias") else []
     return [
-        Weight("depthwise_weight", (mid, 1, *a["kernel"])),
-        Weight("pointwise_weight", (a["out"], mid, 1, 1)),
-        *_bias(a, a["out"]),
+        Weight("depthwise.weight", (mid, 1, *a["kernel"])),
+        Weight("pointwise.weight", (a["out"], mid, 1, 1)),
+        *pointwise_bias,
     ]
 
 
@@ -287,7 +290,9 @@ def _global_pool_shape(a: Attrs, ins: list[Shape]) -> Shape:
 def _same_shapes(a: Attrs, ins: list[Shape]) -> Shape:
     for i, s in enumerate(ins[1:], start=2):
         if s != ins[0]:
-            raise ShapeError(f"input 1 has shape {_fmt(ins[0])} but input {i} has shape {_fmt(s)}; add needs equal shapes")
+            raise ShapeError(
+                f"input 1 has shape {_fmt(ins[0])} but input {i} has shape {_fmt(s)}; add needs equal shapes"
+            )
     return ins[0]
 
 
@@ -368,24 +373,42 @@ _EPS = Attr("float", 1e-5, "epsilon added to the variance", min=0)
 
 _op_list = [
     OpDef(
-        "conv2d", "conv", "2-D convolution (groups, dilation, per-side padding)",
+        "conv2d",
+        "conv",
+        "2-D convolution (groups, dilation, per-side padding)",
         {"out": _OUT, **_WINDOW2D, "groups": Attr("int", 1, "channel groups", min=1), "bias": _BIAS},
-        ranks=(3,), shape=_conv2d_shape, weights=_conv2d_weights, macs=_conv2d_macs,
+        ranks=(3,),
+        shape=_conv2d_shape,
+        weights=_conv2d_weights,
+        macs=_conv2d_macs,
         resolve=_resolve_window2d,
     ),
     OpDef(
-        "depthwise_conv2d", "conv", "depthwise 2-D convolution: one filter per input channel (times multiplier)",
+        "depthwise_conv2d",
+        "conv",
+        "depthwise 2-D convolution: one filter per input channel (times multiplier)",
         {**_WINDOW2D, "multiplier": Attr("int", 1, "output channels per input channel", min=1), "bias": _BIAS},
-        ranks=(3,), shape=_dw_shape, weights=_dw_weights, macs=_dw_macs, resolve=_resolve_window2d,
+        ranks=(3,),
+        shape=_dw_shape,
+        weights=_dw_weights,
+        macs=_dw_macs,
+        resolve=_resolve_window2d,
     ),
     OpDef(
-        "separable_conv2d", "conv",
+        "separable_conv2d",
+        "conv",
         "depthwise 2-D convolution followed by a 1x1 pointwise convolution (bias on the pointwise part)",
         {"out": _OUT, **_WINDOW2D, "multiplier": Attr("int", 1, "depthwise channel multiplier", min=1), "bias": _BIAS},
-        ranks=(3,), shape=_sep_shape, weights=_sep_weights, macs=_sep_macs, resolve=_resolve_window2d,
+        ranks=(3,),
+        shape=_sep_shape,
+        weights=_sep_weights,
+        macs=_sep_macs,
+        resolve=_resolve_window2d,
     ),
     OpDef(
-        "conv1d", "conv", "1-D convolution over (C, L); padding 'causal' pads (kernel - 1) x dilation on the left",
+        "conv1d",
+        "conv",
+        "1-D convolution over (C, L); padding 'causal' pads (kernel - 1) x dilation on the left",
         {
             "out": _OUT,
             "kernel": Attr("int", doc="kernel size", min=1),
@@ -395,53 +418,87 @@ _op_list = [
             "groups": Attr("int", 1, "channel groups", min=1),
             "bias": _BIAS,
         },
-        ranks=(2,), shape=_conv1d_shape, weights=_conv1d_weights, macs=_conv1d_macs, resolve=_resolve_conv1d,
+        ranks=(2,),
+        shape=_conv1d_shape,
+        weights=_conv1d_weights,
+        macs=_conv1d_macs,
+        resolve=_resolve_conv1d,
     ),
     OpDef(
-        "dense", "dense", "fully connected layer on a flat (features,) input",
+        "dense",
+        "dense",
+        "fully connected layer on a flat (features,) input",
         {"out": Attr("int", doc="output features", min=1), "bias": _BIAS},
-        ranks=(1,), shape=lambda a, ins: (a["out"],), weights=_dense_weights,
+        ranks=(1,),
+        shape=lambda a, ins: (a["out"],),
+        weights=_dense_weights,
         macs=lambda a, ins, out: ins[0][0] * a["out"],
     ),
     OpDef(
-        "max_pool2d", "pool", "2-D max pooling (padding counts as -inf)",
-        _POOL2D, ranks=(3,), shape=_pool_shape,
+        "max_pool2d",
+        "pool",
+        "2-D max pooling (padding counts as -inf)",
+        _POOL2D,
+        ranks=(3,),
+        shape=_pool_shape,
         resolve=lambda a, ins: _resolve_window2d(a, ins, stride_default_kernel=True),
     ),
     OpDef(
-        "avg_pool2d", "pool", "2-D average pooling",
+        "avg_pool2d",
+        "pool",
+        "2-D average pooling",
         {**_POOL2D, "count_include_pad": Attr("bool", True, "count padded zeros in the average")},
-        ranks=(3,), shape=_pool_shape,
+        ranks=(3,),
+        shape=_pool_shape,
         resolve=lambda a, ins: _resolve_window2d(a, ins, stride_default_kernel=True),
     ),
     OpDef(
-        "global_avg_pool", "pool", "mean over all spatial positions",
+        "global_avg_pool",
+        "pool",
+        "mean over all spatial positions",
         {"keepdims": Attr("bool", False, "keep the spatial axes as size 1: (C, 1, 1)")},
-        ranks=(2, 3), shape=_global_pool_shape,
+        ranks=(2, 3),
+        shape=_global_pool_shape,
     ),
     OpDef(
-        "global_max_pool", "pool", "maximum over all spatial positions",
+        "global_max_pool",
+        "pool",
+        "maximum over all spatial positions",
         {"keepdims": Attr("bool", False, "keep the spatial axes as size 1: (C, 1, 1)")},
-        ranks=(2, 3), shape=_global_pool_shape,
+        ranks=(2, 3),
+        shape=_global_pool_shape,
     ),
     OpDef(
-        "batch_norm", "norm",
+        "batch_norm",
+        "norm",
         "batch normalization over the channel axis; momentum in PyTorch's convention "
         "(0.1 = Keras 0.9 = Chainer decay 0.9)",
-        {"eps": _EPS, "momentum": Attr("float", 0.1, "running-statistics update rate (PyTorch convention)", min=0, max=1)},
-        ranks=(1, 2, 3), weights=_bn_weights,
+        {
+            "eps": _EPS,
+            "momentum": Attr("float", 0.1, "running-statistics update rate (PyTorch convention)", min=0, max=1),
+        },
+        ranks=(1, 2, 3),
+        weights=_bn_weights,
     ),
     OpDef(
-        "layer_norm", "norm", "layer normalization over the channel axis at every position, per-channel affine",
-        {"eps": _EPS}, ranks=(1, 2, 3), weights=_norm_weights,
+        "layer_norm",
+        "norm",
+        "layer normalization over the channel axis at every position, per-channel affine",
+        {"eps": _EPS},
+        ranks=(1, 2, 3),
+        weights=_norm_weights,
     ),
     OpDef(
-        "instance_norm", "norm", "instance normalization: per sample and channel over the spatial axes",
+        "instance_norm",
+        "norm",
+        "instance normalization: per sample and channel over the spatial axes",
         {"eps": _EPS, "affine": Attr("bool", False, "learn a per-channel scale and shift")},
-        ranks=(2, 3), weights=lambda a, ins: _norm_weights(a, ins) if a["affine"] else [],
+        ranks=(2, 3),
+        weights=lambda a, ins: _norm_weights(a, ins) if a["affine"] else [],
     ),
     OpDef(
-        "lrn", "norm",
+        "lrn",
+        "norm",
         "local response normalization across channels: x / (k + alpha * sum(x^2 over size channels))^beta "
         "(alpha undivided, as in the AlexNet paper)",
         {
@@ -450,32 +507,61 @@ _op_list = [
             "beta": Attr("float", 0.75, "exponent", min=0),
             "k": Attr("float", 2.0, "additive constant", min=0),
         },
-        ranks=(3,), resolve=_lrn_resolve,
+        ranks=(3,),
+        resolve=_lrn_resolve,
     ),
-    OpDef("dropout", "regularization", "dropout (identity at inference)",
-          {"rate": Attr("float", 0.5, "fraction of units dropped while training", min=0, max=0.999)}),
+    OpDef(
+        "dropout",
+        "regularization",
+        "dropout (identity at inference)",
+        {"rate": Attr("float", 0.5, "fraction of units dropped while training", min=0, max=0.999)},
+    ),
     OpDef("relu", "activation", "max(x, 0)"),
     OpDef("relu6", "activation", "min(max(x, 0), 6)"),
-    OpDef("leaky_relu", "activation", "x if x > 0 else negative_slope * x",
-          {"negative_slope": Attr("float", 0.01, "slope for x < 0", min=0)}),
+    OpDef(
+        "leaky_relu",
+        "activation",
+        "x if x > 0 else negative_slope * x",
+        {"negative_slope": Attr("float", 0.01, "slope for x < 0", min=0)},
+    ),
     OpDef("sigmoid", "activation", "1 / (1 + exp(-x))"),
     OpDef("tanh", "activation", "hyperbolic tangent"),
     OpDef("silu", "activation", "x * sigmoid(x), also called swish"),
     OpDef("hard_swish", "activation", "x * relu6(x + 3) / 6"),
     OpDef("softmax", "activation", "softmax over the channel axis"),
-    OpDef("flatten", "reshape", "flatten (C, H, W) to (C*H*W,) in channels-first order",
-          shape=lambda a, ins: (math.prod(ins[0]),)),
+    OpDef(
+        "flatten",
+        "reshape",
+        "flatten (C, H, W) to (C*H*W,) in channels-first order",
+        shape=lambda a, ins: (math.prod(ins[0]),),
+    ),
     OpDef("add", "merge", "element-wise sum of equal shapes", min_inputs=2, max_inputs=64, shape=_same_shapes),
-    OpDef("concat", "merge", "concatenation along the channel axis", min_inputs=2, max_inputs=256,
-          shape=_concat_shape),
-    OpDef("multiply", "merge",
-          "element-wise product; one input may be a channel vector (C,) or (C, 1, 1) broadcast over the other (SE)",
-          min_inputs=2, max_inputs=2, shape=_multiply_shape),
-    OpDef("channel_shuffle", "reshape", "ShuffleNet's channel shuffle: (g, C/g) -> (C/g, g)",
-          {"groups": Attr("int", doc="number of groups", min=1)}, ranks=(2, 3), shape=_shuffle_shape),
-    OpDef("zero_pad2d", "reshape", "pad the spatial axes with zeros",
-          {"padding": Attr("pad2d", doc="p, [ph, pw] or [top, bottom, left, right]", min=0)},
-          ranks=(3,), shape=_zero_pad_shape, resolve=_resolve_zero_pad),
+    OpDef("concat", "merge", "concatenation along the channel axis", min_inputs=2, max_inputs=256, shape=_concat_shape),
+    OpDef(
+        "multiply",
+        "merge",
+        "element-wise product; one input may be a channel vector (C,) or (C, 1, 1) broadcast over the other (SE)",
+        min_inputs=2,
+        max_inputs=2,
+        shape=_multiply_shape,
+    ),
+    OpDef(
+        "channel_shuffle",
+        "reshape",
+        "ShuffleNet's channel shuffle: (g, C/g) -> (C/g, g)",
+        {"groups": Attr("int", doc="number of groups", min=1)},
+        ranks=(2, 3),
+        shape=_shuffle_shape,
+    ),
+    OpDef(
+        "zero_pad2d",
+        "reshape",
+        "pad the spatial axes with zeros",
+        {"padding": Attr("pad2d", doc="p, [ph, pw] or [top, bottom, left, right]", min=0)},
+        ranks=(3,),
+        shape=_zero_pad_shape,
+        resolve=_resolve_zero_pad,
+    ),
 ]
 
 OPS: dict[str, OpDef] = {op.name: op for op in _op_list}

@@ -19,8 +19,9 @@ class Compiled:
     counts: Counts
 
 
-def compile_spec(path: str | Path, overrides: Mapping[str, str] | None = None,
-                 text: str | bytes | None = None) -> Compiled:
+def compile_spec(
+    path: str | Path, overrides: Mapping[str, str] | None = None, text: str | bytes | None = None
+) -> Compiled:
     """Parse, validate, expand and count a spec. Raises SpecError."""
     spec = parse_spec(path, text)
     graph = expand(spec, overrides)

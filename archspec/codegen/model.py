@@ -34,10 +34,29 @@ from archspec.schema.spec import BlockDef, NodeDef, Value
 
 # Attributes whose value is written as an expression over the unit's arguments.
 # ``padding`` is handled apart: its keywords are resolved per target.
-_PASSTHROUGH_OPS = {"batch_norm", "layer_norm", "instance_norm", "lrn", "dropout", "relu", "relu6",
-                    "leaky_relu", "sigmoid", "tanh", "silu", "hard_swish", "softmax", "add", "multiply",
-                    "channel_shuffle", "global_avg_pool", "global_max_pool", "max_pool2d", "avg_pool2d",
-                    "zero_pad2d"}
+_PASSTHROUGH_OPS = {
+    "batch_norm",
+    "layer_norm",
+    "instance_norm",
+    "lrn",
+    "dropout",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hard_swish",
+    "softmax",
+    "add",
+    "multiply",
+    "channel_shuffle",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_pool2d",
+    "avg_pool2d",
+    "zero_pad2d",
+}
 
 
 class CodegenError(Exception):
@@ -122,15 +141,32 @@ class CodeModel:
 
 def class_name(name: str) -> str:
     """``inverted_residual`` -> ``InvertedResidual``; ``resnet50`` -> ``ResNet50``."""
-    special = {"resnet": "ResNet", "resnext": "ResNeXt", "vgg": "VGG", "densenet": "DenseNet",
-               "mobilenet": "MobileNet", "shufflenet": "ShuffleNet", "squeezenet": "SqueezeNet",
-               "googlenet": "GoogLeNet", "lenet": "LeNet", "alexnet": "AlexNet", "zfnet": "ZFNet",
-               "nin": "NIN", "wavenet": "WaveNet", "efficientnet": "EfficientNet", "se": "SE",
-               "bn": "BN", "gap": "GAP", "xception": "Xception", "relu": "ReLU", "relu6": "ReLU6"}
+    special = {
+        "resnet": "ResNet",
+        "resnext": "ResNeXt",
+        "vgg": "VGG",
+        "densenet": "DenseNet",
+        "mobilenet": "MobileNet",
+        "shufflenet": "ShuffleNet",
+        "squeezenet": "SqueezeNet",
+        "googlenet": "GoogLeNet",
+        "lenet": "LeNet",
+        "alexnet": "AlexNet",
+        "zfnet": "ZFNet",
+        "nin": "NIN",
+        "wavenet": "WaveNet",
+        "efficientnet": "EfficientNet",
+        "se": "SE",
+        "bn": "BN",
+        "gap": "GAP",
+        "xception": "Xception",
+        "relu": "ReLU",
+        "relu6": "ReLU6",
+    }
     parts = []
     for part in name.split("_"):
         head = part.rstrip("0123456789")
-        parts.append(special.get(head, head.capitalize()) + part[len(head):] if head else part)
+        parts.append(special.get(head, head.capitalize()) + part[len(head) :] if head else part)
     return "".join(parts)
 
 
@@ -189,7 +225,7 @@ def fold(e: E.Expr) -> E.Expr:
     """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``."""
     if isinstance(e, (E.Num, E.Str, E.Name)):
         return e
-    if is_const(e) and not isinstance(e, E.Call):
+    if is_const(e):
         v = const_value(e)
         return num(v) if isinstance(v, (int, float, bool)) else e
     if isinstance(e, E.Unary):
@@ -245,6 +281,11 @@ class _Builder:
                 self.instances.setdefault(inst.block, []).append(inst)
         self.units: dict[str, Unit] = {}
         self.globals_used: dict[str, list[str]] = {}
+        # Spec parameters written into the network class as their values (see model_unit).
+        self.bake: dict[str, E.Expr] = {}
+
+    def bind(self, e: E.Expr) -> E.Expr:
+        return fold(substitute(e, self.bake)) if self.bake else e
 
     def run(self) -> CodeModel:
         order = self.block_order()
@@ -296,25 +337,64 @@ class _Builder:
         for inst in insts:
             env = {**self.graph.params, **inst.args, "in_channels": inst.in_shape[0]}
             envs.append((inst.path, env))
-        unit = Unit(block.name, class_name(block.name), args, [], "x", [], num(0), block.doc.strip(),
-                    instances=[e for _, e in envs])
+        unit = Unit(
+            block.name,
+            class_name(block.name),
+            args,
+            [],
+            "x",
+            [],
+            num(0),
+            block.doc.strip(),
+            instances=[e for _, e in envs],
+        )
         self.fill(unit, block.nodes, envs, name("in_channels"), block.output[0] if block.output else None)
         return unit
 
     def model_unit(self) -> Unit:
+        """The network class. Its constructor takes the spec parameters that do
+        not size anything (``num_classes``, switches such as ``aux_logits``,
+        dropout rates); the others (``alpha``, ``growth_rate``...) are written
+        in as the values this file is generated for, so that the class reads
+        with plain channel counts, as hand-written models do."""
+        unit = self.model_pass()
+        sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)} - {"num_classes"}
+        if sizing:
+            self.bake = {p: literal(self.graph.params[p]) for p in sizing}
+            unit = self.model_pass()
+            self.bake = {}
+        return unit
+
+    def model_pass(self) -> Unit:
         spec, graph = self.spec, self.graph
-        args = [Arg(p.name, p.type, graph.params[p.name]) for p in spec.params.values()]
+        args = [Arg(p.name, p.type, graph.params[p.name]) for p in spec.params.values() if p.name not in self.bake]
         env = {**graph.params}
-        unit = Unit(spec.name, class_name(spec.name), args, [], "x", [], num(0),
-                    (spec.description or spec.source).strip(), is_model=True, instances=[env])
+        unit = Unit(
+            spec.name,
+            class_name(spec.name),
+            args,
+            [],
+            "x",
+            [],
+            num(0),
+            (spec.description or spec.source).strip(),
+            is_model=True,
+            instances=[env],
+        )
         self.fill(unit, spec.layers, [("", env)], num(graph.input_shape[0]), None)
         if spec.outputs:
             names = {s.name: s for s in unit.steps}
             unit.output_vars = [names[n].output for n, _ in spec.outputs if n in names]
         return unit
 
-    def fill(self, unit: Unit, defs: list[NodeDef], envs: list[tuple[str, dict[str, Any]]],
-             in_channels: E.Expr, output: str | None) -> None:
+    def fill(
+        self,
+        unit: Unit,
+        defs: list[NodeDef],
+        envs: list[tuple[str, dict[str, Any]]],
+        in_channels: E.Expr,
+        output: str | None,
+    ) -> None:
         """Translate a list of node definitions into steps, verifying every
         expression against every instance (``envs``: instance path -> env)."""
         channels: dict[str, E.Expr] = {INPUT: in_channels}
@@ -335,21 +415,24 @@ class _Builder:
             if not all(present):
                 if nd.when is None or nd.when.expr is None:  # pragma: no cover - defensive
                     raise CodegenError(f"{unit.name}.{nd.name}: presence varies without a condition")
-                cond = nd.when.expr
+                cond = self.bind(nd.when.expr)
             elif nd.when is not None and nd.when.expr is not None and unit.is_model:
-                cond = nd.when.expr  # a model-level switch (e.g. aux_logits) stays a switch
+                cond = self.bind(nd.when.expr)  # a model-level switch (e.g. aux_logits) stays a switch
             in_ch = channels[ins[0]]
             step = self.step(unit, nd, envs, present, in_ch, channels, ins)
             step.cond = cond
             out_ch = self.out_channels(step, nd, envs, present, in_ch, channels, ins)
-            channels[nd.name] = out_ch if cond is None else self.simplify_choice(
-                E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs)
+            channels[nd.name] = (
+                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs)
+            )
             steps.append(step)
             prev = nd.name
         out_name = output or prev
-        unit.out_channels = self.verified(channels[out_name], [
-            (path, env, self.shape_at(path, out_name, defs)[0]) for path, env in envs
-        ], f"{unit.name}: output channels")
+        unit.out_channels = self.verified(
+            channels[out_name],
+            [(path, env, self.shape_at(path, out_name, defs)[0]) for path, env in envs],
+            f"{unit.name}: output channels",
+        )
         self.name_variables(unit, defs, steps, refs, out_name)
 
     def present(self, nd: NodeDef, path: str, env: dict[str, Any]) -> bool:
@@ -386,30 +469,61 @@ class _Builder:
         path0 = live[0][0]
         in_ranks = tuple(len(self.shape_at(path0, r, self._defs_for(unit))) for r in ins)
         where = f"{unit.name}.{nd.name}"
-        self.verified(in_ch, [
-            (path, env, self.shape_at(path, ins[0], self._defs_for(unit))[0]) for path, env in live
-        ], f"{where}: input channels")
+        self.verified(
+            in_ch,
+            [(path, env, self.shape_at(path, ins[0], self._defs_for(unit))[0]) for path, env in live],
+            f"{where}: input channels",
+        )
         if nd.op:
             irnodes = [self.nodes[p] for p in paths]
             out_shapes = {n.shape for n in irnodes}
             attrs, padding = self.op_attrs(nd, live, irnodes, where)
-            return Step(nd.name, nd.op, None, attrs, {}, None, in_ch, in_shape,
-                        next(iter(out_shapes)) if len(out_shapes) == 1 else None,
-                        [], "", None, padding, nd.doc, in_ranks=in_ranks)
+            return Step(
+                nd.name,
+                nd.op,
+                None,
+                attrs,
+                {},
+                None,
+                in_ch,
+                in_shape,
+                next(iter(out_shapes)) if len(out_shapes) == 1 else None,
+                [],
+                "",
+                None,
+                padding,
+                nd.doc,
+                in_ranks=in_ranks,
+            )
         callee = self.units[nd.block]
         attrs = {k: self.arg_expr(v) for k, v in nd.attrs.items()}
         first = {k: self.arg_expr(v) for k, v in nd.first.items()}
         units = self.arg_expr(nd.repeat) if nd.repeat is not None else None
         for g in self.globals_used[nd.block]:
-            attrs.setdefault(g, name(g) if not unit.is_model else name(g))
+            attrs.setdefault(g, self.bind(name(g)))
         out_shapes = set()
         for path in paths:
             inst = next(i for i in self.graph.instances if i.path == path)
             out_shapes.add(inst.shape)
         varies = any(n == "i" for v in nd.attrs.values() for n in _names(v))
-        return Step(nd.name, None, callee.class_name, attrs, first, units, in_ch, in_shape,
-                    next(iter(out_shapes)) if len(out_shapes) == 1 else None, [], "", None,
-                    None, nd.doc, varies, in_ranks)
+        return Step(
+            nd.name,
+            None,
+            callee.class_name,
+            attrs,
+            first,
+            units,
+            in_ch,
+            in_shape,
+            next(iter(out_shapes)) if len(out_shapes) == 1 else None,
+            [],
+            "",
+            None,
+            None,
+            nd.doc,
+            varies,
+            in_ranks,
+        )
 
     def _defs_for(self, unit: Unit) -> list[NodeDef]:
         return self.spec.layers if unit.is_model else self.spec.blocks[unit.name].nodes
@@ -417,13 +531,13 @@ class _Builder:
     def arg_expr(self, v: Value) -> E.Expr:
         if v.items is not None:
             raise CodegenError("list-valued block arguments are not supported yet")
-        return v.expr if v.expr is not None else literal(v.raw)
+        return self.bind(v.expr) if v.expr is not None else literal(v.raw)
 
     def op_attrs(self, nd: NodeDef, live, irnodes: list[Node], where: str):
         opdef = ops.OPS[nd.op]
         attrs: dict[str, E.Expr] = {}
         padding = None
-        for aname, attr in opdef.attrs.items():
+        for aname in opdef.attrs:
             values = [n.attrs[aname] for n in irnodes]
             if aname == "padding":
                 padding = self.padding(nd, values, live, irnodes)
@@ -443,7 +557,7 @@ class _Builder:
                     continue  # the framework default is the kernel size too
                 attrs[aname] = tuple(num(x) for x in value) if isinstance(value, tuple) else literal(value)
                 continue
-            expr = v.expr
+            expr = self.bind(v.expr)
             checks = []
             for (path, env), n in zip(live, irnodes):
                 want = n.attrs[aname]
@@ -458,22 +572,26 @@ class _Builder:
             words = [E.evaluate(v.expr, env) for _, env in live]
             if all(isinstance(w, str) for w in words):
                 # A keyword chosen by a parameter ('same' or 'valid' per instance).
-                if any(w == "same" and n.attrs.get("stride", (1,)) != (1,) * len(n.attrs["stride"])
-                       for w, n in zip(words, irnodes)):
+                if any(
+                    w == "same" and n.attrs.get("stride", (1,)) != (1,) * len(n.attrs["stride"])
+                    for w, n in zip(words, irnodes)
+                ):
                     raise CodegenError(f"{nd.name}: 'same' padding chosen by a parameter at a stride > 1")
-                return Padding("keyword", values[0] if same else None, v.expr)
+                return Padding("keyword", values[0] if same else None, self.bind(v.expr))
         if v is not None and v.expr is None and v.items is None and isinstance(v.raw, str):
             return Padding(v.raw, values[0] if same else None)
         if not same:
             symmetric = all(x[0] == x[1] and x[-2] == x[-1] for x in values)
             if v is not None and symmetric:
                 if v.expr is not None and all(len(set(x)) == 1 for x in values):
-                    return Padding("explicit", None, v.expr)
+                    return Padding("explicit", None, self.bind(v.expr))
                 if v.items is not None and len(v.items) == 2:
                     h, w = (self.arg_expr(item) for item in v.items)
                     return Padding("explicit", None, (h, w) if len(values[0]) == 4 else h)
-            raise CodegenError(f"{nd.name}: padding that varies between instances and is not "
-                               "symmetric (write it as one expression or [h, w])")
+            raise CodegenError(
+                f"{nd.name}: padding that varies between instances and is not "
+                "symmetric (write it as one expression or [h, w])"
+            )
         if not any(values[0]):
             return Padding("none", values[0])
         return Padding("explicit", values[0])
@@ -548,15 +666,14 @@ class _Builder:
             if isinstance(want, tuple) and not isinstance(got, tuple):
                 got = (got,) * len(want)
             if got != want:
-                raise CodegenError(
-                    f"{what}: {source(e)} gives {got!r} at {path or 'top level'}, the IR has {want!r}"
-                )
+                raise CodegenError(f"{what}: {source(e)} gives {got!r} at {path or 'top level'}, the IR has {want!r}")
         return e
 
     # -- variables ---------------------------------------------------------------
 
-    def name_variables(self, unit: Unit, defs: list[NodeDef], steps: list[Step | None],
-                       refs: list[list[str]], out_name: str) -> None:
+    def name_variables(
+        self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_name: str
+    ) -> None:
         """Give every step an output variable: the chain variable when only the
         next step reads it, its own name when it is read later or more than once."""
         readers: dict[str, list[int]] = {}
@@ -578,8 +695,11 @@ class _Builder:
             prev_live = _prev_live(steps, k)
             continues = first_in == (defs[prev_live].name if prev_live >= 0 else INPUT)
             branch = not continues and st.op not in ("add", "concat", "multiply")
-            own = (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k))) or branch or (
-                nd.name == out_name and k != _last_live(steps))
+            own = (
+                (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k)))
+                or branch
+                or (nd.name == out_name and k != _last_live(steps))
+            )
             if own:
                 v = nd.name if nd.name not in taken and not keyword.iskeyword(nd.name) else f"{nd.name}_"
             else:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archspec.codegen import common
-from archspec.codegen.model import CodeModel, CodegenError, Padding, Step, Unit
+from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit
 from archspec.codegen.render import render_template
 
 TARGET = "pytorch"
@@ -165,8 +165,11 @@ def lrn(step: Step, ctx: Ctx) -> str:
     size = _const(step, ctx, "size")
     alpha = _const(step, ctx, "alpha")
     # PyTorch divides alpha by size; the IR's alpha is undivided.
-    kw = [f"alpha={alpha * size!r}", *_kw("beta", _attr(step, ctx, "beta"), "0.75"),
-          *_kw("k", _attr(step, ctx, "k"), "1.0")]
+    kw = [
+        f"alpha={alpha * size!r}",
+        *_kw("beta", _attr(step, ctx, "beta"), "0.75"),
+        *_kw("k", _attr(step, ctx, "k"), "1.0"),
+    ]
     return f"nn.LocalResponseNorm({', '.join([str(size), *kw])})"
 
 
@@ -292,8 +295,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             has_module = ctor is not None
         if has_module:
             init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
-            call = f"{module}({step.inputs[0]})" if step.unit is not None else OPS[step.op].forward(
-                step, ctx, step.inputs, module)
+            call = (
+                f"{module}({step.inputs[0]})"
+                if step.unit is not None
+                else OPS[step.op].forward(step, ctx, step.inputs, module)
+            )
             present = f"{module} is not None"
         else:
             if cond:

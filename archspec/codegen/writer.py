@@ -28,15 +28,31 @@ def format_source(source: str, filename: str = "generated.py") -> str:
     any finding, so that nothing unformatted or unclean is ever written."""
     run = subprocess.run(
         [_ruff(), "format", *RUFF_ARGS, "--stdin-filename", filename, "-"],
-        input=source, capture_output=True, text=True, timeout=60,
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if run.returncode != 0:
         raise FormatError(f"ruff format failed on {filename}:\n{run.stderr}")
     formatted = run.stdout
     check = subprocess.run(
-        [_ruff(), "check", *RUFF_ARGS, "--select", RUFF_RULES, "--output-format", "concise",
-         "--stdin-filename", filename, "-"],
-        input=formatted, capture_output=True, text=True, timeout=60,
+        [
+            _ruff(),
+            "check",
+            *RUFF_ARGS,
+            "--select",
+            RUFF_RULES,
+            "--output-format",
+            "concise",
+            "--stdin-filename",
+            filename,
+            "-",
+        ],
+        input=formatted,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if check.returncode != 0:
         raise FormatError(f"ruff check failed on {filename}:\n{check.stdout}{check.stderr}")
@@ -53,16 +69,22 @@ def format_many(sources: dict[str, str]) -> dict[str, str]:
         for name, text in sources.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(text)
-        run = subprocess.run([_ruff(), "format", *RUFF_ARGS, "--quiet", "."], cwd=root,
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [_ruff(), "format", *RUFF_ARGS, "--quiet", "."], cwd=root, capture_output=True, text=True, timeout=300
+        )
         if run.returncode != 0:
             raise FormatError(f"ruff format failed:\n{run.stdout}{run.stderr}")
         check = subprocess.run(
             [_ruff(), "check", *RUFF_ARGS, "--select", RUFF_RULES, "--output-format", "concise", "."],
-            cwd=root, capture_output=True, text=True, timeout=300,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if check.returncode != 0:
-            raise FormatError(f"ruff check failed on generated code:\n{check.stdout}{check.stderr}")
+            lines = (check.stdout + check.stderr).splitlines()
+            more = f"\n... and {len(lines) - 20} more" if len(lines) > 20 else ""
+            raise FormatError("ruff check failed on generated code:\n" + "\n".join(lines[:20]) + more)
         return {name: (root / name).read_text() for name in sources}
 
 

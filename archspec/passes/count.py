@@ -19,8 +19,7 @@ class Count:
         return self.trainable + self.non_trainable
 
     def __add__(self, other: Count) -> Count:
-        return Count(self.trainable + other.trainable, self.non_trainable + other.non_trainable,
-                     self.macs + other.macs)
+        return Count(self.trainable + other.trainable, self.non_trainable + other.non_trainable, self.macs + other.macs)
 
 
 @dataclass(frozen=True)
