@@ -29,3 +29,9 @@ def pytest_addoption(parser):
         default=False,
         help="rewrite tests/corpus/*.expected from the current diagnostics (review the diff before committing)",
     )
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.dot from the current diagrams (review the diff before committing)",
+    )
