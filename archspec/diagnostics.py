@@ -113,6 +113,30 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{matches[0]}'?)" if matches else ""
 
 
+def show(value: object, limit: int = 40) -> str:
+    """A value as a spec author would write it, for messages: ``true`` not
+    ``True``, ``null`` not ``None``, strings quoted; cut to ``limit`` characters."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(show(v, limit) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {show(v, limit)}" for k, v in value.items()) + "}"
+    elif isinstance(value, str):
+        text = repr(value) if len(value) <= limit - 2 else repr(value[: limit - 5] + "...")
+    elif isinstance(value, int) and abs(value) >= 10**limit:
+        try:
+            digits = str(abs(value))
+        except ValueError:  # Python refuses to print ints of more than 4300 digits
+            return "a number with thousands of digits"
+        return f"{'-' if value < 0 else ''}{digits[: limit // 2]}... ({len(digits)} digits)"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def one_of(candidates: Iterable[str]) -> str:
     """``"one of: a, b, c"`` for messages that list the valid choices."""
     return "one of: " + ", ".join(sorted(set(candidates)))

@@ -462,8 +462,10 @@ def test_results_at_the_magnitude_limit_are_allowed():
 )
 def test_non_finite_results_are_refused(text):
     err = error(text)
-    assert err.code == "E302"
-    assert "not a finite number" in err.message
+    # Either the result is not finite, or a literal is already beyond the limit.
+    assert (err.code, "not a finite number" in err.message) == ("E302", True) or (
+        err.code == "E305" and "larger than" in err.message
+    )
 
 
 @pytest.mark.parametrize(
@@ -482,18 +484,15 @@ def test_math_domain_errors(text, fragment):
     assert fragment in err.message
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="expr.py does not catch OverflowError from '**'")
 def test_power_overflow_is_an_expression_error():
     # a tiny base to a negative power overflows a float: must be an ExprError, not a crash
     assert error("1e-300 ** -2").code in ("E302", "E305")
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="expr.py does not catch OverflowError from '/'")
 def test_true_division_of_a_huge_literal_is_an_expression_error():
     assert error("1" + "0" * 400 + " / 3").code in ("E302", "E305")
 
 
-@pytest.mark.xfail(strict=True, reason="number literals are not checked for finiteness or magnitude")
 def test_an_infinite_literal_is_refused():
     assert error("1e400").code == "E302"
 

@@ -51,38 +51,82 @@ def conv_macs(cin: int, cout: int, k: int, size: int) -> int:
 
 
 # Seed 000's tables (2 classes). AlexNet: 227 -> 55 -> 27 -> 25 (5x5, pad 1) -> 12 -> 12 -> 5.
-ALEXNET = (conv(3, 96, 11, True) + conv(96, 256, 5, True) + conv(256, 384, 3, True) + conv(384, 384, 3, True)
-           + conv(384, 256, 3, True) + dense(256 * 5 * 5, 4096) + dense(4096, 4096) + dense(4096, 2))
-ALEXNET_MACS = (conv_macs(3, 96, 11, 55) + conv_macs(96, 256, 5, 25) + conv_macs(256, 384, 3, 12)
-                + conv_macs(384, 384, 3, 12) + conv_macs(384, 256, 3, 12) + 6400 * 4096 + 4096 * 4096 + 4096 * 2)
+ALEXNET = (
+    conv(3, 96, 11, True)
+    + conv(96, 256, 5, True)
+    + conv(256, 384, 3, True)
+    + conv(384, 384, 3, True)
+    + conv(384, 256, 3, True)
+    + dense(256 * 5 * 5, 4096)
+    + dense(4096, 4096)
+    + dense(4096, 2)
+)
+ALEXNET_MACS = (
+    conv_macs(3, 96, 11, 55)
+    + conv_macs(96, 256, 5, 25)
+    + conv_macs(256, 384, 3, 12)
+    + conv_macs(384, 384, 3, 12)
+    + conv_macs(384, 256, 3, 12)
+    + 6400 * 4096
+    + 4096 * 4096
+    + 4096 * 2
+)
 # ZFNet: 224 -> 109 (7x7/2) -> 54 -> 26 (5x5/2, pad 1) -> 12 -> 12 -> 5.
-ZFNET_CONVS = (conv(3, 96, 7, True) + conv(96, 256, 5, True) + conv(256, 384, 3, True) + conv(384, 384, 3, True)
-               + conv(384, 256, 3, True))
-ZFNET_CONV_MACS = (conv_macs(3, 96, 7, 109) + conv_macs(96, 256, 5, 26) + conv_macs(256, 384, 3, 12)
-                   + conv_macs(384, 384, 3, 12) + conv_macs(384, 256, 3, 12))
+ZFNET_CONVS = (
+    conv(3, 96, 7, True)
+    + conv(96, 256, 5, True)
+    + conv(256, 384, 3, True)
+    + conv(384, 384, 3, True)
+    + conv(384, 256, 3, True)
+)
+ZFNET_CONV_MACS = (
+    conv_macs(3, 96, 7, 109)
+    + conv_macs(96, 256, 5, 26)
+    + conv_macs(256, 384, 3, 12)
+    + conv_macs(384, 384, 3, 12)
+    + conv_macs(384, 256, 3, 12)
+)
 ZFNET = ZFNET_CONVS + dense(6400, 4096) + dense(4096, 4096) + dense(4096, 2)
 ZFNET_MACS = ZFNET_CONV_MACS + 6400 * 4096 + 4096 * 4096 + 4096 * 2
 ZFNET_GAP = ZFNET_CONVS + conv(256, 2, 1, True)
 ZFNET_GAP_MACS = ZFNET_CONV_MACS + conv_macs(256, 2, 1, 5)
 # NIN: 128 -> 63 -> 31.
-NIN_MACS = (128 * 128 * (3 * 25 * 192 + 192 * 160 + 160 * 96) + 63 * 63 * (96 * 25 * 192 + 2 * 192 * 192)
-            + 31 * 31 * (192 * 9 * 192 + 192 * 192 + 192 * 2))
+NIN_MACS = (
+    128 * 128 * (3 * 25 * 192 + 192 * 160 + 160 * 96)
+    + 63 * 63 * (96 * 25 * 192 + 2 * 192 * 192)
+    + 31 * 31 * (192 * 9 * 192 + 192 * 192 + 192 * 2)
+)
 # VGG19 = VGG16 plus a 256-wide and two 512-wide 3x3 convolutions; VGG16-BN adds BN to VGG16's 13 convs.
 VGG19_EXTRA = conv(256, 256, 3, True) + 2 * conv(512, 512, 3, True)
 VGG16_BN_CHANNELS = 2 * 64 + 2 * 128 + 3 * 256 + 6 * 512
 
 
 def inception_v1(cin: int, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int) -> int:
-    return (conv(cin, c1, 1, True) + conv(cin, r3, 1, True) + conv(r3, c3, 3, True) + conv(cin, r5, 1, True)
-            + conv(r5, c5, 5, True) + conv(cin, pp, 1, True))
+    return (
+        conv(cin, c1, 1, True)
+        + conv(cin, r3, 1, True)
+        + conv(r3, c3, 3, True)
+        + conv(cin, r5, 1, True)
+        + conv(r5, c5, 5, True)
+        + conv(cin, pp, 1, True)
+    )
 
 
-GOOGLENET = (conv(3, 64, 7, True) + conv(64, 64, 1, True) + conv(64, 192, 3, True)
-             + inception_v1(192, 64, 96, 128, 16, 32, 32) + inception_v1(256, 128, 128, 192, 32, 96, 64)
-             + inception_v1(480, 192, 96, 208, 16, 48, 64) + inception_v1(512, 160, 112, 224, 24, 64, 64)
-             + inception_v1(512, 128, 128, 256, 24, 64, 64) + inception_v1(512, 112, 144, 288, 32, 64, 64)
-             + inception_v1(528, 256, 160, 320, 32, 128, 128) + inception_v1(832, 256, 160, 320, 32, 128, 128)
-             + inception_v1(832, 384, 192, 384, 48, 128, 128) + dense(1024, 1000))
+GOOGLENET = (
+    conv(3, 64, 7, True)
+    + conv(64, 64, 1, True)
+    + conv(64, 192, 3, True)
+    + inception_v1(192, 64, 96, 128, 16, 32, 32)
+    + inception_v1(256, 128, 128, 192, 32, 96, 64)
+    + inception_v1(480, 192, 96, 208, 16, 48, 64)
+    + inception_v1(512, 160, 112, 224, 24, 64, 64)
+    + inception_v1(512, 128, 128, 256, 24, 64, 64)
+    + inception_v1(512, 112, 144, 288, 32, 64, 64)
+    + inception_v1(528, 256, 160, 320, 32, 128, 128)
+    + inception_v1(832, 256, 160, 320, 32, 128, 128)
+    + inception_v1(832, 384, 192, 384, 48, 128, 128)
+    + dense(1024, 1000)
+)
 
 
 def googlenet_aux(cin: int) -> int:
@@ -136,8 +180,12 @@ def shufflenet_g3() -> int:
 
 # WaveNet: causal conv 256 -> 32 (k 2); 20 layers of filter + gate (32 -> 32, k 2) and a skip 1x1
 # (32 -> 256); 19 residual 1x1s (32 -> 32); head 1x1 256 -> 256 twice. All with bias, length 16000.
-WAVENET = (conv(256, 32, 2, True, kw=1) + 20 * (2 * conv(32, 32, 2, True, kw=1) + conv(32, 256, 1, True))
-           + 19 * conv(32, 32, 1, True) + 2 * conv(256, 256, 1, True))
+WAVENET = (
+    conv(256, 32, 2, True, kw=1)
+    + 20 * (2 * conv(32, 32, 2, True, kw=1) + conv(32, 256, 1, True))
+    + 19 * conv(32, 32, 1, True)
+    + 2 * conv(256, 256, 1, True)
+)
 WAVENET_MACS = 16000 * (256 * 32 * 2 + 20 * (2 * 32 * 32 * 2 + 32 * 256) + 19 * 32 * 32 + 2 * 256 * 256)
 
 
@@ -147,25 +195,41 @@ WAVENET_MACS = 16000 * (256 * 32 * 2 + 20 * (2 * 32 * 32 * 2 + 32 * 256) + 19 * 
 C1000 = {"num_classes": "1000"}
 
 EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
-    "lenet": [({}, {"trainable": 456 + 2416 + 48120 + 7744 + 130, "total": 58_866, "macs": 648_608},
-               "references.md: seed 000 table arithmetic")],
+    "lenet": [
+        (
+            {},
+            {"trainable": 456 + 2416 + 48120 + 7744 + 130, "total": 58_866, "macs": 648_608},
+            "references.md: seed 000 table arithmetic",
+        )
+    ],
     "alexnet": [({}, {"trainable": ALEXNET, "total": ALEXNET, "macs": ALEXNET_MACS}, "arithmetic on seed 000's table")],
     "zfnet": [({}, {"trainable": ZFNET, "total": ZFNET, "macs": ZFNET_MACS}, "arithmetic on seed 000's table")],
-    "zfnet_gap": [({}, {"trainable": ZFNET_GAP, "total": ZFNET_GAP, "macs": ZFNET_GAP_MACS},
-                   "arithmetic on seed 000's ZFNet table + 1x1 class conv")],
+    "zfnet_gap": [
+        (
+            {},
+            {"trainable": ZFNET_GAP, "total": ZFNET_GAP, "macs": ZFNET_GAP_MACS},
+            "arithmetic on seed 000's ZFNet table + 1x1 class conv",
+        )
+    ],
     "nin": [({}, {"trainable": 965_442, "total": 965_442, "macs": NIN_MACS}, "references.md: seed 000 table")],
     "vgg16": [
         ({}, {"trainable": 134_268_738, "total": 134_268_738}, "references.md: seed 000 table"),
         (C1000, {"trainable": 138_357_544, "gmacs": 15.470}, "references.md: torchvision vgg16"),
     ],
     "vgg19": [
-        ({}, {"trainable": 134_268_738 + VGG19_EXTRA, "total": 134_268_738 + VGG19_EXTRA},
-         "seed table: VGG16's 134,268,738 + 3 convs"),
+        (
+            {},
+            {"trainable": 134_268_738 + VGG19_EXTRA, "total": 134_268_738 + VGG19_EXTRA},
+            "seed table: VGG16's 134,268,738 + 3 convs",
+        ),
         (C1000, {"trainable": 143_667_240, "total": 143_667_240, "gmacs": 19.632}, "references.md: torchvision vgg19"),
     ],
     "vgg16_bn": [
-        ({}, {"trainable": 134_268_738 + bn(VGG16_BN_CHANNELS), "total": 134_268_738 + 2 * bn(VGG16_BN_CHANNELS)},
-         "seed table VGG16 + BN after 13 convs"),
+        (
+            {},
+            {"trainable": 134_268_738 + bn(VGG16_BN_CHANNELS), "total": 134_268_738 + 2 * bn(VGG16_BN_CHANNELS)},
+            "seed table VGG16 + BN after 13 convs",
+        ),
         (C1000, {"trainable": 138_365_992, "gmacs": 15.470}, "references.md: torchvision vgg16_bn"),
     ],
     "googlenet": [
@@ -174,8 +238,11 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
     ],
     "inception_v3": [
         ({}, {"trainable": 23_834_568, "gmacs": 5.71}, "torchvision inception_v3(aux_logits=False); 5.71 GFLOPS"),
-        ({"aux_logits": "true"}, {"trainable": 27_161_264, "total": 23_869_000 + INCEPTION_V3_AUX + 2 * (128 + 768)},
-         "torchvision inception_v3 (aux head: 3,326,696)"),
+        (
+            {"aux_logits": "true"},
+            {"trainable": 27_161_264, "total": 23_869_000 + INCEPTION_V3_AUX + 2 * (128 + 768)},
+            "torchvision inception_v3 (aux head: 3,326,696)",
+        ),
     ],
     "resnet18": [({}, {"trainable": 11_689_512, "gmacs": 1.814}, "references.md: torchvision")],
     "resnet34": [({}, {"trainable": 21_797_672, "gmacs": 3.664}, "references.md: torchvision")],
@@ -183,35 +250,67 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
     "resnet101": [({}, {"trainable": 44_549_160, "gmacs": 7.801}, "references.md: torchvision")],
     "resnet152": [({}, {"trainable": 60_192_808, "gmacs": 11.514}, "references.md: torchvision")],
     "resnext50": [({}, {"trainable": 25_028_904, "gmacs": 4.230}, "references.md: torchvision resnext50_32x4d")],
-    "resnext101": [({}, {"trainable": bottleneck_resnet((3, 4, 23, 3), lambda p: p * 4 // 64 * 32, groups=32)},
-                    "arithmetic (the same formula gives resnext50's 25,028,904)")],
+    "resnext101": [
+        (
+            {},
+            {"trainable": bottleneck_resnet((3, 4, 23, 3), lambda p: p * 4 // 64 * 32, groups=32)},
+            "arithmetic (the same formula gives resnext50's 25,028,904)",
+        )
+    ],
     "wide_resnet50": [({}, {"trainable": 68_883_240, "gmacs": 11.4}, "torchvision wide_resnet50_2 (11.4 GFLOPS)")],
-    "se_resnet50": [({}, {"trainable": 25_557_032 + 2_530_992, "gmacs": 3.87},
-                     "ResNet-50 + SE arithmetic (see below); paper 3.87 GFLOPs")],
-    "densenet121": [({}, {"trainable": 7_978_856, "total": 8_062_504, "gmacs": 2.834},
-                     "references.md: torchvision densenet121, Keras DenseNet121")],
+    "se_resnet50": [
+        (
+            {},
+            {"trainable": 25_557_032 + 2_530_992, "gmacs": 3.87},
+            "ResNet-50 + SE arithmetic (see below); paper 3.87 GFLOPs",
+        )
+    ],
+    "densenet121": [
+        (
+            {},
+            {"trainable": 7_978_856, "total": 8_062_504, "gmacs": 2.834},
+            "references.md: torchvision densenet121, Keras DenseNet121",
+        )
+    ],
     "densenet169": [({}, {"trainable": 14_149_480, "gmacs": 3.360}, "references.md: torchvision")],
     "densenet201": [({}, {"trainable": 20_013_928, "gmacs": 4.291}, "references.md: torchvision")],
     "densenet264": [({}, {"trainable": densenet((6, 12, 64, 48))}, "arithmetic (gives torchvision's 121/169/201 too)")],
-    "mobilenet_v1": [({}, {"trainable": 4_231_976, "total": 4_253_864, "gmacs": 0.569},
-                      "references.md: Keras MobileNet; paper 569M mult-adds")],
+    "mobilenet_v1": [
+        (
+            {},
+            {"trainable": 4_231_976, "total": 4_253_864, "gmacs": 0.569},
+            "references.md: Keras MobileNet; paper 569M mult-adds",
+        )
+    ],
     "mobilenet_v2": [
         ({}, {"trainable": 3_504_872, "total": 3_538_984, "gmacs": 0.301}, "references.md: Keras / torchvision"),
         ({"alpha": "0.5", "num_classes": "5"}, {"trainable": 694_085, "total": 712_629}, "references.md: seed 001"),
     ],
     "xception": [({}, {"trainable": 22_855_952, "total": 22_910_480}, "references.md: Keras Xception")],
     "shufflenet_v1": [({}, {"trainable": shufflenet_g3(), "gmacs": 0.137}, "arithmetic; paper Table 1: 137 MFLOPs")],
-    "squeezenet": [({}, {"trainable": 1_248_424, "total": 1_248_424, "gmacs": 0.82},
-                    "torchvision squeezenet1_0 (0.82 GFLOPS)")],
-    "efficientnet_b0": [
-        ({}, {"trainable": 5_288_548, "total": 5_330_571 - 7},
-         "torchvision/Keras B0; Keras' total less its 7 input-normalization statistics"),
-        ({"depth_mult": "1.1", "resolution": "240"}, {"trainable": 7_794_184}, "torchvision efficientnet_b1"),
-        ({"width_mult": "1.2", "depth_mult": "1.4", "resolution": "300"}, {"trainable": 12_233_232},
-         "torchvision efficientnet_b3"),
+    "squeezenet": [
+        ({}, {"trainable": 1_248_424, "total": 1_248_424, "gmacs": 0.82}, "torchvision squeezenet1_0 (0.82 GFLOPS)")
     ],
-    "wavenet": [({}, {"trainable": WAVENET, "total": WAVENET, "macs": WAVENET_MACS},
-                 "arithmetic on the documented configuration")],
+    "efficientnet_b0": [
+        (
+            {},
+            {"trainable": 5_288_548, "total": 5_330_571 - 7},
+            "torchvision/Keras B0; Keras' total less its 7 input-normalization statistics",
+        ),
+        ({"depth_mult": "1.1", "resolution": "240"}, {"trainable": 7_794_184}, "torchvision efficientnet_b1"),
+        (
+            {"width_mult": "1.2", "depth_mult": "1.4", "resolution": "300"},
+            {"trainable": 12_233_232},
+            "torchvision efficientnet_b3",
+        ),
+    ],
+    "wavenet": [
+        (
+            {},
+            {"trainable": WAVENET, "total": WAVENET, "macs": WAVENET_MACS},
+            "arithmetic on the documented configuration",
+        )
+    ],
 }
 
 
@@ -244,8 +343,11 @@ def test_every_node_reaches_an_output(path: Path) -> None:
 CASES = [(name, overrides, want, ref) for name, rows in EXPECTED.items() for overrides, want, ref in rows]
 
 
-@pytest.mark.parametrize(("name", "overrides", "want", "ref"), CASES,
-                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _, _ in CASES])
+@pytest.mark.parametrize(
+    ("name", "overrides", "want", "ref"),
+    CASES,
+    ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _, _ in CASES],
+)
 def test_counts(name: str, overrides: dict[str, str], want: dict[str, float], ref: str) -> None:
     if not (SPECS_DIR / f"{name}.yaml").exists():
         pytest.fail(f"EXPECTED has a row for {name}, but specs/{name}.yaml does not exist")
@@ -257,7 +359,8 @@ def test_counts(name: str, overrides: dict[str, str], want: dict[str, float], re
     if "gmacs" in want:
         ratio = total.macs / (want["gmacs"] * 1e9)
         assert abs(ratio - 1) <= MAC_TOLERANCE, (
-            f"{name} {overrides}: {total.macs / 1e9:.3f} GMACs, reference {want['gmacs']} ({ref})")
+            f"{name} {overrides}: {total.macs / 1e9:.3f} GMACs, reference {want['gmacs']} ({ref})"
+        )
 
 
 def test_arithmetic_helpers_match_published_figures() -> None:

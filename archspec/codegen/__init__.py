@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from archspec.codegen import pytorch
+from archspec.codegen import keras, pytorch
 from archspec.codegen.model import CodeModel
 
 EMITTERS: dict[str, Callable[[CodeModel], str]] = {
     "pytorch": pytorch.emit,
+    "keras": keras.emit,
 }

@@ -676,6 +676,7 @@ class _Builder:
     ) -> None:
         """Give every step an output variable: the chain variable when only the
         next step reads it, its own name when it is read later or more than once."""
+        outputs = {out_name} | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
         readers: dict[str, list[int]] = {}
         for k, ins in enumerate(refs):
             if steps[k] is None:
@@ -683,9 +684,12 @@ class _Builder:
             for r in ins:
                 readers.setdefault(self.resolve(r, defs, steps, refs), []).append(k)
         input_kept = any(k != _first_live(steps) for k in readers.get(INPUT, []))
-        chain = "out" if input_kept else "x"
+        # Variables share a scope with the unit's arguments in function-style
+        # targets (Keras), so no variable takes an argument's name.
+        taken = {"x", "self", "name", "inputs", "outputs", *(a.name for a in unit.args)}
+        chain = next(v for v in ("out", "y", "h", "z") if v not in taken) if input_kept else "x"
+        taken.add(chain)
         var: dict[str, str] = {INPUT: "x"}
-        taken = {"x", "out", "self"}
         for k, nd in enumerate(defs):
             st = steps[k]
             if st is None:
@@ -698,10 +702,12 @@ class _Builder:
             own = (
                 (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k)))
                 or branch
-                or (nd.name == out_name and k != _last_live(steps))
+                or (nd.name in outputs and k != _last_live(steps))
             )
             if own:
-                v = nd.name if nd.name not in taken and not keyword.iskeyword(nd.name) else f"{nd.name}_"
+                v = nd.name
+                while v in taken or keyword.iskeyword(v):
+                    v += "_"
             else:
                 v = chain
             var[nd.name] = v

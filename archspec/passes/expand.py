@@ -11,16 +11,18 @@ Every error is collected (once per source position) and raised together.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from archspec import ops
-from archspec.diagnostics import Collector, Pos, did_you_mean
+from archspec.diagnostics import Collector, Pos, did_you_mean, show
 from archspec.ir import INPUT, Graph, Instance, Node, Shape
 from archspec.schema import expr as E
-from archspec.schema.spec import NodeDef, ParamDef, Spec, Value
+from archspec.schema.spec import NodeDef, ParamDef, Spec, Value, key_hint
 
 MAX_NODES = 50_000
 MAX_REPEAT = 1_000
@@ -60,6 +62,8 @@ def _typed(value: Any, ptype: str) -> Any:
         raise TypeError("expected a string")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected {'an integer' if ptype == 'int' else 'a number'}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError("expected a finite number")
     if ptype == "int":
         if isinstance(value, float):
             if not value.is_integer():
@@ -94,15 +98,15 @@ class _Expander:
         try:
             return E.evaluate(v.expr, env)
         except E.ExprError as exc:
-            pos = Pos(v.pos.file, v.pos.line, v.pos.col + exc.col)
-            self.err(pos, exc.code, f"in expression {v.raw!r}: {exc.message}")
+            pos = Pos(v.pos.file, v.pos.line, v.pos.col + exc.col) if v.exact else v.pos
+            self.err(pos, exc.code, f"in expression {show(v.raw, 60)}: {exc.message}")
             return None
 
     def attr(self, op: str, name: str, attr: ops.Attr, value: Any, pos: Pos, path: str) -> Any:
         """Check an evaluated attribute against its kind; None on error."""
 
         def bad(what: str, code: str = "E101") -> None:
-            self.err(pos, code, f"{path}: attribute '{name}' of {op} {what} (got {value!r})")
+            self.err(pos, code, f"{path}: attribute '{name}' of {op} {what} (got {show(value)})")
 
         def size(x: Any) -> int | None:
             if isinstance(x, float) and x.is_integer():
@@ -119,7 +123,13 @@ class _Expander:
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return bad("must be a number")
+            if not math.isfinite(value):
+                return bad("must be a finite number")
             if (attr.min is not None and value < attr.min) or (attr.max is not None and value > attr.max):
+                if attr.max is None:
+                    return bad(f"must be at least {attr.min}", "E303")
+                if attr.min is None:
+                    return bad(f"must be at most {attr.max}", "E303")
                 return bad(f"must be between {attr.min} and {attr.max}", "E303")
             return float(value)
         if kind in PAD_WORDS and isinstance(value, str):
@@ -129,8 +139,12 @@ class _Expander:
         lengths = {"int": (1,), "pair": (1, 2), "pad2d": (1, 2, 4), "pad1d": (1, 2)}[kind]
         items = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) not in lengths[1:]:
-            forms = {"pair": "k or [h, w]", "pad2d": "p, [h, w] or [top, bottom, left, right]",
-                     "pad1d": "p or [left, right]", "int": "a single integer"}[kind]
+            forms = {
+                "pair": "k or [h, w]",
+                "pad2d": "p, [h, w] or [top, bottom, left, right]",
+                "pad1d": "p or [left, right]",
+                "int": "a single integer",
+            }[kind]
             return bad(f"must be {forms}")
         out = []
         for x in items:
@@ -156,9 +170,11 @@ class _Expander:
             p = self.spec.params.get(key)
             if p is None:
                 known = ", ".join(self.spec.params) or "none"
-                self.err(pos, "E203",
-                         f"unknown parameter '{key}'{did_you_mean(key, self.spec.params)}; "
-                         f"{self.spec.name} takes: {known}")
+                self.err(
+                    pos,
+                    "E203",
+                    f"unknown parameter '{key}'{did_you_mean(key, self.spec.params)}; {self.spec.name} takes: {known}",
+                )
                 continue
             try:
                 raw = yaml.safe_load(text) if text else None
@@ -166,22 +182,34 @@ class _Expander:
                 raw = text
             if p.type == "str" and not isinstance(raw, str):
                 raw = text
+            if p.type in ("int", "float") and isinstance(raw, str):
+                with contextlib.suppress(ValueError):
+                    raw = float(raw)  # YAML 1.1 reads 1e-3 as a string
             try:
                 env[key] = _typed(raw, p.type)
             except TypeError as exc:
-                self.err(pos, "E304", f"bad value {text!r} for '{key}' ({p.type}): {exc}")
+                self.err(pos, "E304", f"bad value {show(text)} for '{key}' ({p.type}): {exc}")
         return env
 
-    def args(self, nd: NodeDef, block_params: dict[str, ParamDef], values: dict[str, Value],
-             env: Mapping[str, Any], path: str) -> dict[str, Any] | None:
+    def args(
+        self,
+        nd: NodeDef,
+        block_params: dict[str, ParamDef],
+        values: dict[str, Value],
+        env: Mapping[str, Any],
+        path: str,
+    ) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         ok = True
         for key, v in values.items():
             p = block_params.get(key)
             if p is None:
-                self.err(v.pos, "E203",
-                         f"block '{nd.block}' has no parameter '{key}'{did_you_mean(key, block_params)}; "
-                         f"it takes: {', '.join(block_params) or 'nothing'}")
+                self.err(
+                    v.key_pos or v.pos,
+                    "E203",
+                    f"block '{nd.block}' has no parameter '{key}'{key_hint(key, list(block_params))}; "
+                    f"it takes: {', '.join(block_params) or 'nothing'}",
+                )
                 ok = False
                 continue
             value = self.eval(v, env)
@@ -191,7 +219,7 @@ class _Expander:
             try:
                 out[key] = _typed(value, p.type)
             except TypeError as exc:
-                self.err(v.pos, "E101", f"{path}: argument '{key}' of block '{nd.block}': {exc} (got {value!r})")
+                self.err(v.pos, "E101", f"{path}: argument '{key}' of block '{nd.block}': {exc} (got {show(value)})")
                 ok = False
         for name, p in block_params.items():
             if name not in out and name not in values:
@@ -215,7 +243,7 @@ class _Expander:
             if isinstance(d, float) and d.is_integer():
                 d = int(d)
             if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_SIZE:
-                self.err(v.pos, "E303", f"input sizes must be integers from 1 to {MAX_SIZE} (got {d!r})")
+                self.err(v.pos, "E303", f"input sizes must be integers from 1 to {MAX_SIZE} (got {show(d)})")
                 continue
             shape.append(d)
         self.diag.raise_if_any()
@@ -237,12 +265,26 @@ class _Expander:
             self.err(spec.pos, "E405", "the network does nothing: its output is its input")
         self.diag.raise_if_any()
         return Graph(
-            name=spec.name, source=spec.source, file=spec.file, params=env, input_shape=input_shape,
-            nodes=self.nodes, outputs=outputs, instances=self.instances, description=spec.description,
+            name=spec.name,
+            source=spec.source,
+            file=spec.file,
+            params=env,
+            input_shape=input_shape,
+            nodes=self.nodes,
+            outputs=outputs,
+            instances=self.instances,
+            description=spec.description,
         )
 
-    def scope(self, defs: list[NodeDef], prefix: str, env: Mapping[str, Any], input_ref: str,
-              input_shape: Shape | None, depth: int) -> tuple[dict[str, tuple[str, Shape | None]], set[str]]:
+    def scope(
+        self,
+        defs: list[NodeDef],
+        prefix: str,
+        env: Mapping[str, Any],
+        input_ref: str,
+        input_shape: Shape | None,
+        depth: int,
+    ) -> tuple[dict[str, tuple[str, Shape | None]], set[str]]:
         """Expand one list of nodes. Returns the name table (name -> (ref,
         shape)) with the key ``__last__`` for the list's last value, and the
         names that were skipped by ``when``."""
@@ -253,7 +295,8 @@ class _Expander:
             ins = [names[r] for r, _ in nd.inputs] if nd.inputs else [prev]
             if nd.when is not None:
                 cond = self.eval(nd.when, env)
-                if cond is None:
+                if cond is None:  # reported; later nodes may still name this one
+                    names[nd.name] = prev = (prefix + nd.name, None)
                     continue
                 if not cond:
                     names[nd.name] = prev = ins[0]
@@ -268,8 +311,9 @@ class _Expander:
         names["__last__"] = prev
         return names, skipped
 
-    def op_node(self, nd: NodeDef, path: str, env: Mapping[str, Any],
-                ins: list[tuple[str, Shape | None]]) -> tuple[str, Shape | None]:
+    def op_node(
+        self, nd: NodeDef, path: str, env: Mapping[str, Any], ins: list[tuple[str, Shape | None]]
+    ) -> tuple[str, Shape | None]:
         opdef = ops.OPS[nd.op]
         attrs: dict[str, Any] = {}
         failed = False
@@ -284,9 +328,14 @@ class _Expander:
             else:
                 attrs[name] = attr.default
         if not opdef.min_inputs <= len(ins) <= opdef.max_inputs:
-            want = (str(opdef.min_inputs) if opdef.min_inputs == opdef.max_inputs
-                    else f"{opdef.min_inputs} to {opdef.max_inputs}")
-            self.err(nd.pos, "E209", f"{path}: {nd.op} takes {want} inputs, got {len(ins)}; list them under 'in'")
+            want = (
+                str(opdef.min_inputs)
+                if opdef.min_inputs == opdef.max_inputs
+                else f"{opdef.min_inputs} to {opdef.max_inputs}"
+            )
+            what = "input" if want == "1" else "inputs"
+            fix = "list them under 'in'" if len(ins) < opdef.min_inputs else "name fewer nodes under 'in'"
+            self.err(nd.pos, "E209", f"{path}: {nd.op} takes {want} {what}, got {len(ins)}; {fix}")
             return path, None
         shapes = [s for _, s in ins]
         if failed or any(s is None for s in shapes):
@@ -296,9 +345,11 @@ class _Expander:
                 dims = {1: "(features,)", 2: "(C, L)", 3: "(C, H, W)"}
                 want = " or ".join(dims[r] for r in opdef.ranks)
                 hint = "; add a flatten or global pool before it" if opdef.ranks == (1,) else ""
-                self.err(nd.pos, "E404",
-                         f"{path}: {nd.op} takes {want} input, but input {i + 1} ({ins[i][0]}) has shape "
-                         f"{_fmt(s)}{hint}")
+                self.err(
+                    nd.pos,
+                    "E404",
+                    f"{path}: {nd.op} takes {want} input, but input {i + 1} ({ins[i][0]}) has shape {_fmt(s)}{hint}",
+                )
                 return path, None
         try:
             attrs = opdef.resolve(attrs, shapes)
@@ -314,7 +365,12 @@ class _Expander:
         for d in shape:
             n *= d
         if n > MAX_ELEMENTS:
-            self.err(nd.pos, "E305", f"{path}: output {_fmt(shape)} has more than {MAX_ELEMENTS} elements")
+            self.err(
+                nd.pos,
+                "E305",
+                f"{path}: output {_fmt(shape)} has more than {MAX_ELEMENTS} elements; "
+                "use fewer channels or a smaller input",
+            )
             return path, None
         if len(self.nodes) >= MAX_NODES:
             self.err(nd.pos, "E305", f"the network expands to more than {MAX_NODES} nodes; reduce repeat counts")
@@ -322,8 +378,9 @@ class _Expander:
         self.nodes.append(Node(path, nd.op, attrs, tuple(r for r, _ in ins), tuple(shapes), shape, nd.pos))
         return path, shape
 
-    def block_node(self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None],
-                   depth: int) -> tuple[str, Shape | None]:
+    def block_node(
+        self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None], depth: int
+    ) -> tuple[str, Shape | None]:
         block = self.spec.blocks[nd.block]
         units = None
         if nd.repeat is not None:
@@ -331,10 +388,10 @@ class _Expander:
             if units is None:
                 return path, None
             if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-                self.err(nd.repeat.pos, "E303", f"{path}: repeat must be a positive integer (got {units!r})")
+                self.err(nd.repeat.pos, "E303", f"{path}: repeat must be a positive integer (got {show(units)})")
                 return path, None
             if units > MAX_REPEAT:
-                self.err(nd.repeat.pos, "E305", f"{path}: repeat {units} is more than {MAX_REPEAT}")
+                self.err(nd.repeat.pos, "E305", f"{path}: repeat {units} is more than the limit of {MAX_REPEAT} units")
                 return path, None
         cur = inp
         first_in = inp[1]
@@ -351,8 +408,9 @@ class _Expander:
             cur = refs[block.output[0]] if block.output else refs["__last__"]
             if cur[1] is None:
                 return path, None
-            self.instances.append(Instance(unit_path, block.name, args, unit_in, cur[1], cur[0], nd.pos,
-                                           index=u if units else None))
+            self.instances.append(
+                Instance(unit_path, block.name, args, unit_in, cur[1], cur[0], nd.pos, index=u if units else None)
+            )
         if units:
             self.instances.append(Instance(path, block.name, {}, first_in, cur[1], cur[0], nd.pos, units=units))
         return cur

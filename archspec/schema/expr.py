@@ -23,12 +23,13 @@ Grammar (Python precedence)::
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-Value = Union[int, float, bool, str]
+Value = int | float | bool | str
 
 MAX_MAGNITUDE = 10**15
 MAX_LENGTH = 500
@@ -103,7 +104,7 @@ class Call:
     col: int
 
 
-Expr = Union[Num, Str, Name, Unary, Binary, Compare, IfElse, Call]
+Expr = Num | Str | Name | Unary | Binary | Compare | IfElse | Call
 
 
 # ----------------------------------------------------------------------------
@@ -397,9 +398,9 @@ def calls(node: Expr) -> list[Call]:
 def _check(value: Value, col: int) -> Value:
     if isinstance(value, float) and not math.isfinite(value):
         raise ExprError("the result is not a finite number", col)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if abs(value) > MAX_MAGNITUDE:
-            raise ExprError(f"the result {value:.3g} is larger than {MAX_MAGNITUDE:.0e}", col, "E305")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+        shown = f"{value:.3g}" if abs(value) < 1e300 else f"with {len(str(int(abs(value))))} digits"
+        raise ExprError(f"the result {shown} is larger than {MAX_MAGNITUDE:.0e}", col, "E305")
     return value
 
 
@@ -409,17 +410,27 @@ def _number(value: Value, col: int, what: str) -> int | float:
     return value
 
 
+_COMPARE = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
 def evaluate(node: Expr, env: Mapping[str, Value]) -> Value:
     """Evaluate a parsed expression with variables from ``env``."""
-    if isinstance(node, (Num, Str)):
+    if isinstance(node, Num):
+        return _check(node.value, node.col)
+    if isinstance(node, Str):
         return node.value
     if isinstance(node, Name):
         if node.id not in env:
             from archspec.diagnostics import did_you_mean
 
-            raise ExprError(
-                f"unknown name '{node.id}'{did_you_mean(node.id, env)}", node.col, "E203"
-            )
+            raise ExprError(f"unknown name '{node.id}'{did_you_mean(node.id, env)}", node.col, "E203")
         return env[node.id]
     if isinstance(node, Unary):
         v = evaluate(node.operand, env)
@@ -455,26 +466,21 @@ def evaluate(node: Expr, env: Mapping[str, Value]) -> Value:
                 r = a % b
             else:  # "**"
                 if abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 60):
-                    raise ExprError("power too large", node.col, "E305")
+                    raise ExprError("the power is too large; results beyond 10^15 are refused", node.col, "E305")
                 r = a**b
                 if isinstance(r, complex):
                     raise ExprError("power of a negative number gives a complex number", node.col)
         except ZeroDivisionError:
             raise ExprError("division by zero", node.col) from None
+        except OverflowError:
+            raise ExprError(f"the result is larger than {MAX_MAGNITUDE:.0e}", node.col, "E305") from None
         return _check(r, node.col)
     if isinstance(node, Compare):
         left = evaluate(node.first, env)
         for op, rnode in node.rest:
             right = evaluate(rnode, env)
             try:
-                ok = {
-                    "==": lambda: left == right,
-                    "!=": lambda: left != right,
-                    "<": lambda: left < right,
-                    "<=": lambda: left <= right,
-                    ">": lambda: left > right,
-                    ">=": lambda: left >= right,
-                }[op]()
+                ok = _COMPARE[op](left, right)
             except TypeError:
                 raise ExprError(f"cannot compare {left!r} and {right!r} with {op}", node.col) from None
             if not ok:
@@ -503,6 +509,9 @@ def evaluate(node: Expr, env: Mapping[str, Value]) -> Value:
         except ExprError as exc:
             raise ExprError(exc.message, node.col, exc.code) from None
         except (TypeError, ValueError, OverflowError) as exc:
+            text = [a for a in args if isinstance(a, str)]
+            if isinstance(exc, TypeError) and text:  # not Python's "'>' not supported between 'str' and 'int'"
+                raise ExprError(f"{node.func}() takes numbers, got the string {text[0]!r}", node.col) from None
             raise ExprError(f"{node.func}(): {exc}", node.col) from None
     raise AssertionError(f"unknown expression node {node!r}")  # pragma: no cover
 
@@ -516,9 +525,7 @@ def to_source(node: Expr) -> str:
     prec = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "**": 8}
 
     def go(n: Expr, outer: int) -> str:
-        if isinstance(n, Num):
-            s, p = repr(n.value), 9
-        elif isinstance(n, Str):
+        if isinstance(n, (Num, Str)):
             s, p = repr(n.value), 9
         elif isinstance(n, Name):
             s, p = n.id, 9

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from archspec import ops
-from archspec.diagnostics import Collector, Pos, SpecError, did_you_mean, one_of
+from archspec.diagnostics import Collector, Pos, did_you_mean, one_of, show
 from archspec.schema import expr as E
 from archspec.schema.yamlload import YList, YMap, load_yaml
 
@@ -31,11 +31,39 @@ IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Names a node cannot take: they mean something already, in a spec or in the
 # generated code (module attributes, Keras/TF/Chainer reserved members).
 RESERVED = {
-    "input", "i", "in_channels", "self", "forward", "training", "call", "build", "name",
-    "params", "parameters", "children", "modules", "weights", "variables", "layers",
-    "num_classes", "outputs", "trainable", "dtype", "config",
+    "input",
+    "i",
+    "in_channels",
+    "self",
+    "forward",
+    "training",
+    "call",
+    "build",
+    "name",
+    "params",
+    "parameters",
+    "children",
+    "modules",
+    "weights",
+    "variables",
+    "layers",
+    "num_classes",
+    "outputs",
+    "trainable",
+    "dtype",
+    "config",
 }
 MAX_NODES_PER_SCOPE = 2000
+# Node keys people write for the real ones, which difflib does not match.
+KEY_HINTS = {"input": "in", "inputs": "in", "from": "in", "if": "when", "repeats": "repeat", "times": "repeat"}
+BOOL_WORDS = {"yes", "no", "on", "off"}
+
+
+def key_hint(key: str, candidates: list[str] | tuple[str, ...]) -> str:
+    """did_you_mean, with the hints of :data:`KEY_HINTS` for keys it cannot match."""
+    if key in KEY_HINTS:
+        return f" (did you mean '{KEY_HINTS[key]}'?)"
+    return did_you_mean(key, candidates)
 
 
 @dataclass
@@ -46,6 +74,8 @@ class Value:
     pos: Pos
     expr: E.Expr | None = None
     items: list[Value] | None = None
+    key_pos: Pos | None = None  # where its key is, for a block argument
+    exact: bool = True  # raw is pos's source text verbatim: column pos.col + i is raw[i]
 
 
 @dataclass
@@ -105,6 +135,10 @@ class _Parser:
     def __init__(self, file: str) -> None:
         self.file = file
         self.diag = Collector()
+        # Parameters declared but refused (already reported): expressions that
+        # use them are not reported again.
+        self.rejected: set[str] = set()
+        self.inexact: frozenset[Pos] = frozenset()
 
     # -- helpers ------------------------------------------------------------
 
@@ -121,15 +155,15 @@ class _Parser:
         for key in m:
             if key not in allowed:
                 self.err(
-                    m.key_pos[key], "E103",
-                    f"unknown key '{key}' in {what}{did_you_mean(str(key), allowed)}; "
-                    f"allowed: {', '.join(allowed)}",
+                    m.key_pos[key],
+                    "E103",
+                    f"unknown key '{key}' in {what}{did_you_mean(str(key), allowed)}; allowed: {', '.join(allowed)}",
                 )
 
-    def text(self, m: YMap, key: str, what: str, required: bool = True) -> str:
+    def text(self, m: YMap, key: str, what: str, required: bool = True, hint: str = "") -> str:
         if key not in m:
             if required:
-                self.err(m.pos, "E102", f"{what} needs a '{key}'")
+                self.err(m.pos, "E102", f"{what} needs a '{key}'{hint}")
             return ""
         v = m[key]
         if not isinstance(v, str) or not v.strip():
@@ -140,8 +174,9 @@ class _Parser:
     def name_ok(self, name: Any, pos: Pos, what: str) -> bool:
         if not isinstance(name, str) or not IDENT.match(name) or keyword.iskeyword(name):
             self.err(
-                pos, "E105",
-                f"invalid {what} name {name!r}: use letters, digits and underscores, "
+                pos,
+                "E105",
+                f"invalid {what} name {show(name)}: use letters, digits and underscores, "
                 "starting with a letter (not a Python keyword)",
             )
             return False
@@ -150,63 +185,92 @@ class _Parser:
             return False
         return True
 
-    def value(self, raw: Any, pos: Pos, scope: set[str], literal_words: tuple[str, ...] = ()) -> Value:
+    def value(
+        self, raw: Any, pos: Pos, scope: set[str], literal_words: tuple[str, ...] = (), key_pos: Pos | None = None
+    ) -> Value:
         """Wrap a raw YAML value; strings become parsed expressions whose
         names are checked against ``scope``."""
         if isinstance(raw, YList):
             return Value(
-                raw, pos, items=[self.value(v, p, scope, literal_words) for v, p in zip(raw, raw.item_pos)]
+                raw,
+                pos,
+                key_pos=key_pos,
+                items=[self.value(v, p, scope, literal_words) for v, p in zip(raw, raw.item_pos, strict=True)],
             )
         if isinstance(raw, str):
+            exact = pos not in self.inexact
             if raw in literal_words:
-                return Value(raw, pos)
+                return Value(raw, pos, key_pos=key_pos)
             try:
                 tree = E.parse(raw)
             except E.ExprError as exc:
                 hint = ""
                 if raw.count("(") > raw.count(")"):
-                    hint = ("; in a flow mapping {...} a comma ends the value, so quote expressions "
-                            "with commas: \"make_divisible(x, 8)\"")
-                self.err(_shift(pos, exc.col), exc.code, f"in expression {raw!r}: {exc.message}{hint}")
-                return Value(raw, pos)
-            self.check_names(tree, pos, scope, raw)
-            return Value(raw, pos, expr=tree)
+                    hint = (
+                        "; in a flow mapping {...} a comma ends the value, so quote expressions "
+                        'with commas: "make_divisible(x, 8)"'
+                    )
+                self.err(_shift(pos, exc.col, exact), exc.code, f"in expression {show(raw, 60)}: {exc.message}{hint}")
+                return Value(raw, pos, key_pos=key_pos, exact=exact)
+            # An op attribute's words depend on its kind (padding: same, valid);
+            # a block argument (with key_pos) may take any of them.
+            self.check_names(tree, pos, scope, raw, () if key_pos else literal_words, exact)
+            return Value(raw, pos, expr=tree, key_pos=key_pos, exact=exact)
         if raw is None or isinstance(raw, (YMap, bytes)) or not E.is_value(raw):
             self.err(pos, "E101", f"expected a number, boolean, string or list, found {_kind(raw)}")
-        return Value(raw, pos)
+        return Value(raw, pos, key_pos=key_pos)
 
-    def check_names(self, tree: E.Expr, pos: Pos, scope: set[str], raw: str) -> None:
+    def check_names(
+        self, tree: E.Expr, pos: Pos, scope: set[str], raw: str, literal_words: tuple[str, ...] = (), exact: bool = True
+    ) -> None:
         for n in E.free_names(tree):
-            if n.id not in scope:
+            if n.id in scope or n.id in self.rejected:
+                continue
+            if literal_words and isinstance(tree, E.Name):
                 self.err(
-                    _shift(pos, n.col), "E203",
-                    f"unknown parameter '{n.id}'{did_you_mean(n.id, scope)}; "
-                    f"in scope here: {', '.join(sorted(scope)) or 'nothing'}",
+                    _shift(pos, n.col, exact),
+                    "E203",
+                    f"'{n.id}' is neither a parameter nor one of: {', '.join(literal_words)}"
+                    f"{did_you_mean(n.id, [*literal_words, *scope])}; use a size, a parameter or one of those",
                 )
+                continue
+            if n.id.lower() in BOOL_WORDS:
+                tail = "for a boolean write true or false, without quotes"
+            else:
+                tail = f"in scope here: {', '.join(sorted(scope))}" if scope else "declare it under 'params'"
+            self.err(
+                _shift(pos, n.col, exact), "E203", f"unknown parameter '{n.id}'{did_you_mean(n.id, scope)}; {tail}"
+            )
         for c in E.calls(tree):
             fn = E.FUNCTIONS.get(c.func)
             if fn is None:
                 self.err(
-                    _shift(pos, c.col), "E302",
-                    f"unknown function '{c.func}'{did_you_mean(c.func, E.FUNCTIONS)}; "
+                    _shift(pos, c.col, exact),
+                    "E302",
+                    f"in expression {show(raw, 60)}: unknown function '{c.func}'{did_you_mean(c.func, E.FUNCTIONS)}; "
                     f"available: {', '.join(sorted(E.FUNCTIONS))}",
                 )
             elif not fn.min_args <= len(c.args) <= fn.max_args:
                 want = str(fn.min_args) if fn.min_args == fn.max_args else f"{fn.min_args} to {fn.max_args}"
-                self.err(_shift(pos, c.col), "E302", f"{c.func}() takes {want} arguments, got {len(c.args)}")
+                self.err(
+                    _shift(pos, c.col, exact),
+                    "E302",
+                    f"in expression {show(raw, 60)}: {c.func}() takes {want} arguments, got {len(c.args)}",
+                )
 
     # -- document -----------------------------------------------------------
 
     def spec(self, doc: Any) -> Spec:
         top = self.mapping(doc, Pos(self.file, 1, 1), "a spec")
+        self.inexact = getattr(doc, "inexact", frozenset())
         if top is None:
             self.diag.raise_if_any()
         assert top is not None
         self.check_keys(top, TOP_KEYS, "the spec")
-        name = self.text(top, "name", "the spec")
+        name = self.text(top, "name", "the spec", hint=": an identifier that names the generated files")
         if name:
             self.name_ok(name, top.val_pos["name"], "spec")
-        source = self.text(top, "source", "the spec (say which paper or seed table it follows)")
+        source = self.text(top, "source", "the spec", hint=": the paper or seed table it follows, and any deviation")
         description = self.text(top, "description", "the spec", required=False)
 
         params = self.params(top.get("params"), top.val_pos.get("params"), spec_level=True)
@@ -220,7 +284,7 @@ class _Parser:
             if not isinstance(raw, YList) or not 1 <= len(raw) <= 3:
                 self.err(pos, "E101", "'input' must be a list of 1 to 3 sizes, channels first: [C, H, W] or [C, L]")
             else:
-                shape = [self.value(v, p, global_scope) for v, p in zip(raw, raw.item_pos)]
+                shape = [self.value(v, p, global_scope) for v, p in zip(raw, raw.item_pos, strict=True)]
 
         blocks_raw = top.get("blocks")
         blocks: dict[str, BlockDef] = {}
@@ -268,8 +332,11 @@ class _Parser:
                 self.check_keys(decl, ("type", "default", "doc"), f"parameter '{pname}'")
                 ptype = decl.get("type")
                 if ptype is not None and ptype not in PARAM_TYPES:
-                    self.err(decl.val_pos["type"], "E101",
-                             f"unknown type {ptype!r}{did_you_mean(str(ptype), PARAM_TYPES)}; {one_of(PARAM_TYPES)}")
+                    self.err(
+                        decl.val_pos["type"],
+                        "E101",
+                        f"unknown type {show(ptype)}{did_you_mean(str(ptype), PARAM_TYPES)}; {one_of(PARAM_TYPES)}",
+                    )
                     continue
                 if "default" in decl:
                     default = decl["default"]
@@ -280,9 +347,12 @@ class _Parser:
             elif E.is_value(decl) and decl is not None:
                 default = decl
             else:
-                self.err(vpos, "E101",
-                         f"parameter '{pname}' must be a default value, a type ({', '.join(PARAM_TYPES)}) "
-                         "or a mapping with 'type', 'default' and 'doc'")
+                self.err(
+                    vpos,
+                    "E101",
+                    f"parameter '{pname}' must be a default value, a type ({', '.join(PARAM_TYPES)}) "
+                    "or a mapping with 'type', 'default' and 'doc'",
+                )
                 continue
             if default is not ops.REQUIRED:
                 inferred = _type_of(default)
@@ -292,16 +362,18 @@ class _Parser:
                 if ptype is None:
                     ptype = inferred
                 elif not _fits(default, ptype):
-                    self.err(vpos, "E101", f"default {default!r} of '{pname}' is not of type {ptype}")
+                    self.err(vpos, "E101", f"default {show(default)} of '{pname}' is not of type {ptype}")
                     continue
             elif ptype is None:
                 self.err(vpos, "E102", f"parameter '{pname}' needs a 'type' or a 'default'")
                 continue
             if spec_level and default is ops.REQUIRED:
-                self.err(vpos, "E102",
-                         f"spec parameter '{pname}' needs a default, so that the spec builds without --set")
+                self.err(
+                    vpos, "E102", f"spec parameter '{pname}' needs a default, so that the spec builds without --set"
+                )
                 continue
             out[pname] = ParamDef(pname, ptype, default, kpos, doc)
+        self.rejected |= {k for k in m if isinstance(k, str)} - set(out)
         return out
 
     def block(self, name: str, body: Any, pos: Pos, global_scope: set[str], block_names: set[str]) -> BlockDef:
@@ -312,11 +384,12 @@ class _Parser:
         params = self.params(m.get("params"), m.val_pos.get("params"), spec_level=False)
         for p in params:
             if p in global_scope:
-                self.err(params[p].pos, "E106",
-                         f"block parameter '{p}' hides the spec parameter of the same name; rename it")
+                self.err(
+                    params[p].pos, "E106", f"block parameter '{p}' hides the spec parameter of the same name; rename it"
+                )
         scope = global_scope | set(params) | {"in_channels"}
         if "nodes" not in m:
-            self.err(m.pos, "E102", f"block '{name}' needs 'nodes'")
+            self.err(pos, "E102", f"block '{name}' needs 'nodes': the list of its nodes")
             nodes: list[NodeDef] = []
         else:
             nodes = self.nodes(m["nodes"], m.val_pos["nodes"], scope, block_names, None, f"block '{name}'")
@@ -331,18 +404,21 @@ class _Parser:
         doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
         return BlockDef(name, pos, params, nodes, output, doc)
 
-    def nodes(self, raw: Any, pos: Pos, scope: set[str], block_names: set[str],
-              blocks: dict[str, BlockDef] | None, where: str) -> list[NodeDef]:
+    def nodes(
+        self, raw: Any, pos: Pos, scope: set[str], block_names: set[str], blocks: dict[str, BlockDef] | None, where: str
+    ) -> list[NodeDef]:
         if not isinstance(raw, YList) or not raw:
             self.err(pos, "E101", f"{where} must be a non-empty list of nodes ('- name: {{op: ...}}')")
             return []
         if len(raw) > MAX_NODES_PER_SCOPE:
-            self.err(pos, "E305", f"{where} has {len(raw)} nodes (at most {MAX_NODES_PER_SCOPE}); use blocks and repeat")
+            self.err(
+                pos, "E305", f"{where} has {len(raw)} nodes (at most {MAX_NODES_PER_SCOPE}); use blocks and repeat"
+            )
             return []
         out: list[NodeDef] = []
         seen: dict[str, Pos] = {}
         all_names = [next(iter(item)) for item in raw if isinstance(item, YMap) and len(item) == 1]
-        for item, ipos in zip(raw, raw.item_pos):
+        for item, ipos in zip(raw, raw.item_pos, strict=True):
             if not isinstance(item, YMap) or len(item) != 1:
                 self.err(ipos, "E101", "a node is a one-key mapping: '- name: {op: conv2d, ...}'")
                 continue
@@ -362,24 +438,51 @@ class _Parser:
                 out.append(node)
         return out
 
-    def node(self, name: str, body: Any, bpos: Pos, npos: Pos, scope: set[str], block_names: set[str],
-             earlier: dict[str, Pos], all_names: list[str]) -> NodeDef | None:
+    def node(
+        self,
+        name: str,
+        body: Any,
+        bpos: Pos,
+        npos: Pos,
+        scope: set[str],
+        block_names: set[str],
+        earlier: dict[str, Pos],
+        all_names: list[str],
+    ) -> NodeDef | None:
         m = self.mapping(body, bpos, f"node '{name}'")
         if m is None:
             return None
         node = NodeDef(name, npos)
         has_op, has_block = "op" in m, "block" in m
-        if has_op == has_block:
-            self.err(m.pos, "E102", f"node '{name}' needs exactly one of 'op' or 'block'")
+        if has_op and has_block:
+            self.err(m.pos, "E102", f"node '{name}' has both 'op' and 'block'; a node is one op or one block")
+            return None
+        if not has_op and not has_block:
+            glued = next((k for k in m if isinstance(k, str) and ":" in k), None)
+            if glued is not None:  # {op:relu} is one key 'op:relu'
+                self.err(
+                    m.key_pos[glued],
+                    "E102",
+                    f"node '{name}' needs 'op' or 'block'; write '{glued.replace(':', ': ', 1)}' "
+                    "with a space after the colon",
+                )
+            else:
+                self.err(m.pos, "E102", f"node '{name}' needs 'op' (see 'archspec ops') or 'block'")
             return None
         attr_scope = scope
         if has_op:
             opname = m["op"]
             opdef = ops.lookup(opname) if isinstance(opname, str) else None
+            if not isinstance(opname, str):
+                self.err(m.val_pos["op"], "E101", f"'op' names an op, found {_kind(opname)}; see 'archspec ops'")
+                return None
             if opdef is None:
-                self.err(m.val_pos["op"], "E201",
-                         f"unknown op {opname!r}{did_you_mean(str(opname), [*ops.OPS, *block_names])}; "
-                         "see 'archspec ops' for the list")
+                self.err(
+                    m.val_pos["op"],
+                    "E201",
+                    f"unknown op {show(opname)}{did_you_mean(str(opname), [*ops.OPS, *block_names])}; "
+                    "see 'archspec ops' for the list",
+                )
                 return None
             node.op = opdef.name
             for key in ("repeat", "first"):
@@ -387,10 +490,16 @@ class _Parser:
                     self.err(m.key_pos[key], "E103", f"'{key}' applies to block nodes only; wrap the op in a block")
         else:
             bname = m["block"]
+            if not isinstance(bname, str):
+                self.err(m.val_pos["block"], "E101", f"'block' names a block, found {_kind(bname)}")
+                return None
             if bname not in block_names:
-                self.err(m.val_pos["block"], "E204",
-                         f"unknown block {bname!r}{did_you_mean(str(bname), [*block_names, *ops.OPS])}; "
-                         "define it under 'blocks'")
+                self.err(
+                    m.val_pos["block"],
+                    "E204",
+                    f"unknown block {show(bname)}{did_you_mean(str(bname), [*block_names, *ops.OPS])}; "
+                    "define it under 'blocks'",
+                )
                 return None
             node.block = bname
             if "repeat" in m:
@@ -402,6 +511,9 @@ class _Parser:
             node.when = self.value(m["when"], m.val_pos["when"], scope)
         if "doc" in m:
             node.doc = m["doc"] if isinstance(m["doc"], str) else ""
+        # An unquoted expression with a comma in a flow mapping is cut at the
+        # comma (reported with a hint); its tail is no attribute to report.
+        cut = any(isinstance(v, str) and v.count("(") > v.count(")") for v in m.values())
         for key, raw in m.items():
             if key in NODE_KEYS:
                 continue
@@ -409,19 +521,27 @@ class _Parser:
             if node.op is not None:
                 attr = ops.OPS[node.op].attrs.get(key)
                 if attr is None:
+                    if cut and not IDENT.match(str(key)):
+                        continue
                     known = list(ops.OPS[node.op].attrs)
-                    self.err(kpos, "E202",
-                             f"unknown attribute '{key}' for op {node.op}{did_you_mean(str(key), known + list(NODE_KEYS))}; "
-                             + (f"{node.op} takes {', '.join(known)}" if known else f"{node.op} takes no attributes"))
+                    hint = key_hint(str(key), known + list(NODE_KEYS))
+                    self.err(
+                        kpos,
+                        "E202",
+                        f"unknown attribute '{key}' for op {node.op}{hint}; "
+                        + (f"{node.op} takes {', '.join(known)}" if known else f"{node.op} takes no attributes"),
+                    )
                     continue
                 node.attrs[key] = self.value(raw, vpos, attr_scope, PAD_KEYWORDS.get(attr.kind, ()))
             else:
-                node.attrs[key] = self.value(raw, vpos, attr_scope, ("same", "valid", "causal"))
+                node.attrs[key] = self.value(raw, vpos, attr_scope, ("same", "valid", "causal"), kpos)
         if "first" in m and node.block is not None:
             fm = self.mapping(m["first"], m.val_pos["first"], "'first'")
             if fm is not None:
                 for key, raw in fm.items():
-                    node.first[key] = self.value(raw, fm.val_pos[key], scope, ("same", "valid", "causal"))
+                    node.first[key] = self.value(
+                        raw, fm.val_pos[key], scope, ("same", "valid", "causal"), fm.key_pos[key]
+                    )
                 if node.repeat is None:
                     self.err(m.key_pos["first"], "E103", "'first' needs 'repeat' (it overrides the first unit)")
         if node.op is not None:
@@ -431,7 +551,7 @@ class _Parser:
         return node
 
     def refs(self, raw: Any, pos: Pos, earlier: dict[str, Pos], all_names: list[str], me: str) -> list[tuple[str, Pos]]:
-        items = list(zip(raw, raw.item_pos)) if isinstance(raw, YList) else [(raw, pos)]
+        items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
         out = []
         for ref, rpos in items:
             if not isinstance(ref, str):
@@ -442,24 +562,34 @@ class _Parser:
             elif ref == me:
                 self.err(rpos, "E207", f"node '{me}' takes itself as input (a cycle); name an earlier node")
             elif ref in all_names:
-                self.err(rpos, "E207",
-                         f"node '{me}' takes '{ref}', which comes later (a cycle or a forward reference); "
-                         "nodes can only take earlier nodes as input, so reorder them")
+                self.err(
+                    rpos,
+                    "E207",
+                    f"node '{me}' takes '{ref}', which comes later (a cycle or a forward reference); "
+                    "nodes can only take earlier nodes as input, so reorder them",
+                )
             else:
-                self.err(rpos, "E205",
-                         f"unknown node '{ref}'{did_you_mean(ref, [*earlier, 'input'])}; "
-                         "'in' names an earlier node of the same list, or 'input'")
+                self.err(
+                    rpos,
+                    "E205",
+                    f"unknown node '{ref}'{did_you_mean(ref, [*earlier, 'input'])}; "
+                    "'in' names an earlier node of the same list, or 'input'",
+                )
         return out
 
     def outputs(self, raw: Any, pos: Pos, layers: list[NodeDef]) -> list[tuple[str, Pos]]:
         names = [n.name for n in layers]
-        items = list(zip(raw, raw.item_pos)) if isinstance(raw, YList) else [(raw, pos)]
+        items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
         out = []
         for ref, rpos in items:
             if ref in names:
                 out.append((ref, rpos))
             else:
-                self.err(rpos, "E205", f"unknown output '{ref}'{did_you_mean(str(ref), names)}; outputs name nodes of 'layers'")
+                self.err(
+                    rpos,
+                    "E205",
+                    f"unknown output '{ref}'{did_you_mean(str(ref), names)}; outputs name nodes of 'layers'",
+                )
         return out
 
     def check_block_cycles(self, blocks: dict[str, BlockDef]) -> None:
@@ -470,8 +600,8 @@ class _Parser:
             state[name] = 1
             for used, node in uses.get(name, []):
                 if state.get(used) == 1:
-                    chain = " -> ".join([*path[path.index(used):], used]) if used in path else f"{name} -> {used}"
-                    self.err(node.pos, "E208", f"block '{name}' uses itself through {chain}; blocks cannot recurse")
+                    chain = " -> ".join([*path[path.index(used) :], used]) if used in path else f"{name} -> {used}"
+                    self.err(node.pos, "E208", f"block '{used}' uses itself through {chain}; blocks cannot recurse")
                 elif used in uses and state.get(used) is None:
                     visit(used, [*path, used])
             state[name] = 2
@@ -481,19 +611,21 @@ class _Parser:
                 visit(name, [name])
 
 
-def _shift(pos: Pos, col: int) -> Pos:
-    return Pos(pos.file, pos.line, pos.col + col)
+def _shift(pos: Pos, col: int, exact: bool = True) -> Pos:
+    """The position of column ``col`` of a value at ``pos``; the value's start
+    where its text is not written verbatim (escapes, several lines)."""
+    return Pos(pos.file, pos.line, pos.col + col) if exact else pos
 
 
 def _kind(v: Any) -> str:
     if v is None:
         return "nothing"
     if isinstance(v, bool):
-        return f"the boolean {v}"
+        return f"the boolean {show(v)}"
     if isinstance(v, (int, float)):
-        return f"the number {v}"
+        return f"the number {show(v)}"
     if isinstance(v, str):
-        return f"the string {v!r}"
+        return f"the string {show(v)}"
     if isinstance(v, list):
         return "a list"
     if isinstance(v, dict):

@@ -19,6 +19,10 @@ from archspec.diagnostics import Diagnostic, Pos, SpecError
 
 MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 200_000
+# The tags PyYAML's safe loader gives plain YAML values; an explicit tag
+# (!!python/..., !!binary, !custom) is refused.
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
+EMPTY = "the file is empty; a spec needs at least 'name', 'source', 'input' and 'layers'"
 
 
 class YMap(dict):
@@ -27,6 +31,10 @@ class YMap(dict):
     pos: Pos
     key_pos: dict[Any, Pos]
     val_pos: dict[Any, Pos]
+    # On the document: positions of strings whose text is not written verbatim
+    # (escapes, folded lines), where a column inside the value cannot be mapped
+    # to the source by adding an offset.
+    inexact: frozenset[Pos] = frozenset()
 
 
 class YList(list):
@@ -34,6 +42,7 @@ class YList(list):
 
     pos: Pos
     item_pos: list[Pos]
+    inexact: frozenset[Pos] = frozenset()
 
 
 def _pos(file: str, node: yaml.Node) -> Pos:
@@ -54,10 +63,22 @@ class _Converter:
         self.file = file
         self.count = 0
         self.errors: list[Diagnostic] = []
+        self.inexact: set[Pos] = set()
         self.constructor = yaml.SafeLoader("")
 
     def convert(self, node: yaml.Node) -> Any:
         self.count += 1
+        if node.tag not in PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise SpecError(
+                [
+                    Diagnostic(
+                        _pos(self.file, node),
+                        "E004",
+                        f"the YAML tag {tag!r} is not allowed: a spec is plain YAML; remove the tag",
+                    )
+                ]
+            )
         if self.count > MAX_VALUES:
             raise SpecError(
                 [
@@ -77,17 +98,15 @@ class _Converter:
                 key = self.convert(key_node)
                 kpos = _pos(self.file, key_node)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    self.errors.append(
-                        Diagnostic(kpos, "E101", "mapping keys must be plain scalars")
-                    )
+                    self.errors.append(Diagnostic(kpos, "E101", "mapping keys must be plain scalars"))
                     continue
                 if key in out:
                     self.errors.append(
                         Diagnostic(
                             kpos,
                             "E104",
-                            f"duplicate key '{key}' (first at line "
-                            f"{out.key_pos[key].line}); remove one of them",
+                            f"duplicate key '{key}' (first at line {out.key_pos[key].line}, "
+                            f"column {out.key_pos[key].col}); remove one of them",
                         )
                     )
                     continue
@@ -100,7 +119,16 @@ class _Converter:
             seq.pos = _pos(self.file, node)
             seq.item_pos = [_content_pos(self.file, item) for item in node.value]
             return seq
-        return self.constructor.construct_object(node)
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value  # a date is text in a spec (source: 2015-12-10)
+        if node.tag == "tag:yaml.org,2002:str" and not _verbatim(node):
+            self.inexact.add(_content_pos(self.file, node))
+        try:
+            return self.constructor.construct_object(node)
+        except ValueError:  # an integer of more than 4300 digits
+            raise SpecError(
+                [Diagnostic(_pos(self.file, node), "E305", "this number has too many digits; write a smaller number")]
+            ) from None
 
 
 def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, str]:
@@ -111,6 +139,7 @@ def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, s
     """
     name = str(path)
     here = Pos(name, 1, 1)
+    whole = Pos(name)  # problems of the file as a whole have no line
 
     def fail(code: str, message: str, pos: Pos = here) -> SpecError:
         return SpecError([Diagnostic(pos, code, message)])
@@ -119,21 +148,19 @@ def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, s
         try:
             p = Path(path)
             if p.is_dir():
-                raise fail("E001", "is a directory, not a spec file")
+                raise fail("E001", "is a directory, not a spec file", whole)
             if p.stat().st_size > MAX_FILE_BYTES:
-                raise fail(
-                    "E005", f"the file is larger than {MAX_FILE_BYTES} bytes; a spec is a short text"
-                )
+                raise fail("E005", f"the file is larger than {MAX_FILE_BYTES} bytes; a spec is a short text", whole)
             text = p.read_bytes()
         except FileNotFoundError:
-            raise fail("E001", "no such file; check the path") from None
+            raise fail("E001", "no such file; check the path", whole) from None
         except PermissionError:
-            raise fail("E001", "permission denied; check the file's permissions") from None
+            raise fail("E001", "permission denied; check the file's permissions", whole) from None
         except OSError as exc:
-            raise fail("E001", f"cannot read the file: {exc.strerror}") from None
+            raise fail("E001", f"cannot read the file: {exc.strerror}", whole) from None
     if isinstance(text, bytes):
         if b"\x00" in text:
-            raise fail("E003", "the file is binary (it contains NUL bytes), not a YAML spec")
+            raise fail("E003", "the file is binary (it contains NUL bytes), not a YAML spec", whole)
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -146,28 +173,103 @@ def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, s
             ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not text.strip() or all(
-        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
-    ):
-        raise fail("E002", "the file is empty; a spec needs at least 'name', 'input' and 'layers'")
+    if not text.strip() or all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        raise fail("E002", EMPTY)
+    too_deep = "the YAML is nested too deeply; a spec needs only a few levels of lists and mappings"
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, message = _syntax_error(exc)
         pos = Pos(name, mark.line + 1, mark.column + 1) if mark else here
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise fail("E004", f"{problem}; fix the YAML syntax", pos) from None
+        raise fail("E004", message, pos) from None
     except yaml.YAMLError as exc:  # pragma: no cover - defensive
         raise fail("E004", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise fail("E305", too_deep) from None
     if node is None:
-        raise fail("E002", "the file is empty; a spec needs at least 'name', 'input' and 'layers'")
+        raise fail("E002", EMPTY)
     conv = _Converter(name)
     try:
         doc = conv.convert(node)
+    except RecursionError:
+        raise fail("E305", too_deep) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         pos = Pos(name, mark.line + 1, mark.column + 1) if mark else here
         raise fail("E004", f"{exc.problem}; only plain YAML is allowed in a spec", pos) from None
     if conv.errors:
         raise SpecError(conv.errors)
+    if isinstance(doc, (YMap, YList)):
+        doc.inexact = frozenset(conv.inexact)
     return doc, name
+
+
+def _verbatim(node: yaml.ScalarNode) -> bool:
+    """Whether a scalar's value is its source text (less the quotes)."""
+    start, end = node.start_mark, node.end_mark
+    if start.buffer is None or start.line != end.line:
+        return False
+    text = start.buffer[start.pointer : end.pointer]
+    if node.style in ("'", '"'):
+        text = text[1:-1]
+    return text == node.value
+
+
+# PyYAML's token names, in words.
+_TOKENS = {
+    "'<stream end>'": "the end of the file",
+    "<stream end>": "the end of the file",
+    "'<block end>'": "the end of the block",
+    "<block end>": "the end of the block",
+    "'<block sequence start>'": "a '-' list item",
+    "'<block mapping start>'": "a 'key: value' entry",
+    "'<block entry>'": "a '-' list item",
+    "'<scalar>'": "a value",
+    "'?'": "a 'key: value' entry",
+}
+
+
+def _words(text: str) -> str:
+    for token, words in _TOKENS.items():
+        text = text.replace(token, words)
+    return text
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[Any, str]:
+    """Where a YAML syntax error is and what to do about it, in words."""
+    problem, context = exc.problem or "", exc.context or ""
+    pm, cm = exc.problem_mark, exc.context_mark
+    at = f"line {cm.line + 1}, column {cm.column + 1}" if cm else ""
+    if "'\\t'" in problem:  # PyYAML writes the character with repr()
+        return pm, "a tab character: indent YAML with spaces, not tabs"
+    if "cannot start any token" in problem:
+        char = problem.split("character ", 1)[-1].split(" that", 1)[0]
+        return pm, f"a value cannot start with {char}; put the value in quotes"
+    if "quoted scalar" in context and "end of stream" in problem:
+        return cm, "this quoted string is never closed; add the closing quote"
+    if context.startswith("while parsing a flow") and cm is not None and pm is not None:
+        closing = "]" if "sequence" in context else "}"
+        if pm.line != cm.line or "<stream end>" in problem:
+            return cm, f"this '{'[' if closing == ']' else '{'}' is never closed; add the closing '{closing}'"
+        return pm, (
+            f"{_words(problem)}; separate the items of a flow "
+            f"{'list [...]' if closing == ']' else 'mapping {...}'} with commas"
+        )
+    if problem.startswith("expected <block end>") and pm is not None:
+        if any(t in problem for t in ("'-'", "<block sequence start>", "<block mapping start>", "'?'", "<scalar>")):
+            return pm, (
+                f"this line is not indented like the lines above it (the block at {at}); "
+                "indent the items of one list or mapping equally"
+            )
+        found = problem.split("but found ", 1)[-1]
+        return pm, f"unexpected {_words(found)}; fix the YAML syntax"
+    if problem == "mapping values are not allowed here":
+        return pm, (
+            "a ':' is not allowed here: write 'key: value' with a space after the colon, "
+            "check the indentation, and quote a value that contains ': '"
+        )
+    if problem.startswith("found undefined alias"):
+        return pm, f"{problem}: an anchor '&name' must be defined before '*name' uses it"
+    if problem == "but found another document":
+        return pm, "the file holds more than one YAML document ('---'); a spec is one document"
+    return pm or cm, f"{_words(problem or context or 'invalid YAML')}; fix the YAML syntax"

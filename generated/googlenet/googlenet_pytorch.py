@@ -132,11 +132,11 @@ class GoogLeNet(nn.Module):
         x = self.inception3b(x)
         x = self.maxpool3(x)
         inception4a = self.inception4a(x)
-        x = self.aux1(inception4a) if self.aux1 is not None else None
+        aux1 = self.aux1(inception4a) if self.aux1 is not None else None
         inception4b = self.inception4b(inception4a)
         x = self.inception4c(inception4b)
         inception4d = self.inception4d(x)
-        x = self.aux2(inception4d) if self.aux2 is not None else None
+        aux2 = self.aux2(inception4d) if self.aux2 is not None else None
         inception4e = self.inception4e(inception4d)
         x = self.maxpool4(inception4e)
         x = self.inception5a(x)
@@ -146,4 +146,4 @@ class GoogLeNet(nn.Module):
         x = self.dropout(x)
         x = self.fc(x)
         x = self.prob(x)
-        return x, x, x
+        return x, aux1, aux2

@@ -48,20 +48,20 @@ class ShuffleUnit(nn.Module):
         self.out_channels = in_channels + (out - in_channels if stride == 2 else out) if stride == 2 else in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu1(out)
-        out = self.shuffle(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.conv3(out)
-        bn3 = self.bn3(out)
+        y = self.conv1(x)
+        y = self.bn1(y)
+        y = self.relu1(y)
+        y = self.shuffle(y)
+        y = self.conv2(y)
+        y = self.bn2(y)
+        y = self.conv3(y)
+        bn3 = self.bn3(y)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        out = torch.cat([shortcut, bn3], dim=1) if self.use_concat else shortcut
+        y = torch.cat([shortcut, bn3], dim=1) if self.use_concat else shortcut
         if self.use_add:
-            out = out + bn3
-        out = self.relu(out)
-        return out
+            y = y + bn3
+        y = self.relu(y)
+        return y
 
 
 class ShuffleNetV1(nn.Module):

@@ -129,14 +129,14 @@ class DownsamplingModule(nn.Module):
         self.shortcut = ConvBN(in_channels, out=out, kernel=1, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(x) if self.relu1 is not None else x
-        out = self.sepconv1(out)
-        out = self.bn1(out)
-        out = self.unit2(out)
-        pool = self.pool(pad_same(out, self.pool, value=float("-inf")))
+        y = self.relu1(x) if self.relu1 is not None else x
+        y = self.sepconv1(y)
+        y = self.bn1(y)
+        y = self.unit2(y)
+        pool = self.pool(pad_same(y, self.pool, value=float("-inf")))
         shortcut = self.shortcut(x)
-        out = pool + shortcut
-        return out
+        y = pool + shortcut
+        return y
 
 
 class MiddleModule(nn.Module):
