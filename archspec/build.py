@@ -1,7 +1,8 @@
 """Build, compile and check generated/: every output of every spec.
 
 For a spec ``specs/NAME.yaml`` the outputs are ``NAME/NAME_<target>.py`` for
-each target and ``NAME/NAME.md`` (the per-layer table). Everything is produced
+each target, ``NAME/NAME.md`` (the per-layer table) and ``NAME/NAME.svg`` (the
+diagram, drawn by Graphviz' ``dot``). Everything is produced
 in memory, formatted, and only then written (atomically, file by file), so a
 spec that fails leaves its files as they were.
 """
@@ -38,7 +39,23 @@ def outputs(compiled: Compiled, targets: Iterable[str], table: bool = True) -> d
     return out
 
 
-def render_all(compiled: list[Compiled], targets: Iterable[str], table: bool = True) -> dict[str, str]:
+def diagrams(compiled: list[Compiled]) -> dict[str, str]:
+    """``NAME/NAME.svg`` for every spec, rendered two at a time (``dot`` is a
+    separate process, so threads overlap)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from archspec.diagram import run_dot, to_dot
+
+    def draw(c: Compiled) -> tuple[str, str]:
+        return f"{c.graph.name}/{c.graph.name}.svg", run_dot(to_dot(c)).decode("utf-8")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(draw, compiled))
+
+
+def render_all(
+    compiled: list[Compiled], targets: Iterable[str], table: bool = True, diagram: bool = False
+) -> dict[str, str]:
     """Every output of every spec, formatted (Python through ruff)."""
     raw: dict[str, str] = {}
     for c in compiled:
@@ -47,6 +64,8 @@ def render_all(compiled: list[Compiled], targets: Iterable[str], table: bool = T
         except CodegenError as exc:
             raise CodegenError(f"{c.graph.file}: {exc}") from None
     py = format_many({k: v for k, v in raw.items() if k.endswith(".py")})
+    if diagram:
+        raw.update(diagrams(compiled))
     return {k: py.get(k, v) for k, v in sorted(raw.items())}
 
 

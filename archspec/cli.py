@@ -142,14 +142,18 @@ def _spec_files(specs_dir: str) -> list[str]:
     return files
 
 
-def _render(compiled: list[Compiled], targets: list[str], table: bool) -> dict[str, str]:
+def _render(compiled: list[Compiled], targets: list[str], table: bool, diagram: bool = False) -> dict[str, str]:
     from archspec.build import render_all
     from archspec.codegen.model import CodegenError
     from archspec.codegen.writer import FormatError
+    from archspec.diagram import DiagramError, GraphvizNotFound
 
     try:
-        return render_all(compiled, targets, table)
-    except (CodegenError, FormatError) as exc:
+        return render_all(compiled, targets, table, diagram)
+    except GraphvizNotFound as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    except (CodegenError, FormatError, DiagramError) as exc:
         raise _internal(exc) from None
 
 
@@ -208,7 +212,7 @@ def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: P
     help="Output directory.",
 )
 def build_command(specs_dir: str, out_dir: Path) -> None:
-    """Regenerate everything for every spec: code for all targets and tables."""
+    """Regenerate everything for every spec: code for all targets, tables, diagrams."""
     import time
 
     from archspec.build import write
@@ -216,8 +220,8 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     start = time.perf_counter()
     paths = _spec_files(specs_dir)
     compiled, failed = _compile_all(paths, ())
-    click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)} and tables")
-    files = _render(compiled, list(EMITTERS), table=True)
+    click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)}, tables and diagrams")
+    files = _render(compiled, list(EMITTERS), table=True, diagram=True)
     by_spec: dict[str, list[bool]] = {}
 
     def progress(rel: str, did: bool) -> None:
@@ -255,7 +259,7 @@ def check_command(specs_dir: str, out_dir: Path) -> None:
     from archspec.build import check
 
     compiled, failed = _compile_all(_spec_files(specs_dir), ())
-    drift = check(_render(compiled, list(EMITTERS), table=True), out_dir)
+    drift = check(_render(compiled, list(EMITTERS), table=True, diagram=True), out_dir)
     for kind, files in (("stale", drift.stale), ("missing", drift.missing), ("extra", drift.extra)):
         for rel in files:
             click.echo(f"{kind}: {out_dir / rel}")

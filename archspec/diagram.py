@@ -90,14 +90,16 @@ class DiagramError(Exception):
 
 
 class GraphvizNotFound(DiagramError):
-    """``dot`` is not on PATH. The DOT file was written (``dot_path``)."""
+    """``dot`` is not on PATH. ``dot_path``: where the DOT source was written, if it was."""
 
-    def __init__(self, dot_path: Path, fmt: str, target: Path) -> None:
+    def __init__(self, dot_path: Path | None, fmt: str, target: Path | None) -> None:
         self.dot_path = dot_path
-        super().__init__(
-            f"{INSTALL_HINT}. The DOT source was written to {dot_path}; "
-            f"render it later with: dot -T{fmt} {dot_path} -o {target}"
+        where = (
+            f". The DOT source was written to {dot_path}; render it later with: dot -T{fmt} {dot_path} -o {target}"
+            if dot_path
+            else ""
         )
+        super().__init__(f"{INSTALL_HINT}{where}")
 
 
 # ----------------------------------------------------------------------------
@@ -699,49 +701,56 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def render(dot_text: str, path: str | Path, fmt: str = "svg", *, timeout: float = RENDER_TIMEOUT) -> list[Path]:
-    """Write ``dot_text`` to ``path`` with suffix ``.dot`` and, unless ``fmt``
-    is ``dot``, render it to ``path`` in ``fmt`` (svg, png or pdf) with
-    Graphviz' ``dot``. Every file is written atomically (a temporary file in
-    the same directory, then :func:`os.replace`). Returns the paths written.
+def run_dot(dot_text: str, fmt: str = "svg", *, timeout: float = RENDER_TIMEOUT) -> bytes:
+    """Render DOT text with Graphviz' ``dot`` and return the drawing.
 
-    Raises :class:`GraphvizNotFound` (after writing the DOT file) when ``dot``
-    is not on PATH, :class:`DiagramError` when it fails or times out.
+    Raises :class:`GraphvizNotFound` when ``dot`` is not on PATH (its
+    ``dot_path`` is None then), :class:`DiagramError` when it fails or times out.
+    """
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphvizNotFound(None, fmt, None)
+    try:
+        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise DiagramError(
+            f"dot took longer than {timeout:g} s to render; try --depth 1 or the default folded stages"
+        ) from None
+    if proc.returncode != 0:
+        raise DiagramError(f"dot failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def render(dot_text: str, path: str | Path, fmt: str = "svg", *, timeout: float = RENDER_TIMEOUT) -> list[Path]:
+    """Render ``dot_text`` to ``path`` in ``fmt`` (svg, png or pdf) with
+    Graphviz' ``dot``, or write the DOT text itself when ``fmt`` is ``dot``.
+    Files are written atomically (a temporary file in the same directory, then
+    :func:`os.replace`). Returns the paths written.
+
+    When ``dot`` is missing or fails, the DOT source is written beside ``path``
+    (suffix ``.dot``) so that nothing is lost, and :class:`GraphvizNotFound`
+    (with the install command) or :class:`DiagramError` is raised.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(path)
     if fmt != "dot" and path.suffix.lower() == ".dot":
         raise ValueError(f"{path} would hold the {fmt} drawing and the DOT source; name it .{fmt}")
-    dot_path = path if fmt == "dot" else path.with_suffix(".dot")
-    _atomic_write(dot_path, dot_text.encode("utf-8"))
+    dot_path = path.with_suffix(".dot")
     if fmt == "dot":
-        return [dot_path]
-    exe = shutil.which("dot")
-    if exe is None:
-        raise GraphvizNotFound(dot_path, fmt, path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
-    os.close(fd)
+        _atomic_write(path, dot_text.encode("utf-8"))
+        return [path]
     try:
-        try:
-            proc = subprocess.run(
-                [exe, f"-T{fmt}", "-o", tmp, str(dot_path)],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DiagramError(
-                f"dot took longer than {timeout:g} s to render {dot_path}; try --depth 1 or the default folded stages"
-            ) from None
-        if proc.returncode != 0:
-            raise DiagramError(f"dot failed to render {dot_path} (exit {proc.returncode}): {proc.stderr.strip()}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return [dot_path, path]
+        drawing = run_dot(dot_text, fmt, timeout=timeout)
+    except GraphvizNotFound:
+        _atomic_write(dot_path, dot_text.encode("utf-8"))
+        raise GraphvizNotFound(dot_path, fmt, path) from None
+    except DiagramError as exc:
+        _atomic_write(dot_path, dot_text.encode("utf-8"))
+        raise DiagramError(f"{exc} (the DOT source is in {dot_path})") from None
+    _atomic_write(path, drawing)
+    return [path]
 
 
 # ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 
 RUFF_ARGS = ["--isolated", "--line-length", "120", "--target-version", "py311"]
-RUFF_RULES = "E,F,W,I,B,UP"
+RUFF_RULES = "E,F,W,I,B,UP,SIM"
 
 
 class FormatError(Exception):
