@@ -215,13 +215,22 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     """Regenerate everything for every spec: code for all targets, tables, diagrams."""
     import time
 
-    from archspec.build import write
+    from archspec.build import diagrams, write
+    from archspec.diagram import DiagramError, GraphvizNotFound, to_dot
 
     start = time.perf_counter()
     paths = _spec_files(specs_dir)
     compiled, failed = _compile_all(paths, ())
     click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)}, tables and diagrams")
-    files = _render(compiled, list(EMITTERS), table=True, diagram=True)
+    files = _render(compiled, list(EMITTERS), table=True)
+    no_dot = None
+    try:
+        files.update(diagrams(compiled))
+    except GraphvizNotFound as exc:  # write the rest, and the DOT sources instead of the drawings
+        no_dot = exc
+        files.update({f"{c.graph.name}/{c.graph.name}.dot": to_dot(c) for c in compiled})
+    except DiagramError as exc:
+        raise _internal(exc) from None
     by_spec: dict[str, list[bool]] = {}
 
     def progress(rel: str, did: bool) -> None:
@@ -231,8 +240,11 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     for name, flags in by_spec.items():
         click.echo(f"  {name:<18} {sum(flags)} of {len(flags)} files changed")
     click.echo(f"{changed} files changed in {out_dir}/ ({time.perf_counter() - start:.1f} s)")
+    if no_dot:
+        click.echo(f"error: {no_dot}. The diagrams were written as .dot files instead of .svg.", err=True)
     if failed:
         click.echo(f"{failed} spec{'s' if failed > 1 else ''} failed; their files were left as they were", err=True)
+    if failed or no_dot:
         raise Failed()
 
 

@@ -124,3 +124,13 @@ def test_generated_code_is_ruff_clean_and_formatted():
     for args in (["check", "--output-format", "concise"], ["format", "--check"]):
         proc = subprocess.run([_ruff(), *args, "generated"], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_without_dot_writes_the_rest_and_the_dot_sources(project, monkeypatch):
+    monkeypatch.setenv("PATH", str(project / "no-such-bin"))
+    result = run("build")
+    assert result.exit_code == 1
+    assert "apt-get install graphviz" in result.output
+    names = {p.name for p in (project / "generated" / "lenet").iterdir()}
+    assert {"lenet.dot", "lenet.md", "lenet_pytorch.py"} <= names
+    assert "lenet.svg" not in names
