@@ -711,8 +711,9 @@ def run_dot(dot_text: str, fmt: str = "svg", *, timeout: float = RENDER_TIMEOUT)
     if exe is None:
         raise GraphvizNotFound(None, fmt, None)
     try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [exe, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise DiagramError(
             f"dot took longer than {timeout:g} s to render; try --depth 1 or the default folded stages"
