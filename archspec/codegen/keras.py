@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archspec.codegen import common
-from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit
+from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit, step_exprs
 from archspec.codegen.render import render_template
 from archspec.ops import same_padding
 from archspec.schema import expr as E
@@ -357,7 +357,7 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     p = ctx.printer
     ctx.in_model = unit.is_model
     body: list[str] = []
-    names_used = {n.id for s in unit.steps for e in _exprs(s) for n in E.free_names(e)}
+    names_used = {n.id for s in unit.steps for e in step_exprs(s, channels=False) for n in E.free_names(e)}
     if not unit.is_model and "in_channels" in names_used:
         body.append("in_channels = x.shape[-1]")
     for step in unit.steps:
@@ -406,20 +406,6 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
         sig = ", ".join(["x", *(_arg(a) for a in args), "*", "name: str"])
         name = functions[unit.class_name]
     return FunctionCode(name, doc, sig, body, unit.is_model)
-
-
-def _exprs(step: Step) -> list[E.Expr]:
-    out = [v for v in step.attrs.values() if not isinstance(v, tuple)]
-    out += [x for v in step.attrs.values() if isinstance(v, tuple) for x in v]
-    out += list(step.first.values())
-    if step.cond is not None:
-        out.append(step.cond)
-    if step.units is not None:
-        out.append(step.units)
-    if step.padding is not None and step.padding.expr is not None:
-        pe = step.padding.expr
-        out += list(pe) if isinstance(pe, tuple) else [pe]
-    return out
 
 
 def _arg(a) -> str:

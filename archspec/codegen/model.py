@@ -385,6 +385,10 @@ class _Builder:
         if spec.outputs:
             names = {s.name: s for s in unit.steps}
             unit.output_vars = [names[n].output for n, _ in spec.outputs if n in names]
+        # A parameter that no written expression reads (say, a switch for a part
+        # left out of this build) would be an argument that does nothing: drop it.
+        read = {n.id for st in unit.steps for e in step_exprs(st) for n in E.free_names(e)}
+        unit.args = [a for a in unit.args if a.name in read]
         return unit
 
     def fill(
@@ -724,6 +728,19 @@ class _Builder:
         while ref != INPUT and steps[by_name[ref]] is None:
             ref = refs[by_name[ref]][0]
         return ref
+
+
+def step_exprs(step: Step, channels: bool = True) -> list[E.Expr]:
+    """Every expression a step writes into generated code (``channels``: with
+    the input channel count, which channels-last Keras never writes)."""
+    out: list[E.Expr] = []
+    for v in [*step.attrs.values(), *step.first.values()]:
+        out += list(v) if isinstance(v, tuple) else [v]
+    out += [e for e in (step.cond, step.units, step.in_channels if channels else None) if e is not None]
+    if step.padding is not None and step.padding.expr is not None:
+        pe = step.padding.expr
+        out += list(pe) if isinstance(pe, tuple) else [pe]
+    return out
 
 
 def _names(v: Value | None) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archspec.codegen import common
-from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit
+from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit, mul
 from archspec.codegen.render import render_template
 
 TARGET = "pytorch"
@@ -73,6 +73,9 @@ def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> 
     if p is None or p.mode == "none" or p.expr is not None or (p.sides is not None and _symmetric(p)):
         return inp
     fill = f", value={value}" if value else ""
+    if p.sides is None and p.mode == "causal":  # left padding that grows with the dilation
+        ctx.helpers.add("pad_causal")
+        return f"pad_causal({inp}, {module})"
     if p.sides is None:  # 'same' resolved differently per instance: pad at run time
         ctx.helpers.add("pad_same")
         return f"pad_same({inp}, {module}{fill})"
@@ -93,8 +96,7 @@ def conv2d(step: Step, ctx: Ctx) -> str:
 
 def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
     cin = ctx.printer.expr(step.in_channels)
-    mult = _attr(step, ctx, "multiplier")
-    cout = cin if mult == "1" else f"{cin} * {mult}"
+    cout = ctx.printer.expr(mul(step.in_channels, step.attrs["multiplier"]))
     kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
     kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
     kw += [f"groups={cin}", *_kw("bias", _attr(step, ctx, "bias"), "True")]
@@ -354,5 +356,5 @@ def emit(model: CodeModel) -> str:
         classes=classes,
         helpers=ctx.helpers,
         needs=ctx.printer.needs,
-        functional=ctx.functional or "pad_same" in ctx.helpers,
+        functional=ctx.functional or bool({"pad_same", "pad_causal"} & ctx.helpers),
     )

@@ -62,9 +62,7 @@ def mbconv(x, t: int, kernel: int, c: int, width_mult: float, stride: int = 1, *
     return out
 
 
-def EfficientNetB0(
-    num_classes: int = 1000, depth_mult: float = 1.0, resolution: int = 224, dropout: float = 0.2
-) -> keras.Model:
+def EfficientNetB0(num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2) -> keras.Model:
     """Tan and Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
     Networks" (2019), Table 1 (EfficientNet-B0): a 3x3/2 stem of 32, seven stages of
     MBConv blocks (expansion, kernel, stride, channels, layers) = (1,3,1,16,1)

@@ -145,9 +145,7 @@ class EfficientNetB0(nn.Module):
     B1 (7,794,184 trainable, as torchvision's efficientnet_b1) and 1.2, 1.4, 300
     give B3 (12,233,232); their dropout rates differ."""
 
-    def __init__(
-        self, num_classes: int = 1000, depth_mult: float = 1.0, resolution: int = 224, dropout: float = 0.2
-    ) -> None:
+    def __init__(self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = ConvBNSilu(3, out=32, kernel=3, stride=2)
         self.stage1 = make_stage(Mbconv, 32, math.ceil(1 * depth_mult), t=1, kernel=3, c=16, width_mult=1.0)

@@ -100,7 +100,7 @@ def inception_e(x, *, name: str):
     return out
 
 
-def InceptionV3(num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.5) -> keras.Model:
+def InceptionV3(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     """Szegedy et al., "Rethinking the Inception Architecture for Computer Vision" (2016),
     Table 1 and Figures 5-7 and 10 (Inception-v3) on 299x299 inputs, as implemented
     by torchvision's inception_v3 (from TF-slim), whose module widths the paper does

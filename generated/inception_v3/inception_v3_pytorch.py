@@ -191,7 +191,7 @@ class InceptionV3(nn.Module):
     without it, 27,161,264 with it (torchvision's inception_v3, aux_logits False /
     True)."""
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
         super().__init__()
         self.Conv2d_1a_3x3 = ConvBN(3, out=32, kernel=3, stride=2, padding="valid")
         self.Conv2d_2a_3x3 = ConvBN(32, out=32, kernel=3, padding="valid")

@@ -47,8 +47,6 @@ def make_stage(
 
 
 class ConvBNReLU6(nn.Module):
-    """"""
-
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, bias=False)

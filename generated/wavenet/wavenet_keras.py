@@ -24,7 +24,7 @@ def gated_unit(x, dilation: int, dilation_channels: int, *, name: str):
     return out
 
 
-def WaveNet(num_classes: int = 256, quantization_channels: int = 256, length: int = 16000) -> keras.Model:
+def WaveNet(num_classes: int = 256) -> keras.Model:
     """van den Oord et al., "WaveNet: A Generative Model for Raw Audio" (2016), Section 2
     and Figure 4: a causal convolution, then a stack of dilated causal convolution
     layers with gated activation units, tanh(W_f * x) * sigmoid(W_g * x), each with

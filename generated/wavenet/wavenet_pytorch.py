@@ -9,29 +9,14 @@ Input 256x16000 per sample, channels first. 420,224 trainable parameters, 420,22
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def pad_same(x: torch.Tensor, layer: nn.Module, value: float = 0.0) -> torch.Tensor:
-    """Pad `x` as TensorFlow's 'same' does for `layer`: the output size is
-    ceil(size / stride), and an odd total puts the extra pixel at the end."""
-    pads = []
-    for axis in reversed(range(x.dim() - 2)):
-        size = x.shape[2 + axis]
-        kernel = _at(layer.kernel_size, axis)
-        stride = _at(layer.stride, axis)
-        dilation = _at(getattr(layer, "dilation", 1), axis)
-        total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads, value=value)
-
-
-def _at(value: int | tuple[int, ...], axis: int) -> int:
-    return value[axis] if isinstance(value, tuple) else value
+def pad_causal(x: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
+    """Pad the start of a sequence so that `layer` sees no future step: (kernel - 1) x dilation."""
+    return F.pad(x, ((layer.kernel_size[0] - 1) * layer.dilation[0], 0))
 
 
 class GatedUnit(nn.Module):
@@ -46,9 +31,9 @@ class GatedUnit(nn.Module):
         self.gate_sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.filter(pad_same(x, self.filter))
+        out = self.filter(pad_causal(x, self.filter))
         filter_tanh = self.filter_tanh(out)
-        gate = self.gate(pad_same(x, self.gate))
+        gate = self.gate(pad_causal(x, self.gate))
         out = self.gate_sigmoid(gate)
         out = filter_tanh * out
         return out
@@ -72,7 +57,7 @@ class WaveNet(nn.Module):
     and there is no channel slice), so the 20 layers are rows, each a gated_unit
     block and three ops. 420,224 parameters."""
 
-    def __init__(self, num_classes: int = 256, quantization_channels: int = 256, length: int = 16000) -> None:
+    def __init__(self, num_classes: int = 256) -> None:
         super().__init__()
         self.causal = nn.Conv1d(256, 32, 2)
         self.gate0 = GatedUnit(32, dilation=1, dilation_channels=32)

@@ -101,8 +101,6 @@ class ReLUSepBN(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """"""
-
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=0, bias=False)
@@ -154,8 +152,6 @@ class MiddleModule(nn.Module):
 
 
 class SepBNReLU(nn.Module):
-    """"""
-
     def __init__(self, in_channels: int, out: int) -> None:
         super().__init__()
         self.sepconv = SeparableConv2d(in_channels, out, 3, padding=1, bias=False)
