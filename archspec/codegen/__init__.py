@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from archspec.codegen import chainer, keras, pytorch
+from archspec.codegen import chainer, keras, pytorch, tensorflow
 from archspec.codegen.model import CodeModel
 
 EMITTERS: dict[str, Callable[[CodeModel], str]] = {
     "pytorch": pytorch.emit,
     "chainer": chainer.emit,
     "keras": keras.emit,
+    "tensorflow": tensorflow.emit,
 }
