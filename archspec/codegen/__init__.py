@@ -9,7 +9,7 @@ from archspec.codegen.model import CodeModel
 
 EMITTERS: dict[str, Callable[[CodeModel], str]] = {
     "pytorch": pytorch.emit,
-    "chainer": chainer.emit,
-    "keras": keras.emit,
     "tensorflow": tensorflow.emit,
+    "keras": keras.emit,
+    "chainer": chainer.emit,
 }
