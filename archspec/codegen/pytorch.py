@@ -129,6 +129,13 @@ def dense(step: Step, ctx: Ctx) -> str:
 
 def _pool(cls: str) -> Module:
     def make(step: Step, ctx: Ctx) -> str:
+        p = step.padding
+        uncounted = "count_include_pad" in step.attrs and _attr(step, ctx, "count_include_pad") == "False"
+        if uncounted and p is not None and p.mode != "none" and not _symmetric(p):
+            raise CodegenError(
+                f"{step.name}: average pooling with asymmetric padding that excludes the padded zeros "
+                "has no PyTorch module (padding first would count the zeros)"
+            )
         args = [_attr(step, ctx, "kernel")]
         if "stride" in step.attrs:
             args.append(f"stride={_attr(step, ctx, 'stride')}")

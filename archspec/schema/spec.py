@@ -53,6 +53,9 @@ RESERVED = {
     "dtype",
     "config",
 }
+# Parameter names that are also taken: the generated code's own argument names
+# (make_stage's block, units and first; Keras functions' x and inputs).
+RESERVED_PARAMS = (RESERVED - {"num_classes"}) | {"first", "units", "block", "x", "inputs"}
 MAX_NODES_PER_SCOPE = 2000
 # Node keys people write for the real ones, which difflib does not match.
 KEY_HINTS = {"input": "in", "inputs": "in", "from": "in", "if": "when", "repeats": "repeat", "times": "repeat"}
@@ -324,7 +327,7 @@ class _Parser:
             kpos, vpos = m.key_pos[pname], m.val_pos[pname]
             if not self.name_ok(pname, kpos, "parameter"):
                 continue
-            if pname in RESERVED - {"num_classes"}:
+            if pname in RESERVED_PARAMS:
                 self.err(kpos, "E105", f"'{pname}' is a reserved name; choose another parameter name")
                 continue
             ptype, default, doc = None, ops.REQUIRED, ""
