@@ -390,3 +390,38 @@ def test_valid_spec_exits_0_for_every_format():
     for fmt in ("table", "markdown", "json"):
         result = ok(spec("lenet"), "--format", fmt)
         assert result.stdout.strip()
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "xception"])
+def test_depthwise_separable_savings_follow_the_papers_formula(name):
+    """Seeds 001, 002 and 004: a depthwise separable layer costs 1/N + 1/Dk^2 of
+    a standard convolution; the tables say so, layer by layer."""
+    from archspec.summary import format_markdown, separable_convolutions
+
+    c = compile_spec(SPECS / f"{name}.yaml")
+    seps = separable_convolutions(c)
+    assert seps
+    for s in seps:
+        df2 = s.size[0] * s.size[1]
+        k2 = s.kernel * s.kernel
+        assert s.macs == k2 * s.channels_in * df2 + s.channels_in * s.channels_out * df2
+        assert s.standard_macs == k2 * s.channels_in * s.channels_out * df2
+        assert s.ratio == pytest.approx(1 / s.channels_out + 1 / k2)
+    assert "## Depthwise separable convolutions" in format_markdown(c)
+
+
+def test_mobilenet_v1_separable_layers():
+    from archspec.summary import separable_convolutions
+
+    seps = separable_convolutions(compile_spec(SPECS / "mobilenet_v1.yaml"))
+    assert len(seps) == 13  # the paper's Table 1: 13 depthwise separable layers
+    assert (seps[0].kernel, seps[0].channels_in, seps[0].channels_out, seps[0].size) == (3, 32, 64, (112, 112))
+    # together they cost about 1/8.7 of standard convolutions
+    ratio = sum(s.macs for s in seps) / sum(s.standard_macs for s in seps)
+    assert 0.11 < ratio < 0.12
+
+
+def test_networks_without_depthwise_convolutions_have_no_such_section():
+    from archspec.summary import format_markdown
+
+    assert "Depthwise separable" not in format_markdown(compile_spec(SPECS / "resnet50.yaml"))
