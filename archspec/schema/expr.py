@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -336,59 +336,33 @@ def parse(text: str) -> Expr:
     return _Parser(text).parse()
 
 
+def walk(node: Expr) -> Iterator[Expr]:
+    """Every node of the expression, parents first, in source order."""
+    yield node
+    if isinstance(node, Unary):
+        children: tuple[Expr, ...] = (node.operand,)
+    elif isinstance(node, Binary):
+        children = (node.left, node.right)
+    elif isinstance(node, Compare):
+        children = (node.first, *(r for _, r in node.rest))
+    elif isinstance(node, IfElse):
+        children = (node.cond, node.then, node.other)
+    elif isinstance(node, Call):
+        children = node.args
+    else:
+        children = ()
+    for child in children:
+        yield from walk(child)
+
+
 def free_names(node: Expr) -> list[Name]:
-    """Every variable the expression reads, in source order."""
-    out: list[Name] = []
-
-    def walk(n: Expr) -> None:
-        if isinstance(n, Name):
-            out.append(n)
-        elif isinstance(n, Unary):
-            walk(n.operand)
-        elif isinstance(n, Binary):
-            walk(n.left)
-            walk(n.right)
-        elif isinstance(n, Compare):
-            walk(n.first)
-            for _, r in n.rest:
-                walk(r)
-        elif isinstance(n, IfElse):
-            walk(n.cond)
-            walk(n.then)
-            walk(n.other)
-        elif isinstance(n, Call):
-            for a in n.args:
-                walk(a)
-
-    walk(node)
-    return out
+    """Every variable the expression reads."""
+    return [n for n in walk(node) if isinstance(n, Name)]
 
 
 def calls(node: Expr) -> list[Call]:
-    """Every function call in the expression, in source order."""
-    out: list[Call] = []
-
-    def walk(n: Expr) -> None:
-        if isinstance(n, Call):
-            out.append(n)
-            for a in n.args:
-                walk(a)
-        elif isinstance(n, Unary):
-            walk(n.operand)
-        elif isinstance(n, Binary):
-            walk(n.left)
-            walk(n.right)
-        elif isinstance(n, Compare):
-            walk(n.first)
-            for _, r in n.rest:
-                walk(r)
-        elif isinstance(n, IfElse):
-            walk(n.cond)
-            walk(n.then)
-            walk(n.other)
-
-    walk(node)
-    return out
+    """Every function call in the expression."""
+    return [n for n in walk(node) if isinstance(n, Call)]
 
 
 # ----------------------------------------------------------------------------
