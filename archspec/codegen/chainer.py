@@ -653,14 +653,8 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
                 flags.append(f"self.use_{step.name} = {cond}")
             call = OPS[step.op].forward(step, ctx, ins, attr)
             present = f"self.use_{step.name}"
-        if not cond:
-            forward.append(f"{out} = {call}")
-        elif unit.is_model and step.output in unit.output_vars:
-            forward.append(f"{out} = {call} if {present} else None")
-        elif out == ins[0]:
-            forward += [f"if {present}:", f"    {out} = {call}"]
-        else:
-            forward.append(f"{out} = {call} if {present} else {ins[0]}")
+        is_output = unit.is_model and step.output in unit.output_vars
+        forward += common.assign(out, call, present if cond else None, ins[0], is_output)
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {ctx.expr(unit.out_channels)}")

@@ -101,6 +101,19 @@ def block_call_args(step: Step, printer: Printer, unit_in: str) -> list[str]:
     return out
 
 
+def assign(output: str, call: str, present: str | None, first_input: str, model_output: bool = False) -> list[str]:
+    """The forward lines of one step. ``present`` is the run-time test of a
+    conditional step (None: always there). Left out, a step stands for its
+    first input, except a network output, which is then None."""
+    if present is None:
+        return [f"{output} = {call}"]
+    if model_output:
+        return [f"{output} = {call} if {present} else None"]
+    if output == first_input:
+        return [f"if {present}:", f"    {output} = {call}"]
+    return [f"{output} = {call} if {present} else {first_input}"]
+
+
 def const_int(e: E.Expr) -> int | None:
     return E.evaluate(e, {}) if is_const(e) else None
 

@@ -487,14 +487,8 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             present = f"self.use_{step.name}"
         if " if training else " in call and cond:
             call = f"({call})"
-        if not cond:
-            forward.append(f"{step.output} = {call}")
-        elif unit.is_model and step.output in unit.output_vars:
-            forward.append(f"{step.output} = {call} if {present} else None")
-        elif step.output == step.inputs[0]:
-            forward += [f"if {present}:", f"    {step.output} = {call}"]
-        else:
-            forward.append(f"{step.output} = {call} if {present} else {step.inputs[0]}")
+        is_output = unit.is_model and step.output in unit.output_vars
+        forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output)
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
     outs = unit.output_vars
