@@ -297,3 +297,69 @@ if __name__ == "__main__":  # pragma: no cover
 from archspec.diagram import diagram_command  # noqa: E402
 
 main.add_command(diagram_command, name="diagram")
+
+
+# ----------------------------------------------------------------------------
+# verify: same weights, same outputs
+
+
+def _targets(value: str) -> list[str]:
+    from archspec.runtime import TARGETS
+
+    chosen = [t.strip() for t in value.split(",") if t.strip()]
+    if chosen == ["all"]:
+        return list(TARGETS)
+    unknown = [t for t in chosen if t not in TARGETS]
+    if unknown or not chosen:
+        raise click.UsageError(
+            f"--targets: unknown target {unknown[0]!r}"
+            if unknown
+            else "--targets: no target given" + f"; choose from {', '.join(TARGETS)} (comma-separated) or all"
+        )
+    return chosen
+
+
+@main.command(name="verify")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--targets",
+    "targets",
+    default="pytorch,tensorflow,keras,chainer",
+    show_default=True,
+    metavar="LIST",
+    help="Comma-separated targets to check (pytorch, the reference, always runs), or all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+@click.option("--trace", is_flag=True, help="Name the first node where each target departs from the reference.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and input.")
+@set_option
+def verify_command(specs: tuple[str, ...], targets: str, as_json: bool, trace: bool, seed: int, sets) -> None:
+    """Run SPEC's generated code in every target with the same random weights and
+    input; compare shapes, parameter counts and outputs with PyTorch's (and the
+    pre-softmax values where there is a softmax). Exit 1 unless every target passes."""
+    import json
+
+    from archspec.verify import format_table, verify
+
+    chosen = _targets(targets)
+    overrides = _overrides(sets)
+    failed = 0
+    documents = []
+    for path in specs:
+        try:
+            compiled = compile_spec(path, overrides)
+        except SpecError as err:
+            _report(err)
+            failed += 1
+            documents.append({"spec": path, "ok": False, "diagnostics": [str(d) for d in err.diagnostics]})
+            continue
+        report = verify(compiled, chosen, seed=seed, trace=trace)
+        failed += not report.ok
+        if as_json:
+            documents.append(report.to_json())
+        else:
+            click.echo(format_table(report, trace))
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "specs": documents}, indent=2))
+    if failed:
+        raise Failed()

@@ -63,8 +63,8 @@ class Pos:
 
     def __str__(self) -> str:
         if self.line <= 0:
-            return self.file
-        return f"{self.file}:{self.line}:{self.col}"
+            return one_line(self.file)
+        return f"{one_line(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True, order=True)
@@ -79,7 +79,16 @@ class Diagnostic:
             raise ValueError(f"unregistered diagnostic code {self.code}")
 
     def __str__(self) -> str:
-        return f"{self.pos}: {self.severity}[{self.code}]: {self.message}"
+        return f"{self.pos}: {self.severity}[{self.code}]: {one_line(self.message)}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, tabs,
+    terminal escapes, U+2028...) written as a Python escape, so that a
+    diagnostic quoting a spec's text stays one line and prints as it reads."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class SpecError(Exception):

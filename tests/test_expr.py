@@ -18,6 +18,7 @@ from archspec.schema.expr import (
     FUNCTIONS,
     MAX_LENGTH,
     MAX_MAGNITUDE,
+    MAX_NESTING,
     Call,
     ExprError,
     Name,
@@ -792,3 +793,70 @@ def test_to_source_round_trip_property(text):
         assert info.value.message == exc.message
         return
     assert evaluate(parse(source), {}) == expected
+
+
+# ----------------------------------------------------------------------------
+# Nesting limit, and the forms to_source writes for linters
+
+
+def test_nesting_is_limited_before_python_recursion_is():
+    assert evaluate_text("(" * MAX_NESTING + "1" + ")" * MAX_NESTING, {}) == 1
+    for text in (
+        "(" * 60 + "1" + ")" * 60,
+        "-" * 60 + "1",
+        "not " * 60 + "true",
+        "2 ** " * 60 + "1",
+        "min(" * 60 + "1" + ", 1)" * 60,
+        "(-" * 30 + "1" + ")" * 30,
+    ):
+        with pytest.raises(ExprError) as info:
+            parse(text)
+        assert info.value.code == "E305" and "nested more than" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- -a", "+a"),  # ruff B002: Python has no -- operator
+        ("--a", "+a"),
+        ("-+-a", "+a"),
+        ("+ +a", "+a"),
+        ("-(-(-a))", "-a"),
+        ("not a == b", "a != b"),  # SIM201
+        ("not a != b", "a == b"),  # SIM202
+        ("flag == true", "flag == 1"),  # E712
+        ("flag != false", "flag != 0"),
+        ("a < true == b", "a < 1 == b"),
+        ("1 == a", "a == 1"),  # SIM300
+        ("1 < a", "a > 1"),
+        ("'same' == mode", "mode == 'same'"),
+        ("1 + 2 >= a", "a <= 1 + 2"),
+        ("1 < a < 3", "1 < a < 3"),  # chained: as written
+        ("int(3)", "3"),  # UP018
+        ("int(-3)", "-3"),
+        ("float(2.5)", "2.5"),
+        ("float(3)", "float(3)"),  # an int made float: as written
+        ("int(2.5)", "int(2.5)"),
+    ],
+)
+def test_to_source_writes_forms_linters_accept(text, expected):
+    source = to_source(parse(text))
+    assert source == expected
+    assert same_value(evaluate_text(source, ENV), ev(text))
+
+
+def test_to_source_writes_negative_numbers_with_their_precedence():
+    # Folded constants can be negative numbers: (-3) ** 2 is not -3 ** 2.
+    from archspec.schema.expr import Binary, Num, Unary
+
+    assert to_source(Binary("**", Num(-3, 0), Num(2, 0), 0)) == "(-3) ** 2"
+    assert to_source(Unary("-", Num(-3, 0), 0)) == "+3"
+    assert to_source(Binary("-", Num(1, 0), Num(-3, 0), 0)) == "1 - -3"
+    assert to_source(Num(-0.0, 0)) == "-0.0"
+
+
+def test_to_source_parenthesizes_for_its_place():
+    assert to_source(parse("a if b else c"), outer=1) == "(a if b else c)"
+    assert to_source(parse("a or b"), outer=1) == "a or b"
+    assert to_source(parse("floor(a) + ceil(b)"), spell={"floor": "math.floor"}) == "math.floor(a) + ceil(b)"
+    assert to_source(parse("'floor(' + mode"), spell={"floor": "math.floor"}) == "'floor(' + mode"

@@ -53,8 +53,9 @@ def load_generated(name: str, target: str, root: Path = ROOT / "generated"):
 
 def canonical_key(path: str) -> str:
     """Chainer's '/layer1/0/conv1/W' -> the canonical 'layer1.0.conv1.weight'."""
-    *links, name = path.strip("/").split("/")
-    return ".".join([*links, chainer_emitter.PARAM_NAMES[name]])
+    from archspec.runtime.chainer import canonical_key
+
+    return canonical_key(path)
 
 
 @pytest.mark.slow
@@ -227,13 +228,11 @@ def outputs_with_same_weights(name: str, graph, root: Path) -> list[tuple[np.nda
             value = value + 0.1 * torch.randn(value.shape, generator=gen)
         state[key] = value
     tnet.load_state_dict(state)
-    arrays = {path: param.array for path, param in cnet.namedparams()}
-    for path, link in cnet.namedlinks():
-        if isinstance(link, chainer.links.BatchNormalization):
-            arrays[f"{path}/avg_mean"], arrays[f"{path}/avg_var"] = link.avg_mean, link.avg_var
-    assert {canonical_key(p) for p in arrays} == {k for k in state if not k.endswith("num_batches_tracked")}
-    for path, array in arrays.items():
-        array[...] = state[canonical_key(path)].numpy()
+    from archspec.runtime import chainer as chainer_runtime
+    from archspec.runtime import pytorch as torch_runtime
+
+    assert set(chainer_runtime.slots(cnet)) == {k for k in state if not k.endswith("num_batches_tracked")}
+    chainer_runtime.load_weights(cnet, torch_runtime.export_weights(tnet))
 
     x = np.random.default_rng(1).standard_normal((2, *graph.input_shape), dtype=np.float32)
     with torch.no_grad():

@@ -111,29 +111,12 @@ def test_tf_function_traces(tf) -> None:
 # Same weights, same outputs as the PyTorch code
 
 
-def is_depthwise(compiled, key: str) -> bool:
-    """Whether a canonical key names a depthwise kernel: (in * m, 1, kh, kw)."""
-    if key.endswith(".depthwise.weight"):
-        return True
-    path, _, weight = key.rpartition(".")
-    return weight == "weight" and path in {n.path for n in compiled.graph.nodes if n.op == "depthwise_conv2d"}
-
-
 def copy_weights(compiled, torch_model, tf_model) -> None:
-    state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
-    for v in tf_model.variables:
-        key = variable_key(v)
-        value = state[key]
-        if is_depthwise(compiled, key):
-            kh, kw, c, m = v.shape
-            value = value.reshape(c, m, kh, kw).transpose(2, 3, 0, 1)
-        elif value.ndim == 4:
-            value = value.transpose(2, 3, 1, 0)
-        elif value.ndim == 3:
-            value = value.transpose(2, 1, 0)
-        elif value.ndim == 2:
-            value = value.T
-        v.assign(value)
+    """PyTorch's weights into the TensorFlow model, by canonical key (archspec.runtime)."""
+    from archspec.runtime import pytorch as torch_runtime
+    from archspec.runtime import tensorflow as tf_runtime
+
+    tf_runtime.load_weights(tf_model, torch_runtime.export_weights(torch_model))
 
 
 def compare_with_pytorch(compiled, torch_model, tf_model, torch, tf, batch: int = 2) -> float:

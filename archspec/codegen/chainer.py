@@ -308,7 +308,10 @@ def _nobias(step: Step, ctx: Ctx) -> list[str]:
     bias = ctx.expr(step.attrs["bias"])
     if bias == "True":
         return []
-    return ["nobias=True"] if bias == "False" else [f"nobias=not {bias}"]
+    if bias == "False":
+        return ["nobias=True"]
+    e = step.attrs["bias"]  # Chainer reads nobias for its truth value
+    return [f"nobias={ctx.expr(e.operand if isinstance(e, E.Unary) and e.op == 'not' else E.Unary('not', e, 0))}"]
 
 
 def conv2d(step: Step, ctx: Ctx) -> str:
@@ -642,7 +645,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     forward: list[str] = []
     for step, ctor in zip(unit.steps, ctors):
         attr = f"self.{step.name}"
-        cond = ctx.expr(step.cond) if step.cond is not None else None
+        cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
         ins, out = [var(v) for v in step.inputs], var(step.output)
         if ctor is not None:
             links.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
@@ -716,7 +719,7 @@ def emit(model: CodeModel) -> str:
             f"chainer: block class {sorted(clash)[0]} would shadow a name the file needs; rename the block"
         )
     uses = _uses(classes, ctx.helpers, ctx.printer.needs)
-    return render_template(
+    source = render_template(
         "chainer.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "Chainer"),
@@ -725,3 +728,4 @@ def emit(model: CodeModel) -> str:
         needs=ctx.printer.needs,
         uses=uses,
     )
+    return common.unique_names(source, model, TARGET)

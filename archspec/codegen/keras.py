@@ -8,7 +8,7 @@ paths (``layer1.0.conv1``), so weights map 1:1 to the canonical keys.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from archspec.codegen import common
 from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit, step_exprs
@@ -57,10 +57,14 @@ def _const_pair(step: Step, ctx: Ctx, key: str) -> tuple[int, ...] | None:
     return v if isinstance(v, tuple) else (v, v)
 
 
-def _padding(step: Step, ctx: Ctx, inp: str, out: str, fill_inf: bool = False) -> tuple[list[str], str, str]:
+def _padding(
+    step: Step, ctx: Ctx, inp: str, out: str, fill_inf: bool = False, keras_same: bool = True
+) -> tuple[list[str], str, str]:
     """Decide how a windowed layer pads. Returns (lines before the layer,
     the layer's padding keyword, the input variable for the layer); a pad
-    layer writes to the step's own output variable, which is free until then."""
+    layer writes to the step's own output variable, which is free until then.
+    ``keras_same`` False: never say padding="same" (average pooling that counts
+    the padded zeros, which Keras' "same" leaves out of the average)."""
     p: Padding | None = step.padding
     if p is None or p.mode in ("none", "valid"):
         return [], '"valid"', inp
@@ -82,7 +86,7 @@ def _padding(step: Step, ctx: Ctx, inp: str, out: str, fill_inf: bool = False) -
         ]
         return lines, '"valid"', out
     sides = p.sides
-    if _is_same_at_stride1(step, ctx, sides):
+    if keras_same and _is_same_at_stride1(step, ctx, sides):
         return [], '"same"', inp
     if len(sides) == 2:
         return [f"{out} = layers.ZeroPadding1D({sides}, {ctx.name(step, '_pad')})({inp})"], '"valid"', out
@@ -163,14 +167,19 @@ def pool(layer: str, fill_inf: bool) -> Rule:
             p = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
             eb, er = _ceil_extra(step, ctx)
             step = _with_padding(step, (p[0], p[1] + eb, p[2], p[3] + er))
-        if (
-            not fill_inf
-            and _v(step, ctx, "count_include_pad") is False
-            and step.padding
-            and step.padding.mode == "explicit"
-        ):
-            raise CodegenError(f"{step.name}: explicit average-pool padding that excludes the padded zeros")
-        pad_lines, padding, inp = _padding(step, ctx, inp, out, fill_inf)
+        keras_same = True
+        if not fill_inf and step.padding and step.padding.mode not in ("none", "valid"):
+            # Keras' padding="same" leaves the padded zeros out of the average.
+            include = _v(step, ctx, "count_include_pad")
+            if include is None or step.padding.mode == "keyword" or step.padding.sides is None:
+                raise CodegenError(f"{step.name}: average-pool padding or count_include_pad that varies")
+            if include:  # count them: pad explicitly, pool without padding
+                step, keras_same = _with_padding(step, step.padding.sides), False
+            elif not _is_keras_same(step, ctx, step.padding.sides):
+                raise CodegenError(f"{step.name}: explicit average-pool padding that excludes the padded zeros")
+            else:
+                step = replace(step, padding=Padding("same", step.padding.sides))
+        pad_lines, padding, inp = _padding(step, ctx, inp, out, fill_inf, keras_same)
         lines += pad_lines
         args = [_a(step, ctx, "kernel")]
         if "stride" in step.attrs:
@@ -181,9 +190,18 @@ def pool(layer: str, fill_inf: bool) -> Rule:
     return rule
 
 
-def _with_padding(step: Step, sides: tuple[int, ...]) -> Step:
-    from dataclasses import replace
+def _is_keras_same(step: Step, ctx: Ctx, sides: tuple[int, ...]) -> bool:
+    """Whether per-side padding is what Keras' padding="same" does on this input
+    (TensorFlow's rule, at any stride)."""
+    k, s = _const_pair(step, ctx, "kernel"), _const_pair(step, ctx, "stride") if "stride" in step.attrs else None
+    s = s or k
+    if step.in_shape is None or k is None or s is None:
+        return False
+    want = [*same_padding(step.in_shape[1], k[0], s[0]), *same_padding(step.in_shape[2], k[1], s[1])]
+    return tuple(want) == tuple(sides)
 
+
+def _with_padding(step: Step, sides: tuple[int, ...]) -> Step:
     mode = "explicit" if any(sides) else "none"
     return replace(step, padding=Padding(mode, sides))
 
@@ -324,13 +342,12 @@ class FunctionCode:
     is_model: bool
 
 
-def _block_call(step: Step, ctx: Ctx, functions: dict[str, str], index: str | None = None) -> str:
+def _block_call(step: Step, ctx: Ctx, functions: dict[str, str], inp: str, index: str | None = None) -> str:
     p = ctx.printer
     kwargs = []
     for k, v in step.attrs.items():
         if index is not None and k in step.first:
-            first = p.expr(step.first[k])
-            kwargs.append(f"{k}={_first_or(first, p.expr(v), index)}")
+            kwargs.append(f"{k}={_first_or(p, step.first[k], p.expr(v), index)}")
         else:
             kwargs.append(f"{k}={p.expr(v)}")
     if index is not None:
@@ -338,19 +355,21 @@ def _block_call(step: Step, ctx: Ctx, functions: dict[str, str], index: str | No
         for k, v in step.first.items():
             if k not in step.attrs:
                 rest = repr(defaults[k])
-                kwargs.append(f"{k}={_first_or(p.expr(v), rest, index)}")
+                kwargs.append(f"{k}={_first_or(p, v, rest, index)}")
     path = f'"{step.name}"' if ctx.in_model else f'f"{{name}}.{step.name}"'
     if index is not None:
         path = f'f"{step.name}.{{{index}}}"' if ctx.in_model else f'f"{{name}}.{step.name}.{{{index}}}"'
-    return f"{functions[step.unit]}({', '.join(['{inp}', *kwargs, f'name={path}'])})"
+    return f"{functions[step.unit]}({', '.join([inp, *kwargs, f'name={path}'])})"
 
 
-def _first_or(first: str, rest: str, index: str) -> str:
-    if first == "True" and rest == "False":
+def _first_or(p: common.Printer, first: E.Expr, rest: str, index: str) -> str:
+    """The value of an argument that the first unit of a stage overrides."""
+    text = p.expr(first)
+    if text == "True" and rest == "False":
         return f"{index} == 0"
-    if first == rest:
-        return first
-    return f"{first} if {index} == 0 else {rest}"
+    if text == rest:
+        return text
+    return f"{p.expr(first, outer=1)} if {index} == 0 else {rest}"
 
 
 def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, str]) -> FunctionCode:
@@ -367,13 +386,13 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
             if step.units is not None:
                 loop_lines = [
                     f"for i in range({p.expr(step.units)}):",
-                    f"    {out} = " + _block_call(step, ctx, functions, "i").replace("{inp}", out),
+                    f"    {out} = " + _block_call(step, ctx, functions, out, "i"),
                 ]
                 if out != ins[0]:
                     loop_lines.insert(0, f"{out} = {ins[0]}")
                 lines = loop_lines
             else:
-                lines = [f"{out} = " + _block_call(step, ctx, functions).replace("{inp}", ins[0])]
+                lines = [f"{out} = " + _block_call(step, ctx, functions, ins[0])]
         else:
             lines = OPS[step.op](step, ctx, ins, out)
         if cond:
@@ -436,7 +455,7 @@ def emit(model: CodeModel) -> str:
     ctx.units = {u.class_name: u for u in model.units}  # type: ignore[attr-defined]
     functions = {u.class_name: _snake(u) for u in model.units if not u.is_model}
     code = [function_code(u, model, ctx, functions) for u in model.units]
-    return render_template(
+    source = render_template(
         "keras.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "Keras"),
@@ -444,3 +463,5 @@ def emit(model: CodeModel) -> str:
         helpers=ctx.helpers,
         needs=ctx.printer.needs,
     )
+    written = [u.class_name if u.is_model else functions[u.class_name] for u in model.units]
+    return common.unique_names(source, model, TARGET, written)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import keyword
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from archspec import ops
@@ -57,6 +59,25 @@ _PASSTHROUGH_OPS = {
     "avg_pool2d",
     "zero_pad2d",
 }
+
+
+# Channel counts are written as expressions over a unit's arguments
+# (``in_channels + growth_rate``). One that grows past this many nodes (a long
+# stage or concatenation that adds to ``in_channels`` unit by unit) is written
+# as its value instead, which must then be the same in every instance.
+MAX_CHANNEL_TERMS = 64
+
+
+# Names the generated files use in functions (modules, helpers, builtins): a
+# variable named after a node (a node called ``torch`` or ``max``) must not hide
+# them, so such a variable takes a trailing underscore.
+GLOBAL_NAMES = frozenset(
+    ["torch", "nn", "F", "math", "tf", "keras", "layers", "ops", "np", "chainer", "L"]
+    + ["make_divisible", "make_stage", "pad_same", "pad_causal", "same_pad", "channel_shuffle", "instance_norm"]
+    + ["glorot_uniform", "pair", "tf_padding", "avg_pool_padded", "Stage"]
+    + ["super", "int", "float", "bool", "str", "round", "min", "max", "abs", "range", "dict", "list", "tuple"]
+    + ["len", "sum", "isinstance", "hasattr", "getattr", "enumerate", "reversed", "type", "zip"]
+)
 
 
 class CodegenError(Exception):
@@ -182,6 +203,11 @@ def name(n: str) -> E.Expr:
     return E.Name(n, 0)
 
 
+def larger_than(e: E.Expr, n: int) -> bool:
+    """Whether ``e`` has more than ``n`` nodes (walking at most ``n + 1`` of them)."""
+    return next(islice(E.walk(e), n, None), None) is not None
+
+
 def is_const(e: E.Expr) -> bool:
     return not E.free_names(e)
 
@@ -222,23 +248,45 @@ def substitute(e: E.Expr, env: dict[str, E.Expr]) -> E.Expr:
 
 
 def fold(e: E.Expr) -> E.Expr:
-    """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``."""
-    if isinstance(e, (E.Num, E.Str, E.Name)):
-        return e
-    if is_const(e):
-        v = const_value(e)
-        return num(v) if isinstance(v, (int, float, bool)) else e
+    """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``. A constant
+    part that cannot be evaluated (``1 // 0`` in a branch no instance takes)
+    is left as written. One pass, bottom up: linear in the expression's size."""
+    return _fold(e)[0]
+
+
+def _fold(e: E.Expr) -> tuple[E.Expr, bool]:
+    """``(folded, constant)``: constant when the expression reads no name."""
+    if isinstance(e, (E.Num, E.Str)):
+        return e, True
+    if isinstance(e, E.Name):
+        return e, False
     if isinstance(e, E.Unary):
-        return E.Unary(e.op, fold(e.operand), 0)
-    if isinstance(e, E.Binary):
-        return E.Binary(e.op, fold(e.left), fold(e.right), 0)
-    if isinstance(e, E.Compare):
-        return E.Compare(fold(e.first), tuple((op, fold(r)) for op, r in e.rest), 0)
-    if isinstance(e, E.IfElse):
-        return E.IfElse(fold(e.cond), fold(e.then), fold(e.other), 0)
-    if isinstance(e, E.Call):
-        return E.Call(e.func, tuple(fold(a) for a in e.args), 0)
-    return e  # pragma: no cover
+        operand, const = _fold(e.operand)
+        out: E.Expr = E.Unary(e.op, operand, 0)
+        parts: tuple[bool, ...] = (const,)
+    elif isinstance(e, E.Binary):
+        (left, lc), (right, rc) = _fold(e.left), _fold(e.right)
+        out, parts = E.Binary(e.op, left, right, 0), (lc, rc)
+    elif isinstance(e, E.Compare):
+        first = _fold(e.first)
+        rest = [(op, _fold(r)) for op, r in e.rest]
+        out = E.Compare(first[0], tuple((op, r) for op, (r, _) in rest), 0)
+        parts = (first[1], *(c for _, (_, c) in rest))
+    elif isinstance(e, E.IfElse):
+        (cond, cc), (then, tc), (other, oc) = _fold(e.cond), _fold(e.then), _fold(e.other)
+        out, parts = E.IfElse(cond, then, other, 0), (cc, tc, oc)
+    elif isinstance(e, E.Call):
+        args = [_fold(a) for a in e.args]
+        out, parts = E.Call(e.func, tuple(a for a, _ in args), 0), tuple(c for _, c in args)
+    else:  # pragma: no cover
+        return e, is_const(e)
+    if not all(parts):
+        return out, False
+    try:
+        v = const_value(out)
+    except E.ExprError:
+        return out, True
+    return (num(v) if isinstance(v, (int, float, bool)) else out), True
 
 
 def literal(v: Any) -> E.Expr:
@@ -274,6 +322,7 @@ class _Builder:
         self.spec = compiled.spec
         self.graph = compiled.graph
         self.nodes = {n.path: n for n in self.graph.nodes}
+        self.instance_at = {i.path: i for i in self.graph.instances}
         # Instances of each block (units of stages and plain uses), in order.
         self.instances: dict[str, list[Instance]] = {}
         for inst in self.graph.instances:
@@ -425,9 +474,11 @@ class _Builder:
             in_ch = channels[ins[0]]
             step = self.step(unit, nd, envs, present, in_ch, channels, ins)
             step.cond = cond
-            out_ch = self.out_channels(step, nd, envs, present, in_ch, channels, ins)
-            channels[nd.name] = (
-                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs)
+            out_ch = self.out_channels(step, nd, envs, present, in_ch, channels, ins, f"{unit.name}.{nd.name}")
+            channels[nd.name] = self.writable(
+                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs),
+                lambda nd=nd: [self.shape_at(path, nd.name, defs)[0] for path, _ in envs],
+                f"{unit.name}.{nd.name}",
             )
             steps.append(step)
             prev = nd.name
@@ -452,15 +503,14 @@ class _Builder:
             path = prefix + ref
             if path in self.nodes:
                 return self.nodes[path].shape
-            inst = next((i for i in self.graph.instances if i.path == path), None)
+            inst = self.instance_at.get(path)
             if inst is not None:
                 return inst.shape
             nd = by_name[ref]  # skipped: its value is its first input
             idx = defs.index(nd)
             ref = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
         if scope:
-            inst = next(i for i in self.graph.instances if i.path == scope)
-            return inst.in_shape
+            return self.instance_at[scope].in_shape
         return self.graph.input_shape
 
     # -- steps ------------------------------------------------------------------
@@ -507,8 +557,7 @@ class _Builder:
             attrs.setdefault(g, self.bind(name(g)))
         out_shapes = set()
         for path in paths:
-            inst = next(i for i in self.graph.instances if i.path == path)
-            out_shapes.add(inst.shape)
+            out_shapes.add(self.instance_at[path].shape)
         varies = any(n == "i" for v in nd.attrs.values() for n in _names(v))
         return Step(
             nd.name,
@@ -600,7 +649,7 @@ class _Builder:
             return Padding("none", values[0])
         return Padding("explicit", values[0])
 
-    def out_channels(self, step: Step, nd: NodeDef, envs, present, in_ch, channels, ins) -> E.Expr:
+    def out_channels(self, step: Step, nd: NodeDef, envs, present, in_ch, channels, ins, where: str) -> E.Expr:
         if step.unit is not None:
             callee = self.units[nd.block]
             args = {**step.attrs}
@@ -608,11 +657,10 @@ class _Builder:
             for a in callee.args:
                 if a.name not in env and a.default is not ops.REQUIRED:
                     env[a.name] = literal(a.default)
-            out = fold(substitute(callee.out_channels, env))
             if step.units is not None:
                 # The last unit of a stage: its input is the previous unit's output.
-                return self.stage_out(step, callee, in_ch, envs, present, nd)
-            return out
+                return self.stage_out(step, callee, in_ch, envs, present, nd, where)
+            return fold(substitute(callee.out_channels, env))
         op = step.op
         if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
             return step.attrs["out"]
@@ -622,6 +670,10 @@ class _Builder:
             total = channels[ins[0]]
             for r in ins[1:]:
                 total = add(total, channels[r])
+                if larger_than(total, MAX_CHANNEL_TERMS):  # the sum of all inputs, as its value
+                    live = [path for (path, _), p in zip(envs, present) if p]
+                    paths = [f"{path}.{nd.name}" if path else nd.name for path in live]
+                    return self.writable(total, lambda paths=paths: [self.nodes[p].shape[0] for p in paths], where)
             return total
         if op == "flatten":
             if step.in_shape is None:
@@ -629,15 +681,14 @@ class _Builder:
             return num(math.prod(step.in_shape))
         return in_ch
 
-    def stage_out(self, step: Step, callee: Unit, in_ch: E.Expr, envs, present, nd: NodeDef) -> E.Expr:
+    def stage_out(self, step: Step, callee: Unit, in_ch: E.Expr, envs, present, nd: NodeDef, where: str) -> E.Expr:
         """Output channels of a stage: fold the callee's out_channels unit by
         unit when the count is a constant; verified like everything else."""
         checks = []
         live = [(path, env) for (path, env), p in zip(envs, present) if p]
         for path, env in live:
             stage_path = f"{path}.{nd.name}" if path else nd.name
-            inst = next(i for i in self.graph.instances if i.path == stage_path)
-            checks.append((path, env, inst.shape[0]))
+            checks.append((path, env, self.instance_at[stage_path].shape[0]))
         n_units = {E.evaluate(step.units, env) for _, env in live}
         if len(n_units) != 1:
             raise CodegenError(f"{nd.name}: a stage whose repeat count varies between instances")
@@ -649,8 +700,28 @@ class _Builder:
             for a in callee.args:
                 if a.name not in env and a.default is not ops.REQUIRED:
                     env[a.name] = literal(a.default)
-            ch = fold(substitute(callee.out_channels, env))
+            ch = self.writable(
+                fold(substitute(callee.out_channels, env)),
+                lambda i=i: [
+                    self.instance_at[f"{path}.{nd.name}.{i}" if path else f"{nd.name}.{i}"].shape[0] for path, _ in live
+                ],
+                f"{where}.{i}",
+            )
         return self.verified(ch, checks, f"{nd.name}: stage output channels")
+
+    def writable(self, e: E.Expr, values: Callable[[], list[int]], what: str) -> E.Expr:
+        """``e``, or its value when it is too long to write (see
+        :data:`MAX_CHANNEL_TERMS`); ``values`` gives the IR's value in each instance."""
+        if not larger_than(e, MAX_CHANNEL_TERMS):
+            return e
+        found = set(values())
+        if len(found) != 1:
+            raise CodegenError(
+                f"{what}: its channel count grows to an expression of more than {MAX_CHANNEL_TERMS} terms "
+                f"that differs between the block's instances ({', '.join(map(str, sorted(found)))}); "
+                "use fewer units or inputs, or a count that does not add up from in_channels"
+            )
+        return num(found.pop())
 
     def simplify_choice(self, choice: E.Expr, first: E.Expr, envs) -> E.Expr:
         """``a if cond else b`` -> ``a`` when both agree in every instance."""
@@ -690,7 +761,8 @@ class _Builder:
         input_kept = any(k != _first_live(steps) for k in readers.get(INPUT, []))
         # Variables share a scope with the unit's arguments in function-style
         # targets (Keras), so no variable takes an argument's name.
-        taken = {"x", "self", "name", "inputs", "outputs", *(a.name for a in unit.args)}
+        taken = {"x", "self", "name", "inputs", "outputs", *(a.name for a in unit.args), *GLOBAL_NAMES}
+        taken |= {u.class_name for u in self.units.values()} | set(self.spec.blocks)
         chain = next(v for v in ("out", "y", "h", "z") if v not in taken) if input_kept else "x"
         taken.add(chain)
         var: dict[str, str] = {INPUT: "x"}

@@ -294,7 +294,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     forward: list[str] = []
     for step in unit.steps:
         module = f"self.{step.name}"
-        cond = p.expr(step.cond) if step.cond is not None else None
+        cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None:
             ctor = _block_ctor(step, ctx)
             has_module = True
@@ -350,7 +350,7 @@ def emit(model: CodeModel) -> str:
     stage_names = {u.class_name: u.name for u in model.units}
     stage_blocks = {stage_names[c] for c in stage_blocks}
     classes = [unit_code(u, model, ctx, stage_blocks) for u in model.units]
-    return render_template(
+    source = render_template(
         "pytorch.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "PyTorch"),
@@ -359,3 +359,4 @@ def emit(model: CodeModel) -> str:
         needs=ctx.printer.needs,
         functional=ctx.functional or bool({"pad_same", "pad_causal"} & ctx.helpers),
     )
+    return common.unique_names(source, model, TARGET)

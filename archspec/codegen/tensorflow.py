@@ -460,7 +460,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     forward: list[str] = []
     for step in unit.steps:
         attr = f"self.{_attribute(step)}"
-        cond = p.expr(step.cond) if step.cond is not None else None
+        cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None and step.units is not None:
             forward += _stage(step, unit, ctx, attr, cond, init)
             continue
@@ -638,7 +638,7 @@ def emit(model: CodeModel) -> str:
         helpers.add("glorot_uniform")
     if helpers & {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}:
         helpers.add("tf_padding")
-    return render_template(
+    source = render_template(
         "tensorflow.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "TensorFlow") + "\n" + _io_doc(model) + "\n",
@@ -646,3 +646,4 @@ def emit(model: CodeModel) -> str:
         helpers=helpers,
         needs=ctx.printer.needs,
     )
+    return common.unique_names(source, model, TARGET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import tempfile
 from functools import cache
@@ -91,17 +92,36 @@ def format_many(sources: dict[str, str]) -> dict[str, str]:
 def write_atomic(path: Path, content: str | bytes) -> bool:
     """Write ``content`` to ``path`` through a temporary file in the same
     directory and ``os.replace``: readers see the old file or the new one,
-    never half of one. Returns False when the file already had this content."""
+    never half of one, even when the write is interrupted (Ctrl-C, a full
+    disk; the data is on disk before the rename), and no temporary file is
+    left behind. The file keeps its permissions (a new one gets the umask's).
+    Returns False when the file already had this content."""
     data = content.encode() if isinstance(content, str) else content
     if path.is_file() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = _mode(path)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def _mode(path: Path) -> int:
+    """The permissions of ``path``, or those a new file gets (mkstemp's are 0600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

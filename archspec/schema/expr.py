@@ -26,6 +26,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ Value = int | float | bool | str
 
 MAX_MAGNITUDE = 10**15
 MAX_LENGTH = 500
+MAX_NESTING = 50  # parentheses, calls, unary operators, powers and if-else chains, one inside another
 
 
 class ExprError(Exception):
@@ -196,6 +198,19 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    @contextmanager
+    def nested(self, col: int) -> Iterator[None]:
+        """One level deeper (the parser recurses): bounded, so that no
+        expression can exhaust Python's stack here or wherever it is walked."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExprError(f"expression nested more than {MAX_NESTING} levels deep; write it flatter", col, "E305")
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.i]
@@ -229,7 +244,8 @@ class _Parser:
             col = self.take()[2]
             cond = self.or_()
             self.expect("else")
-            node = IfElse(cond, node, self.expr(), col)
+            with self.nested(col):
+                node = IfElse(cond, node, self.expr(), col)
         return node
 
     def or_(self) -> Expr:
@@ -249,7 +265,8 @@ class _Parser:
     def not_(self) -> Expr:
         if self.at("not"):
             col = self.take()[2]
-            return Unary("not", self.not_(), col)
+            with self.nested(col):
+                return Unary("not", self.not_(), col)
         return self.compare()
 
     def compare(self) -> Expr:
@@ -277,20 +294,25 @@ class _Parser:
     def unary(self) -> Expr:
         if self.peek()[1] in ("-", "+") and self.peek()[0] == "op":
             op, col = self.take()[1:]
-            return Unary(op, self.unary(), col)
+            with self.nested(col):
+                return Unary(op, self.unary(), col)
         return self.power()
 
     def power(self) -> Expr:
         node = self.atom()
         if self.peek()[1] == "**":
             col = self.take()[2]
-            node = Binary("**", node, self.unary(), col)
+            with self.nested(col):
+                node = Binary("**", node, self.unary(), col)
         return node
 
     def atom(self) -> Expr:
         kind, text, col = self.take()
         if kind == "num":
-            return Num(float(text) if any(c in text for c in ".eE") else int(text), col)
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ExprError(f"the number {text} is not a finite number (beyond 1.8e308)", col)
+            return Num(value, col)
         if kind == "str":
             return Str(text[1:-1], col)
         if kind == "name":
@@ -303,16 +325,18 @@ class _Parser:
             if self.peek()[1] == "(":
                 self.take()
                 args: list[Expr] = []
-                if self.peek()[1] != ")":
-                    args.append(self.expr())
-                    while self.peek()[1] == ",":
-                        self.take()
+                with self.nested(col):
+                    if self.peek()[1] != ")":
                         args.append(self.expr())
+                        while self.peek()[1] == ",":
+                            self.take()
+                            args.append(self.expr())
                 self.expect(")")
                 return Call(text, tuple(args), col)
             return Name(text, col)
         if text == "(":
-            node = self.expr()
+            with self.nested(col):
+                node = self.expr()
             self.expect(")")
             return node
         found = "the end of the expression" if kind == "end" else repr(text)
@@ -494,20 +518,83 @@ def evaluate_text(text: str, env: Mapping[str, Value]) -> Value:
     return evaluate(parse(text), env)
 
 
-def to_source(node: Expr) -> str:
-    """Write the expression back as (Python-compatible) source text."""
+_REVERSED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _negative(n: Expr) -> bool:
+    """A number literal written with a minus sign (folded constants can be)."""
+    if not isinstance(n, Num):
+        return False
+    return n.value < 0 or (isinstance(n.value, float) and math.copysign(1.0, n.value) < 0)
+
+
+def _constant(n: Expr) -> int:
+    """How constant an operand looks to a linter: 2 a literal, 1 an
+    UPPER_CASE name, 0 anything else (ruff's rule for Yoda conditions)."""
+    if isinstance(n, (Num, Str)):
+        return 2
+    if isinstance(n, Name):
+        return int(n.id.isupper())
+    if isinstance(n, Unary) and n.op != "not":
+        return _constant(n.operand)
+    if isinstance(n, Binary):
+        return min(_constant(n.left), _constant(n.right))
+    return 0
+
+
+def to_source(node: Expr, outer: int = 0, spell: Mapping[str, str] | None = None) -> str:
+    """Write the expression back as Python source text with the same value.
+
+    ``outer`` is the precedence of the place the text goes (0: wherever an
+    expression can go; 1: the condition or first branch of a conditional
+    expression, where a conditional expression needs parentheses); ``spell``
+    says how to write function names (``{"floor": "math.floor"}``).
+
+    A few forms are written as exact equivalents that linters accept (ruff's
+    B002, E712, SIM201, SIM202, SIM300, UP018): chains of signs collapse
+    (``- -a`` is ``+a``), a negated equality flips (``not a == b`` is
+    ``a != b``), true and false compared with ``==`` or ``!=`` are written 1
+    and 0 (equal to them in Python), the constant side of a single comparison
+    goes to the right (``1 < a`` is ``a > 1``), and ``int(3)`` or
+    ``float(2.0)`` of a literal of that type is the literal.
+    """
     prec = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6, "neg": 7, "**": 8}
+    spell = spell or {}
+
+    def operand(n: Expr, p: int, equality: bool) -> str:
+        if equality and isinstance(n, Num) and isinstance(n.value, bool):
+            return "1" if n.value else "0"
+        return go(n, p)
 
     def go(n: Expr, outer: int) -> str:
-        if isinstance(n, (Num, Str)):
+        if isinstance(n, Unary) and n.op != "not" or _negative(n):
+            minus, inner = False, n
+            while isinstance(inner, Unary) and inner.op != "not" or _negative(inner):
+                if isinstance(inner, Num):
+                    minus, inner = not minus, Num(-inner.value, inner.col)
+                else:
+                    minus, inner = minus != (inner.op == "-"), inner.operand
+            p = prec["neg"]
+            s = f"{'-' if minus else '+'}{go(inner, p)}"
+        elif isinstance(n, (Num, Str)):
             s, p = repr(n.value), 9
         elif isinstance(n, Name):
             s, p = n.id, 9
         elif isinstance(n, Call):
-            s, p = f"{n.func}({', '.join(go(a, 0) for a in n.args)})", 9
-        elif isinstance(n, Unary):
-            p = prec["not"] if n.op == "not" else prec["neg"]
-            s = f"not {go(n.operand, p)}" if n.op == "not" else f"{n.op}{go(n.operand, p)}"
+            kind = {"int": int, "float": float}.get(n.func)
+            arg = n.args[0] if len(n.args) == 1 else None
+            while isinstance(arg, Unary) and arg.op != "not":
+                arg = arg.operand
+            if kind is not None and isinstance(arg, Num) and type(arg.value) is kind:
+                return go(n.args[0], outer)
+            s, p = f"{spell.get(n.func, n.func)}({', '.join(go(a, 0) for a in n.args)})", 9
+        elif isinstance(n, Unary):  # not
+            inner = n.operand
+            if isinstance(inner, Compare) and len(inner.rest) == 1 and inner.rest[0][0] in ("==", "!="):
+                flipped = "!=" if inner.rest[0][0] == "==" else "=="
+                return go(Compare(inner.first, ((flipped, inner.rest[0][1]),), inner.col), outer)
+            p = prec["not"]
+            s = f"not {go(inner, p)}"
         elif isinstance(n, Binary):
             p = prec[n.op]
             if n.op == "**":
@@ -516,7 +603,14 @@ def to_source(node: Expr) -> str:
                 s = f"{go(n.left, p)} {n.op} {go(n.right, p + 1)}"
         elif isinstance(n, Compare):
             p = prec["cmp"]
-            s = go(n.first, p + 1) + "".join(f" {op} {go(r, p + 1)}" for op, r in n.rest)
+            first, rest = n.first, n.rest
+            if len(rest) == 1 and _constant(first) > _constant(rest[0][1]):
+                first, rest = rest[0][1], ((_REVERSED[rest[0][0]], first),)
+            ops = [op for op, _ in rest]
+            equality = [op in ("==", "!=") for op in ops]
+            s = operand(first, p + 1, equality[0])
+            for k, (op, r) in enumerate(rest):
+                s += f" {op} {operand(r, p + 1, equality[k] or (k + 1 < len(ops) and equality[k + 1]))}"
         elif isinstance(n, IfElse):
             p = 0
             s = f"{go(n.then, 1)} if {go(n.cond, 1)} else {go(n.other, 0)}"
@@ -524,7 +618,7 @@ def to_source(node: Expr) -> str:
             raise AssertionError(n)
         return f"({s})" if p < outer else s
 
-    return go(node, 0)
+    return go(node, outer)
 
 
 def is_value(x: Any) -> bool:

@@ -12,6 +12,7 @@ The spec language is documented in ``docs/spec-language.md``.
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,6 +362,9 @@ class _Parser:
                 inferred = _type_of(default)
                 if inferred is None:
                     self.err(vpos, "E101", f"default of '{pname}' must be a number, boolean or string")
+                    continue
+                if isinstance(default, float) and not math.isfinite(default):
+                    self.err(vpos, "E303", f"default {show(default)} of '{pname}' must be a finite number")
                     continue
                 if ptype is None:
                     ptype = inferred

@@ -124,11 +124,23 @@ class _Converter:
         if node.tag == "tag:yaml.org,2002:str" and not _verbatim(node):
             self.inexact.add(_content_pos(self.file, node))
         try:
-            return self.constructor.construct_object(node)
+            value = self.constructor.construct_object(node)
         except ValueError:  # an integer of more than 4300 digits
             raise SpecError(
                 [Diagnostic(_pos(self.file, node), "E305", "this number has too many digits; write a smaller number")]
             ) from None
+        bad = yaml.reader.Reader.NON_PRINTABLE.search(value) if isinstance(value, str) else None
+        if bad is not None:  # written as an escape ("\0", "\e", "\ud800"); YAML allows none in a file
+            code = ord(bad.group())
+            what = "a lone surrogate, not a character" if 0xD800 <= code <= 0xDFFF else "a control character"
+            self.errors.append(
+                Diagnostic(
+                    _pos(self.file, node),
+                    "E004",
+                    f"this string holds U+{code:04X} ({what}), which YAML allows in no file; remove the escape",
+                )
+            )
+        return value
 
 
 def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, str]:
@@ -182,6 +194,14 @@ def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, s
         mark, message = _syntax_error(exc)
         pos = Pos(name, mark.line + 1, mark.column + 1) if mark else here
         raise fail("E004", message, pos) from None
+    except yaml.reader.ReaderError as exc:  # YAML allows no control characters (but tab and newlines)
+        at = exc.position
+        line, col = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        raise fail(
+            "E004",
+            f"the control character U+{exc.character:04X} is not allowed in YAML; remove it",
+            Pos(name, line, col),
+        ) from None
     except yaml.YAMLError as exc:  # pragma: no cover - defensive
         raise fail("E004", f"invalid YAML: {exc}") from None
     except RecursionError:

@@ -33,7 +33,8 @@ def inception_a(x, pool_features: int, *, name: str):
     branch3x3dbl_1 = conv_bn(x, out=64, name=f"{name}.branch3x3dbl_1")
     out = conv_bn(branch3x3dbl_1, out=96, kernel=3, name=f"{name}.branch3x3dbl_2")
     branch3x3dbl_3 = conv_bn(out, out=96, kernel=3, name=f"{name}.branch3x3dbl_3")
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.branch_pool_avg")(x)
+    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg_pad")(x)
+    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
     out = conv_bn(branch_pool_avg, out=pool_features, name=f"{name}.branch_pool")
     out = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch5x5_2, branch3x3dbl_3, out])
     return out
@@ -62,7 +63,8 @@ def inception_c(x, c7: int, *, name: str):
     out = conv_bn(out, out=c7, kernel=1, kw=7, name=f"{name}.branch7x7dbl_3")
     out = conv_bn(out, out=c7, kernel=7, kw=1, name=f"{name}.branch7x7dbl_4")
     branch7x7dbl_5 = conv_bn(out, out=192, kernel=1, kw=7, name=f"{name}.branch7x7dbl_5")
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.branch_pool_avg")(x)
+    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg_pad")(x)
+    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
     out = conv_bn(branch_pool_avg, out=192, name=f"{name}.branch_pool")
     out = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch7x7_3, branch7x7dbl_5, out])
     return out
@@ -92,7 +94,8 @@ def inception_e(x, *, name: str):
     branch3x3dbl_2 = conv_bn(branch3x3dbl_1, out=384, kernel=3, name=f"{name}.branch3x3dbl_2")
     branch3x3dbl_3a = conv_bn(branch3x3dbl_2, out=384, kernel=1, kw=3, name=f"{name}.branch3x3dbl_3a")
     branch3x3dbl_3b = conv_bn(branch3x3dbl_2, out=384, kernel=3, kw=1, name=f"{name}.branch3x3dbl_3b")
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.branch_pool_avg")(x)
+    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg_pad")(x)
+    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
     out = conv_bn(branch_pool_avg, out=192, name=f"{name}.branch_pool")
     out = layers.Concatenate(name=f"{name}.concat")(
         [branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out]

@@ -1,0 +1,197 @@
+"""`archspec verify`: every spec of the zoo and every converter case gives the
+same outputs in all four targets with the same weights, and the check fails
+when a target really differs.
+
+Converter cases (tests/converter_cases/*.yaml) are small specs for what breaks
+ports between frameworks: 'same' padding at stride 2 on an even input,
+ceil-mode pooling, LRN with a large alpha, average pooling with padding
+(counted and not), flatten before dense on a non-square map, depthwise and
+grouped convolutions, channel shuffle, SE's broadcast multiply and a causal
+dilated 1-D convolution. They run with --trace, which must find no
+divergence either (so the trace does not cry wolf).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from archspec.cli import main
+from archspec.pipeline import compile_spec
+from archspec.runtime import TARGETS
+from archspec.verify import format_table, verify
+from tests.conftest import ROOT, SPECS
+
+CASES = ROOT / "tests" / "converter_cases"
+SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
+CASE_NAMES = sorted(p.stem for p in CASES.glob("*.yaml"))
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("torch", "tensorflow", "keras", "chainer")),
+    reason="verify needs all four frameworks",
+)
+
+
+def check(report) -> None:
+    assert [t.target for t in report.targets] == list(TARGETS)
+    assert report.ok, format_table(report, trace=True)
+    assert not report.notes
+    for t in report.targets:
+        assert t.output_shapes == report.expected_output_shapes, t.target
+        assert (t.trainable, t.non_trainable) == (report.expected_trainable, report.expected_non_trainable)
+        if t.target != report.reference:
+            kinds = {c.kind for c in t.comparisons}
+            assert kinds == ({"output", "pre-softmax"} if report.softmax else {"output"}), t.target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_zoo_same_weights_same_outputs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the generated code is then byte for byte generated/'s
+    report = verify(compile_spec(f"specs/{name}.yaml"))
+    check(report)
+    # Random weights at a sensible scale: the values compared (logits where
+    # there is a softmax) are of order one, neither vanished nor exploded.
+    kind = "pre-softmax" if report.softmax else "output"
+    scales = [c.scale for c in report.targets[1].comparisons if c.kind == kind]
+    assert scales and all(0.1 < s < 100 for s in scales), scales
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_converter_case(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CASES)  # a short path: the generated header names it
+    report = verify(compile_spec(f"{name}.yaml"), trace=True)
+    check(report)
+    for t in report.targets[1:]:
+        assert t.trace is not None and t.trace.node is None and t.trace.compared >= 2, (t.target, t.trace)
+
+
+def test_converter_cases_cover_what_breaks_ports() -> None:
+    graphs = {name: compile_spec(CASES / f"{name}.yaml").graph for name in CASE_NAMES}
+    nodes = [n for g in graphs.values() for n in g.nodes]
+
+    def has(predicate) -> bool:
+        return any(predicate(n) for n in nodes)
+
+    assert has(lambda n: n.op == "conv2d" and n.attrs["stride"] == (2, 2) and n.attrs["padding"] == (0, 1, 0, 1))
+    assert has(lambda n: n.op == "max_pool2d" and n.attrs["ceil_mode"])
+    assert has(lambda n: n.op == "lrn" and n.attrs["alpha"] >= 1)
+    for include in (True, False):
+        assert has(
+            lambda n, i=include: n.op == "avg_pool2d" and any(n.attrs["padding"]) and n.attrs["count_include_pad"] is i
+        )
+    assert has(lambda n: n.op == "flatten" and len(n.in_shapes[0]) == 3 and n.in_shapes[0][1] != n.in_shapes[0][2])
+    assert has(lambda n: n.op == "depthwise_conv2d" and n.attrs["multiplier"] > 1)
+    assert has(lambda n: n.op == "conv2d" and n.attrs["groups"] > 1)
+    assert has(lambda n: n.op == "channel_shuffle")
+    assert has(lambda n: n.op == "multiply" and len(n.in_shapes[0]) != len(n.in_shapes[1]))
+    assert has(lambda n: n.op == "conv1d" and n.attrs["dilation"] > 1 and n.attrs["padding"][1] == 0)
+
+
+# ----------------------------------------------------------------------------
+# The check can fail
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, ["verify", *args])
+
+
+@pytest.mark.slow
+def test_verify_fails_on_a_wrong_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras conv kernels loaded as (kw, kh, in, out): the shapes fit (square
+    kernels), the outputs do not; --trace names the first convolution."""
+    from archspec import runtime
+    from archspec.runtime import keras as keras_rt
+
+    monkeypatch.setitem(
+        keras_rt.LAYOUTS, "Conv2D", {**keras_rt.LAYOUTS["Conv2D"], "kernel": ("weight", runtime.transpose(3, 2, 1, 0))}
+    )
+    result = run_cli(str(CASES / "flatten_nonsquare.yaml"), "--targets", "keras", "--trace")
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "pre-softmax prob: max |diff|" in result.output
+    assert "trace keras: first differs at conv (conv2d)" in result.output
+
+
+@pytest.mark.slow
+def test_verify_fails_on_a_changed_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Chainer classifier's biases all off by 1e-3 after loading: the
+    probabilities cannot show it (softmax ignores a common shift), the
+    pre-softmax values do, and --trace points at the layer."""
+    from archspec.runtime import chainer as chainer_rt
+
+    load = chainer_rt.load_weights
+
+    def load_and_nudge(model, weights) -> None:
+        load(model, weights)
+        model.fc2.b.array[...] += 1e-3
+
+    monkeypatch.setattr(chainer_rt, "load_weights", load_and_nudge)
+    report = verify(compile_spec(CASES / "flatten_nonsquare.yaml"), ["chainer"], trace=True)
+    chainer = report.targets[1]
+    assert not report.ok and not chainer.ok
+    (out,) = [c for c in chainer.comparisons if c.kind == "output"]
+    (pre,) = [c for c in chainer.comparisons if c.kind == "pre-softmax"]
+    assert out.ok and out.max_abs_diff < 1e-6
+    assert not pre.ok and pre.max_abs_diff == pytest.approx(1e-3, rel=1e-2)
+    assert chainer.trace.node == "fc2" and chainer.trace.agreed_before == 2
+    assert run_cli(str(CASES / "flatten_nonsquare.yaml"), "--targets", "chainer").exit_code == 1
+
+
+@pytest.mark.slow
+def test_verify_cli_table_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CASES)
+    result = run_cli("se_broadcast.yaml", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("se_broadcast.yaml: se_broadcast, input 8x6x5, batch 2, seed 3; reference pytorch")
+    for target in TARGETS:
+        assert any(line.split()[:1] == [target] and line.endswith("pass") for line in lines), target
+    assert lines[-2].strip().startswith("ok")
+
+    result = run_cli("flatten_nonsquare.yaml", "--json", "--targets", "keras,chainer", "--set", "num_classes=4")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["ok"] is True
+    (spec,) = doc["specs"]
+    assert spec["softmax"] is True and spec["expected_output_shapes"] == [[2, 4]]
+    assert [t["target"] for t in spec["targets"]] == ["pytorch", "keras", "chainer"]
+    keras = spec["targets"][1]
+    assert keras["ok"] and keras["output_shapes"] == [[2, 4]]
+    assert keras["max_abs_diff"] < 1e-4 and keras["max_abs_diff_pre_softmax"] < 1e-4
+    assert keras["trainable"] == spec["expected_trainable"]
+    assert {c["kind"] for c in keras["comparisons"]} == {"output", "pre-softmax"}
+
+
+def test_verify_usage_and_spec_errors(tmp_path) -> None:
+    result = run_cli(str(CASES / "lrn.yaml"), "--targets", "pytorch,theano")
+    assert result.exit_code == 2 and "unknown target 'theano'" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsource: test\ninput: [3, 8, 8]\nlayers:\n  - conv: {op: conv2d, out: 4, kernal: 3}\n")
+    result = run_cli(str(bad))
+    assert result.exit_code == 1
+    assert "bad.yaml:5:" in result.output and "E202" in result.output and "did you mean 'kernel'" in result.output
+    result = run_cli(str(bad), "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.output[result.output.index("{") :])["specs"][0]["ok"] is False
+
+
+def test_tolerance_scales_with_the_output() -> None:
+    from archspec.verify import ATOL, RTOL, tolerance
+
+    assert tolerance(np.array([0.0, -50.0])) == pytest.approx(RTOL * 50 + ATOL)
+    assert tolerance(np.zeros(3)) == ATOL
+
+
+@pytest.mark.slow
+def test_verify_the_committed_generated_files() -> None:
+    """verify can run modules already imported (here generated/'s) instead of
+    generating the code; their models load the same weights."""
+    from tests.test_generated_pytorch import load_generated
+
+    modules = {t: load_generated("lenet", t) for t in TARGETS}
+    check(verify(compile_spec(SPECS / "lenet.yaml"), modules=modules))
