@@ -30,6 +30,7 @@ from typing import Any
 
 from archspec import ops
 from archspec.ir import INPUT, Instance, Node
+from archspec.names import GLOBAL_NAMES
 from archspec.pipeline import Compiled
 from archspec.schema import expr as E
 from archspec.schema.spec import BlockDef, NodeDef, Value
@@ -71,15 +72,6 @@ MAX_CHANNEL_TERMS = 64
 # Names the generated files use in functions (modules, helpers, builtins): a
 # variable named after a node (a node called ``torch`` or ``max``) must not hide
 # them, so such a variable takes a trailing underscore.
-GLOBAL_NAMES = frozenset(
-    ["torch", "nn", "F", "math", "tf", "keras", "layers", "ops", "np", "chainer", "L"]
-    + ["make_divisible", "make_stage", "pad_same", "pad_causal", "same_pad", "channel_shuffle", "instance_norm"]
-    + ["glorot_uniform", "pair", "tf_padding", "avg_pool_padded", "Stage"]
-    + ["super", "int", "float", "bool", "str", "round", "min", "max", "abs", "range", "dict", "list", "tuple"]
-    + ["len", "sum", "isinstance", "hasattr", "getattr", "enumerate", "reversed", "type", "zip"]
-)
-
-
 class CodegenError(Exception):
     """The code model cannot express the IR faithfully (an archspec bug or an
     unsupported construct); nothing is written."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from archspec import ops
 from archspec.diagnostics import Collector, Pos, did_you_mean, one_of, show
+from archspec.names import GLOBAL_NAMES
 from archspec.schema import expr as E
 from archspec.schema.yamlload import YList, YMap, load_yaml
 
@@ -54,9 +55,22 @@ RESERVED = {
     "dtype",
     "config",
 }
+# Members of the frameworks' module classes (nn.Module, tf.Module, chainer.Link):
+# a node of that name would become an attribute that hides the method.
+RESERVED |= {
+    "eval", "train", "to", "float", "double", "half", "bfloat16", "type", "cuda", "cpu", "apply",
+    "state_dict", "load_state_dict", "zero_grad", "register_buffer", "register_module", "add_module",
+    "named_modules", "named_parameters", "named_buffers", "named_children", "buffers", "requires_grad_",
+    "extra_repr", "get_submodule", "share_memory", "to_empty", "submodules", "name_scope",
+    "trainable_variables", "non_trainable_variables", "with_name_scope", "copy", "serialize", "links",
+    "namedlinks", "namedparams", "cleargrads", "zerograds", "add_param", "add_link", "device", "xp",
+    "init_scope", "within_init_scope", "to_cpu", "to_gpu", "to_device", "disable_update", "enable_update",
+    "update_enabled", "count_params", "repeat", "register_persistent", "add_persistent",
+}  # fmt: skip
 # Parameter names that are also taken: the generated code's own argument names
-# (make_stage's block, units and first; Keras functions' x and inputs).
-RESERVED_PARAMS = (RESERVED - {"num_classes"}) | {"first", "units", "block", "x", "inputs"}
+# (make_stage's block, units and first; Keras functions' x and inputs) and the
+# names generated files use (framework modules, helpers, builtins).
+RESERVED_PARAMS = (RESERVED - {"num_classes"}) | {"first", "units", "block", "x", "inputs"} | GLOBAL_NAMES
 MAX_NODES_PER_SCOPE = 2000
 # Node keys people write for the real ones, which difflib does not match.
 KEY_HINTS = {"input": "in", "inputs": "in", "from": "in", "if": "when", "repeats": "repeat", "times": "repeat"}
