@@ -311,11 +311,8 @@ def _targets(value: str) -> list[str]:
         return list(TARGETS)
     unknown = [t for t in chosen if t not in TARGETS]
     if unknown or not chosen:
-        raise click.UsageError(
-            f"--targets: unknown target {unknown[0]!r}"
-            if unknown
-            else "--targets: no target given" + f"; choose from {', '.join(TARGETS)} (comma-separated) or all"
-        )
+        what = f"unknown target {unknown[0]!r}" if unknown else "no target given"
+        raise click.UsageError(f"--targets: {what}; choose from {', '.join(TARGETS)} (comma-separated) or all")
     return chosen
 
 

@@ -21,9 +21,9 @@ imported by them. Every module offers the same functions:
     Inference on a channels-first float32 batch; outputs channels-first.
 ``softmax_bypassed()``
     A context in which every softmax of the framework is the identity.
-``capture(model) -> dict``
-    A context that records the output of every module, layer or link named
-    by an IR path during the runs inside it (channels-first arrays).
+``intermediates(model, x) -> dict``
+    One more run that records the output of every module, layer or link named
+    by an IR path (node or block), as channels-first arrays.
 """
 
 from __future__ import annotations

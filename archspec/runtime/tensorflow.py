@@ -9,7 +9,7 @@ IR paths, so the modules of a model are found by walking its attributes.
 
 Models run eagerly here (``tf.config.run_functions_eagerly``): tracing a deep
 network into a graph costs more than running it once, and eager execution is
-what lets :func:`softmax_bypassed` and :func:`capture` see every call.
+what lets :func:`softmax_bypassed` and :func:`intermediates` see every call.
 """
 
 from __future__ import annotations
