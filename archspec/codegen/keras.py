@@ -82,17 +82,17 @@ def _padding(
         lines = [
             f"{out} = {inp}",
             f"if {amount}:",
-            f"    {out} = {pad_layer}({amount}, {ctx.name(step, '_pad')})({out})",
+            f"    {out} = {pad_layer}({amount}, {ctx.name(step, '.pad')})({out})",
         ]
         return lines, '"valid"', out
     sides = p.sides
     if keras_same and _is_same_at_stride1(step, ctx, sides):
         return [], '"same"', inp
     if len(sides) == 2:
-        return [f"{out} = layers.ZeroPadding1D({sides}, {ctx.name(step, '_pad')})({inp})"], '"valid"', out
+        return [f"{out} = layers.ZeroPadding1D({sides}, {ctx.name(step, '.pad')})({inp})"], '"valid"', out
     t, b, left, r = sides
     spec = f"(({t}, {b}), ({left}, {r}))" if (t, b) != (left, r) or t != b else str(t)
-    return [f"{out} = {pad_layer}({spec}, {ctx.name(step, '_pad')})({inp})"], '"valid"', out
+    return [f"{out} = {pad_layer}({spec}, {ctx.name(step, '.pad')})({inp})"], '"valid"', out
 
 
 def _is_same_at_stride1(step: Step, ctx: Ctx, sides: tuple[int, ...]) -> bool:
@@ -265,7 +265,7 @@ def flatten(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
         return [f"{out} = layers.Flatten({ctx.name(step)})({ins[0]})"]
     order = "(3, 1, 2)" if rank == 3 else "(2, 1)"
     return [
-        f"{out} = layers.Permute({order}, {ctx.name(step, '_channels_first')})({ins[0]})",
+        f"{out} = layers.Permute({order}, {ctx.name(step, '.channels_first')})({ins[0]})",
         f"{out} = layers.Flatten({ctx.name(step)})({out})",
     ]
 
@@ -282,7 +282,7 @@ def multiply(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
         vec, full = (b, ra) if rb == 1 else (a, rb)
         shape = "(1, 1, -1)" if full == 3 else "(1, -1)"
         reshaped = f"{vec}_broadcast"
-        lines.append(f"{reshaped} = layers.Reshape({shape}, {ctx.name(step, '_broadcast')})({vec})")
+        lines.append(f"{reshaped} = layers.Reshape({shape}, {ctx.name(step, '.broadcast')})({vec})")
         a, b = (a, reshaped) if rb == 1 else (reshaped, b)
     return [*lines, f"{out} = layers.Multiply({ctx.name(step)})([{a}, {b}])"]
 

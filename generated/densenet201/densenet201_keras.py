@@ -64,11 +64,11 @@ def DenseNet201(num_classes: int = 1000, bn_size: int = 4) -> keras.Model:
     changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(3, name="conv0_pad")(x)
+    x = layers.ZeroPadding2D(3, name="conv0.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv0")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="norm0")(x)
     x = layers.ReLU(name="relu0")(x)
-    x = NegInfPadding2D(1, name="pool0_pad")(x)
+    x = NegInfPadding2D(1, name="pool0.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool0")(x)
     for i in range(6):
         x = dense_layer(x, growth_rate=32, bn_size=bn_size, name=f"denseblock1.{i}")

@@ -51,7 +51,7 @@ def conv_relu(x, out: int, kernel: int = 1, stride: int = 1, padding: int = 0, *
     """A convolution with bias and its ReLU."""
     x = x
     if padding:
-        x = layers.ZeroPadding2D(padding, name=f"{name}.conv_pad")(x)
+        x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, strides=stride, name=f"{name}.conv")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     return x
@@ -75,7 +75,7 @@ def aux_classifier(x, num_classes: int, *, name: str):
     """An auxiliary classifier on an intermediate 14x14 feature map."""
     x = layers.AveragePooling2D(5, strides=3, name=f"{name}.pool")(x)
     x = conv_relu(x, out=128, name=f"{name}.conv")
-    x = layers.Permute((3, 1, 2), name=f"{name}.flatten_channels_first")(x)
+    x = layers.Permute((3, 1, 2), name=f"{name}.flatten.channels_first")(x)
     x = layers.Flatten(name=f"{name}.flatten")(x)
     x = layers.Dense(1024, name=f"{name}.fc1")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
@@ -102,17 +102,17 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_relu(x, out=64, kernel=7, stride=2, padding=3, name="conv1")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool1_pad")(x)
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool1.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn1")(x)
     x = conv_relu(x, out=64, name="conv2")
     x = conv_relu(x, out=192, kernel=3, padding=1, name="conv3")
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn2")(x)
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool2_pad")(x)
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool2.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool2")(x)
     x = inception(x, c1=64, r3=96, c3=128, r5=16, c5=32, pp=32, name="inception3a")
     x = inception(x, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64, name="inception3b")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool3_pad")(x)
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool3.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool3")(x)
     inception4a = inception(x, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
     aux1 = None
@@ -125,7 +125,7 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
     if aux_logits:
         aux2 = aux_classifier(inception4d, num_classes=num_classes, name="aux2")
     inception4e = inception(inception4d, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4_pad")(inception4e)
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(inception4e)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
     x = inception(x, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception5a")
     x = inception(x, c1=384, r3=192, c3=384, r5=48, c5=128, pp=128, name="inception5b")

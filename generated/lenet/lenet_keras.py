@@ -26,7 +26,7 @@ def LeNet(num_classes: int = 2) -> keras.Model:
     x = layers.Conv2D(16, 5, name="conv2")(x)
     x = layers.MaxPooling2D(2, strides=2, name="pool2")(x)
     x = layers.Activation("sigmoid", name="act2")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_channels_first")(x)
+    x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(120, name="fc1")(x)
     x = layers.Dense(64, name="fc2")(x)

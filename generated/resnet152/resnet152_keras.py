@@ -41,7 +41,7 @@ def bottleneck(x, width: int, stride: int = 1, project: bool = False, *, name: s
     out = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
     out = layers.ReLU(name=f"{name}.relu1")(out)
-    out = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(out)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
     out = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv2")(out)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
     out = layers.ReLU(name=f"{name}.relu2")(out)
@@ -66,11 +66,11 @@ def ResNet152(num_classes: int = 1000) -> keras.Model:
     conv + BN) on the first unit of every stage, as torchvision."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.ZeroPadding2D(3, name="conv1.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool_pad")(x)
+    x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
         x = bottleneck(x, width=64, project=i == 0, name=f"layer1.{i}")

@@ -39,7 +39,7 @@ def basic_block(x, width: int, stride: int = 1, project: bool = False, *, name: 
     """Two 3x3 convolutions with batch norm (the first carrying the stride) around a
     shortcut: the identity, or a strided 1x1 projection on a stage's first unit
     where the shape changes."""
-    out = layers.ZeroPadding2D(1, name=f"{name}.conv1_pad")(x)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv1.pad")(x)
     out = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(out)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
     out = layers.ReLU(name=f"{name}.relu1")(out)
@@ -64,11 +64,11 @@ def ResNet18(num_classes: int = 1000) -> keras.Model:
     unit of stages 2-4); stage 1 keeps identity shortcuts."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.ZeroPadding2D(3, name="conv1.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool_pad")(x)
+    x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(2):
         x = basic_block(x, width=64, name=f"layer1.{i}")

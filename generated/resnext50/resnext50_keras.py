@@ -42,7 +42,7 @@ def bottleneck(x, planes: int, groups: int, width_per_group: int, stride: int = 
     out = layers.Conv2D(int(planes * width_per_group / 64) * groups, 1, use_bias=False, name=f"{name}.conv1")(x)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
     out = layers.ReLU(name=f"{name}.relu1")(out)
-    out = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(out)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
     out = layers.Conv2D(
         int(planes * width_per_group / 64) * groups,
         3,
@@ -76,11 +76,11 @@ def ResNeXt50(num_classes: int = 1000, groups: int = 32, width_per_group: int = 
     resnext101_32x4d; this one is built the same way."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.ZeroPadding2D(3, name="conv1.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool_pad")(x)
+    x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
         x = bottleneck(x, planes=64, groups=groups, width_per_group=width_per_group, project=i == 0, name=f"layer1.{i}")

@@ -55,7 +55,7 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
     y = layers.ReLU(name=f"{name}.relu1")(y)
     y = ChannelShuffle(groups, name=f"{name}.shuffle")(y)
-    y = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(y)
+    y = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(y)
     y = layers.DepthwiseConv2D(3, strides=stride, use_bias=False, name=f"{name}.conv2")(y)
     y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
     y = layers.Conv2D(
@@ -64,7 +64,7 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     bn3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
     shortcut = x
     if stride == 2:
-        shortcut = layers.ZeroPadding2D(1, name=f"{name}.shortcut_pad")(x)
+        shortcut = layers.ZeroPadding2D(1, name=f"{name}.shortcut.pad")(x)
         shortcut = layers.AveragePooling2D(3, strides=2, name=f"{name}.shortcut")(shortcut)
     y = shortcut
     if stride == 2:
@@ -92,11 +92,11 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3) -> keras.Model:
     changes no count), a softmax at the end. 137.5M MACs, the paper's 137M."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(1, name="conv1_pad")(x)
+    x = layers.ZeroPadding2D(1, name="conv1.pad")(x)
     x = layers.Conv2D(24, 3, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool_pad")(x)
+    x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(4):
         x = shuffle_unit(

@@ -32,7 +32,7 @@ def conv_relu(x, out: int, kernel: int = 1, padding: int = 0, *, name: str):
     """A convolution with bias and its ReLU."""
     x = x
     if padding:
-        x = layers.ZeroPadding2D(padding, name=f"{name}.conv_pad")(x)
+        x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, name=f"{name}.conv")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     return x
@@ -67,7 +67,7 @@ def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     x = fire(x, s=16, e=64, name="fire2")
     x = fire(x, s=16, e=64, name="fire3")
     x = fire(x, s=32, e=128, name="fire4")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4_pad")(x)
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
     x = fire(x, s=32, e=128, name="fire5")
     x = fire(x, s=48, e=192, name="fire6")

@@ -53,7 +53,7 @@ def VGG16(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(3):
         x = conv_relu(x, out=512, name=f"stage5.{i}")
     x = layers.MaxPooling2D(2, strides=2, name="pool5")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_channels_first")(x)
+    x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")

@@ -42,7 +42,7 @@ def bottleneck(x, planes: int, width_per_group: int, stride: int = 1, project: b
     out = layers.Conv2D(int(planes * width_per_group / 64), 1, use_bias=False, name=f"{name}.conv1")(x)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
     out = layers.ReLU(name=f"{name}.relu1")(out)
-    out = layers.ZeroPadding2D(1, name=f"{name}.conv2_pad")(out)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
     out = layers.Conv2D(int(planes * width_per_group / 64), 3, strides=stride, use_bias=False, name=f"{name}.conv2")(
         out
     )
@@ -69,11 +69,11 @@ def WideResNet50(num_classes: int = 1000, width_per_group: int = 128) -> keras.M
     projection shortcuts (1x1 conv + BN) on the first unit of every stage."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.ZeroPadding2D(3, name="conv1.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool_pad")(x)
+    x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
         x = bottleneck(x, planes=64, width_per_group=width_per_group, project=i == 0, name=f"layer1.{i}")

@@ -36,7 +36,7 @@ def conv_relu(x, out: int, kernel: int, stride: int = 1, padding: int = 0, *, na
     """A convolution and its ReLU."""
     x = x
     if padding:
-        x = layers.ZeroPadding2D(padding, name=f"{name}.conv_pad")(x)
+        x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, strides=stride, name=f"{name}.conv")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     return x
@@ -70,7 +70,7 @@ def ZFNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     x = conv_relu(x, out=384, kernel=3, padding=1, name="conv4")
     x = conv_relu(x, out=256, kernel=3, padding=1, name="conv5")
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_channels_first")(x)
+    x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")

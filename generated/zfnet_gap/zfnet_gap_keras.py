@@ -36,7 +36,7 @@ def conv_relu(x, out: int, kernel: int, stride: int = 1, padding: int = 0, *, na
     """A convolution and its ReLU."""
     x = x
     if padding:
-        x = layers.ZeroPadding2D(padding, name=f"{name}.conv_pad")(x)
+        x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, strides=stride, name=f"{name}.conv")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)
     return x
