@@ -157,6 +157,23 @@ def _render(compiled: list[Compiled], targets: list[str], table: bool, diagram: 
         raise _internal(exc) from None
 
 
+specs_dir_option = click.option(
+    "--specs",
+    "specs_dir",
+    default="specs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory of specs.",
+)
+out_dir_option = click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
 target_choice = click.Choice([*EMITTERS, "all"])
 
 
@@ -171,15 +188,7 @@ target_choice = click.Choice([*EMITTERS, "all"])
     required=True,
     help="Framework to generate (repeatable), or all.",
 )
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    default="generated",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory.",
-)
+@out_dir_option
 @set_option
 def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: Path, sets: tuple[str, ...]) -> None:
     """Generate framework code: writes DIR/<name>/<name>_<target>.py."""
@@ -194,23 +203,8 @@ def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: P
 
 
 @main.command(name="build")
-@click.option(
-    "--specs",
-    "specs_dir",
-    default="specs",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Directory of specs.",
-)
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    default="generated",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory.",
-)
+@specs_dir_option
+@out_dir_option
 def build_command(specs_dir: str, out_dir: Path) -> None:
     """Regenerate everything for every spec: code for all targets, tables, diagrams."""
     import time
@@ -249,23 +243,8 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
 
 
 @main.command(name="check")
-@click.option(
-    "--specs",
-    "specs_dir",
-    default="specs",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Directory of specs.",
-)
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    default="generated",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory.",
-)
+@specs_dir_option
+@out_dir_option
 def check_command(specs_dir: str, out_dir: Path) -> None:
     """Exit 1 if generated/ differs from what `archspec build` would write."""
     from archspec.build import check

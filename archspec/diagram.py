@@ -39,11 +39,9 @@ as single boxes.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from typing import Any
 import click
 
 from archspec import ops
+from archspec.codegen.writer import write_atomic
 from archspec.ir import INPUT, Graph, Instance, Node, Shape
 from archspec.pipeline import Compiled
 
@@ -688,19 +687,6 @@ def box_count(dot_text: str) -> int:
     return count
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_dot(dot_text: str, fmt: str = "svg", *, timeout: float = RENDER_TIMEOUT) -> bytes:
     """Render DOT text with Graphviz' ``dot`` and return the drawing.
 
@@ -740,17 +726,17 @@ def render(dot_text: str, path: str | Path, fmt: str = "svg", *, timeout: float 
         raise ValueError(f"{path} would hold the {fmt} drawing and the DOT source; name it .{fmt}")
     dot_path = path.with_suffix(".dot")
     if fmt == "dot":
-        _atomic_write(path, dot_text.encode("utf-8"))
+        write_atomic(path, dot_text.encode("utf-8"))
         return [path]
     try:
         drawing = run_dot(dot_text, fmt, timeout=timeout)
     except GraphvizNotFound:
-        _atomic_write(dot_path, dot_text.encode("utf-8"))
+        write_atomic(dot_path, dot_text.encode("utf-8"))
         raise GraphvizNotFound(dot_path, fmt, path) from None
     except DiagramError as exc:
-        _atomic_write(dot_path, dot_text.encode("utf-8"))
+        write_atomic(dot_path, dot_text.encode("utf-8"))
         raise DiagramError(f"{exc} (the DOT source is in {dot_path})") from None
-    _atomic_write(path, drawing)
+    write_atomic(path, drawing)
     return [path]
 
 
