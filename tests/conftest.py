@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
+
+
+def load_generated(name: str, target: str, root: Path = ROOT / "generated") -> ModuleType:
+    """Import generated/<name>/<name>_<target>.py (or the same file under ``root``)."""
+    path = root / name / f"{name}_{target}.py"
+    assert path.is_file(), f"{path} is missing: run `archspec build`"
+    module_name = f"generated_{name}_{target}" if root == ROOT / "generated" else f"sampler_{name}_{target}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A channels-first per-sample shape as the NHWC targets see it."""
+    return (*shape[1:], shape[0])
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ PyTorch's outputs; and what Chainer cannot express is refused, not guessed.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +28,14 @@ from archspec.codegen.model import build as build_model
 from archspec.codegen.writer import format_source
 from archspec.passes.count import weights
 from archspec.pipeline import compile_spec
-from tests.conftest import ROOT, SPECS
+from tests.conftest import ROOT, SPEC_NAMES, SPECS, load_generated
 
-SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
 # Not importorskip: chainer's import needs the numpy 2 shim that the generated files carry.
 needs_chainer = pytest.mark.skipif(importlib.util.find_spec("chainer") is None, reason="chainer is not installed")
 
 
 def test_chainer_rules_cover_every_op() -> None:
     assert set(chainer_emitter.OPS) == set(ops.OPS)
-
-
-def load_generated(name: str, target: str, root: Path = ROOT / "generated"):
-    path = root / name / f"{name}_{target}.py"
-    assert path.is_file(), f"{path} is missing: run `archspec build`"
-    module_name = f"generated_{name}_{target}" if root == ROOT / "generated" else f"sampler_{name}_{target}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def canonical_key(path: str) -> str:

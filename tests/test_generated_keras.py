@@ -16,15 +16,10 @@ import pytest
 
 from archspec.codegen.model import class_name
 from archspec.pipeline import compile_spec
-from tests.conftest import SPECS
-from tests.test_generated_pytorch import SPEC_NAMES, load_generated
+from tests.conftest import SPEC_NAMES, SPECS, channels_last, load_generated
 
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
-
-
-def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (*shape[1:], shape[0])
 
 
 @pytest.mark.slow

@@ -9,30 +9,14 @@ stage against archspec's own inference.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from archspec.codegen.model import class_name
 from archspec.passes.count import weights
 from archspec.pipeline import compile_spec
-from tests.conftest import ROOT, SPECS
+from tests.conftest import SPEC_NAMES, SPECS, load_generated
 
 torch = pytest.importorskip("torch")
-
-SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
-
-
-def load_generated(name: str, target: str):
-    path = ROOT / "generated" / name / f"{name}_{target}.py"
-    assert path.is_file(), f"{path} is missing: run `archspec build`"
-    module_name = f"generated_{name}_{target}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow

@@ -24,28 +24,11 @@ from archspec.codegen import tensorflow as tf_emitter
 from archspec.codegen.model import class_name
 from archspec.passes.count import weights
 from archspec.pipeline import compile_spec
-from tests.conftest import ROOT, SPECS
-
-SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
+from tests.conftest import SPEC_NAMES, SPECS, channels_last, load_generated
 
 
 def test_rules_cover_every_op() -> None:
     assert set(tf_emitter.OPS) == set(ops.OPS)
-
-
-def load_generated(name: str, target: str):
-    path = ROOT / "generated" / name / f"{name}_{target}.py"
-    assert path.is_file(), f"{path} is missing: run `archspec build`"
-    module_name = f"generated_{name}_{target}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (*shape[1:], shape[0])
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,9 @@ from archspec.cli import main
 from archspec.pipeline import compile_spec
 from archspec.runtime import TARGETS
 from archspec.verify import format_table, verify
-from tests.conftest import ROOT, SPECS
+from tests.conftest import ROOT, SPEC_NAMES, SPECS
 
 CASES = ROOT / "tests" / "converter_cases"
-SPEC_NAMES = sorted(p.stem for p in SPECS.glob("*.yaml"))
 CASE_NAMES = sorted(p.stem for p in CASES.glob("*.yaml"))
 
 pytestmark = pytest.mark.skipif(
@@ -191,7 +190,7 @@ def test_tolerance_scales_with_the_output() -> None:
 def test_verify_the_committed_generated_files() -> None:
     """verify can run modules already imported (here generated/'s) instead of
     generating the code; their models load the same weights."""
-    from tests.test_generated_pytorch import load_generated
+    from tests.conftest import load_generated
 
     modules = {t: load_generated("lenet", t) for t in TARGETS}
     check(verify(compile_spec(SPECS / "lenet.yaml"), modules=modules))

@@ -147,7 +147,7 @@ def test_layouts_invert_each_other() -> None:
 
 
 def generated(name: str, target: str):
-    from tests.test_generated_pytorch import load_generated
+    from tests.conftest import load_generated
 
     return load_generated(name, target)
 
