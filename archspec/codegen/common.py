@@ -6,7 +6,7 @@ import ast
 import textwrap
 from dataclasses import dataclass, field
 
-from archspec.codegen.model import CodegenError, CodeModel, Step, Unit, is_const, num
+from archspec.codegen.model import CodegenError, CodeModel, Unit, is_const
 from archspec.diagnostics import one_line
 from archspec.ops import REQUIRED
 from archspec.schema import expr as E
@@ -109,14 +109,6 @@ def signature(unit: Unit, printer: Printer, self_arg: bool = True) -> str:
     return ", ".join(parts)
 
 
-def block_call_args(step: Step, printer: Printer, unit_in: str) -> list[str]:
-    """Arguments of a block constructor call: in_channels first, then keywords."""
-    out = [unit_in]
-    for k, v in step.attrs.items():
-        out.append(f"{k}={printer.expr(v)}")
-    return out
-
-
 def assign(output: str, call: str, present: str | None, first_input: str, model_output: bool = False) -> list[str]:
     """The forward lines of one step. ``present`` is the run-time test of a
     conditional step (None: always there). Left out, a step stands for its
@@ -162,10 +154,3 @@ def unique_names(source: str, model: CodeModel, target: str, written: list[str] 
                 )
             raise CodegenError(f"{target}: the generated file binds {n} twice")  # pragma: no cover - a bug
     return source
-
-
-def const_int(e: E.Expr) -> int | None:
-    return E.evaluate(e, {}) if is_const(e) else None
-
-
-__all__ = ["TARGETS", "Printer", "header", "docstring", "model_doc", "signature", "block_call_args", "num"]

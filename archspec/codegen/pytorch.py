@@ -85,46 +85,42 @@ def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> 
     return f"F.pad({inp}, {pads}{fill})"
 
 
-def conv2d(step: Step, ctx: Ctx) -> str:
-    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+def _conv_kwargs(step: Step, ctx: Ctx, *extra: str) -> list[str]:
+    """The keywords every convolution module shares, defaults left out;
+    ``extra`` names further attributes whose framework default is 1."""
     kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
     kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
-    kw += _kw("groups", _attr(step, ctx, "groups"), "1")
-    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
-    return f"nn.Conv2d({', '.join(args + kw)})"
+    for name in extra:
+        kw += _kw(name, _attr(step, ctx, name), "1")
+    return kw
+
+
+def _bias_kwarg(step: Step, ctx: Ctx) -> list[str]:
+    return _kw("bias", _attr(step, ctx, "bias"), "True")
+
+
+def _conv(cls: str, *extra: str) -> Module:
+    """nn.Conv2d / nn.Conv1d / SeparableConv2d(in, out, kernel, ...)."""
+
+    def make(step: Step, ctx: Ctx) -> str:
+        if cls == "SeparableConv2d":
+            ctx.helpers.add(cls)
+        args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+        return f"{cls}({', '.join([*args, *_conv_kwargs(step, ctx, *extra), *_bias_kwarg(step, ctx)])})"
+
+    return make
 
 
 def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
     cin = ctx.printer.expr(step.in_channels)
     cout = ctx.printer.expr(mul(step.in_channels, step.attrs["multiplier"]))
-    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
-    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
-    kw += [f"groups={cin}", *_kw("bias", _attr(step, ctx, "bias"), "True")]
+    kw = [*_conv_kwargs(step, ctx), f"groups={cin}", *_bias_kwarg(step, ctx)]
     return f"nn.Conv2d({', '.join([cin, cout, _attr(step, ctx, 'kernel'), *kw])})"
-
-
-def separable_conv2d(step: Step, ctx: Ctx) -> str:
-    ctx.helpers.add("SeparableConv2d")
-    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
-    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
-    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
-    kw += _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
-    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
-    return f"SeparableConv2d({', '.join(args + kw)})"
-
-
-def conv1d(step: Step, ctx: Ctx) -> str:
-    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
-    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_conv_padding(step, ctx)]
-    kw += _kw("dilation", _attr(step, ctx, "dilation"), "1")
-    kw += _kw("groups", _attr(step, ctx, "groups"), "1")
-    kw += _kw("bias", _attr(step, ctx, "bias"), "True")
-    return f"nn.Conv1d({', '.join(args + kw)})"
 
 
 def dense(step: Step, ctx: Ctx) -> str:
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out")]
-    return f"nn.Linear({', '.join(args + _kw('bias', _attr(step, ctx, 'bias'), 'True'))})"
+    return f"nn.Linear({', '.join(args + _bias_kwarg(step, ctx))})"
 
 
 def _pool(cls: str) -> Module:
@@ -243,10 +239,10 @@ class Rule:
 
 
 OPS: dict[str, Rule] = {
-    "conv2d": Rule(conv2d, _padded_call()),
+    "conv2d": Rule(_conv("nn.Conv2d", "groups"), _padded_call()),
     "depthwise_conv2d": Rule(depthwise_conv2d, _padded_call()),
-    "separable_conv2d": Rule(separable_conv2d, _padded_call()),
-    "conv1d": Rule(conv1d, _padded_call()),
+    "separable_conv2d": Rule(_conv("SeparableConv2d", "multiplier"), _padded_call()),
+    "conv1d": Rule(_conv("nn.Conv1d", "groups"), _padded_call()),
     "dense": Rule(dense),
     "max_pool2d": Rule(_pool("MaxPool2d"), _padded_call('float("-inf")')),
     "avg_pool2d": Rule(_pool("AvgPool2d"), _padded_call()),

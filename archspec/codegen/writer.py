@@ -28,41 +28,8 @@ def _ruff() -> str:
 
 
 def format_source(source: str, filename: str = "generated.py") -> str:
-    """``ruff format`` the text, then ``ruff check`` it; raise FormatError on
-    any finding, so that nothing unformatted or unclean is ever written."""
-    run = subprocess.run(
-        [_ruff(), "format", *RUFF_ARGS, "--stdin-filename", filename, "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if run.returncode != 0:
-        raise FormatError(f"ruff format failed on {filename}:\n{run.stderr}")
-    formatted = run.stdout
-    check = subprocess.run(
-        [
-            _ruff(),
-            "check",
-            *RUFF_ARGS,
-            "--select",
-            RUFF_RULES,
-            "--ignore",
-            RUFF_IGNORE,
-            "--output-format",
-            "concise",
-            "--stdin-filename",
-            filename,
-            "-",
-        ],
-        input=formatted,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check.returncode != 0:
-        raise FormatError(f"ruff check failed on {filename}:\n{check.stdout}{check.stderr}")
-    return formatted
+    """Format and check one file (see :func:`format_many`)."""
+    return format_many({filename: source})[filename]
 
 
 def format_many(sources: dict[str, str]) -> dict[str, str]:
