@@ -38,6 +38,7 @@ CODES: dict[str, str] = {
     "E207": "reference to a later node",
     "E208": "block uses itself",
     "E209": "wrong number of inputs",
+    "E210": "named output misused",
     # Values and expressions
     "E301": "expression syntax error",
     "E302": "expression evaluation error",

@@ -645,15 +645,18 @@ def to_dot(compiled: Compiled, *, depth: int | None = None, expand: bool = False
     out.append("  {rank=source; " + _q("@input") + "; " + _q("@legend") + ";}")
     out.append("")
 
-    seen: set[tuple[str, str, str]] = set()
+    # One edge per (source box, target box, shape); several distinct tensors
+    # along one edge (the skip outputs of a folded stage's units) say how many.
+    edges: dict[tuple[str, str, str], set[str]] = {}
     for node in g.nodes:
         dst = lay.box_of[node.path]
         for ref in node.inputs:
             src = "@input" if ref == INPUT else lay.box_of[ref]
-            key = (src, dst, shape_str(g.shape_of(ref)))
-            if src != dst and key not in seen:
-                seen.add(key)
-                out.append(f"  {_q(src)} -> {_q(dst)} {_attrs(label=' ' + key[2])};")
+            if src != dst:
+                edges.setdefault((src, dst, shape_str(g.shape_of(ref))), set()).add(ref)
+    for (src, dst, shape), refs in edges.items():
+        label = f" {len(refs)} x {shape}" if len(refs) > 1 else f" {shape}"
+        out.append(f"  {_q(src)} -> {_q(dst)} {_attrs(label=label)};")
     for o in g.outputs:
         out.append(f"  {_q(lay.box_of[o])} -> {_q('@output:' + o)} {_attrs(label=' ' + shape_str(g.shape_of(o)))};")
     out.append("}")

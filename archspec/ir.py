@@ -54,6 +54,8 @@ class Instance:
     pos: Pos
     index: int | None = None
     units: int = 0
+    # The block's other named outputs (after ``output``): (name, node path).
+    side_outputs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archspec.codegen import common
@@ -604,8 +604,8 @@ OPS: dict[str, Rule] = {
     "hard_swish": Rule(None, _fn("{x} * F.clipped_relu({x} + 3, 6.0) / 6")),
     "softmax": Rule(None, _fn("F.softmax({x}, axis=1)")),
     "flatten": Rule(None, _fn("F.reshape({x}, ({x}.shape[0], -1))")),
-    "add": Rule(None, lambda step, ctx, ins, link: " + ".join(ins)),
-    "concat": Rule(None, lambda step, ctx, ins, link: f"F.concat(({', '.join(ins)}), axis=1)"),
+    "add": Rule(None, lambda step, ctx, ins, link: _add(step, ins)),
+    "concat": Rule(None, lambda step, ctx, ins, link: f"F.concat({common.items(step, ins)}, axis=1)"),
     "multiply": Rule(None, _multiply),
     "channel_shuffle": Rule(None, channel_shuffle),
     "zero_pad2d": Rule(None, zero_pad2d),
@@ -647,6 +647,22 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
         attr = f"self.{step.name}"
         cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
         ins, out = [var(v) for v in step.inputs], var(step.output)
+        if step.unit is not None and (step.unpacks or step.collect):
+            if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+            links.append(f"{attr} = {ctor}")
+            named = replace(
+                step,
+                inputs=ins,
+                output=out,
+                side_outputs=[var(v) for v in step.side_outputs],
+                collect=[(var(a), var(b)) for a, b in step.collect],
+            )
+            if step.units is None:
+                forward.append(common.unit_outputs(named, f"{attr}({ins[0]})"))
+            else:
+                forward += common.run_units(named, f"block in {attr}", lambda x: f"block({x})")
+            continue
         if ctor is not None:
             links.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
             call = f"{attr}({ins[0]})" if step.unit is not None else OPS[step.op].forward(step, ctx, ins, attr)
@@ -671,7 +687,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
 def _local_names(unit: Unit) -> Callable[[str], str]:
     """Forward's variable names, with a trailing underscore where a node's name
     would shadow a module-level name that forward reads (``F``, a helper)."""
-    used = {v for s in unit.steps for v in [s.output, *s.inputs]}
+    used = {v for s in unit.steps for v in [s.output, *s.inputs, *s.side_outputs, *(a for a, _ in s.collect)]}
     rename: dict[str, str] = {}
     for v in sorted(used & _MODULE_NAMES):
         new = f"{v}_"
@@ -681,12 +697,20 @@ def _local_names(unit: Unit) -> Callable[[str], str]:
     return lambda v: rename.get(v, v)
 
 
+def _add(step: Step, ins: list[str]) -> str:
+    if not any(step.starred):
+        return " + ".join(ins)
+    return f"F.add({', '.join(f'*{v}' if star else v for v, star in zip(ins, step.starred))})"
+
+
 def _block_ctor(step: Step, ctx: Ctx) -> str:
     cin = ctx.expr(step.in_channels)
     kwargs = [f"{k}={ctx.expr(v)}" for k, v in step.attrs.items()]
     if step.units is None:
         return f"{step.unit}({', '.join([cin, *kwargs])})"
     units = ctx.expr(step.units)
+    if step.varies_with_i and (step.unpacks or step.collect):  # run unit by unit in forward: a list
+        return f"chainer.ChainList(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"
     ctx.helpers.add("Stage")
     if step.varies_with_i:
         return f"Stage(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"

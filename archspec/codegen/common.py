@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archspec.codegen.model import CodegenError, CodeModel, Unit, is_const
+from archspec.codegen.model import CodegenError, CodeModel, Step, Unit, is_const
 from archspec.diagnostics import one_line
 from archspec.ops import REQUIRED
 from archspec.schema import expr as E
@@ -120,6 +121,32 @@ def assign(output: str, call: str, present: str | None, first_input: str, model_
     if output == first_input:
         return [f"if {present}:", f"    {output} = {call}"]
     return [f"{output} = {call} if {present} else {first_input}"]
+
+
+def items(step: Step, ins: list[str]) -> str:
+    """The inputs of an add or concat as one list expression: a list that
+    collects a stage's outputs (``stack.*.skip``) is spliced in."""
+    if len(ins) == 1 and step.starred[0]:
+        return ins[0]
+    return "[" + ", ".join(f"*{v}" if star else v for v, star in zip(ins, step.starred)) + "]"
+
+
+def run_units(step: Step, loop: str, call: Callable[[str], str]) -> list[str]:
+    """The forward lines of a stage run unit by unit, as it must be when its
+    block returns several outputs or an output of every unit is collected
+    (``stack.*.skip``). ``loop`` is what follows ``for`` (``block in
+    self.stack``); ``call(x)`` is one unit's call on ``x``."""
+    out, inp = step.output, step.inputs[0]
+    lines = [f"{out} = {inp}"] if out != inp else []
+    lines += [f"{lst} = []" for lst, _ in step.collect]
+    lines += [f"for {loop}:", f"    {', '.join([out, *step.side_outputs])} = {call(out)}"]
+    lines += [f"    {lst}.append({item})" for lst, item in step.collect]
+    return lines
+
+
+def unit_outputs(step: Step, call: str) -> str:
+    """A block call, unpacked when the block returns several outputs."""
+    return f"{', '.join([step.output, *step.side_outputs])} = {call}"
 
 
 def unique_names(source: str, model: CodeModel, target: str, written: list[str] | None = None) -> str:

@@ -271,7 +271,7 @@ def flatten(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
 
 
 def merge(layer: str) -> Rule:
-    return lambda step, ctx, ins, out: [f"{out} = layers.{layer}({ctx.name(step)})([{', '.join(ins)}])"]
+    return lambda step, ctx, ins, out: [f"{out} = layers.{layer}({ctx.name(step)})({common.items(step, ins)})"]
 
 
 def multiply(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
@@ -384,15 +384,10 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
         ins, out = step.inputs, step.output
         if step.unit is not None:
             if step.units is not None:
-                loop_lines = [
-                    f"for i in range({p.expr(step.units)}):",
-                    f"    {out} = " + _block_call(step, ctx, functions, out, "i"),
-                ]
-                if out != ins[0]:
-                    loop_lines.insert(0, f"{out} = {ins[0]}")
-                lines = loop_lines
+                loop = f"i in range({p.expr(step.units)})"
+                lines = common.run_units(step, loop, lambda x, step=step: _block_call(step, ctx, functions, x, "i"))
             else:
-                lines = [f"{out} = " + _block_call(step, ctx, functions, ins[0])]
+                lines = [common.unit_outputs(step, _block_call(step, ctx, functions, ins[0]))]
         else:
             lines = OPS[step.op](step, ctx, ins, out)
         if cond:
@@ -419,7 +414,7 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
         sig = ", ".join(_arg(a) for a in unit.args)
         name = unit.class_name
     else:
-        body.append(f"return {outs[0]}")
+        body.append(f"return {', '.join(outs)}")
         doc = common.docstring(unit.doc, indent="    ")
         args = [a for a in unit.args if a.name != "in_channels"]
         sig = ", ".join(["x", *(_arg(a) for a in args), "*", "name: str"])

@@ -116,6 +116,18 @@ class Step:
     doc: str = ""
     varies_with_i: bool = False  # a stage whose arguments use the unit index i
     in_ranks: tuple[int, ...] = ()  # rank of each input (per sample)
+    # Per input: a list of values (``stage.*.skip``, every unit's), spliced in.
+    starred: tuple[bool, ...] = ()
+    # A block with several outputs: the variable of each output after the
+    # first ("_" where nothing reads it); for a stage, those of one unit.
+    side_outputs: list[str] = field(default_factory=list)
+    # Stages: (list variable, variable of one unit's output it collects).
+    collect: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def unpacks(self) -> bool:
+        """The block returns a tuple: its call is unpacked (``x, skip = ...``)."""
+        return bool(self.side_outputs)
 
     @property
     def is_stage(self) -> bool:
@@ -131,8 +143,8 @@ class Unit:
     args: list[Arg]
     steps: list[Step]
     input_var: str
-    output_vars: list[str]
-    out_channels: E.Expr
+    output_vars: list[str]  # a block's declared outputs (the first its value), or the network's
+    out_channels: E.Expr  # of the first output
     doc: str
     is_model: bool = False
     instances: list[dict[str, Any]] = field(default_factory=list)
@@ -389,7 +401,7 @@ class _Builder:
             block.doc.strip(),
             instances=[e for _, e in envs],
         )
-        self.fill(unit, block.nodes, envs, name("in_channels"), block.output[0] if block.output else None)
+        self.fill(unit, block.nodes, envs, name("in_channels"), block.output_names())
         return unit
 
     def model_unit(self) -> Unit:
@@ -422,7 +434,7 @@ class _Builder:
             is_model=True,
             instances=[env],
         )
-        self.fill(unit, spec.layers, [("", env)], num(graph.input_shape[0]), None)
+        self.fill(unit, spec.layers, [("", env)], num(graph.input_shape[0]), [])
         if spec.outputs:
             names = {s.name: s for s in unit.steps}
             unit.output_vars = [names[n].output for n, _ in spec.outputs if n in names]
@@ -438,17 +450,21 @@ class _Builder:
         defs: list[NodeDef],
         envs: list[tuple[str, dict[str, Any]]],
         in_channels: E.Expr,
-        output: str | None,
+        outputs: list[str],
     ) -> None:
         """Translate a list of node definitions into steps, verifying every
-        expression against every instance (``envs``: instance path -> env)."""
+        expression against every instance (``envs``: instance path -> env).
+        ``outputs``: the block's declared outputs (empty: its last node)."""
         channels: dict[str, E.Expr] = {INPUT: in_channels}
         prev = INPUT
         steps: list[Step] = []
         refs: list[list[str]] = []
         for nd in defs:
-            ins = [r for r, _ in nd.inputs] if nd.inputs else [prev]
+            ins = [self.plain_ref(r, defs) for r, _ in nd.inputs] if nd.inputs else [prev]
             refs.append(ins)
+            for r in ins:
+                if r not in channels:  # a named output: its channel count, which must not vary
+                    channels[r] = self.ref_channels(r, nd, envs, defs, f"{unit.name}.{nd.name}")
             present = [self.present(nd, path, env) for path, env in envs]
             if not any(present):
                 # Left out in every instance: nothing to write; its name is its input.
@@ -474,13 +490,44 @@ class _Builder:
             )
             steps.append(step)
             prev = nd.name
-        out_name = output or prev
+        out_name = outputs[0] if outputs else prev
         unit.out_channels = self.verified(
             channels[out_name],
             [(path, env, self.shape_at(path, out_name, defs)[0]) for path, env in envs],
             f"{unit.name}: output channels",
         )
-        self.name_variables(unit, defs, steps, refs, out_name)
+        self.name_variables(unit, defs, steps, refs, outputs or [out_name])
+
+    def plain_ref(self, ref: str, defs: list[NodeDef]) -> str:
+        """``gate.out`` -> ``gate`` when ``out`` is the block's value."""
+        parts = ref.split(".")
+        if len(parts) == 2:
+            nd = next(d for d in defs if d.name == parts[0])
+            if nd.block is not None and parts[1] == self.spec.blocks[nd.block].output:
+                return parts[0]
+        return ref
+
+    def ref_shapes(self, scope: str, ref: str) -> list[tuple[int, ...]]:
+        """The IR shapes a named-output reference stands for in one instance
+        (one per unit for ``stage.*.out``)."""
+        node, *mid, out = ref.split(".")
+        path = f"{scope}.{node}" if scope else node
+        inst = self.instance_at[path]
+        insts = [self.instance_at[f"{path}.{u}"] for u in range(inst.units)] if mid else [inst]
+        block = self.spec.blocks[inst.block]
+        values = [i.output if out == block.output else dict(i.side_outputs)[out] for i in insts]
+        return [self.graph.shape_of(v) for v in values]
+
+    def ref_channels(self, ref: str, nd: NodeDef, envs, defs: list[NodeDef], where: str) -> E.Expr:
+        """The channel count of a named output (of one unit, for ``stage.*.out``),
+        written as its value: the same in every instance of the block."""
+        found = {self.ref_shapes(path, ref)[0][0] for (path, env) in envs if self.present(nd, path, env)}
+        if len(found) != 1:
+            raise CodegenError(
+                f"{where}: the channel count of {ref} differs between the block's instances "
+                f"({', '.join(map(str, sorted(found)))}); named outputs must have one channel count"
+            )
+        return num(found.pop())
 
     def present(self, nd: NodeDef, path: str, env: dict[str, Any]) -> bool:
         if nd.when is None:
@@ -489,6 +536,8 @@ class _Builder:
 
     def shape_at(self, scope: str, ref: str, defs: list[NodeDef]) -> tuple[int, ...]:
         """The IR shape of a name inside one instance (following skipped nodes)."""
+        if "." in ref:
+            return self.ref_shapes(scope, ref)[0]
         prefix = f"{scope}." if scope else ""
         by_name = {nd.name: nd for nd in defs}
         while ref != INPUT:
@@ -658,6 +707,12 @@ class _Builder:
             return step.attrs["out"]
         if op == "depthwise_conv2d":
             return mul(in_ch, step.attrs["multiplier"])
+        if op == "concat" and any(r.count(".") == 2 for r in ins):  # every unit's output: the sum, as its value
+            live = [path for (path, _), p in zip(envs, present) if p]
+            found = {self.nodes[f"{path}.{nd.name}" if path else nd.name].shape[0] for path in live}
+            if len(found) != 1:
+                raise CodegenError(f"{where}: a concatenation of a stage's outputs whose size varies between instances")
+            return num(found.pop())
         if op == "concat":
             total = channels[ins[0]]
             for r in ins[1:]:
@@ -739,22 +794,43 @@ class _Builder:
     # -- variables ---------------------------------------------------------------
 
     def name_variables(
-        self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_name: str
+        self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_names: list[str]
     ) -> None:
         """Give every step an output variable: the chain variable when only the
-        next step reads it, its own name when it is read later or more than once."""
-        outputs = {out_name} | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
+        next step reads it, its own name when it is read later or more than
+        once. A named output read elsewhere (``gate.skip``) gets a variable of
+        its own, and one read from every unit of a stage (``stack.*.skip``) a
+        list that the stage's loop fills."""
+        outputs = set(out_names) | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
         readers: dict[str, list[int]] = {}
         for k, ins in enumerate(refs):
             if steps[k] is None:
                 continue
             for r in ins:
-                readers.setdefault(self.resolve(r, defs, steps, refs), []).append(k)
+                if "." not in r:
+                    readers.setdefault(self.resolve(r, defs, steps, refs), []).append(k)
         input_kept = any(k != _first_live(steps) for k in readers.get(INPUT, []))
+        # A block output that stands for the block's input keeps it too.
+        input_kept |= any(self.resolve(o, defs, steps, refs) == INPUT for o in out_names) and _last_live(steps) >= 0
         # Variables share a scope with the unit's arguments in function-style
         # targets (Keras), so no variable takes an argument's name.
-        taken = {"x", "self", "name", "inputs", "outputs", *(a.name for a in unit.args), *GLOBAL_NAMES}
+        taken = {"x", "self", "name", "inputs", "outputs", "block", "i", *(a.name for a in unit.args), *GLOBAL_NAMES}
         taken |= {u.class_name for u in self.units.values()} | set(self.spec.blocks)
+        node_names = {nd.name for nd in defs}
+
+        def fresh(base: str) -> str:
+            v = base
+            while v in taken or v in node_names or keyword.iskeyword(v):
+                v += "_"
+            taken.add(v)
+            return v
+
+        named: dict[str, str] = {}  # named-output reference -> its variable (a list for stage.*.out)
+        for k, ins in enumerate(refs):
+            for r in ins:
+                if steps[k] is not None and "." in r and r not in named:
+                    node, *mid, out = r.split(".")
+                    named[r] = fresh(f"{node}_{out}s" if mid else f"{node}_{out}")
         chain = next(v for v in ("out", "y", "h", "z") if v not in taken) if input_kept else "x"
         taken.add(chain)
         var: dict[str, str] = {INPUT: "x"}
@@ -763,7 +839,7 @@ class _Builder:
             if st is None:
                 continue
             rd = readers.get(nd.name, [])
-            first_in = self.resolve(refs[k][0], defs, steps, refs)
+            first_in = refs[k][0] if "." in refs[k][0] else self.resolve(refs[k][0], defs, steps, refs)
             prev_live = _prev_live(steps, k)
             continues = first_in == (defs[prev_live].name if prev_live >= 0 else INPUT)
             branch = not continues and st.op not in ("add", "concat", "multiply")
@@ -779,12 +855,30 @@ class _Builder:
             else:
                 v = chain
             var[nd.name] = v
-            st.inputs = [var[self.resolve(r, defs, steps, refs)] for r in refs[k]]
+            st.inputs = [named[r] if "." in r else var[self.resolve(r, defs, steps, refs)] for r in refs[k]]
+            st.starred = tuple(r.count(".") == 2 for r in refs[k])
             st.output = v
+            if nd.block is not None:
+                self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
         unit.input_var = "x"
         if not unit.output_vars:
-            unit.output_vars = [var[self.resolve(out_name, defs, steps, refs)]]
+            unit.output_vars = [var[self.resolve(o, defs, steps, refs)] for o in out_names]
+
+    def name_block_outputs(self, st: Step, nd: NodeDef, named: dict[str, str], fresh: Callable[[str], str]) -> None:
+        """The variables of a block's outputs after the first; for a stage, the
+        lists that collect an output of every unit."""
+        names = self.spec.blocks[nd.block].output_names()  # type: ignore[index]
+        if st.units is None:
+            st.side_outputs = [named.get(f"{nd.name}.{o}", "_") for o in names[1:]]
+            return
+        for j, o in enumerate(names):
+            lst = named.get(f"{nd.name}.*.{o}")
+            item = st.output if j == 0 else (fresh(o) if lst else "_")
+            if j:
+                st.side_outputs.append(item)
+            if lst:
+                st.collect.append((lst, item))
 
     def resolve(self, ref: str, defs: list[NodeDef], steps, refs) -> str:
         """Follow names of nodes left out everywhere to the value they stand for."""

@@ -232,6 +232,11 @@ def channel_shuffle(step: Step, ctx: Ctx) -> str:
     return f"nn.ChannelShuffle({_attr(step, ctx, 'groups')})"
 
 
+def _add(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    """``a + b``; a list of every unit's output (``stage.*.skip``) is summed with sum."""
+    return f"sum({common.items(step, ins)})" if any(step.starred) else " + ".join(ins)
+
+
 @dataclass(frozen=True)
 class Rule:
     module: Module | None
@@ -262,8 +267,8 @@ OPS: dict[str, Rule] = {
     "hard_swish": Rule(_simple("nn.Hardswish()")),
     "softmax": Rule(_simple("nn.Softmax(dim=1)")),
     "flatten": Rule(None, lambda step, ctx, ins, m: f"torch.flatten({ins[0]}, 1)"),
-    "add": Rule(None, lambda step, ctx, ins, m: " + ".join(ins)),
-    "concat": Rule(None, lambda step, ctx, ins, m: f"torch.cat([{', '.join(ins)}], dim=1)"),
+    "add": Rule(None, _add),
+    "concat": Rule(None, lambda step, ctx, ins, m: f"torch.cat({common.items(step, ins)}, dim=1)"),
     "multiply": Rule(None, _multiply),
     "channel_shuffle": Rule(channel_shuffle),
     "zero_pad2d": Rule(zero_pad2d),
@@ -298,6 +303,15 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             rule = OPS[step.op]
             ctor = rule.module(step, ctx) if rule.module else None
             has_module = ctor is not None
+        if step.unit is not None and (step.unpacks or step.collect):
+            if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+            init.append(f"{module} = {ctor}")
+            if step.units is None:
+                forward.append(common.unit_outputs(step, f"{module}({step.inputs[0]})"))
+            else:
+                forward += common.run_units(step, f"block in {module}", lambda x: f"block({x})")
+            continue
         if has_module:
             init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
             call = (
@@ -330,6 +344,8 @@ def _block_ctor(step: Step, ctx: Ctx) -> str:
         return f"{step.unit}({', '.join([cin, *kwargs])})"
     units = p.expr(step.units)
     if step.varies_with_i:
+        if step.unpacks or step.collect:  # run unit by unit in forward: a list, not a pipeline
+            return f"nn.ModuleList({step.unit}({', '.join([cin, *kwargs])}) for i in range({units}))"
         return f"nn.Sequential(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"
     ctx.helpers.add("make_stage")
     first = [f"{k}={p.expr(v)}" for k, v in step.first.items()]

@@ -383,6 +383,11 @@ def _zero_pad(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     return f"tf.pad({ins[0]}, {_pad_list(sides)})"
 
 
+def _add(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    """``a + b``; a list of every unit's output (``stage.*.skip``) is summed with tf.add_n."""
+    return f"tf.add_n({common.items(step, ins)})" if any(step.starred) else " + ".join(ins)
+
+
 @dataclass(frozen=True)
 class Rule:
     module: Module | None
@@ -413,8 +418,8 @@ OPS: dict[str, Rule] = {
     "hard_swish": Rule(None, _fn("{x} * tf.nn.relu6({x} + 3.0) / 6.0")),
     "softmax": Rule(None, _fn("tf.nn.softmax({x}, axis=-1)")),
     "flatten": Rule(None, _flatten),
-    "add": Rule(None, lambda step, ctx, ins, m: " + ".join(ins)),
-    "concat": Rule(None, lambda step, ctx, ins, m: f"tf.concat([{', '.join(ins)}], axis=-1)"),
+    "add": Rule(None, _add),
+    "concat": Rule(None, lambda step, ctx, ins, m: f"tf.concat({common.items(step, ins)}, axis=-1)"),
     "multiply": Rule(None, _multiply),
     "channel_shuffle": Rule(None, _channel_shuffle),
     "zero_pad2d": Rule(None, _zero_pad),
@@ -468,6 +473,12 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             ctor = _block_ctor(step, ctx)
             train = step.unit in ctx.training
             call = f"{attr}({step.inputs[0]}, training=training)" if train else f"{attr}({step.inputs[0]})"
+            if step.unpacks:
+                if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                    raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+                init.append(f"{attr} = {ctor}")
+                forward.append(common.unit_outputs(step, call))
+                continue
         else:
             rule = OPS[step.op]
             made = rule.module(step, ctx) if rule.module else None
@@ -549,6 +560,10 @@ def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: 
     init.append(f"{attr} = {ctor} if {cond} else []" if cond else f"{attr} = {ctor}")
     out, inp = step.output, step.inputs[0]
     train = ", training=training" if step.unit in ctx.training else ""
+    if step.unpacks or step.collect:
+        if cond:  # pragma: no cover - the spec's checks refuse 'when' there
+            raise CodegenError(f"{step.name}: a stage whose outputs are read, under a condition")
+        return common.run_units(step, f"block in {attr}", lambda x: f"block({x}{train})")
     loop = [f"for block in {attr}:", f"    {out} = block({out}{train})"]
     lines = ([f"{out} = {inp}"] if out != inp else []) + loop
     if cond is None:

@@ -289,10 +289,12 @@ class _Expander:
         shape)) with the key ``__last__`` for the list's last value, and the
         names that were skipped by ``when``."""
         names: dict[str, tuple[str, Shape | None]] = {INPUT: (input_ref, input_shape)}
+        # Named outputs of block nodes: name -> output -> the value of each unit.
+        named: dict[str, dict[str, list[tuple[str, Shape | None]]]] = {}
         prev = names[INPUT]
         skipped: set[str] = set()
         for nd in defs:
-            ins = [names[r] for r, _ in nd.inputs] if nd.inputs else [prev]
+            ins = [v for r, _ in nd.inputs for v in _lookup(r, names, named)] if nd.inputs else [prev]
             if nd.when is not None:
                 cond = self.eval(nd.when, env)
                 if cond is None:  # reported; later nodes may still name this one
@@ -306,7 +308,7 @@ class _Expander:
             if nd.op is not None:
                 result = self.op_node(nd, path, env, ins)
             else:
-                result = self.block_node(nd, path, env, ins[0], depth)
+                result, named[nd.name] = self.block_node(nd, path, env, ins[0], depth)
             names[nd.name] = prev = result
         names["__last__"] = prev
         return names, skipped
@@ -380,40 +382,66 @@ class _Expander:
 
     def block_node(
         self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None], depth: int
-    ) -> tuple[str, Shape | None]:
+    ) -> tuple[tuple[str, Shape | None], dict[str, list[tuple[str, Shape | None]]]]:
+        """Expand a block node (a stage when it repeats). Returns its value and
+        the value of each of its named outputs in every unit."""
         block = self.spec.blocks[nd.block]
+        outs = block.output_names()
+        failed: tuple[tuple[str, Shape | None], dict[str, list[tuple[str, Shape | None]]]] = (
+            (path, None),
+            {o: [(path, None)] for o in outs},
+        )
         units = None
         if nd.repeat is not None:
             units = self.eval(nd.repeat, env)
             if units is None:
-                return path, None
+                return failed
             if isinstance(units, bool) or not isinstance(units, int) or units < 1:
                 self.err(nd.repeat.pos, "E303", f"{path}: repeat must be a positive integer (got {show(units)})")
-                return path, None
+                return failed
             if units > MAX_REPEAT:
                 self.err(nd.repeat.pos, "E305", f"{path}: repeat {units} is more than the limit of {MAX_REPEAT} units")
-                return path, None
+                return failed
         cur = inp
         first_in = inp[1]
+        named: dict[str, list[tuple[str, Shape | None]]] = {o: [] for o in outs}
         for u in range(units or 1):
             local = {**env, "i": u} if units else env
             values = {**nd.attrs, **nd.first} if units and u == 0 else nd.attrs
             args = self.args(nd, block.params, values, local, path)
             if args is None or cur[1] is None:
-                return path, None
+                return failed
             unit_path = f"{path}.{u}" if units else path
             benv = {**self.globals, **args, "in_channels": cur[1][0]}
             refs, _ = self.scope(block.nodes, unit_path + ".", benv, cur[0], cur[1], depth + 1)
             unit_in = cur[1]
-            cur = refs[block.output[0]] if block.output else refs["__last__"]
-            if cur[1] is None:
-                return path, None
+            for o in outs:
+                named[o].append(refs[o])
+            cur = refs[block.output]
+            if any(named[o][-1][1] is None for o in outs):
+                return failed
+            side = tuple((o, refs[o][0]) for o in outs[1:])
             self.instances.append(
-                Instance(unit_path, block.name, args, unit_in, cur[1], cur[0], nd.pos, index=u if units else None)
+                Instance(unit_path, block.name, args, unit_in, cur[1], cur[0], nd.pos, u if units else None, 0, side)
             )
         if units:
             self.instances.append(Instance(path, block.name, {}, first_in, cur[1], cur[0], nd.pos, units=units))
-        return cur
+        return cur, named
+
+
+def _lookup(
+    ref: str,
+    names: dict[str, tuple[str, Shape | None]],
+    named: dict[str, dict[str, list[tuple[str, Shape | None]]]],
+) -> list[tuple[str, Shape | None]]:
+    """The values a reference stands for: a node's (``conv1``), a block's
+    named output (``gate.skip``), or that output of every unit (``stack.*.skip``)."""
+    if "." not in ref:
+        return [names[ref]]
+    node, *_, out = ref.split(".")
+    if node not in named:  # the node failed to expand (reported) or was left out
+        return [names[node]]
+    return named[node][out]
 
 
 PAD_WORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}

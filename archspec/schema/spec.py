@@ -125,8 +125,19 @@ class BlockDef:
     pos: Pos
     params: dict[str, ParamDef]
     nodes: list[NodeDef]
-    output: tuple[str, Pos] | None = None
+    # Declared outputs: the first is the block's value (what the next node and
+    # the next unit of a stage take); the others are read as ``node.name``.
+    # Empty: the last node is the only output.
+    outputs: list[tuple[str, Pos]] = field(default_factory=list)
     doc: str = ""
+
+    @property
+    def output(self) -> str:
+        """The name of the node whose value the block returns."""
+        return self.outputs[0][0] if self.outputs else self.nodes[-1].name
+
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.outputs] if self.outputs else [self.nodes[-1].name] if self.nodes else []
 
 
 @dataclass
@@ -324,6 +335,7 @@ class _Parser:
         else:
             layers = self.nodes(top["layers"], top.val_pos["layers"], global_scope, block_names, blocks, "layers")
 
+        self.check_output_refs(blocks, [*(b.nodes for b in blocks.values()), layers])
         outputs = None
         if "outputs" in top:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
@@ -414,16 +426,29 @@ class _Parser:
             nodes: list[NodeDef] = []
         else:
             nodes = self.nodes(m["nodes"], m.val_pos["nodes"], scope, block_names, None, f"block '{name}'")
-        output = None
-        if "output" in m:
-            oname, opos = m["output"], m.val_pos["output"]
-            names = [n.name for n in nodes]
-            if oname not in names:
-                self.err(opos, "E205", f"unknown node '{oname}'{did_you_mean(str(oname), names)} as the block's output")
-            else:
-                output = (oname, opos)
+        outputs = self.block_outputs(m, nodes) if "output" in m else []
         doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
-        return BlockDef(name, pos, params, nodes, output, doc)
+        return BlockDef(name, pos, params, nodes, outputs, doc)
+
+    def block_outputs(self, m: YMap, nodes: list[NodeDef]) -> list[tuple[str, Pos]]:
+        """``output: NAME`` or ``output: [NAME, ...]``: nodes of the block, the first its value."""
+        raw, pos = m["output"], m.val_pos["output"]
+        items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
+        if not items:
+            self.err(pos, "E101", "'output' must name a node of the block, or list several (the first is its value)")
+            return []
+        names = [n.name for n in nodes]
+        out: list[tuple[str, Pos]] = []
+        for oname, opos in items:
+            if not isinstance(oname, str):
+                self.err(opos, "E101", f"'output' names nodes of the block, found {_kind(oname)}")
+            elif oname not in names:
+                self.err(opos, "E205", f"unknown node '{oname}'{did_you_mean(oname, names)} as the block's output")
+            elif any(oname == n for n, _ in out):
+                self.err(opos, "E106", f"'{oname}' is listed twice in 'output'; list each output once")
+            else:
+                out.append((oname, opos))
+        return out
 
     def nodes(
         self, raw: Any, pos: Pos, scope: set[str], block_names: set[str], blocks: dict[str, BlockDef] | None, where: str
@@ -574,12 +599,26 @@ class _Parser:
     def refs(self, raw: Any, pos: Pos, earlier: dict[str, Pos], all_names: list[str], me: str) -> list[tuple[str, Pos]]:
         items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
         out = []
-        for ref, rpos in items:
-            if not isinstance(ref, str):
-                self.err(rpos, "E101", f"'in' names nodes, found {_kind(ref)}")
+        for full, rpos in items:
+            if not isinstance(full, str):
+                self.err(rpos, "E101", f"'in' names nodes, found {_kind(full)}")
                 continue
-            if ref == "input" or ref in earlier:
-                out.append((ref, rpos))
+            ref = full
+            if "." in full:  # a block's named output: node.out, or stage.*.out for every unit's
+                parts = full.split(".")
+                ref = parts[0]
+                if len(parts) not in (2, 3) or (len(parts) == 3 and parts[1] != "*") or not IDENT.match(parts[-1]):
+                    self.err(
+                        rpos,
+                        "E205",
+                        f"'{full}' is not a node reference; write 'node', 'node.output' for a named output "
+                        "of a block, or 'stage.*.output' for that output of every unit of a stage",
+                    )
+                    continue
+            if ref == "input" and ref != full:
+                self.err(rpos, "E205", f"'{full}': 'input' has no named outputs")
+            elif ref == "input" or ref in earlier:
+                out.append((full, rpos))
             elif ref == me:
                 self.err(rpos, "E207", f"node '{me}' takes itself as input (a cycle); name an earlier node")
             elif ref in all_names:
@@ -597,6 +636,66 @@ class _Parser:
                     "'in' names an earlier node of the same list, or 'input'",
                 )
         return out
+
+    def check_output_refs(self, blocks: dict[str, BlockDef], scopes: list[list[NodeDef]]) -> None:
+        """References to named outputs (``gate.skip``, ``stack.*.skip``): the
+        node is a block that declares that output, used once or as a stage."""
+        for defs in scopes:
+            by_name = {nd.name: nd for nd in defs}
+            for nd in defs:
+                block = blocks.get(nd.block or "")
+                if nd.when is not None and block is not None and len(block.outputs) > 1:
+                    self.err(
+                        nd.when.key_pos or nd.when.pos,
+                        "E210",
+                        f"node '{nd.name}' uses block '{block.name}', which has several outputs, so it cannot "
+                        "take 'when' (what would its other outputs be?); move the condition into the block",
+                    )
+                for full, rpos in nd.inputs or []:
+                    parts = full.split(".")
+                    src = by_name.get(parts[0])
+                    if len(parts) == 1 or src is None:
+                        continue
+                    star, out = len(parts) == 3, parts[-1]
+                    if src.block is None:
+                        self.err(rpos, "E210", f"'{full}': '{src.name}' is an op; only blocks have named outputs")
+                        continue
+                    block = blocks.get(src.block)
+                    if block is None:
+                        continue
+                    names = block.output_names()
+                    if out not in names:
+                        self.err(
+                            rpos,
+                            "E210",
+                            f"'{full}': block '{block.name}' has no output '{out}'{did_you_mean(out, names)}; "
+                            f"its outputs: {', '.join(names)} (a block lists them under 'output')",
+                        )
+                    elif star and src.repeat is None:
+                        self.err(
+                            rpos,
+                            "E210",
+                            f"'{full}': '{src.name}' is not a stage (no 'repeat'); write '{src.name}.{out}'",
+                        )
+                    elif not star and src.repeat is not None:
+                        self.err(
+                            rpos,
+                            "E210",
+                            f"'{full}': '{src.name}' is a stage; write '{src.name}.*.{out}' (every unit's)",
+                        )
+                    elif star and src.when is not None:
+                        self.err(
+                            rpos,
+                            "E210",
+                            f"'{full}': stage '{src.name}' has a 'when', so it may have no units to read; "
+                            "move the condition into the block",
+                        )
+                    elif star and nd.op not in ("add", "concat"):
+                        self.err(
+                            rpos,
+                            "E210",
+                            f"'{full}' stands for one input per unit of '{src.name}'; only add and concat take it",
+                        )
 
     def outputs(self, raw: Any, pos: Pos, layers: list[NodeDef]) -> list[tuple[str, Pos]]:
         names = [n.name for n in layers]

@@ -65,7 +65,7 @@ class DenseLayer(chainer.Chain):
         out = self.norm2(out)
         out = F.relu(out)
         out = self.conv2(out)
-        out = F.concat((x, out), axis=1)
+        out = F.concat([x, out], axis=1)
         return out
 
 

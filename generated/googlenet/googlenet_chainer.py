@@ -61,7 +61,7 @@ class Inception(chainer.Chain):
         branch3 = self.branch3(branch3_reduce)
         branch4_pool = F.max_pooling_2d(x, 3, stride=1, pad=1, cover_all=False)
         out = self.branch4(branch4_pool)
-        out = F.concat((branch1, branch2, branch3, out), axis=1)
+        out = F.concat([branch1, branch2, branch3, out], axis=1)
         return out
 
 

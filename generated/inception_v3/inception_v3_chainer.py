@@ -82,7 +82,7 @@ class InceptionA(chainer.Chain):
         branch3x3dbl_3 = self.branch3x3dbl_3(out)
         branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
         out = self.branch_pool(branch_pool_avg)
-        out = F.concat((branch1x1, branch5x5_2, branch3x3dbl_3, out), axis=1)
+        out = F.concat([branch1x1, branch5x5_2, branch3x3dbl_3, out], axis=1)
         return out
 
 
@@ -103,7 +103,7 @@ class InceptionB(chainer.Chain):
         out = self.branch3x3dbl_2(branch3x3dbl_1)
         branch3x3dbl_3 = self.branch3x3dbl_3(out)
         branch_pool = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
-        out = F.concat((branch3x3, branch3x3dbl_3, branch_pool), axis=1)
+        out = F.concat([branch3x3, branch3x3dbl_3, branch_pool], axis=1)
         return out
 
 
@@ -137,7 +137,7 @@ class InceptionC(chainer.Chain):
         branch7x7dbl_5 = self.branch7x7dbl_5(out)
         branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
         out = self.branch_pool(branch_pool_avg)
-        out = F.concat((branch1x1, branch7x7_3, branch7x7dbl_5, out), axis=1)
+        out = F.concat([branch1x1, branch7x7_3, branch7x7dbl_5, out], axis=1)
         return out
 
 
@@ -163,7 +163,7 @@ class InceptionD(chainer.Chain):
         out = self.branch7x7x3_3(out)
         branch7x7x3_4 = self.branch7x7x3_4(out)
         branch_pool = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
-        out = F.concat((branch3x3_2, branch7x7x3_4, branch_pool), axis=1)
+        out = F.concat([branch3x3_2, branch7x7x3_4, branch_pool], axis=1)
         return out
 
 
@@ -194,7 +194,7 @@ class InceptionE(chainer.Chain):
         branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl_2)
         branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
         out = self.branch_pool(branch_pool_avg)
-        out = F.concat((branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out), axis=1)
+        out = F.concat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out], axis=1)
         return out
 
 

@@ -86,7 +86,7 @@ class ShuffleUnit(chainer.Chain):
         y = self.conv3(y)
         bn3 = self.bn3(y)
         shortcut = F.average_pooling_2d(x, 3, stride=2, pad=1) if self.use_shortcut else x
-        y = F.concat((shortcut, bn3), axis=1) if self.use_concat else shortcut
+        y = F.concat([shortcut, bn3], axis=1) if self.use_concat else shortcut
         if self.use_add:
             y = y + bn3
         y = F.relu(y)

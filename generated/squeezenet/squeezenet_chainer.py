@@ -54,7 +54,7 @@ class Fire(chainer.Chain):
         squeeze = self.squeeze(x)
         expand1x1 = self.expand1x1(squeeze)
         expand3x3 = self.expand3x3(squeeze)
-        x = F.concat((expand1x1, expand3x3), axis=1)
+        x = F.concat([expand1x1, expand3x3], axis=1)
         return x
 
 

@@ -32,23 +32,40 @@ def pad_causal(x: chainer.Variable, conv: L.ConvolutionND) -> chainer.Variable:
     return F.pad(x, ((0, 0), (0, 0), ((k - 1) * d, 0)), "constant")
 
 
-class GatedUnit(chainer.Chain):
-    """tanh(filter conv) * sigmoid(gate conv), both dilated causal convolutions of kernel 2
-    over the residual stream."""
+class ResidualLayer(chainer.Chain):
+    """One WaveNet layer: tanh(filter conv) * sigmoid(gate conv), both dilated causal
+    convolutions of kernel 2; a 1x1 convolution of it to the skip output, and one
+    added to the input as the residual output (left out in the last layer, where
+    nothing reads it)."""
 
-    def __init__(self, in_channels: int, dilation: int, dilation_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        dilation: int,
+        residual_channels: int,
+        dilation_channels: int,
+        skip_channels: int,
+        last: bool = False,
+    ) -> None:
         super().__init__()
         with self.init_scope():
             self.filter = L.Convolution1D(in_channels, dilation_channels, 2, dilate=dilation)
             self.gate = L.Convolution1D(in_channels, dilation_channels, 2, dilate=dilation)
+            self.skip = L.Convolution1D(dilation_channels, skip_channels, 1)
+            self.dense = L.Convolution1D(dilation_channels, residual_channels, 1) if not last else None
+        self.use_residual = not last
+        self.out_channels = in_channels
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
+    def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable]:
         out = self.filter(pad_causal(x, self.filter))
         filter_tanh = F.tanh(out)
         gate = self.gate(pad_causal(x, self.gate))
         out = F.sigmoid(gate)
-        out = filter_tanh * out
-        return out
+        gated = filter_tanh * out
+        skip = self.skip(gated)
+        dense = self.dense(gated) if self.dense is not None else gated
+        out = x + dense if self.use_residual else x
+        return out, skip
 
 
 class WaveNet(chainer.Chain):
@@ -64,179 +81,39 @@ class WaveNet(chainer.Chain):
     (receptive field 2 x 1023 + 2 = 2048 samples), 32 dilation (filter and gate)
     channels, 32 residual channels, 256 skip channels, 256 output classes; every
     convolution has a bias, no normalization; the last layer has no residual 1x1
-    (its output would be unused). Written out layer by layer: a unit with a residual
-    output and a skip output cannot be a repeated block (a block returns one tensor
-    and there is no channel slice), so the 20 layers are rows, each a gated_unit
-    block and three ops. 420,224 parameters."""
+    (its output would be unused). Each layer is a residual_layer block with two
+    outputs, its residual and its skip; the 20 layers are one stage, and the skips
+    of all of its units are summed. 420,224 parameters."""
 
-    def __init__(self, num_classes: int = 256) -> None:
+    def __init__(
+        self, num_classes: int = 256, dilation_channels: int = 32, stacks: int = 2, layers_per_stack: int = 10
+    ) -> None:
         super().__init__()
         with self.init_scope():
             self.causal = L.Convolution1D(256, 32, 2)
-            self.gate0 = GatedUnit(32, dilation=1, dilation_channels=32)
-            self.skip0 = L.Convolution1D(32, 256, 1)
-            self.dense0 = L.Convolution1D(32, 32, 1)
-            self.gate1 = GatedUnit(32, dilation=2, dilation_channels=32)
-            self.skip1 = L.Convolution1D(32, 256, 1)
-            self.dense1 = L.Convolution1D(32, 32, 1)
-            self.gate2 = GatedUnit(32, dilation=4, dilation_channels=32)
-            self.skip2 = L.Convolution1D(32, 256, 1)
-            self.dense2 = L.Convolution1D(32, 32, 1)
-            self.gate3 = GatedUnit(32, dilation=8, dilation_channels=32)
-            self.skip3 = L.Convolution1D(32, 256, 1)
-            self.dense3 = L.Convolution1D(32, 32, 1)
-            self.gate4 = GatedUnit(32, dilation=16, dilation_channels=32)
-            self.skip4 = L.Convolution1D(32, 256, 1)
-            self.dense4 = L.Convolution1D(32, 32, 1)
-            self.gate5 = GatedUnit(32, dilation=32, dilation_channels=32)
-            self.skip5 = L.Convolution1D(32, 256, 1)
-            self.dense5 = L.Convolution1D(32, 32, 1)
-            self.gate6 = GatedUnit(32, dilation=64, dilation_channels=32)
-            self.skip6 = L.Convolution1D(32, 256, 1)
-            self.dense6 = L.Convolution1D(32, 32, 1)
-            self.gate7 = GatedUnit(32, dilation=128, dilation_channels=32)
-            self.skip7 = L.Convolution1D(32, 256, 1)
-            self.dense7 = L.Convolution1D(32, 32, 1)
-            self.gate8 = GatedUnit(32, dilation=256, dilation_channels=32)
-            self.skip8 = L.Convolution1D(32, 256, 1)
-            self.dense8 = L.Convolution1D(32, 32, 1)
-            self.gate9 = GatedUnit(32, dilation=512, dilation_channels=32)
-            self.skip9 = L.Convolution1D(32, 256, 1)
-            self.dense9 = L.Convolution1D(32, 32, 1)
-            self.gate10 = GatedUnit(32, dilation=1, dilation_channels=32)
-            self.skip10 = L.Convolution1D(32, 256, 1)
-            self.dense10 = L.Convolution1D(32, 32, 1)
-            self.gate11 = GatedUnit(32, dilation=2, dilation_channels=32)
-            self.skip11 = L.Convolution1D(32, 256, 1)
-            self.dense11 = L.Convolution1D(32, 32, 1)
-            self.gate12 = GatedUnit(32, dilation=4, dilation_channels=32)
-            self.skip12 = L.Convolution1D(32, 256, 1)
-            self.dense12 = L.Convolution1D(32, 32, 1)
-            self.gate13 = GatedUnit(32, dilation=8, dilation_channels=32)
-            self.skip13 = L.Convolution1D(32, 256, 1)
-            self.dense13 = L.Convolution1D(32, 32, 1)
-            self.gate14 = GatedUnit(32, dilation=16, dilation_channels=32)
-            self.skip14 = L.Convolution1D(32, 256, 1)
-            self.dense14 = L.Convolution1D(32, 32, 1)
-            self.gate15 = GatedUnit(32, dilation=32, dilation_channels=32)
-            self.skip15 = L.Convolution1D(32, 256, 1)
-            self.dense15 = L.Convolution1D(32, 32, 1)
-            self.gate16 = GatedUnit(32, dilation=64, dilation_channels=32)
-            self.skip16 = L.Convolution1D(32, 256, 1)
-            self.dense16 = L.Convolution1D(32, 32, 1)
-            self.gate17 = GatedUnit(32, dilation=128, dilation_channels=32)
-            self.skip17 = L.Convolution1D(32, 256, 1)
-            self.dense17 = L.Convolution1D(32, 32, 1)
-            self.gate18 = GatedUnit(32, dilation=256, dilation_channels=32)
-            self.skip18 = L.Convolution1D(32, 256, 1)
-            self.dense18 = L.Convolution1D(32, 32, 1)
-            self.gate19 = GatedUnit(32, dilation=512, dilation_channels=32)
-            self.skip19 = L.Convolution1D(32, 256, 1)
+            self.stack = chainer.ChainList(
+                *[
+                    ResidualLayer(
+                        32,
+                        dilation=2 ** (i % layers_per_stack),
+                        last=i == stacks * layers_per_stack - 1,
+                        residual_channels=32,
+                        dilation_channels=dilation_channels,
+                        skip_channels=256,
+                    )
+                    for i in range(stacks * layers_per_stack)
+                ]
+            )
             self.conv1 = L.Convolution1D(256, 256, 1)
             self.conv2 = L.Convolution1D(256, num_classes, 1)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        causal = self.causal(F.pad(x, ((0, 0), (0, 0), (1, 0)), "constant"))
-        gate0 = self.gate0(causal)
-        skip0 = self.skip0(gate0)
-        dense0 = self.dense0(gate0)
-        res0 = causal + dense0
-        gate1 = self.gate1(res0)
-        skip1 = self.skip1(gate1)
-        dense1 = self.dense1(gate1)
-        res1 = res0 + dense1
-        gate2 = self.gate2(res1)
-        skip2 = self.skip2(gate2)
-        dense2 = self.dense2(gate2)
-        res2 = res1 + dense2
-        gate3 = self.gate3(res2)
-        skip3 = self.skip3(gate3)
-        dense3 = self.dense3(gate3)
-        res3 = res2 + dense3
-        gate4 = self.gate4(res3)
-        skip4 = self.skip4(gate4)
-        dense4 = self.dense4(gate4)
-        res4 = res3 + dense4
-        gate5 = self.gate5(res4)
-        skip5 = self.skip5(gate5)
-        dense5 = self.dense5(gate5)
-        res5 = res4 + dense5
-        gate6 = self.gate6(res5)
-        skip6 = self.skip6(gate6)
-        dense6 = self.dense6(gate6)
-        res6 = res5 + dense6
-        gate7 = self.gate7(res6)
-        skip7 = self.skip7(gate7)
-        dense7 = self.dense7(gate7)
-        res7 = res6 + dense7
-        gate8 = self.gate8(res7)
-        skip8 = self.skip8(gate8)
-        dense8 = self.dense8(gate8)
-        res8 = res7 + dense8
-        gate9 = self.gate9(res8)
-        skip9 = self.skip9(gate9)
-        dense9 = self.dense9(gate9)
-        res9 = res8 + dense9
-        gate10 = self.gate10(res9)
-        skip10 = self.skip10(gate10)
-        dense10 = self.dense10(gate10)
-        res10 = res9 + dense10
-        gate11 = self.gate11(res10)
-        skip11 = self.skip11(gate11)
-        dense11 = self.dense11(gate11)
-        res11 = res10 + dense11
-        gate12 = self.gate12(res11)
-        skip12 = self.skip12(gate12)
-        dense12 = self.dense12(gate12)
-        res12 = res11 + dense12
-        gate13 = self.gate13(res12)
-        skip13 = self.skip13(gate13)
-        dense13 = self.dense13(gate13)
-        res13 = res12 + dense13
-        gate14 = self.gate14(res13)
-        skip14 = self.skip14(gate14)
-        dense14 = self.dense14(gate14)
-        res14 = res13 + dense14
-        gate15 = self.gate15(res14)
-        skip15 = self.skip15(gate15)
-        dense15 = self.dense15(gate15)
-        res15 = res14 + dense15
-        gate16 = self.gate16(res15)
-        skip16 = self.skip16(gate16)
-        dense16 = self.dense16(gate16)
-        res16 = res15 + dense16
-        gate17 = self.gate17(res16)
-        skip17 = self.skip17(gate17)
-        dense17 = self.dense17(gate17)
-        res17 = res16 + dense17
-        gate18 = self.gate18(res17)
-        skip18 = self.skip18(gate18)
-        dense18 = self.dense18(gate18)
-        x = res17 + dense18
-        x = self.gate19(x)
-        x = self.skip19(x)
-        x = (
-            skip0
-            + skip1
-            + skip2
-            + skip3
-            + skip4
-            + skip5
-            + skip6
-            + skip7
-            + skip8
-            + skip9
-            + skip10
-            + skip11
-            + skip12
-            + skip13
-            + skip14
-            + skip15
-            + skip16
-            + skip17
-            + skip18
-            + x
-        )
+        x = self.causal(F.pad(x, ((0, 0), (0, 0), (1, 0)), "constant"))
+        stack_skips = []
+        for block in self.stack:
+            x, skip = block(x)
+            stack_skips.append(skip)
+        x = F.add(*stack_skips)
         x = F.relu(x)
         x = self.conv1(x)
         x = F.relu(x)

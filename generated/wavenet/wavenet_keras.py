@@ -13,18 +13,38 @@ import keras
 from keras import layers
 
 
-def gated_unit(x, dilation: int, dilation_channels: int, *, name: str):
-    """tanh(filter conv) * sigmoid(gate conv), both dilated causal convolutions of kernel 2
-    over the residual stream."""
+def residual_layer(
+    x,
+    dilation: int,
+    residual_channels: int,
+    dilation_channels: int,
+    skip_channels: int,
+    last: bool = False,
+    *,
+    name: str,
+):
+    """One WaveNet layer: tanh(filter conv) * sigmoid(gate conv), both dilated causal
+    convolutions of kernel 2; a 1x1 convolution of it to the skip output, and one
+    added to the input as the residual output (left out in the last layer, where
+    nothing reads it)."""
     out = layers.Conv1D(dilation_channels, 2, padding="causal", dilation_rate=dilation, name=f"{name}.filter")(x)
     filter_tanh = layers.Activation("tanh", name=f"{name}.filter_tanh")(out)
     gate = layers.Conv1D(dilation_channels, 2, padding="causal", dilation_rate=dilation, name=f"{name}.gate")(x)
     out = layers.Activation("sigmoid", name=f"{name}.gate_sigmoid")(gate)
-    out = layers.Multiply(name=f"{name}.multiply")([filter_tanh, out])
-    return out
+    gated = layers.Multiply(name=f"{name}.gated")([filter_tanh, out])
+    skip = layers.Conv1D(skip_channels, 1, name=f"{name}.skip")(gated)
+    dense = gated
+    if not last:
+        dense = layers.Conv1D(residual_channels, 1, name=f"{name}.dense")(gated)
+    out = x
+    if not last:
+        out = layers.Add(name=f"{name}.residual")([x, dense])
+    return out, skip
 
 
-def WaveNet(num_classes: int = 256) -> keras.Model:
+def WaveNet(
+    num_classes: int = 256, dilation_channels: int = 32, stacks: int = 2, layers_per_stack: int = 10
+) -> keras.Model:
     """van den Oord et al., "WaveNet: A Generative Model for Raw Audio" (2016), Section 2
     and Figure 4: a causal convolution, then a stack of dilated causal convolution
     layers with gated activation units, tanh(W_f * x) * sigmoid(W_g * x), each with
@@ -37,115 +57,25 @@ def WaveNet(num_classes: int = 256) -> keras.Model:
     (receptive field 2 x 1023 + 2 = 2048 samples), 32 dilation (filter and gate)
     channels, 32 residual channels, 256 skip channels, 256 output classes; every
     convolution has a bias, no normalization; the last layer has no residual 1x1
-    (its output would be unused). Written out layer by layer: a unit with a residual
-    output and a skip output cannot be a repeated block (a block returns one tensor
-    and there is no channel slice), so the 20 layers are rows, each a gated_unit
-    block and three ops. 420,224 parameters."""
+    (its output would be unused). Each layer is a residual_layer block with two
+    outputs, its residual and its skip; the 20 layers are one stage, and the skips
+    of all of its units are summed. 420,224 parameters."""
     inputs = keras.Input(shape=(16000, 256), name="input")
     x = inputs
-    causal = layers.Conv1D(32, 2, padding="causal", name="causal")(x)
-    gate0 = gated_unit(causal, dilation=1, dilation_channels=32, name="gate0")
-    skip0 = layers.Conv1D(256, 1, name="skip0")(gate0)
-    dense0 = layers.Conv1D(32, 1, name="dense0")(gate0)
-    res0 = layers.Add(name="res0")([causal, dense0])
-    gate1 = gated_unit(res0, dilation=2, dilation_channels=32, name="gate1")
-    skip1 = layers.Conv1D(256, 1, name="skip1")(gate1)
-    dense1 = layers.Conv1D(32, 1, name="dense1")(gate1)
-    res1 = layers.Add(name="res1")([res0, dense1])
-    gate2 = gated_unit(res1, dilation=4, dilation_channels=32, name="gate2")
-    skip2 = layers.Conv1D(256, 1, name="skip2")(gate2)
-    dense2 = layers.Conv1D(32, 1, name="dense2")(gate2)
-    res2 = layers.Add(name="res2")([res1, dense2])
-    gate3 = gated_unit(res2, dilation=8, dilation_channels=32, name="gate3")
-    skip3 = layers.Conv1D(256, 1, name="skip3")(gate3)
-    dense3 = layers.Conv1D(32, 1, name="dense3")(gate3)
-    res3 = layers.Add(name="res3")([res2, dense3])
-    gate4 = gated_unit(res3, dilation=16, dilation_channels=32, name="gate4")
-    skip4 = layers.Conv1D(256, 1, name="skip4")(gate4)
-    dense4 = layers.Conv1D(32, 1, name="dense4")(gate4)
-    res4 = layers.Add(name="res4")([res3, dense4])
-    gate5 = gated_unit(res4, dilation=32, dilation_channels=32, name="gate5")
-    skip5 = layers.Conv1D(256, 1, name="skip5")(gate5)
-    dense5 = layers.Conv1D(32, 1, name="dense5")(gate5)
-    res5 = layers.Add(name="res5")([res4, dense5])
-    gate6 = gated_unit(res5, dilation=64, dilation_channels=32, name="gate6")
-    skip6 = layers.Conv1D(256, 1, name="skip6")(gate6)
-    dense6 = layers.Conv1D(32, 1, name="dense6")(gate6)
-    res6 = layers.Add(name="res6")([res5, dense6])
-    gate7 = gated_unit(res6, dilation=128, dilation_channels=32, name="gate7")
-    skip7 = layers.Conv1D(256, 1, name="skip7")(gate7)
-    dense7 = layers.Conv1D(32, 1, name="dense7")(gate7)
-    res7 = layers.Add(name="res7")([res6, dense7])
-    gate8 = gated_unit(res7, dilation=256, dilation_channels=32, name="gate8")
-    skip8 = layers.Conv1D(256, 1, name="skip8")(gate8)
-    dense8 = layers.Conv1D(32, 1, name="dense8")(gate8)
-    res8 = layers.Add(name="res8")([res7, dense8])
-    gate9 = gated_unit(res8, dilation=512, dilation_channels=32, name="gate9")
-    skip9 = layers.Conv1D(256, 1, name="skip9")(gate9)
-    dense9 = layers.Conv1D(32, 1, name="dense9")(gate9)
-    res9 = layers.Add(name="res9")([res8, dense9])
-    gate10 = gated_unit(res9, dilation=1, dilation_channels=32, name="gate10")
-    skip10 = layers.Conv1D(256, 1, name="skip10")(gate10)
-    dense10 = layers.Conv1D(32, 1, name="dense10")(gate10)
-    res10 = layers.Add(name="res10")([res9, dense10])
-    gate11 = gated_unit(res10, dilation=2, dilation_channels=32, name="gate11")
-    skip11 = layers.Conv1D(256, 1, name="skip11")(gate11)
-    dense11 = layers.Conv1D(32, 1, name="dense11")(gate11)
-    res11 = layers.Add(name="res11")([res10, dense11])
-    gate12 = gated_unit(res11, dilation=4, dilation_channels=32, name="gate12")
-    skip12 = layers.Conv1D(256, 1, name="skip12")(gate12)
-    dense12 = layers.Conv1D(32, 1, name="dense12")(gate12)
-    res12 = layers.Add(name="res12")([res11, dense12])
-    gate13 = gated_unit(res12, dilation=8, dilation_channels=32, name="gate13")
-    skip13 = layers.Conv1D(256, 1, name="skip13")(gate13)
-    dense13 = layers.Conv1D(32, 1, name="dense13")(gate13)
-    res13 = layers.Add(name="res13")([res12, dense13])
-    gate14 = gated_unit(res13, dilation=16, dilation_channels=32, name="gate14")
-    skip14 = layers.Conv1D(256, 1, name="skip14")(gate14)
-    dense14 = layers.Conv1D(32, 1, name="dense14")(gate14)
-    res14 = layers.Add(name="res14")([res13, dense14])
-    gate15 = gated_unit(res14, dilation=32, dilation_channels=32, name="gate15")
-    skip15 = layers.Conv1D(256, 1, name="skip15")(gate15)
-    dense15 = layers.Conv1D(32, 1, name="dense15")(gate15)
-    res15 = layers.Add(name="res15")([res14, dense15])
-    gate16 = gated_unit(res15, dilation=64, dilation_channels=32, name="gate16")
-    skip16 = layers.Conv1D(256, 1, name="skip16")(gate16)
-    dense16 = layers.Conv1D(32, 1, name="dense16")(gate16)
-    res16 = layers.Add(name="res16")([res15, dense16])
-    gate17 = gated_unit(res16, dilation=128, dilation_channels=32, name="gate17")
-    skip17 = layers.Conv1D(256, 1, name="skip17")(gate17)
-    dense17 = layers.Conv1D(32, 1, name="dense17")(gate17)
-    res17 = layers.Add(name="res17")([res16, dense17])
-    gate18 = gated_unit(res17, dilation=256, dilation_channels=32, name="gate18")
-    skip18 = layers.Conv1D(256, 1, name="skip18")(gate18)
-    dense18 = layers.Conv1D(32, 1, name="dense18")(gate18)
-    x = layers.Add(name="res18")([res17, dense18])
-    x = gated_unit(x, dilation=512, dilation_channels=32, name="gate19")
-    x = layers.Conv1D(256, 1, name="skip19")(x)
-    x = layers.Add(name="skips")(
-        [
-            skip0,
-            skip1,
-            skip2,
-            skip3,
-            skip4,
-            skip5,
-            skip6,
-            skip7,
-            skip8,
-            skip9,
-            skip10,
-            skip11,
-            skip12,
-            skip13,
-            skip14,
-            skip15,
-            skip16,
-            skip17,
-            skip18,
+    x = layers.Conv1D(32, 2, padding="causal", name="causal")(x)
+    stack_skips = []
+    for i in range(stacks * layers_per_stack):
+        x, skip = residual_layer(
             x,
-        ]
-    )
+            dilation=2 ** (i % layers_per_stack),
+            last=i == stacks * layers_per_stack - 1,
+            residual_channels=32,
+            dilation_channels=dilation_channels,
+            skip_channels=256,
+            name=f"stack.{i}",
+        )
+        stack_skips.append(skip)
+    x = layers.Add(name="skips")(stack_skips)
     x = layers.ReLU(name="relu1")(x)
     x = layers.Conv1D(256, 1, name="conv1")(x)
     x = layers.ReLU(name="relu2")(x)

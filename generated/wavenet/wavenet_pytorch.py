@@ -19,24 +19,41 @@ def pad_causal(x: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
     return F.pad(x, ((layer.kernel_size[0] - 1) * layer.dilation[0], 0))
 
 
-class GatedUnit(nn.Module):
-    """tanh(filter conv) * sigmoid(gate conv), both dilated causal convolutions of kernel 2
-    over the residual stream."""
+class ResidualLayer(nn.Module):
+    """One WaveNet layer: tanh(filter conv) * sigmoid(gate conv), both dilated causal
+    convolutions of kernel 2; a 1x1 convolution of it to the skip output, and one
+    added to the input as the residual output (left out in the last layer, where
+    nothing reads it)."""
 
-    def __init__(self, in_channels: int, dilation: int, dilation_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        dilation: int,
+        residual_channels: int,
+        dilation_channels: int,
+        skip_channels: int,
+        last: bool = False,
+    ) -> None:
         super().__init__()
         self.filter = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.filter_tanh = nn.Tanh()
         self.gate = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.gate_sigmoid = nn.Sigmoid()
+        self.skip = nn.Conv1d(dilation_channels, skip_channels, 1)
+        self.dense = nn.Conv1d(dilation_channels, residual_channels, 1) if not last else None
+        self.use_residual = not last
+        self.out_channels = in_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.filter(pad_causal(x, self.filter))
         filter_tanh = self.filter_tanh(out)
         gate = self.gate(pad_causal(x, self.gate))
         out = self.gate_sigmoid(gate)
-        out = filter_tanh * out
-        return out
+        gated = filter_tanh * out
+        skip = self.skip(gated)
+        dense = self.dense(gated) if self.dense is not None else gated
+        out = x + dense if self.use_residual else x
+        return out, skip
 
 
 class WaveNet(nn.Module):
@@ -52,73 +69,26 @@ class WaveNet(nn.Module):
     (receptive field 2 x 1023 + 2 = 2048 samples), 32 dilation (filter and gate)
     channels, 32 residual channels, 256 skip channels, 256 output classes; every
     convolution has a bias, no normalization; the last layer has no residual 1x1
-    (its output would be unused). Written out layer by layer: a unit with a residual
-    output and a skip output cannot be a repeated block (a block returns one tensor
-    and there is no channel slice), so the 20 layers are rows, each a gated_unit
-    block and three ops. 420,224 parameters."""
+    (its output would be unused). Each layer is a residual_layer block with two
+    outputs, its residual and its skip; the 20 layers are one stage, and the skips
+    of all of its units are summed. 420,224 parameters."""
 
-    def __init__(self, num_classes: int = 256) -> None:
+    def __init__(
+        self, num_classes: int = 256, dilation_channels: int = 32, stacks: int = 2, layers_per_stack: int = 10
+    ) -> None:
         super().__init__()
         self.causal = nn.Conv1d(256, 32, 2)
-        self.gate0 = GatedUnit(32, dilation=1, dilation_channels=32)
-        self.skip0 = nn.Conv1d(32, 256, 1)
-        self.dense0 = nn.Conv1d(32, 32, 1)
-        self.gate1 = GatedUnit(32, dilation=2, dilation_channels=32)
-        self.skip1 = nn.Conv1d(32, 256, 1)
-        self.dense1 = nn.Conv1d(32, 32, 1)
-        self.gate2 = GatedUnit(32, dilation=4, dilation_channels=32)
-        self.skip2 = nn.Conv1d(32, 256, 1)
-        self.dense2 = nn.Conv1d(32, 32, 1)
-        self.gate3 = GatedUnit(32, dilation=8, dilation_channels=32)
-        self.skip3 = nn.Conv1d(32, 256, 1)
-        self.dense3 = nn.Conv1d(32, 32, 1)
-        self.gate4 = GatedUnit(32, dilation=16, dilation_channels=32)
-        self.skip4 = nn.Conv1d(32, 256, 1)
-        self.dense4 = nn.Conv1d(32, 32, 1)
-        self.gate5 = GatedUnit(32, dilation=32, dilation_channels=32)
-        self.skip5 = nn.Conv1d(32, 256, 1)
-        self.dense5 = nn.Conv1d(32, 32, 1)
-        self.gate6 = GatedUnit(32, dilation=64, dilation_channels=32)
-        self.skip6 = nn.Conv1d(32, 256, 1)
-        self.dense6 = nn.Conv1d(32, 32, 1)
-        self.gate7 = GatedUnit(32, dilation=128, dilation_channels=32)
-        self.skip7 = nn.Conv1d(32, 256, 1)
-        self.dense7 = nn.Conv1d(32, 32, 1)
-        self.gate8 = GatedUnit(32, dilation=256, dilation_channels=32)
-        self.skip8 = nn.Conv1d(32, 256, 1)
-        self.dense8 = nn.Conv1d(32, 32, 1)
-        self.gate9 = GatedUnit(32, dilation=512, dilation_channels=32)
-        self.skip9 = nn.Conv1d(32, 256, 1)
-        self.dense9 = nn.Conv1d(32, 32, 1)
-        self.gate10 = GatedUnit(32, dilation=1, dilation_channels=32)
-        self.skip10 = nn.Conv1d(32, 256, 1)
-        self.dense10 = nn.Conv1d(32, 32, 1)
-        self.gate11 = GatedUnit(32, dilation=2, dilation_channels=32)
-        self.skip11 = nn.Conv1d(32, 256, 1)
-        self.dense11 = nn.Conv1d(32, 32, 1)
-        self.gate12 = GatedUnit(32, dilation=4, dilation_channels=32)
-        self.skip12 = nn.Conv1d(32, 256, 1)
-        self.dense12 = nn.Conv1d(32, 32, 1)
-        self.gate13 = GatedUnit(32, dilation=8, dilation_channels=32)
-        self.skip13 = nn.Conv1d(32, 256, 1)
-        self.dense13 = nn.Conv1d(32, 32, 1)
-        self.gate14 = GatedUnit(32, dilation=16, dilation_channels=32)
-        self.skip14 = nn.Conv1d(32, 256, 1)
-        self.dense14 = nn.Conv1d(32, 32, 1)
-        self.gate15 = GatedUnit(32, dilation=32, dilation_channels=32)
-        self.skip15 = nn.Conv1d(32, 256, 1)
-        self.dense15 = nn.Conv1d(32, 32, 1)
-        self.gate16 = GatedUnit(32, dilation=64, dilation_channels=32)
-        self.skip16 = nn.Conv1d(32, 256, 1)
-        self.dense16 = nn.Conv1d(32, 32, 1)
-        self.gate17 = GatedUnit(32, dilation=128, dilation_channels=32)
-        self.skip17 = nn.Conv1d(32, 256, 1)
-        self.dense17 = nn.Conv1d(32, 32, 1)
-        self.gate18 = GatedUnit(32, dilation=256, dilation_channels=32)
-        self.skip18 = nn.Conv1d(32, 256, 1)
-        self.dense18 = nn.Conv1d(32, 32, 1)
-        self.gate19 = GatedUnit(32, dilation=512, dilation_channels=32)
-        self.skip19 = nn.Conv1d(32, 256, 1)
+        self.stack = nn.ModuleList(
+            ResidualLayer(
+                32,
+                dilation=2 ** (i % layers_per_stack),
+                last=i == stacks * layers_per_stack - 1,
+                residual_channels=32,
+                dilation_channels=dilation_channels,
+                skip_channels=256,
+            )
+            for i in range(stacks * layers_per_stack)
+        )
         self.relu1 = nn.ReLU()
         self.conv1 = nn.Conv1d(256, 256, 1)
         self.relu2 = nn.ReLU()
@@ -126,107 +96,12 @@ class WaveNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        causal = self.causal(F.pad(x, (1, 0)))
-        gate0 = self.gate0(causal)
-        skip0 = self.skip0(gate0)
-        dense0 = self.dense0(gate0)
-        res0 = causal + dense0
-        gate1 = self.gate1(res0)
-        skip1 = self.skip1(gate1)
-        dense1 = self.dense1(gate1)
-        res1 = res0 + dense1
-        gate2 = self.gate2(res1)
-        skip2 = self.skip2(gate2)
-        dense2 = self.dense2(gate2)
-        res2 = res1 + dense2
-        gate3 = self.gate3(res2)
-        skip3 = self.skip3(gate3)
-        dense3 = self.dense3(gate3)
-        res3 = res2 + dense3
-        gate4 = self.gate4(res3)
-        skip4 = self.skip4(gate4)
-        dense4 = self.dense4(gate4)
-        res4 = res3 + dense4
-        gate5 = self.gate5(res4)
-        skip5 = self.skip5(gate5)
-        dense5 = self.dense5(gate5)
-        res5 = res4 + dense5
-        gate6 = self.gate6(res5)
-        skip6 = self.skip6(gate6)
-        dense6 = self.dense6(gate6)
-        res6 = res5 + dense6
-        gate7 = self.gate7(res6)
-        skip7 = self.skip7(gate7)
-        dense7 = self.dense7(gate7)
-        res7 = res6 + dense7
-        gate8 = self.gate8(res7)
-        skip8 = self.skip8(gate8)
-        dense8 = self.dense8(gate8)
-        res8 = res7 + dense8
-        gate9 = self.gate9(res8)
-        skip9 = self.skip9(gate9)
-        dense9 = self.dense9(gate9)
-        res9 = res8 + dense9
-        gate10 = self.gate10(res9)
-        skip10 = self.skip10(gate10)
-        dense10 = self.dense10(gate10)
-        res10 = res9 + dense10
-        gate11 = self.gate11(res10)
-        skip11 = self.skip11(gate11)
-        dense11 = self.dense11(gate11)
-        res11 = res10 + dense11
-        gate12 = self.gate12(res11)
-        skip12 = self.skip12(gate12)
-        dense12 = self.dense12(gate12)
-        res12 = res11 + dense12
-        gate13 = self.gate13(res12)
-        skip13 = self.skip13(gate13)
-        dense13 = self.dense13(gate13)
-        res13 = res12 + dense13
-        gate14 = self.gate14(res13)
-        skip14 = self.skip14(gate14)
-        dense14 = self.dense14(gate14)
-        res14 = res13 + dense14
-        gate15 = self.gate15(res14)
-        skip15 = self.skip15(gate15)
-        dense15 = self.dense15(gate15)
-        res15 = res14 + dense15
-        gate16 = self.gate16(res15)
-        skip16 = self.skip16(gate16)
-        dense16 = self.dense16(gate16)
-        res16 = res15 + dense16
-        gate17 = self.gate17(res16)
-        skip17 = self.skip17(gate17)
-        dense17 = self.dense17(gate17)
-        res17 = res16 + dense17
-        gate18 = self.gate18(res17)
-        skip18 = self.skip18(gate18)
-        dense18 = self.dense18(gate18)
-        x = res17 + dense18
-        x = self.gate19(x)
-        x = self.skip19(x)
-        x = (
-            skip0
-            + skip1
-            + skip2
-            + skip3
-            + skip4
-            + skip5
-            + skip6
-            + skip7
-            + skip8
-            + skip9
-            + skip10
-            + skip11
-            + skip12
-            + skip13
-            + skip14
-            + skip15
-            + skip16
-            + skip17
-            + skip18
-            + x
-        )
+        x = self.causal(F.pad(x, (1, 0)))
+        stack_skips = []
+        for block in self.stack:
+            x, skip = block(x)
+            stack_skips.append(skip)
+        x = sum(stack_skips)
         x = self.relu1(x)
         x = self.conv1(x)
         x = self.relu2(x)
