@@ -26,6 +26,18 @@ def load_generated(name: str, target: str, root: Path = ROOT / "generated") -> M
     return module
 
 
+def called_instances(compiled) -> dict[str, tuple[int, ...]]:
+    """Path -> output shape of every block instance and stage that generated
+    code calls as one module (the shape of its first output). A stage of a
+    block with several outputs is not one: forward runs its units one by one."""
+    blocks = compiled.spec.blocks
+    return {
+        inst.path: inst.shape
+        for inst in compiled.graph.instances
+        if not (inst.units and len(blocks[inst.block].output_names()) > 1)
+    }
+
+
 def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     """A channels-first per-sample shape as the NHWC targets see it."""
     return (*shape[1:], shape[0])

@@ -7,7 +7,7 @@ ports between frameworks: 'same' padding at stride 2 on an even input,
 ceil-mode pooling, LRN with a large alpha, average pooling with padding
 (counted and not), flatten before dense on a non-square map, depthwise and
 grouped convolutions, channel shuffle, SE's broadcast multiply and a causal
-dilated 1-D convolution. They run with --trace, which must find no
+dilated 1-D convolution, and blocks with several outputs. They run with --trace, which must find no
 divergence either (so the trace does not cry wolf).
 """
 
@@ -90,6 +90,10 @@ def test_converter_cases_cover_what_breaks_ports() -> None:
     assert has(lambda n: n.op == "channel_shuffle")
     assert has(lambda n: n.op == "multiply" and len(n.in_shapes[0]) != len(n.in_shapes[1]))
     assert has(lambda n: n.op == "conv1d" and n.attrs["dilation"] > 1 and n.attrs["padding"][1] == 0)
+    # Blocks with several outputs, read beside the value and from every unit of a stage.
+    instances = [i for g in graphs.values() for i in g.instances]
+    assert any(i.side_outputs and i.index is None for i in instances)
+    assert has(lambda n: n.op == "concat" and sum(".side" in r for r in n.inputs) >= 3)
 
 
 # ----------------------------------------------------------------------------

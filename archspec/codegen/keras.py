@@ -367,6 +367,8 @@ def _first_or(p: common.Printer, first: E.Expr, rest: str, index: str) -> str:
     text = p.expr(first)
     if text == "True" and rest == "False":
         return f"{index} == 0"
+    if text == "False" and rest == "True":
+        return f"{index} != 0"
     if text == rest:
         return text
     return f"{p.expr(first, outer=1)} if {index} == 0 else {rest}"

@@ -625,14 +625,15 @@ class _Parser:
                 self.err(
                     rpos,
                     "E207",
-                    f"node '{me}' takes '{ref}', which comes later (a cycle or a forward reference); "
+                    f"node '{me}' takes '{full}', which comes later (a cycle or a forward reference); "
                     "nodes can only take earlier nodes as input, so reorder them",
                 )
             else:
+                where = f" (in '{full}')" if full != ref else ""
                 self.err(
                     rpos,
                     "E205",
-                    f"unknown node '{ref}'{did_you_mean(ref, [*earlier, 'input'])}; "
+                    f"unknown node '{ref}'{where}{did_you_mean(ref, [*earlier, 'input'])}; "
                     "'in' names an earlier node of the same list, or 'input'",
                 )
         return out
