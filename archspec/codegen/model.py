@@ -411,7 +411,14 @@ class _Builder:
         in as the values this file is generated for, so that the class reads
         with plain channel counts, as hand-written models do."""
         unit = self.model_pass()
-        sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)} - {"num_classes"}
+        sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)}
+        # A spec parameter that a block uses as a channel count sizes layers too.
+        for block in self.units.values():
+            for st in block.steps:
+                for e in (st.in_channels, st.attrs.get("out"), st.attrs.get("multiplier")):
+                    if isinstance(e, E.Expr):
+                        sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}
+        sizing -= {"num_classes"}
         if sizing:
             self.bake = {p: literal(self.graph.params[p]) for p in sizing}
             unit = self.model_pass()

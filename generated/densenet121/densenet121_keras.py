@@ -51,7 +51,7 @@ def transition(x, compression: float, *, name: str):
     return x
 
 
-def DenseNet121(num_classes: int = 1000, bn_size: int = 4) -> keras.Model:
+def DenseNet121(num_classes: int = 1000) -> keras.Model:
     """Huang et al., "Densely Connected Convolutional Networks" (2017), Table 1,
     DenseNet-121 column (DenseNet-BC, growth rate k = 32): a 7x7/2 convolution of 2k
     channels, a 3x3/2 max-pool, four dense blocks of 6, 12, 24 and 16 layers (BN-
@@ -71,16 +71,16 @@ def DenseNet121(num_classes: int = 1000, bn_size: int = 4) -> keras.Model:
     x = NegInfPadding2D(1, name="pool0.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool0")(x)
     for i in range(6):
-        x = dense_layer(x, growth_rate=32, bn_size=bn_size, name=f"denseblock1.{i}")
+        x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock1.{i}")
     x = transition(x, compression=0.5, name="transition1")
     for i in range(12):
-        x = dense_layer(x, growth_rate=32, bn_size=bn_size, name=f"denseblock2.{i}")
+        x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock2.{i}")
     x = transition(x, compression=0.5, name="transition2")
     for i in range(24):
-        x = dense_layer(x, growth_rate=32, bn_size=bn_size, name=f"denseblock3.{i}")
+        x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock3.{i}")
     x = transition(x, compression=0.5, name="transition3")
     for i in range(16):
-        x = dense_layer(x, growth_rate=32, bn_size=bn_size, name=f"denseblock4.{i}")
+        x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock4.{i}")
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="norm5")(x)
     x = layers.ReLU(name="relu5")(x)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)

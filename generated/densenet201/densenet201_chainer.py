@@ -98,18 +98,18 @@ class DenseNet201(chainer.Chain):
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
     changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
 
-    def __init__(self, num_classes: int = 1000, bn_size: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         with self.init_scope():
             self.conv0 = L.Convolution2D(3, 64, 7, stride=2, pad=3, nobias=True)
             self.norm0 = L.BatchNormalization(64, eps=1e-05)
-            self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=bn_size)
+            self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4)
             self.transition1 = Transition(256, compression=0.5)
-            self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=bn_size)
+            self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=4)
             self.transition2 = Transition(512, compression=0.5)
-            self.denseblock3 = make_stage(DenseLayer, 256, 48, growth_rate=32, bn_size=bn_size)
+            self.denseblock3 = make_stage(DenseLayer, 256, 48, growth_rate=32, bn_size=4)
             self.transition3 = Transition(1792, compression=0.5)
-            self.denseblock4 = make_stage(DenseLayer, 896, 32, growth_rate=32, bn_size=bn_size)
+            self.denseblock4 = make_stage(DenseLayer, 896, 32, growth_rate=32, bn_size=4)
             self.norm5 = L.BatchNormalization(1920, eps=1e-05)
             self.classifier = L.Linear(1920, num_classes)
 

@@ -80,19 +80,19 @@ class DenseNet264(nn.Module):
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
     changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
 
-    def __init__(self, num_classes: int = 1000, bn_size: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.norm0 = nn.BatchNorm2d(64)
         self.relu0 = nn.ReLU()
         self.pool0 = nn.MaxPool2d(3, stride=2, padding=1)
-        self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=bn_size)
+        self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4)
         self.transition1 = Transition(256, compression=0.5)
-        self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=bn_size)
+        self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=4)
         self.transition2 = Transition(512, compression=0.5)
-        self.denseblock3 = make_stage(DenseLayer, 256, 64, growth_rate=32, bn_size=bn_size)
+        self.denseblock3 = make_stage(DenseLayer, 256, 64, growth_rate=32, bn_size=4)
         self.transition3 = Transition(2304, compression=0.5)
-        self.denseblock4 = make_stage(DenseLayer, 1152, 48, growth_rate=32, bn_size=bn_size)
+        self.denseblock4 = make_stage(DenseLayer, 1152, 48, growth_rate=32, bn_size=4)
         self.norm5 = nn.BatchNorm2d(2688)
         self.relu5 = nn.ReLU()
         self.classifier = nn.Linear(2688, num_classes)

@@ -178,17 +178,17 @@ class DenseNet264(tf.Module):
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
     changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
 
-    def __init__(self, num_classes: int = 1000, bn_size: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv0 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv0")
         self.norm0 = BatchNorm(64, eps=1e-05, decay=0.9, name="norm0")
-        self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=bn_size, name="denseblock1")
+        self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4, name="denseblock1")
         self.transition1 = Transition(256, compression=0.5, name="transition1")
-        self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=bn_size, name="denseblock2")
+        self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=4, name="denseblock2")
         self.transition2 = Transition(512, compression=0.5, name="transition2")
-        self.denseblock3 = make_stage(DenseLayer, 256, 64, growth_rate=32, bn_size=bn_size, name="denseblock3")
+        self.denseblock3 = make_stage(DenseLayer, 256, 64, growth_rate=32, bn_size=4, name="denseblock3")
         self.transition3 = Transition(2304, compression=0.5, name="transition3")
-        self.denseblock4 = make_stage(DenseLayer, 1152, 48, growth_rate=32, bn_size=bn_size, name="denseblock4")
+        self.denseblock4 = make_stage(DenseLayer, 1152, 48, growth_rate=32, bn_size=4, name="denseblock4")
         self.norm5 = BatchNorm(2688, eps=1e-05, decay=0.9, name="norm5")
         self.classifier = Dense(2688, num_classes, name="classifier")
 

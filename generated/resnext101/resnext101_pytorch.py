@@ -95,41 +95,21 @@ class ResNeXt101(nn.Module):
     shortcuts (1x1 conv + BN) on the first unit of every stage. torchvision has no
     resnext101_32x4d; this one is built the same way."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 32, width_per_group: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = make_stage(
-            Bottleneck, 64, 3, planes=64, groups=groups, width_per_group=width_per_group, first=dict(project=True)
-        )
+        self.layer1 = make_stage(Bottleneck, 64, 3, planes=64, groups=32, width_per_group=4, first=dict(project=True))
         self.layer2 = make_stage(
-            Bottleneck,
-            256,
-            4,
-            planes=128,
-            groups=groups,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
+            Bottleneck, 256, 4, planes=128, groups=32, width_per_group=4, first=dict(stride=2, project=True)
         )
         self.layer3 = make_stage(
-            Bottleneck,
-            512,
-            23,
-            planes=256,
-            groups=groups,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
+            Bottleneck, 512, 23, planes=256, groups=32, width_per_group=4, first=dict(stride=2, project=True)
         )
         self.layer4 = make_stage(
-            Bottleneck,
-            1024,
-            3,
-            planes=512,
-            groups=groups,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
+            Bottleneck, 1024, 3, planes=512, groups=32, width_per_group=4, first=dict(stride=2, project=True)
         )
         self.fc = nn.Linear(2048, num_classes)
 

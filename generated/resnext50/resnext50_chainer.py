@@ -114,40 +114,22 @@ class ResNeXt50(chainer.Chain):
     shortcuts (1x1 conv + BN) on the first unit of every stage. torchvision has no
     resnext101_32x4d; this one is built the same way."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 32, width_per_group: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 64, 7, stride=2, pad=3, nobias=True)
             self.bn1 = L.BatchNormalization(64, eps=1e-05)
             self.layer1 = make_stage(
-                Bottleneck, 64, 3, planes=64, groups=groups, width_per_group=width_per_group, first=dict(project=True)
+                Bottleneck, 64, 3, planes=64, groups=32, width_per_group=4, first=dict(project=True)
             )
             self.layer2 = make_stage(
-                Bottleneck,
-                256,
-                4,
-                planes=128,
-                groups=groups,
-                width_per_group=width_per_group,
-                first=dict(stride=2, project=True),
+                Bottleneck, 256, 4, planes=128, groups=32, width_per_group=4, first=dict(stride=2, project=True)
             )
             self.layer3 = make_stage(
-                Bottleneck,
-                512,
-                6,
-                planes=256,
-                groups=groups,
-                width_per_group=width_per_group,
-                first=dict(stride=2, project=True),
+                Bottleneck, 512, 6, planes=256, groups=32, width_per_group=4, first=dict(stride=2, project=True)
             )
             self.layer4 = make_stage(
-                Bottleneck,
-                1024,
-                3,
-                planes=512,
-                groups=groups,
-                width_per_group=width_per_group,
-                first=dict(stride=2, project=True),
+                Bottleneck, 1024, 3, planes=512, groups=32, width_per_group=4, first=dict(stride=2, project=True)
             )
             self.fc = L.Linear(2048, num_classes)
 

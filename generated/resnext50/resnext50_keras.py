@@ -63,7 +63,7 @@ def bottleneck(x, planes: int, groups: int, width_per_group: int, stride: int = 
     return out
 
 
-def ResNeXt50(num_classes: int = 1000, groups: int = 32, width_per_group: int = 4) -> keras.Model:
+def ResNeXt50(num_classes: int = 1000) -> keras.Model:
     """Xie et al., "Aggregated Residual Transformations for Deep Neural Networks" (2017),
     Table 1 (ResNeXt-50 32x4d) and Section 5.1 (ResNeXt-101 32x4d: the ResNet-101
     stage depths 3, 4, 23, 3): ResNet-50 with every bottleneck's 3x3 convolution
@@ -83,36 +83,18 @@ def ResNeXt50(num_classes: int = 1000, groups: int = 32, width_per_group: int = 
     x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
-        x = bottleneck(x, planes=64, groups=groups, width_per_group=width_per_group, project=i == 0, name=f"layer1.{i}")
+        x = bottleneck(x, planes=64, groups=32, width_per_group=4, project=i == 0, name=f"layer1.{i}")
     for i in range(4):
         x = bottleneck(
-            x,
-            planes=128,
-            groups=groups,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer2.{i}",
+            x, planes=128, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}"
         )
     for i in range(6):
         x = bottleneck(
-            x,
-            planes=256,
-            groups=groups,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer3.{i}",
+            x, planes=256, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}"
         )
     for i in range(3):
         x = bottleneck(
-            x,
-            planes=512,
-            groups=groups,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer4.{i}",
+            x, planes=512, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}"
         )
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)

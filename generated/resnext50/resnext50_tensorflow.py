@@ -209,27 +209,20 @@ class ResNeXt50(tf.Module):
     shortcuts (1x1 conv + BN) on the first unit of every stage. torchvision has no
     resnext101_32x4d; this one is built the same way."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 32, width_per_group: int = 4) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv1")
         self.bn1 = BatchNorm(64, eps=1e-05, decay=0.9, name="bn1")
         self.layer1 = make_stage(
-            Bottleneck,
-            64,
-            3,
-            planes=64,
-            groups=groups,
-            width_per_group=width_per_group,
-            first=dict(project=True),
-            name="layer1",
+            Bottleneck, 64, 3, planes=64, groups=32, width_per_group=4, first=dict(project=True), name="layer1"
         )
         self.layer2 = make_stage(
             Bottleneck,
             256,
             4,
             planes=128,
-            groups=groups,
-            width_per_group=width_per_group,
+            groups=32,
+            width_per_group=4,
             first=dict(stride=2, project=True),
             name="layer2",
         )
@@ -238,8 +231,8 @@ class ResNeXt50(tf.Module):
             512,
             6,
             planes=256,
-            groups=groups,
-            width_per_group=width_per_group,
+            groups=32,
+            width_per_group=4,
             first=dict(stride=2, project=True),
             name="layer3",
         )
@@ -248,8 +241,8 @@ class ResNeXt50(tf.Module):
             1024,
             3,
             planes=512,
-            groups=groups,
-            width_per_group=width_per_group,
+            groups=32,
+            width_per_group=4,
             first=dict(stride=2, project=True),
             name="layer4",
         )

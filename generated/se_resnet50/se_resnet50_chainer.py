@@ -130,21 +130,15 @@ class SEResNet50(chainer.Chain):
     vs 3.86 GFLOPs; it also counts the pooling, gating and scaling that archspec
     counts as 0)."""
 
-    def __init__(self, num_classes: int = 1000, reduction: int = 16) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 64, 7, stride=2, pad=3, nobias=True)
             self.bn1 = L.BatchNormalization(64, eps=1e-05)
-            self.layer1 = make_stage(Bottleneck, 64, 3, width=64, reduction=reduction, first=dict(project=True))
-            self.layer2 = make_stage(
-                Bottleneck, 256, 4, width=128, reduction=reduction, first=dict(stride=2, project=True)
-            )
-            self.layer3 = make_stage(
-                Bottleneck, 512, 6, width=256, reduction=reduction, first=dict(stride=2, project=True)
-            )
-            self.layer4 = make_stage(
-                Bottleneck, 1024, 3, width=512, reduction=reduction, first=dict(stride=2, project=True)
-            )
+            self.layer1 = make_stage(Bottleneck, 64, 3, width=64, reduction=16, first=dict(project=True))
+            self.layer2 = make_stage(Bottleneck, 256, 4, width=128, reduction=16, first=dict(stride=2, project=True))
+            self.layer3 = make_stage(Bottleneck, 512, 6, width=256, reduction=16, first=dict(stride=2, project=True))
+            self.layer4 = make_stage(Bottleneck, 1024, 3, width=512, reduction=16, first=dict(stride=2, project=True))
             self.fc = L.Linear(2048, num_classes)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:

@@ -69,7 +69,7 @@ def bottleneck(x, width: int, reduction: int, stride: int = 1, project: bool = F
     return out
 
 
-def SEResNet50(num_classes: int = 1000, reduction: int = 16) -> keras.Model:
+def SEResNet50(num_classes: int = 1000) -> keras.Model:
     """Hu et al., "Squeeze-and-Excitation Networks" (2018), Table 1, SE-ResNet-50 column:
     ResNet-50 (He et al. 2015, Table 1) with a squeeze-and-excitation block,
     reduction ratio 16, on the residual branch of every bottleneck, before the
@@ -93,13 +93,13 @@ def SEResNet50(num_classes: int = 1000, reduction: int = 16) -> keras.Model:
     x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
-        x = bottleneck(x, width=64, reduction=reduction, project=i == 0, name=f"layer1.{i}")
+        x = bottleneck(x, width=64, reduction=16, project=i == 0, name=f"layer1.{i}")
     for i in range(4):
-        x = bottleneck(x, width=128, reduction=reduction, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}")
+        x = bottleneck(x, width=128, reduction=16, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}")
     for i in range(6):
-        x = bottleneck(x, width=256, reduction=reduction, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}")
+        x = bottleneck(x, width=256, reduction=16, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}")
     for i in range(3):
-        x = bottleneck(x, width=512, reduction=reduction, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}")
+        x = bottleneck(x, width=512, reduction=16, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name="se_resnet50")

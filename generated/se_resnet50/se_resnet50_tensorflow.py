@@ -213,21 +213,19 @@ class SEResNet50(tf.Module):
     vs 3.86 GFLOPs; it also counts the pooling, gating and scaling that archspec
     counts as 0)."""
 
-    def __init__(self, num_classes: int = 1000, reduction: int = 16) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv1")
         self.bn1 = BatchNorm(64, eps=1e-05, decay=0.9, name="bn1")
-        self.layer1 = make_stage(
-            Bottleneck, 64, 3, width=64, reduction=reduction, first=dict(project=True), name="layer1"
-        )
+        self.layer1 = make_stage(Bottleneck, 64, 3, width=64, reduction=16, first=dict(project=True), name="layer1")
         self.layer2 = make_stage(
-            Bottleneck, 256, 4, width=128, reduction=reduction, first=dict(stride=2, project=True), name="layer2"
+            Bottleneck, 256, 4, width=128, reduction=16, first=dict(stride=2, project=True), name="layer2"
         )
         self.layer3 = make_stage(
-            Bottleneck, 512, 6, width=256, reduction=reduction, first=dict(stride=2, project=True), name="layer3"
+            Bottleneck, 512, 6, width=256, reduction=16, first=dict(stride=2, project=True), name="layer3"
         )
         self.layer4 = make_stage(
-            Bottleneck, 1024, 3, width=512, reduction=reduction, first=dict(stride=2, project=True), name="layer4"
+            Bottleneck, 1024, 3, width=512, reduction=16, first=dict(stride=2, project=True), name="layer4"
         )
         self.fc = Dense(2048, num_classes, name="fc")
 

@@ -85,9 +85,7 @@ class WaveNet(chainer.Chain):
     outputs, its residual and its skip; the 20 layers are one stage, and the skips
     of all of its units are summed. 420,224 parameters."""
 
-    def __init__(
-        self, num_classes: int = 256, dilation_channels: int = 32, stacks: int = 2, layers_per_stack: int = 10
-    ) -> None:
+    def __init__(self, num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10) -> None:
         super().__init__()
         with self.init_scope():
             self.causal = L.Convolution1D(256, 32, 2)
@@ -98,7 +96,7 @@ class WaveNet(chainer.Chain):
                         dilation=2 ** (i % layers_per_stack),
                         last=i == stacks * layers_per_stack - 1,
                         residual_channels=32,
-                        dilation_channels=dilation_channels,
+                        dilation_channels=32,
                         skip_channels=256,
                     )
                     for i in range(stacks * layers_per_stack)

@@ -42,9 +42,7 @@ def residual_layer(
     return out, skip
 
 
-def WaveNet(
-    num_classes: int = 256, dilation_channels: int = 32, stacks: int = 2, layers_per_stack: int = 10
-) -> keras.Model:
+def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10) -> keras.Model:
     """van den Oord et al., "WaveNet: A Generative Model for Raw Audio" (2016), Section 2
     and Figure 4: a causal convolution, then a stack of dilated causal convolution
     layers with gated activation units, tanh(W_f * x) * sigmoid(W_g * x), each with
@@ -70,7 +68,7 @@ def WaveNet(
             dilation=2 ** (i % layers_per_stack),
             last=i == stacks * layers_per_stack - 1,
             residual_channels=32,
-            dilation_channels=dilation_channels,
+            dilation_channels=32,
             skip_channels=256,
             name=f"stack.{i}",
         )

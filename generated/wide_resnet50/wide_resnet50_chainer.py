@@ -111,22 +111,20 @@ class WideResNet50(chainer.Chain):
     128, the stride of a downsampling unit on its 3x3 ("v1.5"), batch norm eps 1e-5,
     projection shortcuts (1x1 conv + BN) on the first unit of every stage."""
 
-    def __init__(self, num_classes: int = 1000, width_per_group: int = 128) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 64, 7, stride=2, pad=3, nobias=True)
             self.bn1 = L.BatchNormalization(64, eps=1e-05)
-            self.layer1 = make_stage(
-                Bottleneck, 64, 3, planes=64, width_per_group=width_per_group, first=dict(project=True)
-            )
+            self.layer1 = make_stage(Bottleneck, 64, 3, planes=64, width_per_group=128, first=dict(project=True))
             self.layer2 = make_stage(
-                Bottleneck, 256, 4, planes=128, width_per_group=width_per_group, first=dict(stride=2, project=True)
+                Bottleneck, 256, 4, planes=128, width_per_group=128, first=dict(stride=2, project=True)
             )
             self.layer3 = make_stage(
-                Bottleneck, 512, 6, planes=256, width_per_group=width_per_group, first=dict(stride=2, project=True)
+                Bottleneck, 512, 6, planes=256, width_per_group=128, first=dict(stride=2, project=True)
             )
             self.layer4 = make_stage(
-                Bottleneck, 1024, 3, planes=512, width_per_group=width_per_group, first=dict(stride=2, project=True)
+                Bottleneck, 1024, 3, planes=512, width_per_group=128, first=dict(stride=2, project=True)
             )
             self.fc = L.Linear(2048, num_classes)
 

@@ -58,7 +58,7 @@ def bottleneck(x, planes: int, width_per_group: int, stride: int = 1, project: b
     return out
 
 
-def WideResNet50(num_classes: int = 1000, width_per_group: int = 128) -> keras.Model:
+def WideResNet50(num_classes: int = 1000) -> keras.Model:
     """Wide ResNet-50-2 (Zagoruyko and Komodakis, "Wide Residual Networks", 2016, the
     WRN-50-2-bottleneck of their ImageNet experiments): ResNet-50 (He et al. 2015,
     Table 1, 50-layer column) with the inner 1x1 and 3x3 convolutions of every
@@ -76,33 +76,18 @@ def WideResNet50(num_classes: int = 1000, width_per_group: int = 128) -> keras.M
     x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for i in range(3):
-        x = bottleneck(x, planes=64, width_per_group=width_per_group, project=i == 0, name=f"layer1.{i}")
+        x = bottleneck(x, planes=64, width_per_group=128, project=i == 0, name=f"layer1.{i}")
     for i in range(4):
         x = bottleneck(
-            x,
-            planes=128,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer2.{i}",
+            x, planes=128, width_per_group=128, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}"
         )
     for i in range(6):
         x = bottleneck(
-            x,
-            planes=256,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer3.{i}",
+            x, planes=256, width_per_group=128, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}"
         )
     for i in range(3):
         x = bottleneck(
-            x,
-            planes=512,
-            width_per_group=width_per_group,
-            stride=2 if i == 0 else 1,
-            project=i == 0,
-            name=f"layer4.{i}",
+            x, planes=512, width_per_group=128, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}"
         )
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)

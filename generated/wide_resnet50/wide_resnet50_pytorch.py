@@ -92,23 +92,21 @@ class WideResNet50(nn.Module):
     128, the stride of a downsampling unit on its 3x3 ("v1.5"), batch norm eps 1e-5,
     projection shortcuts (1x1 conv + BN) on the first unit of every stage."""
 
-    def __init__(self, num_classes: int = 1000, width_per_group: int = 128) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = make_stage(
-            Bottleneck, 64, 3, planes=64, width_per_group=width_per_group, first=dict(project=True)
-        )
+        self.layer1 = make_stage(Bottleneck, 64, 3, planes=64, width_per_group=128, first=dict(project=True))
         self.layer2 = make_stage(
-            Bottleneck, 256, 4, planes=128, width_per_group=width_per_group, first=dict(stride=2, project=True)
+            Bottleneck, 256, 4, planes=128, width_per_group=128, first=dict(stride=2, project=True)
         )
         self.layer3 = make_stage(
-            Bottleneck, 512, 6, planes=256, width_per_group=width_per_group, first=dict(stride=2, project=True)
+            Bottleneck, 512, 6, planes=256, width_per_group=128, first=dict(stride=2, project=True)
         )
         self.layer4 = make_stage(
-            Bottleneck, 1024, 3, planes=512, width_per_group=width_per_group, first=dict(stride=2, project=True)
+            Bottleneck, 1024, 3, planes=512, width_per_group=128, first=dict(stride=2, project=True)
         )
         self.fc = nn.Linear(2048, num_classes)
 

@@ -194,39 +194,21 @@ class WideResNet50(tf.Module):
     128, the stride of a downsampling unit on its 3x3 ("v1.5"), batch norm eps 1e-5,
     projection shortcuts (1x1 conv + BN) on the first unit of every stage."""
 
-    def __init__(self, num_classes: int = 1000, width_per_group: int = 128) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv1")
         self.bn1 = BatchNorm(64, eps=1e-05, decay=0.9, name="bn1")
         self.layer1 = make_stage(
-            Bottleneck, 64, 3, planes=64, width_per_group=width_per_group, first=dict(project=True), name="layer1"
+            Bottleneck, 64, 3, planes=64, width_per_group=128, first=dict(project=True), name="layer1"
         )
         self.layer2 = make_stage(
-            Bottleneck,
-            256,
-            4,
-            planes=128,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
-            name="layer2",
+            Bottleneck, 256, 4, planes=128, width_per_group=128, first=dict(stride=2, project=True), name="layer2"
         )
         self.layer3 = make_stage(
-            Bottleneck,
-            512,
-            6,
-            planes=256,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
-            name="layer3",
+            Bottleneck, 512, 6, planes=256, width_per_group=128, first=dict(stride=2, project=True), name="layer3"
         )
         self.layer4 = make_stage(
-            Bottleneck,
-            1024,
-            3,
-            planes=512,
-            width_per_group=width_per_group,
-            first=dict(stride=2, project=True),
-            name="layer4",
+            Bottleneck, 1024, 3, planes=512, width_per_group=128, first=dict(stride=2, project=True), name="layer4"
         )
         self.fc = Dense(2048, num_classes, name="fc")
 
