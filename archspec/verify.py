@@ -160,9 +160,12 @@ def generate(
     refuses the code (an archspec bug, which `archspec compile` reports too), the
     code runs as emitted, which means the same, and ``notes`` says so."""
     name = compiled.graph.name
-    model = build_model(compiled)
     raw: dict[str, str] = {}
     result: dict[str, ModuleType | str] = {}
+    try:
+        model = build_model(compiled)
+    except CodegenError as exc:  # no target can be written
+        return {t: f"cannot generate {t} code: {exc}" for t in targets}
     for target in targets:
         try:
             raw[target] = EMITTERS[target](model)

@@ -94,6 +94,7 @@ def test_converter_cases_cover_what_breaks_ports() -> None:
     instances = [i for g in graphs.values() for i in g.instances]
     assert any(i.side_outputs and i.index is None for i in instances)
     assert has(lambda n: n.op == "concat" and sum(".side" in r for r in n.inputs) >= 3)
+    assert any(i.side_outputs and i.path.count(".") >= 3 for i in instances)  # a stage inside a stage's unit
 
 
 # ----------------------------------------------------------------------------
@@ -181,6 +182,23 @@ def test_verify_usage_and_spec_errors(tmp_path) -> None:
     result = run_cli(str(bad), "--json")
     assert result.exit_code == 1
     assert json.loads(result.output[result.output.index("{") :])["specs"][0]["ok"] is False
+
+
+def test_verify_reports_code_that_cannot_be_generated(tmp_path) -> None:
+    """A stage whose units, built in one loop over i, would each need another
+    input channel count: the code model refuses it, and verify says so per
+    target (exit 1) instead of failing with a traceback."""
+    spec = tmp_path / "grow.yaml"
+    spec.write_text(
+        "name: grow\nsource: test\ninput: [3, 8, 8]\n"
+        "blocks:\n  grow:\n    params: {k: int}\n    nodes:\n"
+        "      - conv: {op: conv2d, out: in_channels + k, kernel: 1}\n"
+        "layers:\n  - stage: {block: grow, repeat: 3, k: i + 1}\n"
+    )
+    result = run_cli(str(spec), "--targets", "pytorch,keras")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "cannot generate pytorch code" in result.output and "one loop cannot write" in result.output
 
 
 def test_tolerance_scales_with_the_output() -> None:

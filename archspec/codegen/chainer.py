@@ -709,6 +709,8 @@ def _block_ctor(step: Step, ctx: Ctx) -> str:
     if step.units is None:
         return f"{step.unit}({', '.join([cin, *kwargs])})"
     units = ctx.expr(step.units)
+    if step.varies_with_i:
+        cin = ctx.expr(step.unit_in_channels or step.in_channels)
     if step.varies_with_i and (step.unpacks or step.collect):  # run unit by unit in forward: a list
         return f"chainer.ChainList(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"
     ctx.helpers.add("Stage")

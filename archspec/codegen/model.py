@@ -123,6 +123,10 @@ class Step:
     side_outputs: list[str] = field(default_factory=list)
     # Stages: (list variable, variable of one unit's output it collects).
     collect: list[tuple[str, str]] = field(default_factory=list)
+    # A stage whose arguments use i is built in one loop over i: the input
+    # channels of unit i (``in_channels if i == 0 else width``); None where
+    # every unit takes in_channels.
+    unit_in_channels: E.Expr | None = None
 
     @property
     def unpacks(self) -> bool:
@@ -148,6 +152,7 @@ class Unit:
     doc: str
     is_model: bool = False
     instances: list[dict[str, Any]] = field(default_factory=list)
+    output_channels: list[E.Expr] = field(default_factory=list)  # of each declared output
 
 
 @dataclass
@@ -463,15 +468,17 @@ class _Builder:
         expression against every instance (``envs``: instance path -> env).
         ``outputs``: the block's declared outputs (empty: its last node)."""
         channels: dict[str, E.Expr] = {INPUT: in_channels}
+        totals: dict[str, E.Expr] = {}  # stage.*.out: the channels of every unit's, summed
         prev = INPUT
         steps: list[Step] = []
+        made: dict[str, Step] = {}
         refs: list[list[str]] = []
         for nd in defs:
             ins = [self.plain_ref(r, defs) for r, _ in nd.inputs] if nd.inputs else [prev]
             refs.append(ins)
             for r in ins:
-                if r not in channels:  # a named output: its channel count, which must not vary
-                    channels[r] = self.ref_channels(r, nd, envs, defs, f"{unit.name}.{nd.name}")
+                if r not in channels:  # a named output
+                    channels[r], totals[r] = self.named_channels(r, made, defs, envs, f"{unit.name}.{nd.name}")
             present = [self.present(nd, path, env) for path, env in envs]
             if not any(present):
                 # Left out in every instance: nothing to write; its name is its input.
@@ -489,21 +496,27 @@ class _Builder:
             in_ch = channels[ins[0]]
             step = self.step(unit, nd, envs, present, in_ch, channels, ins)
             step.cond = cond
-            out_ch = self.out_channels(step, nd, envs, present, in_ch, channels, ins, f"{unit.name}.{nd.name}")
+            out_ch = self.out_channels(
+                step, nd, envs, present, in_ch, {**channels, **totals}, ins, f"{unit.name}.{nd.name}"
+            )
             channels[nd.name] = self.writable(
                 out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs),
                 lambda nd=nd: [self.shape_at(path, nd.name, defs)[0] for path, _ in envs],
                 f"{unit.name}.{nd.name}",
             )
             steps.append(step)
+            made[nd.name] = step
             prev = nd.name
-        out_name = outputs[0] if outputs else prev
-        unit.out_channels = self.verified(
-            channels[out_name],
-            [(path, env, self.shape_at(path, out_name, defs)[0]) for path, env in envs],
-            f"{unit.name}: output channels",
-        )
-        self.name_variables(unit, defs, steps, refs, outputs or [out_name])
+        unit.output_channels = [
+            self.verified(
+                channels[o],
+                [(path, env, self.shape_at(path, o, defs)[0]) for path, env in envs],
+                f"{unit.name}: channels of output {o}",
+            )
+            for o in outputs or [prev]
+        ]
+        unit.out_channels = unit.output_channels[0]
+        self.name_variables(unit, defs, steps, refs, outputs or [prev])
 
     def plain_ref(self, ref: str, defs: list[NodeDef]) -> str:
         """``gate.out`` -> ``gate`` when ``out`` is the block's value."""
@@ -525,16 +538,52 @@ class _Builder:
         values = [i.output if out == block.output else dict(i.side_outputs)[out] for i in insts]
         return [self.graph.shape_of(v) for v in values]
 
-    def ref_channels(self, ref: str, nd: NodeDef, envs, defs: list[NodeDef], where: str) -> E.Expr:
-        """The channel count of a named output (of one unit, for ``stage.*.out``),
-        written as its value: the same in every instance of the block."""
-        found = {self.ref_shapes(path, ref)[0][0] for (path, env) in envs if self.present(nd, path, env)}
-        if len(found) != 1:
-            raise CodegenError(
-                f"{where}: the channel count of {ref} differs between the block's instances "
-                f"({', '.join(map(str, sorted(found)))}); named outputs must have one channel count"
-            )
-        return num(found.pop())
+    def named_channels(
+        self, ref: str, made: dict[str, Step], defs: list[NodeDef], envs, where: str
+    ) -> tuple[E.Expr, E.Expr]:
+        """The channel count of a named output (``gate.skip``; for ``stage.*.skip``
+        that of the first unit's) and the sum over the units, as expressions over
+        the unit's arguments, verified against every instance."""
+        node, *mid, out = ref.split(".")
+        step = made[node]
+        block = next(d for d in defs if d.name == node).block
+        callee = self.units[block]  # type: ignore[index]
+        j = self.spec.blocks[block].output_names().index(out)  # type: ignore[index]
+        if not mid:
+            per_unit = [fold(substitute(callee.output_channels[j], self.callee_env(step, callee, step.in_channels)))]
+        else:
+            per_unit = []
+            ch = step.in_channels
+            for u in range(self.unit_count(step, envs, node)):
+                env = self.callee_env(step, callee, ch, u)
+                per_unit.append(fold(substitute(callee.output_channels[j], env)))
+                ch = fold(substitute(callee.out_channels, env))
+        total = per_unit[0]
+        for e in per_unit[1:]:
+            total = add(total, e)
+        # The referenced node is in every instance (a 'when' is refused there).
+        firsts = [(path, env, self.ref_shapes(path, ref)[0][0]) for path, env in envs]
+        sums = [(path, env, sum(s[0] for s in self.ref_shapes(path, ref))) for path, env in envs]
+        total = self.writable(total, lambda: [want for _, _, want in sums], f"{where}: {ref}")
+        return self.verified(per_unit[0], firsts, f"{where}: {ref}"), self.verified(total, sums, f"{where}: {ref}")
+
+    def callee_env(self, step: Step, callee: Unit, in_ch: E.Expr, unit: int | None = None) -> dict[str, E.Expr]:
+        """The arguments a block call passes (of unit ``unit`` of a stage), as
+        expressions, with the block's defaults for the others."""
+        args = {**step.attrs, **(step.first if unit == 0 else {})}
+        if unit is not None:
+            args = {k: substitute(v, {"i": num(unit)}) for k, v in args.items()}
+        env = {"in_channels": in_ch, **args}
+        for a in callee.args:
+            if a.name not in env and a.default is not ops.REQUIRED:
+                env[a.name] = literal(a.default)
+        return env
+
+    def unit_count(self, step: Step, envs, where: str) -> int:
+        counts = {E.evaluate(step.units, env) for _, env in envs}  # type: ignore[arg-type]
+        if len(counts) != 1:
+            raise CodegenError(f"{where}: a stage whose repeat count varies between instances")
+        return counts.pop()
 
     def present(self, nd: NodeDef, path: str, env: dict[str, Any]) -> bool:
         if nd.when is None:
@@ -607,6 +656,15 @@ class _Builder:
         for path in paths:
             out_shapes.add(self.instance_at[path].shape)
         varies = any(n == "i" for v in nd.attrs.values() for n in _names(v))
+        if varies and first:
+            # Built in one loop over i: the first unit's overrides become
+            # ``A if i == 0 else B`` (the block's default where B is not given).
+            defaults = {a.name: a.default for a in callee.args}
+            for k, v in first.items():
+                rest = attrs.get(k, literal(defaults[k]) if defaults.get(k, ops.REQUIRED) is not ops.REQUIRED else None)
+                attrs[k] = v if rest is None else first_unit_choice(v, rest)
+            first = {}
+        self.check_call(nd, live, attrs, first, units)
         return Step(
             nd.name,
             None,
@@ -625,6 +683,20 @@ class _Builder:
             varies,
             in_ranks,
         )
+
+    def check_call(self, nd: NodeDef, live, attrs: dict[str, E.Expr], first: dict[str, E.Expr], units) -> None:
+        """The arguments a block call writes give, for every instance (every
+        unit of a stage), the arguments the IR expanded it with."""
+        for path, env in live:
+            base = f"{path}.{nd.name}" if path else nd.name
+            n = E.evaluate(units, env) if units is not None else None
+            for u in range(n) if n is not None else [None]:
+                inst = self.instance_at[base if u is None else f"{base}.{u}"]
+                args = {**attrs, **(first if u == 0 else {})}
+                unit_env = {**env, "i": u} if u is not None else env
+                for k, e in args.items():
+                    if k in inst.args:
+                        self.verified(e, [(inst.path, unit_env, inst.args[k])], f"{nd.name}: argument {k}")
 
     def _defs_for(self, unit: Unit) -> list[NodeDef]:
         return self.spec.layers if unit.is_model else self.spec.blocks[unit.name].nodes
@@ -700,27 +772,16 @@ class _Builder:
     def out_channels(self, step: Step, nd: NodeDef, envs, present, in_ch, channels, ins, where: str) -> E.Expr:
         if step.unit is not None:
             callee = self.units[nd.block]
-            args = {**step.attrs}
-            env = {"in_channels": in_ch, **args}
-            for a in callee.args:
-                if a.name not in env and a.default is not ops.REQUIRED:
-                    env[a.name] = literal(a.default)
             if step.units is not None:
                 # The last unit of a stage: its input is the previous unit's output.
                 return self.stage_out(step, callee, in_ch, envs, present, nd, where)
-            return fold(substitute(callee.out_channels, env))
+            return fold(substitute(callee.out_channels, self.callee_env(step, callee, in_ch)))
         op = step.op
         if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
             return step.attrs["out"]
         if op == "depthwise_conv2d":
             return mul(in_ch, step.attrs["multiplier"])
-        if op == "concat" and any(r.count(".") == 2 for r in ins):  # every unit's output: the sum, as its value
-            live = [path for (path, _), p in zip(envs, present) if p]
-            found = {self.nodes[f"{path}.{nd.name}" if path else nd.name].shape[0] for path in live}
-            if len(found) != 1:
-                raise CodegenError(f"{where}: a concatenation of a stage's outputs whose size varies between instances")
-            return num(found.pop())
-        if op == "concat":
+        if op == "concat":  # ``channels`` maps stage.*.out to the sum over the units
             total = channels[ins[0]]
             for r in ins[1:]:
                 total = add(total, channels[r])
@@ -743,24 +804,31 @@ class _Builder:
         for path, env in live:
             stage_path = f"{path}.{nd.name}" if path else nd.name
             checks.append((path, env, self.instance_at[stage_path].shape[0]))
-        n_units = {E.evaluate(step.units, env) for _, env in live}
-        if len(n_units) != 1:
-            raise CodegenError(f"{nd.name}: a stage whose repeat count varies between instances")
         ch = in_ch
-        for i in range(n_units.pop()):
-            args = {**step.attrs, **(step.first if i == 0 else {})}
-            args = {k: substitute(v, {"i": num(i)}) for k, v in args.items()}
-            env = {"in_channels": ch, **args}
-            for a in callee.args:
-                if a.name not in env and a.default is not ops.REQUIRED:
-                    env[a.name] = literal(a.default)
+        later: list[E.Expr] = []  # the input channels of units 1, 2, ...
+        for i in range(self.unit_count(step, live, nd.name)):
+            if i:
+                later.append(ch)
             ch = self.writable(
-                fold(substitute(callee.out_channels, env)),
+                fold(substitute(callee.out_channels, self.callee_env(step, callee, ch, i))),
                 lambda i=i: [
                     self.instance_at[f"{path}.{nd.name}.{i}" if path else f"{nd.name}.{i}"].shape[0] for path, _ in live
                 ],
                 f"{where}.{i}",
             )
+        if step.varies_with_i and later and any(source(e) != source(in_ch) for e in later):
+            if len({source(e) for e in later}) != 1:
+                raise CodegenError(
+                    f"{where}: the units of a stage whose arguments use i take input channel counts that "
+                    f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))})"
+                )
+            units = [
+                (path, env, self.instance_at[f"{path}.{nd.name}.{u}" if path else f"{nd.name}.{u}"].in_shape[0])
+                for u in range(1, len(later) + 1)
+                for path, env in live
+            ]
+            self.verified(later[0], units, f"{where}: input channels of units 1 to {len(later)}")
+            step.unit_in_channels = E.IfElse(E.Compare(name("i"), (("==", num(0)),), 0), in_ch, later[0], 0)
         return self.verified(ch, checks, f"{nd.name}: stage output channels")
 
     def writable(self, e: E.Expr, values: Callable[[], list[int]], what: str) -> E.Expr:
@@ -895,6 +963,17 @@ class _Builder:
         return ref
 
 
+def first_unit_choice(first: E.Expr, rest: E.Expr) -> E.Expr:
+    """``first if i == 0 else rest``, or ``i == 0`` / ``i != 0`` for booleans."""
+    if is_const(first) and is_const(rest):
+        a, b = const_value(first), const_value(rest)
+        if a == b and type(a) is type(b):
+            return first
+        if isinstance(a, bool) and isinstance(b, bool):
+            return E.Compare(name("i"), (("==" if a else "!=", num(0)),), 0)
+    return E.IfElse(E.Compare(name("i"), (("==", num(0)),), 0), first, rest, 0)
+
+
 def step_exprs(step: Step, channels: bool = True) -> list[E.Expr]:
     """Every expression a step writes into generated code (``channels``: with
     the input channel count, which channels-last Keras never writes)."""
@@ -902,6 +981,8 @@ def step_exprs(step: Step, channels: bool = True) -> list[E.Expr]:
     for v in [*step.attrs.values(), *step.first.values()]:
         out += list(v) if isinstance(v, tuple) else [v]
     out += [e for e in (step.cond, step.units, step.in_channels if channels else None) if e is not None]
+    if channels and step.unit_in_channels is not None:
+        out.append(step.unit_in_channels)
     if step.padding is not None and step.padding.expr is not None:
         pe = step.padding.expr
         out += list(pe) if isinstance(pe, tuple) else [pe]

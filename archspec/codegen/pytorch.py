@@ -344,6 +344,7 @@ def _block_ctor(step: Step, ctx: Ctx) -> str:
         return f"{step.unit}({', '.join([cin, *kwargs])})"
     units = p.expr(step.units)
     if step.varies_with_i:
+        cin = p.expr(step.unit_in_channels or step.in_channels)
         if step.unpacks or step.collect:  # run unit by unit in forward: a list, not a pipeline
             return f"nn.ModuleList({step.unit}({', '.join([cin, *kwargs])}) for i in range({units}))"
         return f"nn.Sequential(*[{step.unit}({', '.join([cin, *kwargs])}) for i in range({units})])"

@@ -550,6 +550,7 @@ def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: 
     kwargs = [f"{k}={p.expr(v)}" for k, v in step.attrs.items()]
     units = p.expr(step.units)  # type: ignore[arg-type]
     if step.varies_with_i:
+        cin = p.expr(step.unit_in_channels or step.in_channels)
         unit_name = ctx.name(step, ".{i}").replace('name="', 'name=f"')
         ctor = f"[{step.unit}({', '.join([cin, *kwargs, unit_name])}) for i in range({units})]"
     else:
