@@ -97,3 +97,27 @@ def test_model_takes_num_classes(spec_name):
         assert "num_classes" in names, target
         defaults = dict(zip(names[len(names) - len(args.defaults) :], args.defaults, strict=True))
         assert ast.literal_eval(defaults["num_classes"]) == default, target
+
+
+def test_boolean_expressions_are_written_as_ruff_wants(write_spec):
+    """``not not x``, ``true if c else false`` and ``false if c else true`` are
+    valid spec expressions that ruff refuses as written (SIM208/210/211): the
+    printer writes ``bool(x)``, ``c`` and ``not c``, and the files pass ruff."""
+    from archspec.codegen.writer import format_many
+
+    path = write_spec(
+        "name: nn\nsource: test\ninput: [3, 8, 8]\nparams:\n  use: true\n  width: 4\n"
+        "blocks:\n  b:\n    params: {flag: bool, proj: {type: bool, default: false}}\n    nodes:\n"
+        "      - conv: {op: conv2d, out: 4, kernel: 1}\n"
+        '      - extra: {op: conv2d, out: 4, kernel: 1, when: "true if proj else false"}\n'
+        '      - neg: {op: sigmoid, when: "false if proj else true"}\n'
+        "layers:\n"
+        '  - one: {block: b, flag: "true if width > 2 else false", proj: true}\n'
+        "  - two: {block: b, flag: not not use}\n"
+        "  - gap: {op: global_avg_pool}\n"
+    )
+    model = _Builder(compile_spec(path)).run()
+    files = format_many({f"nn_{t}.py": emit(model) for t, emit in EMITTERS.items()})
+    text = files["nn_pytorch.py"]
+    assert "flag=bool(use)" in text and "flag=width > 2" in text
+    assert "if bool(proj) else None" in text and "if not proj else None" in text

@@ -33,7 +33,7 @@ class Printer:
                 self.needs.add("math")
             if call.func == "make_divisible":
                 self.needs.add("make_divisible")
-        return E.to_source(e, outer, _FUNCTIONS)
+        return E.to_source(_tidy(e), outer, _FUNCTIONS)
 
     def pair(self, value: E.Expr | tuple) -> str:
         """A size that may be square: ``3`` or ``(1, 7)``."""
@@ -49,6 +49,39 @@ class Printer:
         if isinstance(value, tuple):
             return tuple(self.value(v) for v in value) if all(is_const(v) for v in value) else None
         return E.evaluate(value, {}) if is_const(value) else None
+
+
+def _tidy(e: E.Expr) -> E.Expr:
+    """``e`` as ruff wants it written, same value: ``not not x`` -> ``bool(x)``,
+    ``True if c else False`` -> ``bool(c)`` (``c`` when it is a comparison or a
+    negation), ``False if c else True`` -> ``not c``."""
+    if isinstance(e, E.Unary):
+        inner = _tidy(e.operand)
+        if e.op == "not" and isinstance(inner, E.Unary) and inner.op == "not":
+            return _as_bool(inner.operand)
+        return E.Unary(e.op, inner, e.col)
+    if isinstance(e, E.Binary):
+        return E.Binary(e.op, _tidy(e.left), _tidy(e.right), e.col)
+    if isinstance(e, E.Compare):
+        return E.Compare(_tidy(e.first), tuple((op, _tidy(r)) for op, r in e.rest), e.col)
+    if isinstance(e, E.Call):
+        return E.Call(e.func, tuple(_tidy(a) for a in e.args), e.col)
+    if isinstance(e, E.IfElse):
+        cond, then, other = _tidy(e.cond), _tidy(e.then), _tidy(e.other)
+        if _is_bool(then) and _is_bool(other) and then.value != other.value:  # type: ignore[attr-defined]
+            return _as_bool(cond) if then.value else E.Unary("not", cond, e.col)  # type: ignore[attr-defined]
+        return E.IfElse(cond, then, other, e.col)
+    return e
+
+
+def _is_bool(e: E.Expr) -> bool:
+    return isinstance(e, E.Num) and isinstance(e.value, bool)
+
+
+def _as_bool(e: E.Expr) -> E.Expr:
+    if isinstance(e, E.Compare) or (isinstance(e, E.Unary) and e.op == "not") or _is_bool(e):
+        return e
+    return E.Call("bool", (e,), 0)
 
 
 def header(model: CodeModel, target: str) -> str:
