@@ -681,7 +681,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     forward.append(f"return {', '.join(outs)}")
     returns = "chainer.Variable" if len(outs) == 1 else f"tuple[{', '.join(['chainer.Variable'] * len(outs))}]"
     doc = common.model_doc(ctx.model) if unit.is_model else common.docstring(unit.doc, indent="    ")
-    return ClassCode(unit.class_name, doc, common.signature(unit, ctx.printer), links, init, forward, returns)
+    return ClassCode(unit.class_name, doc, common.signature(unit), links, init, forward, returns)
 
 
 def _local_names(unit: Unit) -> Callable[[str], str]:

@@ -7,12 +7,10 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archspec.codegen.model import CodegenError, CodeModel, Step, Unit, is_const
+from archspec.codegen.model import Arg, CodegenError, CodeModel, Step, Unit, is_const
 from archspec.diagnostics import one_line
 from archspec.ops import REQUIRED
 from archspec.schema import expr as E
-
-TARGETS = ("pytorch", "tensorflow", "keras", "chainer")
 
 # Spec functions and how generated code spells them. make_divisible is
 # written into the generated file itself, so the file stays standalone.
@@ -127,20 +125,19 @@ def module_doc(model: CodeModel, framework: str) -> str:
     return f"{origin}\n\n{figures}\n"
 
 
-def model_doc(model: CodeModel, indent: str = "    ") -> str:
+def model_doc(model: CodeModel) -> str:
     """The network class's docstring: the spec's source."""
-    return docstring(model.compiled.graph.source, indent=indent)
+    return docstring(model.compiled.graph.source, indent="    ")
 
 
-def signature(unit: Unit, printer: Printer, self_arg: bool = True) -> str:
-    parts = ["self"] if self_arg else []
-    for a in unit.args:
-        ann = {"int": "int", "float": "float", "bool": "bool", "str": "str"}[a.type]
-        if a.default is REQUIRED:
-            parts.append(f"{a.name}: {ann}")
-        else:
-            parts.append(f"{a.name}: {ann} = {a.default!r}")
-    return ", ".join(parts)
+def arg(a: Arg) -> str:
+    """One argument of a generated signature: ``width: int`` or ``stride: int = 1``."""
+    return f"{a.name}: {a.type}" if a.default is REQUIRED else f"{a.name}: {a.type} = {a.default!r}"
+
+
+def signature(unit: Unit) -> str:
+    """``self`` and the unit's arguments."""
+    return ", ".join(["self", *(arg(a) for a in unit.args)])
 
 
 def assign(output: str, call: str, present: str | None, first_input: str, model_output: bool = False) -> list[str]:
@@ -172,7 +169,7 @@ def run_units(step: Step, loop: str, call: Callable[[str], str]) -> list[str]:
     out, inp = step.output, step.inputs[0]
     lines = [f"{out} = {inp}"] if out != inp else []
     lines += [f"{lst} = []" for lst, _ in step.collect]
-    lines += [f"for {loop}:", f"    {', '.join([out, *step.side_outputs])} = {call(out)}"]
+    lines += [f"for {loop}:", f"    {unit_outputs(step, call(out))}"]
     lines += [f"    {lst}.append({item})" for lst, item in step.collect]
     return lines
 

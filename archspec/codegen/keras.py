@@ -413,21 +413,15 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
             body.append(f"outputs = [y for y in ({', '.join(outs)}) if y is not None]")
             body.append(f'return keras.Model(inputs, outputs, name="{g.name}")')
         doc = common.model_doc(model)
-        sig = ", ".join(_arg(a) for a in unit.args)
+        sig = ", ".join(common.arg(a) for a in unit.args)
         name = unit.class_name
     else:
         body.append(f"return {', '.join(outs)}")
         doc = common.docstring(unit.doc, indent="    ")
         args = [a for a in unit.args if a.name != "in_channels"]
-        sig = ", ".join(["x", *(_arg(a) for a in args), "*", "name: str"])
+        sig = ", ".join(["x", *(common.arg(a) for a in args), "*", "name: str"])
         name = functions[unit.class_name]
     return FunctionCode(name, doc, sig, body, unit.is_model)
-
-
-def _arg(a) -> str:
-    from archspec.ops import REQUIRED
-
-    return f"{a.name}: {a.type}" if a.default is REQUIRED else f"{a.name}: {a.type} = {a.default!r}"
 
 
 def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:

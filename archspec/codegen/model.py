@@ -35,33 +35,6 @@ from archspec.pipeline import Compiled
 from archspec.schema import expr as E
 from archspec.schema.spec import BlockDef, NodeDef, Value
 
-# Attributes whose value is written as an expression over the unit's arguments.
-# ``padding`` is handled apart: its keywords are resolved per target.
-_PASSTHROUGH_OPS = {
-    "batch_norm",
-    "layer_norm",
-    "instance_norm",
-    "lrn",
-    "dropout",
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "silu",
-    "hard_swish",
-    "softmax",
-    "add",
-    "multiply",
-    "channel_shuffle",
-    "global_avg_pool",
-    "global_max_pool",
-    "max_pool2d",
-    "avg_pool2d",
-    "zero_pad2d",
-}
-
-
 # Channel counts are written as expressions over a unit's arguments
 # (``in_channels + growth_rate``). One that grows past this many nodes (a long
 # stage or concatenation that adds to ``in_channels`` unit by unit) is written
@@ -69,9 +42,6 @@ _PASSTHROUGH_OPS = {
 MAX_CHANNEL_TERMS = 64
 
 
-# Names the generated files use in functions (modules, helpers, builtins): a
-# variable named after a node (a node called ``torch`` or ``max``) must not hide
-# them, so such a variable takes a trailing underscore.
 class CodegenError(Exception):
     """The code model cannot express the IR faithfully (an archspec bug or an
     unsupported construct); nothing is written."""
@@ -113,7 +83,6 @@ class Step:
     output: str  # variable name
     cond: E.Expr | None  # None: always present
     padding: Padding | None = None
-    doc: str = ""
     varies_with_i: bool = False  # a stage whose arguments use the unit index i
     in_ranks: tuple[int, ...] = ()  # rank of each input (per sample)
     # Per input: a list of values (``stage.*.skip``, every unit's), spliced in.
@@ -133,10 +102,6 @@ class Step:
         """The block returns a tuple: its call is unpacked (``x, skip = ...``)."""
         return bool(self.side_outputs)
 
-    @property
-    def is_stage(self) -> bool:
-        return self.units is not None
-
 
 @dataclass
 class Unit:
@@ -146,13 +111,16 @@ class Unit:
     class_name: str
     args: list[Arg]
     steps: list[Step]
-    input_var: str
     output_vars: list[str]  # a block's declared outputs (the first its value), or the network's
     out_channels: E.Expr  # of the first output
     doc: str
     is_model: bool = False
-    instances: list[dict[str, Any]] = field(default_factory=list)
     output_channels: list[E.Expr] = field(default_factory=list)  # of each declared output
+
+    @property
+    def defaults(self) -> dict[str, E.Expr]:
+        """The optional arguments' defaults, as expressions."""
+        return {a.name: literal(a.default) for a in self.args if a.default is not ops.REQUIRED}
 
 
 @dataclass
@@ -341,6 +309,8 @@ class _Builder:
         self.globals_used: dict[str, list[str]] = {}
         # Spec parameters written into the network class as their values (see model_unit).
         self.bake: dict[str, E.Expr] = {}
+        # Stage step (by id) -> its units' arguments and output channels (see unit_envs).
+        self.stage_units: dict[int, tuple[Step, list[dict[str, E.Expr]], E.Expr]] = {}
 
     def bind(self, e: E.Expr) -> E.Expr:
         return fold(substitute(e, self.bake)) if self.bake else e
@@ -400,11 +370,9 @@ class _Builder:
             class_name(block.name),
             args,
             [],
-            "x",
             [],
             num(0),
             block.doc.strip(),
-            instances=[e for _, e in envs],
         )
         self.fill(unit, block.nodes, envs, name("in_channels"), block.output_names())
         return unit
@@ -439,12 +407,10 @@ class _Builder:
             class_name(spec.name),
             args,
             [],
-            "x",
             [],
             num(0),
             (spec.description or spec.source).strip(),
             is_model=True,
-            instances=[env],
         )
         self.fill(unit, spec.layers, [("", env)], num(graph.input_shape[0]), [])
         if spec.outputs:
@@ -479,7 +445,7 @@ class _Builder:
             for r in ins:
                 if r not in channels:  # a named output
                     channels[r], totals[r] = self.named_channels(r, made, defs, envs, f"{unit.name}.{nd.name}")
-            present = [self.present(nd, path, env) for path, env in envs]
+            present = [self.present(nd, env) for _, env in envs]
             if not any(present):
                 # Left out in every instance: nothing to write; its name is its input.
                 channels[nd.name] = channels[ins[0]]
@@ -549,15 +515,10 @@ class _Builder:
         block = next(d for d in defs if d.name == node).block
         callee = self.units[block]  # type: ignore[index]
         j = self.spec.blocks[block].output_names().index(out)  # type: ignore[index]
-        if not mid:
-            per_unit = [fold(substitute(callee.output_channels[j], self.callee_env(step, callee, step.in_channels)))]
-        else:
-            per_unit = []
-            ch = step.in_channels
-            for u in range(self.unit_count(step, envs, node)):
-                env = self.callee_env(step, callee, ch, u)
-                per_unit.append(fold(substitute(callee.output_channels[j], env)))
-                ch = fold(substitute(callee.out_channels, env))
+        unit_envs = (
+            self.unit_envs(step, callee, envs, where)[0] if mid else [self.callee_env(step, callee, step.in_channels)]
+        )
+        per_unit = [fold(substitute(callee.output_channels[j], env)) for env in unit_envs]
         total = per_unit[0]
         for e in per_unit[1:]:
             total = add(total, e)
@@ -573,11 +534,7 @@ class _Builder:
         args = {**step.attrs, **(step.first if unit == 0 else {})}
         if unit is not None:
             args = {k: substitute(v, {"i": num(unit)}) for k, v in args.items()}
-        env = {"in_channels": in_ch, **args}
-        for a in callee.args:
-            if a.name not in env and a.default is not ops.REQUIRED:
-                env[a.name] = literal(a.default)
-        return env
+        return {**callee.defaults, "in_channels": in_ch, **args}
 
     def unit_count(self, step: Step, envs, where: str) -> int:
         counts = {E.evaluate(step.units, env) for _, env in envs}  # type: ignore[arg-type]
@@ -585,18 +542,18 @@ class _Builder:
             raise CodegenError(f"{where}: a stage whose repeat count varies between instances")
         return counts.pop()
 
-    def present(self, nd: NodeDef, path: str, env: dict[str, Any]) -> bool:
+    def present(self, nd: NodeDef, env: dict[str, Any]) -> bool:
         if nd.when is None:
             return True
         return bool(nd.when.raw if nd.when.expr is None else E.evaluate(nd.when.expr, env))
 
     def shape_at(self, scope: str, ref: str, defs: list[NodeDef]) -> tuple[int, ...]:
         """The IR shape of a name inside one instance (following skipped nodes)."""
-        if "." in ref:
-            return self.ref_shapes(scope, ref)[0]
         prefix = f"{scope}." if scope else ""
         by_name = {nd.name: nd for nd in defs}
         while ref != INPUT:
+            if "." in ref:
+                return self.ref_shapes(scope, ref)[0]
             path = prefix + ref
             if path in self.nodes:
                 return self.nodes[path].shape
@@ -643,7 +600,6 @@ class _Builder:
                 "",
                 None,
                 padding,
-                nd.doc,
                 in_ranks=in_ranks,
             )
         callee = self.units[nd.block]
@@ -659,13 +615,12 @@ class _Builder:
         if varies and first:
             # Built in one loop over i: the first unit's overrides become
             # ``A if i == 0 else B`` (the block's default where B is not given).
-            defaults = {a.name: a.default for a in callee.args}
+            defaults = callee.defaults
             for k, v in first.items():
-                rest = attrs.get(k, literal(defaults[k]) if defaults.get(k, ops.REQUIRED) is not ops.REQUIRED else None)
+                rest = attrs.get(k, defaults.get(k))
                 attrs[k] = v if rest is None else first_unit_choice(v, rest)
             first = {}
-        self.check_call(nd, live, attrs, first, units)
-        return Step(
+        step = Step(
             nd.name,
             None,
             callee.class_name,
@@ -678,25 +633,23 @@ class _Builder:
             [],
             "",
             None,
-            None,
-            nd.doc,
-            varies,
-            in_ranks,
+            varies_with_i=varies,
+            in_ranks=in_ranks,
         )
+        self.check_call(step, callee, live)
+        return step
 
-    def check_call(self, nd: NodeDef, live, attrs: dict[str, E.Expr], first: dict[str, E.Expr], units) -> None:
+    def check_call(self, step: Step, callee: Unit, live) -> None:
         """The arguments a block call writes give, for every instance (every
         unit of a stage), the arguments the IR expanded it with."""
         for path, env in live:
-            base = f"{path}.{nd.name}" if path else nd.name
-            n = E.evaluate(units, env) if units is not None else None
+            base = _join(path, step.name)
+            n = E.evaluate(step.units, env) if step.units is not None else None
             for u in range(n) if n is not None else [None]:
                 inst = self.instance_at[base if u is None else f"{base}.{u}"]
-                args = {**attrs, **(first if u == 0 else {})}
-                unit_env = {**env, "i": u} if u is not None else env
-                for k, e in args.items():
+                for k, e in self.callee_env(step, callee, step.in_channels, u).items():
                     if k in inst.args:
-                        self.verified(e, [(inst.path, unit_env, inst.args[k])], f"{nd.name}: argument {k}")
+                        self.verified(e, [(inst.path, env, inst.args[k])], f"{step.name}: argument {k}")
 
     def _defs_for(self, unit: Unit) -> list[NodeDef]:
         return self.spec.layers if unit.is_model else self.spec.blocks[unit.name].nodes
@@ -773,8 +726,8 @@ class _Builder:
         if step.unit is not None:
             callee = self.units[nd.block]
             if step.units is not None:
-                # The last unit of a stage: its input is the previous unit's output.
-                return self.stage_out(step, callee, in_ch, envs, present, nd, where)
+                live = [(path, env) for (path, env), p in zip(envs, present) if p]
+                return self.stage_out(step, callee, live, where)
             return fold(substitute(callee.out_channels, self.callee_env(step, callee, in_ch)))
         op = step.op
         if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
@@ -796,40 +749,47 @@ class _Builder:
             return num(math.prod(step.in_shape))
         return in_ch
 
-    def stage_out(self, step: Step, callee: Unit, in_ch: E.Expr, envs, present, nd: NodeDef, where: str) -> E.Expr:
-        """Output channels of a stage: fold the callee's out_channels unit by
-        unit when the count is a constant; verified like everything else."""
-        checks = []
-        live = [(path, env) for (path, env), p in zip(envs, present) if p]
-        for path, env in live:
-            stage_path = f"{path}.{nd.name}" if path else nd.name
-            checks.append((path, env, self.instance_at[stage_path].shape[0]))
-        ch = in_ch
-        later: list[E.Expr] = []  # the input channels of units 1, 2, ...
-        for i in range(self.unit_count(step, live, nd.name)):
-            if i:
-                later.append(ch)
+    def unit_envs(self, step: Step, callee: Unit, live, where: str) -> tuple[list[dict[str, E.Expr]], E.Expr]:
+        """The arguments of each unit of a stage, each taking the previous
+        unit's output channels, and the stage's output channels (computed once
+        per stage; a count too long to write is its value, see :meth:`writable`)."""
+        cached = self.stage_units.get(id(step))
+        if cached is not None and cached[0] is step:  # (an id alone may be reused by a later step)
+            return cached[1], cached[2]
+        envs: list[dict[str, E.Expr]] = []
+        ch = step.in_channels
+        for i in range(self.unit_count(step, live, step.name)):
+            envs.append(self.callee_env(step, callee, ch, i))
             ch = self.writable(
-                fold(substitute(callee.out_channels, self.callee_env(step, callee, ch, i))),
-                lambda i=i: [
-                    self.instance_at[f"{path}.{nd.name}.{i}" if path else f"{nd.name}.{i}"].shape[0] for path, _ in live
-                ],
+                fold(substitute(callee.out_channels, envs[-1])),
+                lambda i=i: [self.instance_at[_join(path, step.name, str(i))].shape[0] for path, _ in live],
                 f"{where}.{i}",
             )
-        if step.varies_with_i and later and any(source(e) != source(in_ch) for e in later):
+        self.stage_units[id(step)] = step, envs, ch
+        return envs, ch
+
+    def stage_out(self, step: Step, callee: Unit, live, where: str) -> E.Expr:
+        """Output channels of a stage, unit by unit; verified like everything
+        else. A stage built in one loop over i also gets the input channels
+        of its units after the first (:attr:`Step.unit_in_channels`)."""
+        envs, ch = self.unit_envs(step, callee, live, where)
+        later = [env["in_channels"] for env in envs[1:]]
+        in_ch = step.in_channels
+        if step.varies_with_i and any(source(e) != source(in_ch) for e in later):
             if len({source(e) for e in later}) != 1:
                 raise CodegenError(
                     f"{where}: the units of a stage whose arguments use i take input channel counts that "
                     f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))})"
                 )
             units = [
-                (path, env, self.instance_at[f"{path}.{nd.name}.{u}" if path else f"{nd.name}.{u}"].in_shape[0])
-                for u in range(1, len(later) + 1)
+                (path, env, self.instance_at[_join(path, step.name, str(u))].in_shape[0])
+                for u in range(1, len(envs))
                 for path, env in live
             ]
             self.verified(later[0], units, f"{where}: input channels of units 1 to {len(later)}")
             step.unit_in_channels = E.IfElse(E.Compare(name("i"), (("==", num(0)),), 0), in_ch, later[0], 0)
-        return self.verified(ch, checks, f"{nd.name}: stage output channels")
+        checks = [(path, env, self.instance_at[_join(path, step.name)].shape[0]) for path, env in live]
+        return self.verified(ch, checks, f"{step.name}: stage output channels")
 
     def writable(self, e: E.Expr, values: Callable[[], list[int]], what: str) -> E.Expr:
         """``e``, or its value when it is too long to write (see
@@ -857,7 +817,7 @@ class _Builder:
     def verified(self, e: E.Expr, checks, what: str) -> E.Expr:
         for path, env, want in checks:
             try:
-                got = evaluate(e, {**env, "in_channels": env.get("in_channels")})
+                got = evaluate(e, env)
             except E.ExprError as exc:
                 raise CodegenError(f"{what}: {source(e)} fails at {path or 'top level'}: {exc.message}") from None
             if isinstance(want, tuple) and not isinstance(got, tuple):
@@ -877,21 +837,31 @@ class _Builder:
         its own, and one read from every unit of a stage (``stack.*.skip``) a
         list that the stage's loop fills."""
         outputs = set(out_names) | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
+        index = {nd.name: k for k, nd in enumerate(defs)}
+
+        def resolve(ref: str) -> str:
+            """Follow names of nodes left out everywhere to the value they stand for."""
+            while ref != INPUT and "." not in ref and steps[index[ref]] is None:
+                ref = refs[index[ref]][0]
+            return ref
+
+        # What each live step reads, after following left-out nodes.
+        reads = [[resolve(r) for r in ins] if steps[k] is not None else [] for k, ins in enumerate(refs)]
+        results = [resolve(o) for o in out_names]
         readers: dict[str, list[int]] = {}
-        for k, ins in enumerate(refs):
-            if steps[k] is None:
-                continue
+        for k, ins in enumerate(reads):
             for r in ins:
                 if "." not in r:
-                    readers.setdefault(self.resolve(r, defs, steps, refs), []).append(k)
-        input_kept = any(k != _first_live(steps) for k in readers.get(INPUT, []))
+                    readers.setdefault(r, []).append(k)
+        first_live, last_live = _first_live(steps), _last_live(steps)
+        input_kept = any(k != first_live for k in readers.get(INPUT, []))
         # A block output that stands for the block's input keeps it too.
-        input_kept |= any(self.resolve(o, defs, steps, refs) == INPUT for o in out_names) and _last_live(steps) >= 0
+        input_kept |= INPUT in results and last_live >= 0
         # Variables share a scope with the unit's arguments in function-style
         # targets (Keras), so no variable takes an argument's name.
         taken = {"x", "self", "name", "inputs", "outputs", "block", "i", *(a.name for a in unit.args), *GLOBAL_NAMES}
         taken |= {u.class_name for u in self.units.values()} | set(self.spec.blocks)
-        node_names = {nd.name for nd in defs}
+        node_names = set(index)
 
         def fresh(base: str) -> str:
             v = base
@@ -901,27 +871,25 @@ class _Builder:
             return v
 
         named: dict[str, str] = {}  # named-output reference -> its variable (a list for stage.*.out)
-        for k, ins in enumerate(refs):
-            for r in ins:
-                if steps[k] is not None and "." in r and r not in named:
-                    node, *mid, out = r.split(".")
-                    named[r] = fresh(f"{node}_{out}s" if mid else f"{node}_{out}")
+        for r in [*(r for ins in reads for r in ins), *results]:
+            if "." in r and r not in named:
+                node, *mid, out = r.split(".")
+                named[r] = fresh(f"{node}_{out}s" if mid else f"{node}_{out}")
         chain = next(v for v in ("out", "y", "h", "z") if v not in taken) if input_kept else "x"
         taken.add(chain)
-        var: dict[str, str] = {INPUT: "x"}
+        var: dict[str, str] = {INPUT: "x", **named}
         for k, nd in enumerate(defs):
             st = steps[k]
             if st is None:
                 continue
             rd = readers.get(nd.name, [])
-            first_in = refs[k][0] if "." in refs[k][0] else self.resolve(refs[k][0], defs, steps, refs)
             prev_live = _prev_live(steps, k)
-            continues = first_in == (defs[prev_live].name if prev_live >= 0 else INPUT)
+            continues = reads[k][0] == (defs[prev_live].name if prev_live >= 0 else INPUT)
             branch = not continues and st.op not in ("add", "concat", "multiply")
             own = (
                 (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k)))
                 or branch
-                or (nd.name in outputs and k != _last_live(steps))
+                or (nd.name in outputs and k != last_live)
             )
             if own:
                 v = nd.name
@@ -930,15 +898,13 @@ class _Builder:
             else:
                 v = chain
             var[nd.name] = v
-            st.inputs = [named[r] if "." in r else var[self.resolve(r, defs, steps, refs)] for r in refs[k]]
-            st.starred = tuple(r.count(".") == 2 for r in refs[k])
+            st.inputs = [var[r] for r in reads[k]]
+            st.starred = tuple(r.count(".") == 2 for r in reads[k])
             st.output = v
             if nd.block is not None:
                 self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
-        unit.input_var = "x"
-        if not unit.output_vars:
-            unit.output_vars = [var[self.resolve(o, defs, steps, refs)] for o in out_names]
+        unit.output_vars = [var[r] for r in results]
 
     def name_block_outputs(self, st: Step, nd: NodeDef, named: dict[str, str], fresh: Callable[[str], str]) -> None:
         """The variables of a block's outputs after the first; for a stage, the
@@ -955,12 +921,10 @@ class _Builder:
             if lst:
                 st.collect.append((lst, item))
 
-    def resolve(self, ref: str, defs: list[NodeDef], steps, refs) -> str:
-        """Follow names of nodes left out everywhere to the value they stand for."""
-        by_name = {nd.name: k for k, nd in enumerate(defs)}
-        while ref != INPUT and steps[by_name[ref]] is None:
-            ref = refs[by_name[ref]][0]
-        return ref
+
+def _join(*parts: str) -> str:
+    """An IR path: the dot-joined non-empty parts (``""`` is the top level)."""
+    return ".".join(p for p in parts if p)
 
 
 def first_unit_choice(first: E.Expr, rest: E.Expr) -> E.Expr:

@@ -333,7 +333,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     forward.append(f"return {', '.join(outs)}")
     returns = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"
     doc = common.model_doc(model) if unit.is_model else common.docstring(unit.doc, indent="    ")
-    return ClassCode(unit.class_name, doc, common.signature(unit, p), init, forward, returns)
+    return ClassCode(unit.class_name, doc, common.signature(unit), init, forward, returns)
 
 
 def _block_ctor(step: Step, ctx: Ctx) -> str:

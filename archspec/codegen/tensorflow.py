@@ -507,10 +507,10 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     returns = "tf.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['tf.Tensor'] * len(outs))}]"
     if unit.is_model:
         doc = common.model_doc(model)
-        signature = common.signature(unit, p)
+        signature = common.signature(unit)
     else:
         doc = common.docstring(unit.doc or f"The spec's {unit.name} block.", indent="    ")
-        signature = f"{common.signature(unit, p)}, *, name: str"
+        signature = f"{common.signature(unit)}, *, name: str"
     train = unit.is_model or unit.class_name in ctx.training
     call_signature = "self, x: tf.Tensor, training: bool = False" if train else "self, x: tf.Tensor"
     return ClassCode(unit.class_name, doc, signature, call_signature, init, forward, returns, unit.is_model)
