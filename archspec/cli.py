@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from archspec import ops
+from archspec import diagram, ops
 from archspec.codegen import EMITTERS
 from archspec.diagnostics import SpecError
 from archspec.passes.expand import parse_overrides
@@ -142,18 +142,17 @@ def _spec_files(specs_dir: str) -> list[str]:
     return files
 
 
-def _render(compiled: list[Compiled], targets: list[str], table: bool, diagram: bool = False) -> dict[str, str]:
+def _render(compiled: list[Compiled], targets: list[str], table: bool, drawings: bool = False) -> dict[str, str]:
     from archspec.build import render_all
     from archspec.codegen.model import CodegenError
     from archspec.codegen.writer import FormatError
-    from archspec.diagram import DiagramError, GraphvizNotFound
 
     try:
-        return render_all(compiled, targets, table, diagram)
-    except GraphvizNotFound as exc:
+        return render_all(compiled, targets, table, drawings)
+    except diagram.GraphvizNotFound as exc:
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
-    except (CodegenError, FormatError, DiagramError) as exc:
+    except (CodegenError, FormatError, diagram.DiagramError) as exc:
         raise _internal(exc) from None
 
 
@@ -210,7 +209,6 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     import time
 
     from archspec.build import diagrams, write
-    from archspec.diagram import DiagramError, GraphvizNotFound, to_dot
 
     start = time.perf_counter()
     paths = _spec_files(specs_dir)
@@ -220,10 +218,10 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     no_dot = None
     try:
         files.update(diagrams(compiled))
-    except GraphvizNotFound as exc:  # write the rest, and the DOT sources instead of the drawings
+    except diagram.GraphvizNotFound as exc:  # write the rest, and the DOT sources instead of the drawings
         no_dot = exc
-        files.update({f"{c.graph.name}/{c.graph.name}.dot": to_dot(c) for c in compiled})
-    except DiagramError as exc:
+        files.update({f"{c.graph.name}/{c.graph.name}.dot": diagram.to_dot(c) for c in compiled})
+    except diagram.DiagramError as exc:
         raise _internal(exc) from None
     by_spec: dict[str, list[bool]] = {}
 
@@ -250,7 +248,7 @@ def check_command(specs_dir: str, out_dir: Path) -> None:
     from archspec.build import check
 
     compiled, failed = _compile_all(_spec_files(specs_dir), ())
-    drift = check(_render(compiled, list(EMITTERS), table=True, diagram=True), out_dir)
+    drift = check(_render(compiled, list(EMITTERS), table=True, drawings=True), out_dir)
     for kind, files in (("stale", drift.stale), ("missing", drift.missing), ("extra", drift.extra)):
         for rel in files:
             click.echo(f"{kind}: {out_dir / rel}")
@@ -270,12 +268,100 @@ def list_ops() -> None:
             click.echo(f"    {name}: {attr.kind}, {default}. {attr.doc}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# ----------------------------------------------------------------------------
+# diagram: Graphviz drawings
 
-from archspec.diagram import diagram_command  # noqa: E402
 
-main.add_command(diagram_command, name="diagram")
+@main.command(name="diagram")
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Output file (one SPEC only). Default: generated/<name>/<name>.<format>.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(diagram.FORMATS),
+    default=None,
+    help="Output format. Default: from -o's suffix, else svg.",
+)
+@click.option("--expand", is_flag=True, help="Draw every unit of a stage (default: the first, the rest folded).")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Draw block instances nested deeper than this as single boxes (0: top level only).",
+)
+@click.option(
+    "--direction",
+    type=click.Choice(diagram.DIRECTIONS),
+    default="TB",
+    show_default=True,
+    help="Layout direction: top to bottom or left to right.",
+)
+@set_option
+def diagram_command(
+    specs: tuple[str, ...],
+    output: str | None,
+    fmt: str | None,
+    expand: bool,
+    depth: int | None,
+    direction: str,
+    sets: tuple[str, ...],
+) -> None:
+    """Draw SPEC files as Graphviz diagrams (every specs/*.yaml when none is given).
+
+    Writes generated/<name>/<name>.<format>. Exit 1 if a spec is invalid or
+    Graphviz' dot is missing (the .dot source is written instead).
+    """
+    if expand and depth is not None:
+        raise click.UsageError("--expand and --depth exclude each other; give one of them")
+    if not specs:
+        found = sorted(Path("specs").glob("*.yaml"))
+        if not found:
+            raise click.UsageError("no SPEC given and no specs/*.yaml in the current directory")
+        specs = tuple(str(p) for p in found)
+    if output is not None and len(specs) > 1:
+        raise click.UsageError("-o/--output takes one SPEC; without -o each spec goes to generated/<name>/")
+    suffix = Path(output).suffix.lstrip(".").lower() if output else ""
+    if fmt is None:
+        fmt = suffix if suffix in diagram.FORMATS else "svg"
+    elif suffix == "dot" and fmt != "dot":
+        raise click.UsageError(f"-o {output} names a .dot file but --format is {fmt}; name it .{fmt}")
+
+    failed = False
+    missing: diagram.GraphvizNotFound | None = None
+    for spec in specs:
+        try:
+            c = load(spec, sets)
+        except Failed:
+            failed = True
+            continue
+        name = c.graph.name
+        target = Path(output) if output else Path("generated") / name / f"{name}.{fmt}"
+        text = diagram.to_dot(c, depth=depth, expand=expand, direction=direction)
+        try:
+            written = diagram.render(text, target, fmt)
+        except diagram.GraphvizNotFound as exc:
+            missing = exc
+            click.echo(
+                f"{spec}: wrote {exc.dot_path} ({diagram.box_count(text)} boxes); not rendered to {fmt}", err=True
+            )
+            continue
+        except diagram.DiagramError as exc:
+            click.echo(f"{spec}: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(f"{spec}: wrote {', '.join(str(p) for p in written)} ({diagram.box_count(text)} boxes)")
+    if missing is not None:
+        raise click.ClickException(
+            f"{diagram.INSTALL_HINT}. The .dot files were written; render them with dot -T{fmt} FILE.dot -o FILE.{fmt}"
+        )
+    if failed:
+        raise Failed()
 
 
 # ----------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 :func:`to_dot` is a pure function from a :class:`~archspec.pipeline.Compiled`
 network to DOT text; the same input always gives byte-identical text (every
 order comes from the graph's node order, nothing from ``id()`` or hashing).
-:func:`render` writes the DOT file and, when Graphviz' ``dot`` program is on
-``PATH``, an SVG, PNG or PDF next to it.
+:func:`render` writes an SVG, PNG or PDF with Graphviz' ``dot`` program (the
+DOT text itself for the ``dot`` format, and beside the drawing when ``dot`` is
+missing or fails).
 
 What a diagram shows:
 
@@ -45,8 +46,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 from archspec import ops
 from archspec.codegen.writer import write_atomic
@@ -741,107 +740,3 @@ def render(dot_text: str, path: str | Path, fmt: str = "svg", *, timeout: float 
         raise DiagramError(f"{exc} (the DOT source is in {dot_path})") from None
     write_atomic(path, drawing)
     return [path]
-
-
-# ----------------------------------------------------------------------------
-# Command line (registered in archspec.cli as ``archspec diagram``)
-
-
-@click.command(name="diagram")
-@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=str),
-    default=None,
-    help="Output file (one SPEC only). Default: generated/<name>/<name>.<format>.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default=None,
-    help="Output format. Default: from -o's suffix, else svg. The .dot file is always written.",
-)
-@click.option("--expand", is_flag=True, help="Draw every unit of a stage (default: the first, the rest folded).")
-@click.option(
-    "--depth",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Draw block instances nested deeper than this as single boxes (0: top level only).",
-)
-@click.option(
-    "--direction",
-    type=click.Choice(DIRECTIONS),
-    default="TB",
-    show_default=True,
-    help="Layout direction: top to bottom or left to right.",
-)
-# The same option as archspec.cli.set_option, restated: importing archspec.cli
-# here at import time would be circular (cli registers this command).
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a spec parameter (repeatable), e.g. --set alpha=0.5.",
-)
-def diagram_command(
-    specs: tuple[str, ...],
-    output: str | None,
-    fmt: str | None,
-    expand: bool,
-    depth: int | None,
-    direction: str,
-    sets: tuple[str, ...],
-) -> None:
-    """Draw SPEC files as Graphviz diagrams (every specs/*.yaml when none is given).
-
-    Writes generated/<name>/<name>.<format> and the .dot beside it. Exit 1 if a
-    spec is invalid or Graphviz' dot is missing (the .dot is still written).
-    """
-    from archspec.cli import Failed, load
-
-    if expand and depth is not None:
-        raise click.UsageError("--expand and --depth exclude each other; give one of them")
-    if not specs:
-        found = sorted(Path("specs").glob("*.yaml"))
-        if not found:
-            raise click.UsageError("no SPEC given and no specs/*.yaml in the current directory")
-        specs = tuple(str(p) for p in found)
-    if output is not None and len(specs) > 1:
-        raise click.UsageError("-o/--output takes one SPEC; without -o each spec goes to generated/<name>/")
-    suffix = Path(output).suffix.lstrip(".").lower() if output else ""
-    if fmt is None:
-        fmt = suffix if suffix in FORMATS else "svg"
-    elif suffix == "dot" and fmt != "dot":
-        raise click.UsageError(f"-o {output} names a .dot file but --format is {fmt}; name it .{fmt}")
-
-    failed = False
-    missing: GraphvizNotFound | None = None
-    for spec in specs:
-        try:
-            c = load(spec, sets)
-        except Failed:
-            failed = True
-            continue
-        name = c.graph.name
-        target = Path(output) if output else Path("generated") / name / f"{name}.{fmt}"
-        text = to_dot(c, depth=depth, expand=expand, direction=direction)
-        try:
-            written = render(text, target, fmt)
-        except GraphvizNotFound as exc:
-            missing = exc
-            click.echo(f"{spec}: wrote {exc.dot_path} ({box_count(text)} boxes); not rendered to {fmt}", err=True)
-            continue
-        except DiagramError as exc:
-            click.echo(f"{spec}: {exc}", err=True)
-            failed = True
-            continue
-        click.echo(f"{spec}: wrote {', '.join(str(p) for p in written)} ({box_count(text)} boxes)")
-    if missing is not None:
-        raise click.ClickException(
-            f"{INSTALL_HINT}. The .dot files were written; render them with dot -T{fmt} FILE.dot -o FILE.{fmt}"
-        )
-    if failed:
-        raise Failed()

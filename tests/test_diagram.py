@@ -18,13 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from archspec import ops
-from archspec.cli import main
+from archspec.cli import diagram_command, main
 from archspec.diagram import (
     LIGHT,
     DiagramError,
     GraphvizNotFound,
     box_count,
-    diagram_command,
     render,
     to_dot,
 )

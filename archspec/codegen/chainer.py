@@ -638,7 +638,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
         else:
             rule = OPS[step.op]
             ctors.append(rule.link(step, ctx) if rule.link else None)
-    ctx.taken = {s.name for s, c in zip(unit.steps, ctors) if c} | {f"use_{s.name}" for s in unit.steps}
+    ctx.taken = {s.name for s, c in zip(unit.steps, ctors) if c} | {s.flag for s in unit.steps}
     var = _local_names(unit)
     links: list[str] = []
     flags: list[str] = []
@@ -669,9 +669,9 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
             present = f"{attr} is not None"
         else:
             if cond:
-                flags.append(f"self.use_{step.name} = {cond}")
+                flags.append(f"self.{step.flag} = {cond}")
             call = OPS[step.op].forward(step, ctx, ins, attr)
-            present = f"self.use_{step.name}"
+            present = f"self.{step.flag}"
         is_output = unit.is_model and step.output in unit.output_vars
         forward += common.assign(out, call, present if cond else None, ins[0], is_output)
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags

@@ -92,6 +92,9 @@ class Step:
     side_outputs: list[str] = field(default_factory=list)
     # Stages: (list variable, variable of one unit's output it collects).
     collect: list[tuple[str, str]] = field(default_factory=list)
+    # The attribute that holds a condition a step's own attribute cannot
+    # (``self.use_relu = not last``); never another step's name.
+    flag: str = ""
     # A stage whose arguments use i is built in one loop over i: the input
     # channels of unit i (``in_channels if i == 0 else width``); None where
     # every unit takes in_channels.
@@ -905,6 +908,12 @@ class _Builder:
                 self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
         unit.output_vars = [var[r] for r in results]
+        flags: set[str] = set()
+        for st in unit.steps:
+            st.flag = f"use_{st.name}"
+            while st.flag in node_names or st.flag in flags:
+                st.flag += "_"
+            flags.add(st.flag)
 
     def name_block_outputs(self, st: Step, nd: NodeDef, named: dict[str, str], fresh: Callable[[str], str]) -> None:
         """The variables of a block's outputs after the first; for a stage, the

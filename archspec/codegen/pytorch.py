@@ -135,13 +135,29 @@ def _pool(cls: str) -> Module:
         args = [_attr(step, ctx, "kernel")]
         if "stride" in step.attrs:
             args.append(f"stride={_attr(step, ctx, 'stride')}")
-        args += _conv_padding(step, ctx)
+        args += _pool_padding(step, ctx) if p is not None and p.mode == "keyword" else _conv_padding(step, ctx)
         args += _kw("ceil_mode", _attr(step, ctx, "ceil_mode"), "False")
         if "count_include_pad" in step.attrs:
             args += _kw("count_include_pad", _attr(step, ctx, "count_include_pad"), "True")
         return f"nn.{cls}({', '.join(args)})"
 
     return make
+
+
+def _pool_padding(step: Step, ctx: Ctx) -> list[str]:
+    """Padding named by a parameter: pooling modules take no 'same', so it is
+    written as numbers. The code model allows 'same' there at stride 1 only,
+    which for an odd kernel pads (k - 1) / 2 on each side."""
+    kernel = ctx.printer.value(step.attrs["kernel"])
+    sizes = kernel if isinstance(kernel, tuple) else (kernel,)
+    if kernel is None or any(k % 2 == 0 for k in sizes):
+        raise CodegenError(
+            f"{step.name}: pooling with padding 'same' or 'valid' from a parameter needs an odd constant kernel"
+        )
+    half = tuple((k - 1) // 2 for k in sizes)
+    same = half[0] if len(set(half)) == 1 else half
+    word = ctx.printer.expr(step.padding.expr, outer=1)  # type: ignore[union-attr, arg-type]
+    return [f'padding={same} if {word} == "same" else 0']
 
 
 def _norm_dim(step: Step) -> str:
@@ -322,9 +338,9 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             present = f"{module} is not None"
         else:
             if cond:
-                init.append(f"self.use_{step.name} = {cond}")
+                init.append(f"self.{step.flag} = {cond}")
             call = OPS[step.op].forward(step, ctx, step.inputs, module)
-            present = f"self.use_{step.name}"
+            present = f"self.{step.flag}"
         is_output = unit.is_model and step.output in unit.output_vars
         forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output)
     if unit.name in stage_blocks:

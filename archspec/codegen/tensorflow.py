@@ -27,18 +27,6 @@ from archspec.schema import expr as E
 
 TARGET = "tensorflow"
 
-# Members of tf.Module that a step's attribute must not replace.
-_MODULE_MEMBERS = {
-    "name",
-    "name_scope",
-    "submodules",
-    "variables",
-    "trainable_variables",
-    "non_trainable_variables",
-    "with_name_scope",
-    "out_channels",
-}
-
 
 @dataclass
 class Ctx:
@@ -454,17 +442,13 @@ def _comment(step: Step, ctx: Ctx) -> str | None:
     return None
 
 
-def _attribute(step: Step) -> str:
-    return f"{step.name}_" if step.name in _MODULE_MEMBERS else step.name
-
-
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     p = ctx.printer
     ctx.in_model = unit.is_model
     init: list[str] = []
     forward: list[str] = []
     for step in unit.steps:
-        attr = f"self.{_attribute(step)}"
+        attr = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None and step.units is not None:
             forward += _stage(step, unit, ctx, attr, cond, init)
@@ -494,8 +478,8 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             present = f"{attr} is not None"
         else:
             if cond:
-                init.append(f"self.use_{step.name} = {cond}")
-            present = f"self.use_{step.name}"
+                init.append(f"self.{step.flag} = {cond}")
+            present = f"self.{step.flag}"
         if " if training else " in call and cond:
             call = f"({call})"
         is_output = unit.is_model and step.output in unit.output_vars

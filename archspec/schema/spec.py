@@ -54,6 +54,7 @@ RESERVED = {
     "trainable",
     "dtype",
     "config",
+    "out_channels",  # what a stage's block records for make_stage
 }
 # Members of the frameworks' module classes (nn.Module, tf.Module, chainer.Link):
 # a node of that name would become an attribute that hides the method.
