@@ -121,3 +121,17 @@ def test_boolean_expressions_are_written_as_ruff_wants(write_spec):
     text = files["nn_pytorch.py"]
     assert "flag=bool(use)" in text and "flag=width > 2" in text
     assert "if bool(proj) else None" in text and "if not proj else None" in text
+
+
+def test_keras_block_functions_do_not_take_names_of_locals(write_spec):
+    """A block called ``i`` (a stage's loop index in the Keras function) or
+    ``outputs`` is written as ``i_block`` / ``outputs_block``."""
+    path = write_spec(
+        "name: net\nsource: test\ninput: [3, 8, 8]\nblocks:\n"
+        "  i:\n    nodes:\n      - conv: {op: conv2d, out: 3, kernel: 1}\n"
+        "  outputs:\n    nodes:\n      - conv: {op: conv2d, out: 3, kernel: 1}\n"
+        "layers:\n  - s: {block: i, repeat: 2}\n  - t: {block: outputs}\n  - gap: {op: global_avg_pool}\n"
+    )
+    text = EMITTERS["keras"](_Builder(compile_spec(path)).run())
+    assert "def i_block(" in text and "x = i_block(x" in text
+    assert "def outputs_block(" in text and "x = outputs_block(x" in text

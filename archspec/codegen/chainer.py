@@ -360,12 +360,7 @@ def dense(step: Step, ctx: Ctx) -> str:
 
 def batch_norm(step: Step, ctx: Ctx) -> str:
     # eps always explicit (Chainer's default is 2e-5); decay = 1 - momentum.
-    momentum = step.attrs["momentum"]
-    if is_const(momentum):
-        decay = float(f"{1 - E.evaluate(momentum, {}):.12g}")
-        kw = _kw("decay", repr(decay), "0.9")
-    else:
-        kw = [f"decay={ctx.expr(E.Binary('-', E.Num(1, 0), momentum, 0))}"]
+    kw = _kw("decay", common.decay(step.attrs["momentum"], ctx.expr), "0.9")
     args = [ctx.expr(step.in_channels), f"eps={ctx.expr(step.attrs['eps'])}", *kw]
     return f"L.BatchNormalization({', '.join(args)})"
 
@@ -736,9 +731,7 @@ def emit(model: CodeModel) -> str:
         raise CodegenError(f"chainer: no rule for ops {sorted(missing)}")
     nodes = {n.path: n for n in model.compiled.graph.nodes}
     ctx = Ctx(common.Printer(), model, nodes)
-    stage_classes = {s.unit for u in model.units for s in u.steps if s.unit and s.units is not None}
-    stage_blocks = {u.name for u in model.units if u.class_name in stage_classes}
-    classes = [unit_code(u, ctx, stage_blocks) for u in model.units]
+    classes = [unit_code(u, ctx, model.stage_blocks) for u in model.units]
     clash = {c.name for c in classes} & _MODULE_NAMES
     if clash:
         raise CodegenError(

@@ -7,7 +7,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archspec.codegen.model import Arg, CodegenError, CodeModel, Step, Unit, is_const
+from archspec.codegen.model import Arg, CodegenError, CodeModel, Step, Unit, const_value, is_const
 from archspec.diagnostics import one_line
 from archspec.ops import REQUIRED
 from archspec.schema import expr as E
@@ -80,6 +80,15 @@ def _as_bool(e: E.Expr) -> E.Expr:
     if isinstance(e, E.Compare) or (isinstance(e, E.Unary) and e.op == "not") or _is_bool(e):
         return e
     return E.Call("bool", (e,), 0)
+
+
+def decay(momentum: E.Expr, show: Callable[[E.Expr], str]) -> str:
+    """Batch norm's decay for Keras, TensorFlow and Chainer: 1 - the IR's
+    momentum (PyTorch's update rate), as a number or, from a parameter, as the
+    expression ``show`` prints."""
+    if is_const(momentum):
+        return repr(round(1 - const_value(momentum), 12))
+    return show(E.Binary("-", E.Num(1, 0), momentum, 0))
 
 
 def header(model: CodeModel, target: str) -> str:

@@ -79,11 +79,8 @@ def _padding(
         amount = ctx.printer.pair(p.expr)
         if step.in_ranks[0] == 2:
             pad_layer = "layers.ZeroPadding1D"
-        lines = [
-            f"{out} = {inp}",
-            f"if {amount}:",
-            f"    {out} = {pad_layer}({amount}, {ctx.name(step, '.pad')})({out})",
-        ]
+        lines = [f"{out} = {inp}"] if out != inp else []
+        lines += [f"if {amount}:", f"    {out} = {pad_layer}({amount}, {ctx.name(step, '.pad')})({out})"]
         return lines, '"valid"', out
     sides = p.sides
     if keras_same and _is_same_at_stride1(step, ctx, sides):
@@ -161,6 +158,8 @@ def pool(layer: str, fill_inf: bool) -> Rule:
         inp = ins[0]
         lines: list[str] = []
         ceil = _v(step, ctx, "ceil_mode")
+        if ceil is None:
+            raise CodegenError(f"{step.name}: ceil_mode from a parameter; Keras pools pad for it per instance")
         if ceil:
             if not fill_inf:
                 raise CodegenError(f"{step.name}: ceil-mode average pooling has no Keras equivalent")
@@ -216,20 +215,19 @@ def global_pool(layer: str) -> Rule:
 
 
 def batch_norm(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
-    eps = _v(step, ctx, "eps")
-    momentum = _v(step, ctx, "momentum")
-    kw = [f"epsilon={eps!r}"] + _kw("momentum", repr(round(1 - momentum, 10)), "0.99")
+    decay = common.decay(step.attrs["momentum"], ctx.printer.expr)
+    kw = [f"epsilon={_a(step, ctx, 'eps')}", *_kw("momentum", decay, "0.99")]
     return [f"{out} = layers.BatchNormalization({', '.join([*kw, ctx.name(step)])})({ins[0]})"]
 
 
 def layer_norm(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
-    kw = [f"epsilon={_v(step, ctx, 'eps')!r}"]
+    kw = [f"epsilon={_a(step, ctx, 'eps')}"]
     return [f"{out} = layers.LayerNormalization({', '.join([*kw, ctx.name(step)])})({ins[0]})"]
 
 
 def instance_norm(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
     affine = _a(step, ctx, "affine")
-    kw = ["groups=-1", f"epsilon={_v(step, ctx, 'eps')!r}", f"center={affine}", f"scale={affine}"]
+    kw = ["groups=-1", f"epsilon={_a(step, ctx, 'eps')}", f"center={affine}", f"scale={affine}"]
     return [f"{out} = layers.GroupNormalization({', '.join([*kw, ctx.name(step)])})({ins[0]})"]
 
 
@@ -237,9 +235,9 @@ def lrn(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
     ctx.helpers.add("LocalResponseNormalization")
     kw = [
         f"size={_a(step, ctx, 'size')}",
-        f"alpha={_v(step, ctx, 'alpha')!r}",
-        f"beta={_v(step, ctx, 'beta')!r}",
-        f"k={_v(step, ctx, 'k')!r}",
+        f"alpha={_a(step, ctx, 'alpha')}",
+        f"beta={_a(step, ctx, 'beta')}",
+        f"k={_a(step, ctx, 'k')}",
     ]
     return [f"{out} = LocalResponseNormalization({', '.join([*kw, ctx.name(step)])})({ins[0]})"]
 
@@ -428,14 +426,13 @@ def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[1:], shape[0])
 
 
+# Names a block function must not take: the file's modules, and the locals
+# of generated functions (their input, a stage loop's index, the model's lists).
+_TAKEN = {"keras", "layers", "ops", "x", "i", "inputs", "outputs", "name"}
+
+
 def _snake(unit: Unit) -> str:
-    return unit.name if not keyword_clash(unit.name) else f"{unit.name}_block"
-
-
-def keyword_clash(name: str) -> bool:
-    import keyword
-
-    return keyword.iskeyword(name) or name in {"keras", "layers", "ops", "np", "x", "inputs", "name"}
+    return f"{unit.name}_block" if unit.name in _TAKEN else unit.name
 
 
 def emit(model: CodeModel) -> str:

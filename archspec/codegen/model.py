@@ -136,6 +136,16 @@ class CodeModel:
         return self.units[-1]
 
     @property
+    def stage_blocks(self) -> set[str]:
+        """Blocks that a make_stage helper chains, reading each unit's
+        ``out_channels`` (a stage whose arguments use i is built in one loop
+        and reads none)."""
+        names = {u.class_name: u.name for u in self.units}
+        return {
+            names[s.unit] for u in self.units for s in u.steps if s.unit and s.units is not None and not s.varies_with_i
+        }
+
+    @property
     def ops_used(self) -> set[str]:
         return {s.op for u in self.units for s in u.steps if s.op}
 

@@ -183,15 +183,14 @@ def instance_norm(step: Step, ctx: Ctx) -> str:
 
 
 def lrn(step: Step, ctx: Ctx) -> str:
-    size = _const(step, ctx, "size")
-    alpha = _const(step, ctx, "alpha")
+    size, alpha = step.attrs["size"], step.attrs["alpha"]
     # PyTorch divides alpha by size; the IR's alpha is undivided.
     kw = [
-        f"alpha={alpha * size!r}",
+        f"alpha={ctx.printer.expr(mul(alpha, size))}",
         *_kw("beta", _attr(step, ctx, "beta"), "0.75"),
         *_kw("k", _attr(step, ctx, "k"), "1.0"),
     ]
-    return f"nn.LocalResponseNorm({', '.join([str(size), *kw])})"
+    return f"nn.LocalResponseNorm({', '.join([ctx.printer.expr(size), *kw])})"
 
 
 def _simple(ctor: str) -> Module:
@@ -375,10 +374,7 @@ def emit(model: CodeModel) -> str:
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
         raise CodegenError(f"pytorch: no rule for ops {sorted(missing)}")
     ctx = Ctx(common.Printer())
-    stage_blocks = {s.unit for u in model.units for s in u.steps if s.unit and s.units is not None}
-    stage_names = {u.class_name: u.name for u in model.units}
-    stage_blocks = {stage_names[c] for c in stage_blocks}
-    classes = [unit_code(u, model, ctx, stage_blocks) for u in model.units]
+    classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
     source = render_template(
         "pytorch.py.j2",
         header=common.header(model, TARGET),

@@ -184,10 +184,7 @@ def dense(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
 
 def batch_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
     ctx.helpers.add("BatchNorm")
-    momentum = step.attrs["momentum"]
-    # The IR's momentum is PyTorch's update rate; TensorFlow speaks of the decay.
-    m = ctx.printer.value(momentum)
-    decay = repr(round(1 - m, 12)) if m is not None else _expr(E.Binary("-", num(1), momentum, 0), ctx)
+    decay = common.decay(step.attrs["momentum"], lambda e: _expr(e, ctx))
     eps = _attr(step, ctx, "eps")
     return "BatchNorm", [ctx.printer.expr(step.in_channels), f"eps={eps}", f"decay={decay}"]
 
@@ -630,9 +627,7 @@ def emit(model: CodeModel) -> str:
         raise CodegenError(f"tensorflow: no rule for ops {sorted(missing)}")
     model = _renamed(model)
     ctx = Ctx(common.Printer(), training=_needs_training(model))
-    stage_classes = {s.unit for u in model.units for s in u.steps if s.unit and s.units is not None}
-    stage_blocks = {u.name for u in model.units if u.class_name in stage_classes}
-    classes = [unit_code(u, model, ctx, stage_blocks) for u in model.units]
+    classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
     helpers = ctx.helpers
     if helpers & (_LAYER_CLASSES - {"BatchNorm", "LayerNorm", "InstanceNorm"}):
         helpers.add("glorot_uniform")

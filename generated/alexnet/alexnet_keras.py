@@ -34,7 +34,6 @@ class LocalResponseNormalization(layers.Layer):
 
 def conv_relu(x, out: int, kernel: int, stride: int = 1, padding: int = 0, *, name: str):
     """A convolution and its ReLU."""
-    x = x
     if padding:
         x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, strides=stride, name=f"{name}.conv")(x)

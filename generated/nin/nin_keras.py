@@ -15,7 +15,6 @@ from keras import layers
 
 def conv_relu(x, out: int, kernel: int = 1, padding: int = 0, *, name: str):
     """A convolution and its ReLU."""
-    x = x
     if padding:
         x = layers.ZeroPadding2D(padding, name=f"{name}.conv.pad")(x)
     x = layers.Conv2D(out, kernel, name=f"{name}.conv")(x)

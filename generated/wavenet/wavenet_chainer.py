@@ -54,7 +54,6 @@ class ResidualLayer(chainer.Chain):
             self.skip = L.Convolution1D(dilation_channels, skip_channels, 1)
             self.dense = L.Convolution1D(dilation_channels, residual_channels, 1) if not last else None
         self.use_residual = not last
-        self.out_channels = in_channels
 
     def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable]:
         out = self.filter(pad_causal(x, self.filter))

@@ -42,7 +42,6 @@ class ResidualLayer(nn.Module):
         self.skip = nn.Conv1d(dilation_channels, skip_channels, 1)
         self.dense = nn.Conv1d(dilation_channels, residual_channels, 1) if not last else None
         self.use_residual = not last
-        self.out_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.filter(pad_causal(x, self.filter))

@@ -91,7 +91,6 @@ class ResidualLayer(tf.Module):
         self.skip = Conv1D(dilation_channels, skip_channels, 1, name=f"{name}.skip")
         self.dense = Conv1D(dilation_channels, residual_channels, 1, name=f"{name}.dense") if not last else None
         self.use_residual = not last
-        self.out_channels = in_channels
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         out = self.filter(x)
