@@ -49,8 +49,9 @@ from typing import Any
 
 from archspec import ops
 from archspec.codegen.writer import write_atomic
-from archspec.ir import INPUT, Graph, Instance, Node, Shape
+from archspec.ir import INPUT, Graph, Instance, Node
 from archspec.pipeline import Compiled
+from archspec.summary import human, shape_str
 
 FORMATS = ("svg", "png", "pdf", "dot")
 DIRECTIONS = ("TB", "LR")
@@ -187,10 +188,6 @@ def op_label(node: Node) -> str:
         return "zero_pad " + ",".join(str(p) for p in a["padding"])
     names = {"relu": "ReLU", "relu6": "ReLU6", "silu": "SiLU", "hard_swish": "hard-swish"}
     return names.get(op, op)
-
-
-def shape_str(shape: Shape) -> str:
-    return "x".join(str(d) for d in shape)
 
 
 def _args_str(args: dict[str, Any]) -> str:
@@ -547,7 +544,6 @@ def _legend(families: list[str], kinds: set[str]) -> _Html:
 
 
 def _title(c: Compiled) -> list[str]:
-    from archspec.summary import human
 
     g = c.graph
     t = c.counts.total

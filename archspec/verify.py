@@ -62,6 +62,7 @@ from archspec.codegen.writer import FormatError, format_many
 from archspec.ir import Graph
 from archspec.pipeline import Compiled
 from archspec.runtime import TARGETS
+from archspec.summary import shape_str
 from archspec.weights import random_weights
 
 REFERENCE = "pytorch"
@@ -117,9 +118,10 @@ class TargetReport:
     seconds: float = 0.0
     trace: Divergence | None = None
 
-    @property
-    def worst(self) -> Comparison | None:
-        return max(self.comparisons, key=lambda c: c.max_abs_diff / c.tolerance, default=None)
+    def worst(self, kind: str) -> Comparison | None:
+        """The comparison of this kind furthest from agreement, relative to its tolerance."""
+        cs = [c for c in self.comparisons if c.kind == kind]
+        return max(cs, key=lambda c: c.max_abs_diff / c.tolerance, default=None)
 
 
 @dataclass
@@ -390,22 +392,17 @@ def verify(
 # Reports
 
 
-def _shape(shape: list[int]) -> str:
-    return "x".join(str(d) for d in shape)
-
-
 def _diff(report: TargetReport, kind: str) -> str:
-    cs = [c for c in report.comparisons if c.kind == kind]
-    if not cs:
+    c = report.worst(kind)
+    if c is None:
         return "-"
-    c = max(cs, key=lambda c: c.max_abs_diff / c.tolerance)
     return f"{c.max_abs_diff:.1e} / {c.tolerance:.1e}"
 
 
 def format_table(report: SpecReport, trace: bool = False) -> str:
     """A report for people: one row per target, then the problems (and the trace)."""
     lines = [
-        f"{report.spec}: {report.name}, input {_shape(report.input_shape)}, batch {report.batch}, "
+        f"{report.spec}: {report.name}, input {shape_str(report.input_shape)}, batch {report.batch}, "
         f"seed {report.seed}; reference {report.reference}; tolerance {RTOL:g} x max|reference| + {ATOL:g}",
     ]
     header = ["target", "output shape", "trainable", "non-trainable", "max|diff| / tol"]
@@ -416,7 +413,7 @@ def format_table(report: SpecReport, trace: bool = False) -> str:
     for t in report.targets:
         row = [
             t.target,
-            ", ".join(_shape(s) for s in t.output_shapes) or "-",
+            ", ".join(shape_str(s) for s in t.output_shapes) or "-",
             f"{t.trainable:,}" if t.trainable is not None else "-",
             f"{t.non_trainable:,}" if t.non_trainable is not None else "-",
             "reference" if t.target == report.reference else _diff(t, "output"),
@@ -431,7 +428,7 @@ def format_table(report: SpecReport, trace: bool = False) -> str:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
     lines.append(
-        f"  spec: {', '.join(_shape(s) for s in report.expected_output_shapes)}; "
+        f"  spec: {', '.join(shape_str(s) for s in report.expected_output_shapes)}; "
         f"{report.expected_trainable:,} trainable + {report.expected_non_trainable:,} non-trainable parameters"
     )
     for t in report.targets:

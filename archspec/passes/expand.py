@@ -250,7 +250,7 @@ class _Expander:
         self.globals = env
         input_shape = tuple(shape)
         try:
-            refs, skipped = self.scope(spec.layers, "", env, INPUT, input_shape, 0)
+            refs, skipped = self.scope(spec.layers, "", env, INPUT, input_shape)
         except _Abort:
             self.diag.raise_if_any()
             raise  # pragma: no cover
@@ -283,7 +283,6 @@ class _Expander:
         env: Mapping[str, Any],
         input_ref: str,
         input_shape: Shape | None,
-        depth: int,
     ) -> tuple[dict[str, tuple[str, Shape | None]], set[str]]:
         """Expand one list of nodes. Returns the name table (name -> (ref,
         shape)) with the key ``__last__`` for the list's last value, and the
@@ -308,7 +307,7 @@ class _Expander:
             if nd.op is not None:
                 result = self.op_node(nd, path, env, ins)
             else:
-                result, named[nd.name] = self.block_node(nd, path, env, ins[0], depth)
+                result, named[nd.name] = self.block_node(nd, path, env, ins[0])
             names[nd.name] = prev = result
         names["__last__"] = prev
         return names, skipped
@@ -363,10 +362,7 @@ class _Expander:
         if any(d < 1 for d in shape):
             self.err(nd.pos, "E405", f"{path}: output shape {_fmt(shape)} is empty; the input is too small")
             return path, None
-        n = 1
-        for d in shape:
-            n *= d
-        if n > MAX_ELEMENTS:
+        if math.prod(shape) > MAX_ELEMENTS:
             self.err(
                 nd.pos,
                 "E305",
@@ -381,7 +377,7 @@ class _Expander:
         return path, shape
 
     def block_node(
-        self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None], depth: int
+        self, nd: NodeDef, path: str, env: Mapping[str, Any], inp: tuple[str, Shape | None]
     ) -> tuple[tuple[str, Shape | None], dict[str, list[tuple[str, Shape | None]]]]:
         """Expand a block node (a stage when it repeats). Returns its value and
         the value of each of its named outputs in every unit."""
@@ -413,7 +409,7 @@ class _Expander:
                 return failed
             unit_path = f"{path}.{u}" if units else path
             benv = {**self.globals, **args, "in_channels": cur[1][0]}
-            refs, _ = self.scope(block.nodes, unit_path + ".", benv, cur[0], cur[1], depth + 1)
+            refs, _ = self.scope(block.nodes, unit_path + ".", benv, cur[0], cur[1])
             unit_in = cur[1]
             for o in outs:
                 named[o].append(refs[o])
