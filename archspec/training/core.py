@@ -1,0 +1,330 @@
+"""What every framework's training shares: options, the run directory, the monitor.
+
+A framework's trainer (:mod:`archspec.training.pytorch`, ``.keras``,
+``.tensorflow``, ``.chainer``) drives the generated model with that
+framework's own idiom and follows the :class:`Trainer` protocol; everything
+around the optimizer steps lives here, once: the run directory and its files,
+evaluation on the test set, the progress bar, checkpoints, a loss that is no
+longer finite, and Ctrl-C.
+
+Conventions every target follows (see ../shared/design-notes.md, "Training"):
+
+- The model is built with ``logits=True`` where the spec ends in a softmax, and
+  the loss is cross-entropy on logits.
+- A network with auxiliary classifiers (GoogLeNet, Inception v3) is trained on
+  ``loss = main + AUX_WEIGHT * sum(aux)``, as in the GoogLeNet paper; the
+  accuracy and the test figures are those of the main output.
+- Batch norm in training mode normalizes with the batch statistics and updates
+  its running statistics as the framework does (PyTorch, Keras and Chainer
+  agree: biased variance to normalize, unbiased to update, momentum 0.1).
+- Optimizers: ``sgd`` (w -= lr g), ``momentum`` (v = mu v + g, w -= lr v, mu
+  0.9: Keras' and Chainer's v = mu v - lr g, w += v is the same update at a
+  constant lr) and ``adam`` (beta 0.9 / 0.999, epsilon 1e-8, PyTorch's form:
+  epsilon added to the bias-corrected sqrt(v); Keras adds it before the
+  correction, which differs only while sqrt(v) is of the order of epsilon).
+- The test set is evaluated here, in numpy, from the model's logits in
+  inference mode, so that every target's test figures mean the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from archspec.training.data import Dataset
+from archspec.weights import Weights
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+MOMENTUM = 0.9
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+AUX_WEIGHT = 0.3
+EVAL_BATCH = 256
+
+
+class TrainingError(Exception):
+    """A run cannot go on; the message says why and what to do (printed, exit 1)."""
+
+
+class Stop(Exception):  # noqa: N818 - a signal to the loop, not an error
+    """Raised by the monitor inside a trainer's loop to end the run early."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+
+
+class Diverged(Stop):
+    """The loss is NaN or infinite."""
+
+
+class Interrupted(Stop):
+    """Ctrl-C: the run stops cleanly after the step in progress."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How a trainer builds its model and optimizer."""
+
+    num_classes: int
+    logits: bool  # pass logits=True to the generated class (the spec ends in a softmax)
+    outputs: int  # how many outputs the model returns (the first is the main one)
+    optimizer: str = "momentum"
+    lr: float = 0.01
+    seed: int = 0
+    threads: int | None = None
+    dropout: bool = True  # False: every dropout is the identity (verify --train)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # other constructor arguments
+
+    @property
+    def loss_weights(self) -> list[float]:
+        return [1.0] + [AUX_WEIGHT] * (self.outputs - 1)
+
+
+class Trainer(Protocol):
+    """One framework's trainer: it owns the generated model and its optimizer."""
+
+    target: str
+    native: str  # the framework's own checkpoint in a run directory (file or folder name)
+
+    def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
+        """Take optimizer steps ``start + 1 .. stop`` over shuffled batches of ``data``
+        (seeded by the setup's seed and ``start``), calling ``monitor.step`` after each;
+        let the monitor's :class:`Stop` propagate."""
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimizer step on this batch (channels first); the loss before it."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the main output for a channels-first batch, in inference mode."""
+
+    def export(self) -> Weights: ...
+
+    def load(self, weights: Weights) -> None: ...
+
+    def save(self, run_dir: Path) -> None:
+        """Write the native checkpoint and the optimizer's state, atomically."""
+
+    def restore(self, run_dir: Path) -> None:
+        """Read the optimizer's state back (the weights come from weights.npz)."""
+
+
+# ----------------------------------------------------------------------------
+# Files
+
+
+@contextlib.contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it replaces ``path`` only
+    when the block ends without an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# Evaluation, in numpy
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy of integer labels under softmax(logits)."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(labels)), labels]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def predict_all(predict: Callable[[np.ndarray], np.ndarray], data: Dataset, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Logits for every sample of ``data``, in order, a batch at a time."""
+    parts = [predict(data.batch(np.arange(i, min(i + batch, len(data))))) for i in range(0, len(data), batch)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> tuple[float, float]:
+    """(mean loss, accuracy) of a model on a dataset."""
+    logits = predict_all(predict, data)
+    loss = float(cross_entropy(logits, data.labels).mean())
+    return loss, float((logits.argmax(axis=1) == data.labels).mean())
+
+
+# ----------------------------------------------------------------------------
+# The monitor: called after every optimizer step
+
+
+METRICS = ("step", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+
+
+@dataclass
+class Metrics:
+    """Rows of metrics.csv: train loss and accuracy averaged over the steps since
+    the previous row; test figures on the whole test set at that step."""
+
+    rows: list[dict[str, float | int | str]] = field(default_factory=list)
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, METRICS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: _fmt(row.get(k, "")) for k in METRICS})
+        return out.getvalue()
+
+    @classmethod
+    def read(cls, path: Path) -> Metrics:
+        with path.open(newline="") as f:
+            rows = [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return cls(rows)
+
+
+def _fmt(v: float | int | str) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _parse(v: str) -> float | int | str:
+    if v == "":
+        return ""
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+class Monitor:
+    """Logs, evaluates, checkpoints and stops a run; the trainers call :meth:`step`."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        test: Dataset,
+        *,
+        lr: float,
+        start: int,
+        stop: int,
+        eval_every: int,
+        checkpoint: Callable[[int], None],
+        metrics: Metrics,
+        seconds: float = 0.0,
+        quiet: bool = False,
+    ) -> None:
+        self.trainer, self.test, self.lr = trainer, test, lr
+        self.start, self.stop, self.eval_every = start, stop, eval_every
+        self.checkpoint, self.metrics = checkpoint, metrics
+        self.last = start  # the last step taken
+        self.saved = start  # the last step checkpointed
+        self.seconds_before = seconds  # time spent in earlier sessions of a resumed run
+        self.began = time.perf_counter()
+        self.interrupted = False
+        self._window: list[tuple[float, int, int]] = []
+        self._bar = None
+        self.quiet = quiet
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.began
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Monitor]:
+        """The progress bar and Ctrl-C handling for the duration of the loop."""
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=self.stop, initial=self.start, disable=self.quiet, unit="step", dynamic_ncols=True, leave=True
+        )
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_interrupt(signum, frame) -> None:  # the step in progress finishes first
+            if self.interrupted:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        in_main = _main_thread()
+        if in_main:
+            signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield self
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+            self._bar.close()
+
+    def step(self, step: int, loss: float, correct: int, n: int) -> None:
+        """Record the optimizer step ``step`` (its loss, and how many of its ``n``
+        samples the main output classified right)."""
+        if not math.isfinite(loss):
+            raise Diverged(
+                step,
+                f"the loss became {loss} at step {step}; lower the learning rate (--lr {self.lr:g} now)",
+            )
+        self.last = step
+        self._window.append((loss, correct, n))
+        if self._bar is not None:
+            self._bar.update(1)
+            loss_avg, acc = self._averages()
+            self._bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc:.3f}", refresh=False)
+        if step % self.eval_every == 0 or step == self.stop:
+            self.log()
+        if self.interrupted:
+            raise Interrupted(step, f"interrupted at step {step}")
+
+    def _averages(self) -> tuple[float, float]:
+        losses, correct, n = zip(*self._window)
+        return float(np.mean(losses)), sum(correct) / max(sum(n), 1)
+
+    def log(self) -> None:
+        """A row of metrics (test figures included) and a checkpoint."""
+        if self.last == self.saved:
+            return
+        row: dict[str, float | int | str] = {"step": self.last}
+        if self._window:
+            row["loss"], row["accuracy"] = self._averages()
+            self._window.clear()
+        row["test_loss"], row["test_accuracy"] = evaluate(self.trainer.predict, self.test)
+        row["lr"] = self.lr
+        row["seconds"] = round(self.seconds, 3)
+        self.metrics.rows.append(row)
+        self.checkpoint(self.last)
+        self.saved = self.last
+        if self._bar is not None and not self.quiet:
+            self._bar.write(
+                f"step {self.last}: loss {row.get('loss', float('nan')):.4f}, "
+                f"test loss {row['test_loss']:.4f}, test accuracy {row['test_accuracy']:.3f}"
+            )
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,114 @@
+"""Training the generated PyTorch model: a DataLoader, an optimizer, CrossEntropyLoss.
+
+The native checkpoint is ``model.pt``, the model's ``state_dict`` (what the
+generated file loads with ``model.load_state_dict(torch.load("model.pt"))``);
+the optimizer's state is ``optimizer.pt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from archspec.runtime import pytorch as rt
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, atomic
+from archspec.training.data import Dataset
+from archspec.weights import Weights
+
+TARGET = "pytorch"
+
+
+class Samples(TorchDataset):
+    """An archspec dataset as PyTorch's map-style dataset of (image, label)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.data.batch([i])[0]), int(self.data.labels[i])
+
+
+def optimizer_for(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
+    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+
+
+class Trainer:
+    target = TARGET
+    native = "model.pt"
+
+    def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
+        self.setup = setup
+        if setup.threads:
+            torch.set_num_threads(setup.threads)
+        torch.manual_seed(setup.seed)
+        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
+        if setup.logits:
+            kwargs["logits"] = True
+        self.model: nn.Module = getattr(module, class_name)(**kwargs)
+        if not setup.dropout:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.p = 0.0
+        self.optimizer = optimizer_for(setup.optimizer, self.model.parameters(), setup.lr)
+        self.criterion = nn.CrossEntropyLoss()
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss (auxiliary outputs weighted in) and the main logits."""
+        out = self.model(x)
+        outs = out if isinstance(out, tuple | list) else (out,)
+        loss = sum(w * self.criterion(o, y) for w, o in zip(self.setup.loss_weights, outs) if o is not None)
+        return loss, outs[0]
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        self.model.train()
+        self.optimizer.zero_grad()
+        loss, logits = self._loss(x, y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), int((logits.argmax(1) == y).sum())
+
+    def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
+        generator = torch.Generator().manual_seed(self.setup.seed + start)
+        loader = DataLoader(Samples(data), batch_size, shuffle=True, drop_last=True, generator=generator)
+        step = start
+        while step < stop:
+            for x, y in loader:
+                loss, correct = self._step(x, y)
+                step += 1
+                monitor.step(step, loss, correct, len(y))
+                if step == stop:
+                    return
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        return self._step(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))[0]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return rt.run(self.model, x)[0]
+
+    def export(self) -> Weights:
+        return rt.export_weights(self.model)
+
+    def load(self, weights: Weights) -> None:
+        rt.load_weights(self.model, weights)
+
+    def save(self, run_dir: Path) -> None:
+        with atomic(run_dir / self.native) as tmp:
+            torch.save(self.model.state_dict(), tmp)
+        with atomic(run_dir / "optimizer.pt") as tmp:
+            torch.save(self.optimizer.state_dict(), tmp)
+
+    def restore(self, run_dir: Path) -> None:
+        self.optimizer.load_state_dict(torch.load(run_dir / "optimizer.pt", weights_only=True))

@@ -1,0 +1,527 @@
+"""``archspec train`` and ``archspec test``: a run from options to a run directory.
+
+A run directory holds
+
+- ``<name>_<target>.py``: the generated code that was trained (``--set`` and
+  ``--input`` applied), standalone;
+- ``weights.npz``: canonical weights, loadable by every target;
+- the framework's own checkpoint (``model.pt``, ``model.weights.h5``,
+  ``model.npz`` or ``checkpoint/``) and the optimizer's state, for ``--resume``;
+- ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds),
+  ``curves.png``, and ``run.json`` (spec, target, every option, package
+  versions, seconds, parameters, model size, final accuracies, status).
+
+Every file is written atomically, at every evaluation: a run that is stopped
+at any moment leaves the last checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from archspec import weights as W
+from archspec.codegen.model import class_name
+from archspec.pipeline import Compiled, compile_spec
+from archspec.training import data as D
+from archspec.training.core import (
+    OPTIMIZERS,
+    Diverged,
+    Interrupted,
+    Metrics,
+    Monitor,
+    Setup,
+    Stop,
+    Trainer,
+    TrainingError,
+    evaluate,
+    predict_all,
+    softmax,
+    write_json,
+    write_text,
+)
+
+TARGETS = ("pytorch", "tensorflow", "keras", "chainer")
+FRAMEWORK_PACKAGES = {"pytorch": "torch", "tensorflow": "tensorflow-cpu", "keras": "keras", "chainer": "chainer"}
+RUN_FILE = "run.json"
+LIMITS = {"lr": (0.0, 10.0), "iters": (1, 10_000_000), "batch_size": (1, 65_536)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything ``archspec train`` is told; run.json keeps it."""
+
+    spec: str
+    target: str
+    data: str | None = None
+    test_data: str | None = None
+    lr: float = 0.01
+    iters: int = 300
+    batch_size: int = 32
+    optimizer: str = "momentum"
+    seed: int = 0
+    sets: tuple[str, ...] = ()
+    input: str | None = None
+    threads: int | None = None
+    eval_every: int | None = None  # default: 20 evaluations in a run
+    out: str | None = None
+    quiet: bool = False
+    dropout: bool = True
+
+    def check(self) -> None:
+        """Refuse values out of range, with what is allowed."""
+        if self.target not in TARGETS:
+            raise TrainingError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        lo, hi = LIMITS["lr"]
+        if not (lo < self.lr <= hi):  # NaN fails too
+            raise TrainingError(f"--lr {self.lr} is out of range: give a learning rate above {lo:g} and at most {hi:g}")
+        for name in ("iters", "batch_size"):
+            lo, hi = LIMITS[name]
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                flag = "--" + name.replace("_", "-")
+                raise TrainingError(f"{flag} {value} is out of range: give a whole number from {lo} to {hi:,}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise TrainingError(f"--eval-every {self.eval_every} is out of range: give 1 or more steps")
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError(f"--threads {self.threads} is out of range: give 1 or more")
+
+    @property
+    def every(self) -> int:
+        return self.eval_every or max(1, self.iters // 20)
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    status: str  # done, interrupted, diverged
+    step: int
+    message: str = ""
+    summary: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------
+# Compiling, generating, importing
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    from archspec.passes.expand import parse_overrides
+
+    try:
+        return parse_overrides(sets)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def compile_for(spec: str, sets: dict[str, str], input_text: str | None) -> Compiled:
+    """Compile the spec (SpecError propagates: the CLI prints its diagnostics)."""
+    if input_text is None:
+        return compile_spec(spec, sets)
+    from archspec.pipeline import parse_input
+
+    return compile_spec(spec, sets, input_shape=parse_input(input_text))
+
+
+def classifier(compiled: Compiled) -> tuple[int, int]:
+    """(spec default of num_classes, number of outputs); refuse what is not a classifier."""
+    graph = compiled.graph
+    if "num_classes" not in graph.params:
+        raise TrainingError(
+            f"{graph.name} has no num_classes parameter: archspec train and test need an image classifier"
+        )
+    for shape in graph.output_shapes:
+        if len(shape) != 1:
+            raise TrainingError(
+                f"{graph.name}'s outputs have shapes {[list(s) for s in graph.output_shapes]}: "
+                "archspec train and test need outputs of one value per class"
+            )
+    return int(graph.params["num_classes"]), len(graph.outputs)
+
+
+def has_softmax_output(compiled: Compiled) -> bool:
+    graph = compiled.graph
+    return any(graph.node(o).op == "softmax" for o in graph.outputs)
+
+
+def generate(compiled: Compiled, target: str, directory: Path) -> ModuleType:
+    """Write the target's code into ``directory`` and import it."""
+    from archspec.verify import generate as generate_code
+
+    module = generate_code(compiled, [target], directory)[target]
+    if isinstance(module, str):
+        raise TrainingError(module)
+    return module
+
+
+def trainer_for(target: str, module: ModuleType, compiled: Compiled, setup: Setup) -> Trainer:
+    from archspec import runtime
+
+    runtime.get(target)  # the framework's import-time settings
+    trainer_module = importlib.import_module(f"archspec.training.{target}")
+    return trainer_module.Trainer(module, class_name(compiled.graph.name), setup)
+
+
+def versions(target: str) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for pkg in ("archspec", "numpy", FRAMEWORK_PACKAGES[target]):
+        try:
+            found[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            found[pkg] = "not installed"
+    return found
+
+
+def size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return round(sum(p.stat().st_size for p in files) / 2**20, 3)
+
+
+# ----------------------------------------------------------------------------
+# The run directory
+
+
+def new_run_dir(options: Options, name: str) -> Path:
+    if options.out:
+        run_dir = Path(options.out)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise TrainingError(
+                f"--out {run_dir} already exists and is not an empty folder; "
+                f"choose another --out, or continue that run with --resume {run_dir}"
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{name}-{options.target}-{stamp}"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = Path("runs") / f"{name}-{options.target}-{stamp}-{n}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".archspec-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"cannot write the run to {run_dir}: {exc.strerror or exc}; choose another --out") from None
+    return run_dir
+
+
+def read_run(run_dir: Path) -> dict:
+    """run.json of a run directory; TrainingError if it is not one."""
+    path = Path(run_dir) / RUN_FILE
+    if not Path(run_dir).is_dir():
+        raise TrainingError(f"{run_dir} is not a run directory (no such folder); give the folder archspec train wrote")
+    try:
+        info = json.loads(path.read_text())
+        info["options"]["spec"]  # noqa: B018 - a check of the layout
+    except FileNotFoundError:
+        raise TrainingError(f"{run_dir} is not a run directory: it has no {RUN_FILE}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"{path} is not a run description written by archspec train ({exc})") from None
+    return info
+
+
+# ----------------------------------------------------------------------------
+# train
+
+
+def train(options: Options, *, resume: Path | None = None, echo: Callable[[str], None] = print) -> Result:
+    """Train a spec's generated model in one framework; see the module docstring.
+    Raises TrainingError, D.DataError, W.WeightError or SpecError."""
+    if resume is not None:
+        info = read_run(resume)
+        saved = dict(info["options"])
+        saved["sets"] = tuple(saved.get("sets") or ())
+        options = replace(Options(**saved), iters=options.iters, quiet=options.quiet, threads=options.threads)
+        start = int(info["step"])
+        if start >= options.iters:
+            raise TrainingError(
+                f"{resume} has already taken {start} steps; give --iters above {start} to train it further"
+            )
+    options.check()
+    sets = parse_sets(options.sets)
+    compiled = compile_for(options.spec, sets, options.input)
+    default_classes, outputs = classifier(compiled)
+    train_data, test_data = D.split_pair(options.data, options.test_data, compiled.graph.input_shape, warn=echo)
+    set_classes = int(sets["num_classes"]) if "num_classes" in sets else None
+    num_classes = D.check_num_classes(train_data, set_classes, default_classes)
+    if num_classes != default_classes:
+        sets = {**sets, "num_classes": str(num_classes)}
+        compiled = compile_for(options.spec, sets, options.input)
+    batch_size = options.batch_size
+    if batch_size > len(train_data):
+        batch_size = len(train_data)
+        echo(f"note: --batch-size {options.batch_size} is more than the {batch_size} training images; using all")
+
+    run_dir = resume if resume is not None else new_run_dir(options, compiled.graph.name)
+    module = generate(compiled, options.target, run_dir)
+    setup = Setup(
+        num_classes=num_classes,
+        logits=has_softmax_output(compiled),
+        outputs=outputs,
+        optimizer=options.optimizer,
+        lr=options.lr,
+        seed=options.seed,
+        threads=options.threads,
+        dropout=options.dropout,
+    )
+    trainer = trainer_for(options.target, module, compiled, setup)
+    metrics, start, seconds = Metrics(), 0, 0.0
+    if resume is not None:
+        trainer.load(W.load(run_dir / "weights.npz", compiled))
+        trainer.restore(run_dir)
+        metrics = Metrics.read(run_dir / "metrics.csv")
+        start, seconds = int(info["step"]), float(info["seconds"])
+
+    def describe(step: int, status: str, seconds: float) -> dict:
+        c = compiled.counts.total
+        return {
+            "spec": options.spec,
+            "name": compiled.graph.name,
+            "target": options.target,
+            "status": status,
+            "step": step,
+            "options": {**asdict(options), "sets": list(options.sets)},
+            "batch_size": batch_size,
+            "input_shape": list(compiled.graph.input_shape),
+            "classes": list(train_data.classes),
+            "num_classes": num_classes,
+            "data": {
+                "train": {"source": train_data.name, "images": len(train_data)},
+                "test": {"source": test_data.name, "images": len(test_data)},
+            },
+            "params": {"trainable": c.trainable, "non_trainable": c.non_trainable, "total": c.total},
+            "model_size_mb": size_mb(run_dir / trainer.native),
+            "seconds": round(seconds, 3),
+            "versions": versions(options.target),
+            "files": {"code": f"{compiled.graph.name}_{options.target}.py", "native": trainer.native},
+        }
+
+    def checkpoint(step: int) -> None:
+        W.save(run_dir / "weights.npz", trainer.export(), compiled)
+        trainer.save(run_dir)
+        write_text(run_dir / "metrics.csv", metrics.csv())
+        write_json(run_dir / RUN_FILE, describe(step, "running", monitor.seconds))
+
+    monitor = Monitor(
+        trainer,
+        test_data,
+        lr=options.lr,
+        start=start,
+        stop=options.iters,
+        eval_every=options.every,
+        checkpoint=checkpoint,
+        metrics=metrics,
+        seconds=seconds,
+        quiet=options.quiet,
+    )
+    if resume is None:
+        checkpoint(0)  # a run directory is a run directory from the start
+    status, message, step = "done", "", options.iters
+    with monitor.running():
+        try:
+            trainer.fit(train_data, batch_size, start, options.iters, monitor)
+        except Interrupted as stop:
+            monitor.log()
+            status, step = "interrupted", stop.step
+            message = f"{stop.reason}; the checkpoint is saved: continue with --resume {run_dir}"
+        except Diverged as stop:
+            status, step = "diverged", monitor.saved
+            message = f"{stop.reason}; the last good checkpoint (step {monitor.saved}) is kept in {run_dir}"
+        except Stop as stop:  # pragma: no cover - every Stop is one of the above
+            raise TrainingError(stop.reason) from None
+        else:
+            monitor.log()
+    seconds = monitor.seconds
+    info = describe(step, status, seconds)
+    if status != "diverged":
+        info["train_loss"], info["train_accuracy"] = evaluate(trainer.predict, train_data)
+    rows = [r for r in metrics.rows if r.get("test_accuracy") != ""]
+    if rows:
+        info["test_loss"], info["test_accuracy"] = rows[-1]["test_loss"], rows[-1]["test_accuracy"]
+    write_json(run_dir / RUN_FILE, info)
+    plot_curves(metrics, run_dir / "curves.png", f"{compiled.graph.name} ({options.target})")
+    return Result(run_dir, status, step, message, info)
+
+
+def plot_curves(metrics: Metrics, path: Path, title: str) -> None:
+    """Loss and accuracy against steps, train and test, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from archspec.training.core import atomic
+
+    rows = metrics.rows
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for prefix, style in (("", "-"), ("test_", "--")):
+            points = [(r["step"], r[prefix + key]) for r in rows if r.get(prefix + key, "") != ""]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, style, marker="o", markersize=3, label=("test " if prefix else "train ") + label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_acc.set_ylim(0, 1.02)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+# test
+
+
+@dataclass
+class TestReport:
+    spec: str
+    target: str
+    weights: str
+    data: str
+    classes: list[str]
+    accuracy: float
+    n: int
+    per_class: dict[str, dict[str, float | int]]
+    confusion: list[list[int]]
+    predictions: list[dict]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_weights(path: Path) -> tuple[Path, dict | None]:
+    """``weights.npz`` and the run description, from a run directory or an npz file."""
+    if path.is_dir():
+        info = read_run(path)
+        npz = path / "weights.npz"
+        if not npz.is_file():
+            raise TrainingError(f"{path} has no weights.npz: the run saved no checkpoint yet")
+        return npz, info
+    if not path.exists():
+        raise TrainingError(f"--weights {path}: no such file or run directory")
+    return path, None
+
+
+def test(
+    spec: str,
+    target: str,
+    weights_path: Path,
+    *,
+    data: str | None = None,
+    sets: tuple[str, ...] = (),
+    input_text: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> TestReport:
+    """Classify every image of a test set with trained weights in one framework."""
+    if target not in TARGETS:
+        raise TrainingError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    npz, info = resolve_weights(weights_path)
+    overrides = parse_sets(sets)
+    classes = None
+    if info is not None:
+        run_sets = parse_sets(tuple(info["options"].get("sets") or ()))
+        overrides = {**run_sets, "num_classes": str(info["num_classes"]), **overrides}
+        input_text = input_text or info["options"].get("input")
+        classes = list(info["classes"])
+        if data is None:
+            data = info["options"].get("test_data")
+    compiled = compile_for(spec, overrides, input_text)
+    if info is not None and info["name"] != compiled.graph.name:
+        raise TrainingError(f"{weights_path} is a run of {info['name']}, not of {compiled.graph.name} ({spec})")
+    default_classes, _ = classifier(compiled)
+    if data is None and info is not None and info["options"].get("data") not in (None, "digits"):
+        # trained on a folder without a separate test folder: its held-out split
+        dataset = D.split_pair(info["options"]["data"], None, compiled.graph.input_shape, warn=echo)[1]
+    elif data is None or data in D.BUILTIN:
+        dataset = D.load(data, compiled.graph.input_shape, split="test", warn=echo)
+    else:
+        dataset = D.load(data, compiled.graph.input_shape, split="all", warn=echo)
+    if classes is not None and list(dataset.classes) != classes:
+        raise TrainingError(
+            f"the test data's classes ({', '.join(dataset.classes)}) are not those the run was trained on "
+            f"({', '.join(classes)}); give a folder with the same class subfolders"
+        )
+    classes = classes or list(dataset.classes)
+    if info is None:
+        set_classes = int(overrides["num_classes"]) if "num_classes" in overrides else None
+        num = D.check_num_classes(dataset, set_classes, default_classes)
+        if num != default_classes:
+            compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_text)
+    try:
+        weights = W.load(npz, compiled)
+    except W.WeightError as exc:
+        raise W.WeightError(f"{exc}\n(the weights are not those of {spec} with these settings)") from None
+
+    from archspec import runtime
+
+    rt = runtime.get(target)
+    with tempfile.TemporaryDirectory(prefix="archspec-test-") as tmp:
+        module = generate(compiled, target, Path(tmp))
+        kwargs = {"num_classes": int(compiled.graph.params["num_classes"])}
+        if has_softmax_output(compiled):
+            kwargs["logits"] = True
+        model = rt.build(module, class_name(compiled.graph.name), **kwargs)
+    rt.load_weights(model, weights)
+    logits = predict_all(lambda x: rt.run(model, x)[0], dataset)
+    probs = softmax(logits.astype(np.float64))
+    predicted = probs.argmax(axis=1)
+    labels = dataset.labels
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for i, name in enumerate(classes):
+        n, correct = int(confusion[i].sum()), int(confusion[i, i])
+        per_class[name] = {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0}
+    predictions = [
+        {"file": f, "label": classes[t], "predicted": classes[p], "probability": float(probs[j, p])}
+        for j, (f, t, p) in enumerate(zip(dataset.names, labels, predicted))
+    ]
+    return TestReport(
+        spec=spec,
+        target=target,
+        weights=str(npz),
+        data=dataset.name,
+        classes=classes,
+        accuracy=float((predicted == labels).mean()),
+        n=len(dataset),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+        predictions=predictions,
+    )
+
+
+def format_test(report: TestReport) -> str:
+    """The quiz's answer lines (file, predicted class, probability), then the totals."""
+    width = max((len(p["file"]) for p in report.predictions), default=4)
+    cw = max(len(c) for c in report.classes)
+    lines = []
+    for p in report.predictions:
+        wrong = "" if p["predicted"] == p["label"] else f"  (is {p['label']})"
+        lines.append(f"{p['file']:<{width}}  {p['predicted']:<{cw}}  {p['probability']:.2f}{wrong}")
+    correct = sum(v["correct"] for v in report.per_class.values())
+    lines += ["", f"accuracy {report.accuracy:.4f} ({correct} of {report.n}) in {report.target}", "", "per class:"]
+    for name, v in report.per_class.items():
+        lines.append(f"  {name:<{cw}}  {v['accuracy']:.4f}  ({v['correct']} of {v['n']})")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
+    cell = max(cw, len(str(max((max(r) for r in report.confusion), default=0))))
+    lines.append(" " * (cw + 2) + "  ".join(f"{c:>{cell}}" for c in report.classes))
+    for name, row in zip(report.classes, report.confusion):
+        lines.append(f"  {name:<{cw}}" + "".join(f"  {v:>{cell}}" for v in row))
+    return "\n".join(lines) + "\n"
