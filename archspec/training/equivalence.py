@@ -1,0 +1,226 @@
+"""``archspec verify --train``: the four frameworks train alike.
+
+From the same canonical weights (:func:`archspec.weights.random_weights`,
+batch-norm statistics included), every target's trainer takes the same
+optimizer steps on the same batches, with every dropout off (the only random
+op). After each step the loss is compared with PyTorch's; after the last, every
+tensor of the model: the trained weights and the batch-norm running
+statistics. This pins down the conventions that differ between frameworks
+(batch-norm variance and momentum, the optimizers' formulas, the loss of
+auxiliary heads) instead of hoping they agree.
+
+Tolerance: a step's loss, and each tensor, may differ from the reference by
+at most ``RTOL x max|reference| + ATOL``. Training accumulates float32
+rounding differences step after step, so RTOL is larger than inference's.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from archspec.pipeline import Compiled
+from archspec.runtime import TARGETS
+from archspec.summary import shape_str
+from archspec.training.core import OPTIMIZERS, Setup
+from archspec.training.run import classifier, has_softmax_output, trainer_for
+from archspec.verify import REFERENCE, Comparison, TargetReport, generate
+from archspec.weights import random_weights
+
+RTOL = 1e-3
+ATOL = 1e-6
+STATISTICS = ("running_mean", "running_var")
+
+
+def tolerance(reference: np.ndarray) -> float:
+    return RTOL * (float(np.abs(reference).max()) if reference.size else 0.0) + ATOL
+
+
+@dataclass
+class TrainReport:
+    spec: str
+    name: str
+    input_shape: list[int]
+    batch: int
+    steps: int
+    optimizer: str
+    lr: float
+    seed: int
+    reference: str
+    targets: list[TargetReport]
+    losses: dict[str, list[float]] = field(default_factory=dict)  # by target, one per step
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.targets)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok, "mode": "train"}
+
+
+def batches(compiled: Compiled, steps: int, batch: int, num_classes: int, seed: int):
+    """The same inputs in [0, 1) and labels for every target, one pair per step."""
+    rng = np.random.default_rng([seed, 2])
+    shape = (batch, *compiled.graph.input_shape)
+    return [
+        (rng.random(shape, dtype=np.float32), rng.integers(0, num_classes, batch).astype(np.int64))
+        for _ in range(steps)
+    ]
+
+
+def _train(target, module, compiled, setup, weights, data) -> tuple[list[float], dict[str, np.ndarray]]:
+    trainer = trainer_for(target, module, compiled, setup)
+    trainer.load(weights)
+    losses = [float(trainer.train_step(x, y)) for x, y in data]
+    trained = trainer.export()
+    del trainer
+    gc.collect()
+    return losses, trained
+
+
+def _compare(report: TargetReport, kind: str, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    for name, want, got in pairs:
+        if got.shape != want.shape:
+            report.problems.append(f"{kind} {name}: shape {got.shape}, the reference's is {want.shape}")
+            continue
+        diff = float(np.abs(got - want).max()) if want.size else 0.0
+        tol = tolerance(want)
+        ok = diff <= tol  # NaN fails
+        report.comparisons.append(
+            Comparison(name, kind, diff, float(np.abs(want).max()) if want.size else 0.0, tol, ok)
+        )
+        if not ok:
+            report.problems.append(f"{kind} {name}: max |diff| {diff:.3g} is above the tolerance {tol:.3g}")
+
+
+def verify_training(
+    compiled: Compiled,
+    targets: Iterable[str] = TARGETS,
+    *,
+    steps: int = 3,
+    optimizer: str = "momentum",
+    lr: float = 0.01,
+    batch: int = 4,
+    seed: int = 0,
+) -> TrainReport:
+    """Train every target ``steps`` steps from the same weights on the same batches;
+    compare losses and trained tensors with the reference's."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    start = time.perf_counter()
+    num_classes, outputs = classifier(compiled)
+    targets = [REFERENCE, *(t for t in dict.fromkeys(targets) if t != REFERENCE)]
+    setup = Setup(
+        num_classes=num_classes,
+        logits=has_softmax_output(compiled),
+        outputs=outputs,
+        optimizer=optimizer,
+        lr=lr,
+        seed=seed,
+        dropout=False,
+    )
+    weights = random_weights(compiled, seed)
+    data = batches(compiled, steps, batch, num_classes, seed)
+    graph = compiled.graph
+    report = TrainReport(
+        spec=str(graph.file),
+        name=graph.name,
+        input_shape=list(graph.input_shape),
+        batch=batch,
+        steps=steps,
+        optimizer=optimizer,
+        lr=lr,
+        seed=seed,
+        reference=REFERENCE,
+        targets=[],
+    )
+    reference: tuple[list[float], dict[str, np.ndarray]] | None = None
+    with tempfile.TemporaryDirectory(prefix="archspec-verify-train-") as tmp:
+        code = generate(compiled, targets, Path(tmp), report.notes)
+        for target in targets:
+            t = TargetReport(target)
+            report.targets.append(t)
+            began = time.perf_counter()
+            module = code[target]
+            if isinstance(module, str):
+                t.error = module
+                t.problems.append(module)
+                continue
+            try:
+                losses, trained = _train(target, module, compiled, setup, weights, data)
+            except Exception as exc:
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                t.error = f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
+                t.problems.append(t.error)
+                continue
+            finally:
+                t.seconds = time.perf_counter() - began
+            report.losses[target] = losses
+            if not all(np.isfinite(losses)):
+                t.problems.append(f"losses are not finite: {losses}")
+            if target == REFERENCE:
+                reference = (losses, trained)
+            elif reference is None:
+                t.problems.append(f"no reference to compare with: {REFERENCE} failed")
+            else:
+                ref_losses, ref_trained = reference
+                steps = (f"step {i + 1}" for i in range(len(losses)))
+                _compare(t, "loss", zip(steps, np.array(ref_losses), np.array(losses)))
+                for kind, is_stat in (("weights", False), ("statistics", True)):
+                    pairs = ((k, v, trained[k]) for k, v in ref_trained.items() if k in trained)
+                    _compare(t, kind, ((k, a, b) for k, a, b in pairs if k.endswith(STATISTICS) == is_stat))
+                missing = sorted(set(ref_trained) ^ set(trained))
+                if missing:
+                    t.problems.append(f"tensors not in both models: {', '.join(missing[:5])}")
+            t.ok = not t.problems
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _worst(t: TargetReport, kind: str) -> str:
+    c = t.worst(kind)
+    return "-" if c is None else f"{c.max_abs_diff:.1e} / {c.tolerance:.1e}"
+
+
+def format_table(report: TrainReport) -> str:
+    """One row per target: the worst loss, weight and statistic difference against the reference."""
+    lines = [
+        f"{report.spec}: {report.name}, input {shape_str(report.input_shape)}, batch {report.batch}, "
+        f"{report.steps} {report.optimizer} steps at lr {report.lr:g}, dropout off, seed {report.seed}; "
+        f"reference {report.reference}; tolerance {RTOL:g} x max|reference| + {ATOL:g}"
+    ]
+    header = ["target", "final loss", "loss |diff| / tol", "weights", "bn statistics", "time", "result"]
+    rows = [header]
+    for t in report.targets:
+        losses = report.losses.get(t.target)
+        ref = t.target == report.reference
+        rows.append(
+            [
+                t.target,
+                f"{losses[-1]:.6f}" if losses else "-",
+                "reference" if ref else _worst(t, "loss"),
+                "reference" if ref else _worst(t, "weights"),
+                "reference" if ref else _worst(t, "statistics"),
+                f"{t.seconds:.1f}s",
+                "pass" if t.ok else "FAIL",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for t in report.targets:
+        lines += [f"  {t.target}: {p}" for p in t.problems[:10]]
+        if len(t.problems) > 10:
+            lines.append(f"  {t.target}: and {len(t.problems) - 10} more problems")
+    lines += [f"  note: {n}" for n in report.notes]
+    lines.append(f"  {'ok' if report.ok else 'FAILED'} ({report.seconds:.1f}s)")
+    return "\n".join(lines) + "\n"
