@@ -13,7 +13,7 @@ import click
 from archspec import diagram, ops
 from archspec.codegen import EMITTERS
 from archspec.diagnostics import SpecError
-from archspec.passes.expand import parse_overrides
+from archspec.passes.expand import INPUT_FORMS, parse_input, parse_overrides
 from archspec.pipeline import Compiled, compile_spec
 
 
@@ -43,10 +43,11 @@ def _report(err: SpecError) -> None:
     click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
 
 
-def load(path: str, sets: tuple[str, ...] = ()) -> Compiled:
-    """Compile a spec for a command; print diagnostics and exit 1 on error."""
+def load(path: str, sets: tuple[str, ...] = (), input_shape: tuple[int, ...] | None = None) -> Compiled:
+    """Compile a spec for a command (``input_shape`` from :data:`input_option`);
+    print diagnostics and exit 1 on error."""
     try:
-        return compile_spec(path, _overrides(sets))
+        return compile_spec(path, _overrides(sets), input_shape=input_shape)
     except SpecError as err:
         _report(err)
         raise Failed() from None
@@ -61,6 +62,24 @@ set_option = click.option(
 )
 
 
+def _input(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_input(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+input_option = click.option(
+    "--input",
+    "input_shape",
+    callback=_input,
+    metavar="CxHxW",
+    help=f"Run the network on another input size, channels first: {INPUT_FORMS}.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="archspec")
 def main() -> None:
@@ -71,13 +90,14 @@ def main() -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @set_option
-def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@input_option
+def validate(specs: tuple[str, ...], sets: tuple[str, ...], input_shape: tuple[int, ...] | None) -> None:
     """Check SPEC files; print every error of each, sorted. Exit 1 if any fails."""
     overrides = _overrides(sets)
     failed = 0
     for path in specs:
         try:
-            c = compile_spec(path, overrides)
+            c = compile_spec(path, overrides, input_shape=input_shape)
         except SpecError as err:
             _report(err)
             failed += 1
@@ -90,6 +110,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
 @set_option
+@input_option
 @click.option(
     "--format",
     "fmt",
@@ -104,11 +125,11 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
     default=None,
     help="Show block contents only down to this nesting depth (0: top level only).",
 )
-def summary(spec: str, sets: tuple[str, ...], fmt: str, depth: int | None) -> None:
+def summary(spec: str, sets: tuple[str, ...], input_shape: tuple[int, ...] | None, fmt: str, depth: int | None) -> None:
     """Print SPEC's layers with output shapes, parameters and MACs."""
     from archspec import summary as S
 
-    c = load(spec, sets)
+    c = load(spec, sets, input_shape)
     if fmt == "json":
         click.echo(S.format_json(c), nl=False)
     elif fmt == "markdown":
@@ -123,12 +144,14 @@ def _internal(exc: Exception) -> Failed:
     return Failed()
 
 
-def _compile_all(paths: list[str], sets: tuple[str, ...]) -> tuple[list[Compiled], int]:
+def _compile_all(
+    paths: list[str], sets: tuple[str, ...], input_shape: tuple[int, ...] | None = None
+) -> tuple[list[Compiled], int]:
     overrides = _overrides(sets)
     compiled, failed = [], 0
     for path in paths:
         try:
-            compiled.append(compile_spec(path, overrides))
+            compiled.append(compile_spec(path, overrides, input_shape=input_shape))
         except SpecError as err:
             _report(err)
             failed += 1
@@ -189,12 +212,19 @@ target_choice = click.Choice([*EMITTERS, "all"])
 )
 @out_dir_option
 @set_option
-def compile_command(specs: tuple[str, ...], targets: tuple[str, ...], out_dir: Path, sets: tuple[str, ...]) -> None:
+@input_option
+def compile_command(
+    specs: tuple[str, ...],
+    targets: tuple[str, ...],
+    out_dir: Path,
+    sets: tuple[str, ...],
+    input_shape: tuple[int, ...] | None,
+) -> None:
     """Generate framework code: writes DIR/<name>/<name>_<target>.py."""
     from archspec.build import write
 
     chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
-    compiled, failed = _compile_all(list(specs), sets)
+    compiled, failed = _compile_all(list(specs), sets, input_shape)
     files = _render(compiled, chosen, table=False)
     write(files, out_dir, lambda rel, did: click.echo(f"{'wrote' if did else 'unchanged'} {out_dir / rel}"))
     if failed:
@@ -303,6 +333,7 @@ def list_ops() -> None:
     help="Layout direction: top to bottom or left to right.",
 )
 @set_option
+@input_option
 def diagram_command(
     specs: tuple[str, ...],
     output: str | None,
@@ -311,6 +342,7 @@ def diagram_command(
     depth: int | None,
     direction: str,
     sets: tuple[str, ...],
+    input_shape: tuple[int, ...] | None,
 ) -> None:
     """Draw SPEC files as Graphviz diagrams (every specs/*.yaml when none is given).
 
@@ -336,7 +368,7 @@ def diagram_command(
     missing: diagram.GraphvizNotFound | None = None
     for spec in specs:
         try:
-            c = load(spec, sets)
+            c = load(spec, sets, input_shape)
         except Failed:
             failed = True
             continue
@@ -395,7 +427,16 @@ def _targets(value: str) -> list[str]:
 @click.option("--trace", is_flag=True, help="Name the first node where each target departs from the reference.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and input.")
 @set_option
-def verify_command(specs: tuple[str, ...], targets: str, as_json: bool, trace: bool, seed: int, sets) -> None:
+@input_option
+def verify_command(
+    specs: tuple[str, ...],
+    targets: str,
+    as_json: bool,
+    trace: bool,
+    seed: int,
+    sets: tuple[str, ...],
+    input_shape: tuple[int, ...] | None,
+) -> None:
     """Run SPEC's generated code in every target with the same random weights and
     input; compare shapes, parameter counts and outputs with PyTorch's (and the
     pre-softmax values where there is a softmax). Exit 1 unless every target passes."""
@@ -409,7 +450,7 @@ def verify_command(specs: tuple[str, ...], targets: str, as_json: bool, trace: b
     documents = []
     for path in specs:
         try:
-            compiled = compile_spec(path, overrides)
+            compiled = compile_spec(path, overrides, input_shape=input_shape)
         except SpecError as err:
             _report(err)
             failed += 1

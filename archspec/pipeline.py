@@ -20,9 +20,13 @@ class Compiled:
 
 
 def compile_spec(
-    path: str | Path, overrides: Mapping[str, str] | None = None, text: str | bytes | None = None
+    path: str | Path,
+    overrides: Mapping[str, str] | None = None,
+    text: str | bytes | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Compiled:
-    """Parse, validate, expand and count a spec. Raises SpecError."""
+    """Parse, validate, expand and count a spec; ``input_shape`` (channels
+    first, from ``--input``) replaces the spec's input. Raises SpecError."""
     spec = parse_spec(path, text)
-    graph = expand(spec, overrides)
+    graph = expand(spec, overrides, input_shape)
     return Compiled(spec, graph, count(graph))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,9 +46,32 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def expand(spec: Spec, overrides: Mapping[str, str] | None = None) -> Graph:
-    """Expand ``spec`` with ``overrides`` (raw ``--set`` strings). Raises SpecError."""
-    return _Expander(spec).run(dict(overrides or {}))
+INPUT_FORMS = "CxHxW (e.g. 3x112x112) or CxL (e.g. 1x16000)"
+
+
+def parse_input(value: str) -> tuple[int, ...]:
+    """``"3x112x112"`` -> ``(3, 112, 112)``: 1 to 3 sizes, channels first; raises ValueError."""
+    parts = [p.strip() for p in value.strip().lower().split("x")]
+    if not value.strip():
+        raise ValueError(f"expected {INPUT_FORMS}, got nothing")
+    if len(parts) > 3:
+        raise ValueError(f"expected {INPUT_FORMS}, got {value!r} ({len(parts)} sizes)")
+    shape = []
+    for part in parts:
+        if not re.fullmatch(r"[+-]?[0-9]+", part):
+            what = "an empty size" if not part else f"{part!r} is not a whole number"
+            raise ValueError(f"expected {INPUT_FORMS}, got {value!r} ({what})")
+        n = int(part) if len(part) <= 10 else MAX_SIZE + 1
+        if not 1 <= n <= MAX_SIZE:
+            raise ValueError(f"sizes must be whole numbers from 1 to {MAX_SIZE}, got {value!r} ({part})")
+        shape.append(n)
+    return tuple(shape)
+
+
+def expand(spec: Spec, overrides: Mapping[str, str] | None = None, input_shape: tuple[int, ...] | None = None) -> Graph:
+    """Expand ``spec`` with ``overrides`` (raw ``--set`` strings) and, when
+    given, ``input_shape`` (from ``--input``) in place of the spec's input. Raises SpecError."""
+    return _Expander(spec).run(dict(overrides or {}), input_shape)
 
 
 def _typed(value: Any, ptype: str) -> Any:
@@ -80,6 +104,8 @@ class _Expander:
         self.seen: set[tuple[Pos, str]] = set()
         self.nodes: list[Node] = []
         self.instances: list[Instance] = []
+        self.input_pos: Pos | None = None  # where --input is "written", when it replaces the spec's input
+        self.input_note = ""  # added to shape errors when the input came from --input
 
     def err(self, pos: Pos, code: str, message: str) -> None:
         if (pos, code) not in self.seen:  # a block's error repeats in every instance
@@ -230,9 +256,32 @@ class _Expander:
                     out[name] = p.default
         return out if ok else None
 
+    # -- the input --------------------------------------------------------------
+
+    def given_input(self, own: tuple[int, ...], given: tuple[int, ...]) -> tuple[int, ...]:
+        """Check an ``--input`` shape against the spec's own input and use it."""
+        self.input_pos = Pos(f"--input {_x(given)}")
+        if len(given) != len(own):
+            self.err(
+                self.input_pos,
+                "E404",
+                f"{self.spec.name}'s input is {_x(own)}, {_FORMS[len(own)]}, but --input gives {len(given)} "
+                f"size{'s' if len(given) > 1 else ''}; give --input {_FORMS[len(own)]}, e.g. --input {_x(own)}",
+            )
+            return own
+        self.input_note = f"; the network's input, {_x(given)}, came from --input (the spec's own is {_x(own)})"
+        return given
+
+    def shape_err(self, pos: Pos, code: str, message: str) -> None:
+        """A shape error, which says what to give when the input came from --input."""
+        if self.input_note:
+            fix = {"E402": "larger", "E405": "larger", "E305": "smaller"}.get(code, "another")
+            message += f"{self.input_note}: give a {fix} --input"
+        self.err(pos, code, message)
+
     # -- walk -------------------------------------------------------------------
 
-    def run(self, overrides: dict[str, str]) -> Graph:
+    def run(self, overrides: dict[str, str], given: tuple[int, ...] | None = None) -> Graph:
         spec = self.spec
         env = self.params(overrides)
         shape: list[int] = []
@@ -248,7 +297,11 @@ class _Expander:
             shape.append(d)
         self.diag.raise_if_any()
         self.globals = env
-        input_shape = tuple(shape)
+        input_shape = tuple(shape) if given is None else self.given_input(tuple(shape), given)
+        if math.prod(input_shape) > MAX_ELEMENTS:
+            what = f"the input {_x(input_shape)} has more than {MAX_ELEMENTS} elements; use a smaller one"
+            self.err(self.input_pos or spec.input[0].pos, "E305", what)
+        self.diag.raise_if_any()
         try:
             refs, skipped = self.scope(spec.layers, "", env, INPUT, input_shape)
         except _Abort:
@@ -357,17 +410,26 @@ class _Expander:
             shape = opdef.shape(attrs, shapes)
         except ops.ShapeError as exc:
             detail = ", ".join(f"{ref} {_fmt(s)}" for ref, s in ins)
-            self.err(nd.pos, exc.code, f"{path}: {exc.message} [input: {detail}]")
+            self.shape_err(nd.pos, exc.code, f"{path}: {exc.message} [input: {detail}]")
             return path, None
         if any(d < 1 for d in shape):
-            self.err(nd.pos, "E405", f"{path}: output shape {_fmt(shape)} is empty; the input is too small")
+            self.shape_err(nd.pos, "E405", f"{path}: output shape {_fmt(shape)} is empty; the input is too small")
             return path, None
         if math.prod(shape) > MAX_ELEMENTS:
-            self.err(
+            self.shape_err(
                 nd.pos,
                 "E305",
                 f"{path}: output {_fmt(shape)} has more than {MAX_ELEMENTS} elements; "
                 "use fewer channels or a smaller input",
+            )
+            return path, None
+        big = next((w for w in opdef.weights(attrs, shapes) if w.size > MAX_ELEMENTS), None)
+        if big is not None:
+            self.shape_err(
+                nd.pos,
+                "E305",
+                f"{path}: its {big.name} {_fmt(big.shape)} has more than {MAX_ELEMENTS} elements "
+                f"[input: {', '.join(f'{ref} {_fmt(s)}' for ref, s in ins)}]; use a smaller input or fewer units",
             )
             return path, None
         if len(self.nodes) >= MAX_NODES:
@@ -445,3 +507,11 @@ PAD_WORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
 
 def _fmt(shape: Shape | None) -> str:
     return "?" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _x(shape: Shape) -> str:
+    """``(3, 112, 112)`` -> ``3x112x112``, as --input takes it."""
+    return "x".join(str(d) for d in shape)
+
+
+_FORMS = {1: "F (features)", 2: "CxL", 3: "CxHxW"}
