@@ -135,8 +135,15 @@ def module_doc(model: CodeModel, framework: str) -> str:
 
 
 def model_doc(model: CodeModel) -> str:
-    """The network class's docstring: the spec's source."""
-    return docstring(model.compiled.graph.source, indent="    ")
+    """The network class's docstring: the spec's source, and what ``logits``
+    does where the network takes it."""
+    parts = [docstring(model.compiled.graph.source, indent="    ")]
+    if model.has_logits_switch:
+        parts.append(LOGITS_DOC)
+    return "\n\n    ".join(p for p in parts if p)
+
+
+LOGITS_DOC = "logits=True: outputs skip their final softmax and return the logits (to train on)."
 
 
 def arg(a: Arg) -> str:
@@ -149,10 +156,18 @@ def signature(unit: Unit) -> str:
     return ", ".join(["self", *(arg(a) for a in unit.args)])
 
 
-def assign(output: str, call: str, present: str | None, first_input: str, model_output: bool = False) -> list[str]:
+def assign(
+    output: str, call: str, present: str | None, first_input: str, model_output: bool = False, skip: str | None = None
+) -> list[str]:
     """The forward lines of one step. ``present`` is the run-time test of a
     conditional step (None: always there). Left out, a step stands for its
-    first input, except a network output, which is then None."""
+    first input, except a network output, which is then None. ``skip`` is the
+    switch under which a step that is there still stands for its first input
+    (``self.logits``, for a final softmax)."""
+    if skip is not None:
+        if present is None or not model_output:
+            return assign(output, call, f"not {skip}" if present is None else f"{present} and not {skip}", first_input)
+        call = f"({first_input} if {skip} else {call})"
     if present is None:
         return [f"{output} = {call}"]
     if model_output:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from archspec.codegen import common
-from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit, step_exprs
+from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, step_exprs
 from archspec.codegen.render import render_template
 from archspec.ops import same_padding
 from archspec.schema import expr as E
@@ -390,6 +390,12 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
                 lines = [common.unit_outputs(step, _block_call(step, ctx, functions, ins[0]))]
         else:
             lines = OPS[step.op](step, ctx, ins, out)
+        if step.logits_switch:  # a final softmax: left out with logits=True
+            lines = [
+                *([f"{out} = {ins[0]}"] if out != ins[0] else []),
+                f"if not {LOGITS}:",
+                *(f"    {x}" for x in lines),
+            ]
         if cond:
             if unit.is_model and out in unit.output_vars:
                 body += [f"{out} = None", f"if {cond}:", *(f"    {line}" for line in lines)]

@@ -10,7 +10,10 @@ independent:
 * each node of the block becomes a :class:`Step` whose attributes are
   expressions over those arguments (``width * 4``, ``stride``), and whose input
   channel count is tracked symbolically from ``in_channels``,
-* ``when`` becomes a condition, and the forward data flow gets variable names.
+* ``when`` becomes a condition, and the forward data flow gets variable names,
+* a softmax that gives a network output (:func:`logits_outputs`) takes the
+  ``logits`` switch: built with ``logits=True``, the network returns that
+  softmax's input (the blocks on the way pass the switch down).
 
 Every expression is then *verified* against the expanded IR: evaluated with
 the arguments of each instance of the block, it must give exactly the value
@@ -29,7 +32,7 @@ from itertools import islice
 from typing import Any
 
 from archspec import ops
-from archspec.ir import INPUT, Instance, Node
+from archspec.ir import INPUT, Graph, Instance, Node
 from archspec.names import GLOBAL_NAMES
 from archspec.pipeline import Compiled
 from archspec.schema import expr as E
@@ -40,6 +43,10 @@ from archspec.schema.spec import BlockDef, NodeDef, Value
 # stage or concatenation that adds to ``in_channels`` unit by unit) is written
 # as its value instead, which must then be the same in every instance.
 MAX_CHANNEL_TERMS = 64
+
+# The constructor argument that makes a network return the values before its
+# final softmax (what training's cross-entropy on logits needs).
+LOGITS = "logits"
 
 
 class CodegenError(Exception):
@@ -99,6 +106,10 @@ class Step:
     # channels of unit i (``in_channels if i == 0 else width``); None where
     # every unit takes in_channels.
     unit_in_channels: E.Expr | None = None
+    # A softmax that gives a network output: left out (its value is its input)
+    # when the unit is built with logits=True. A block step that leads to one
+    # passes the switch on instead (``attrs["logits"]``).
+    logits_switch: bool = False
 
     @property
     def unpacks(self) -> bool:
@@ -119,6 +130,9 @@ class Unit:
     doc: str
     is_model: bool = False
     output_channels: list[E.Expr] = field(default_factory=list)  # of each declared output
+    # The attribute that keeps the logits switch for forward (PyTorch,
+    # TensorFlow), when a step of the unit takes it; "" when none does.
+    logits_attr: str = ""
 
     @property
     def defaults(self) -> dict[str, E.Expr]:
@@ -148,6 +162,34 @@ class CodeModel:
     @property
     def ops_used(self) -> set[str]:
         return {s.op for u in self.units for s in u.steps if s.op}
+
+    @property
+    def has_logits_switch(self) -> bool:
+        """The network class takes ``logits`` (see :func:`has_logits_switch`)."""
+        return any(a.name == LOGITS for a in self.model.args)
+
+
+def logits_outputs(graph: Graph) -> list[str]:
+    """The network outputs (node paths) that ``logits=True`` returns the input
+    of: outputs that a softmax produces, which no node reads and no stage holds
+    (the units of a stage share one constructor call)."""
+    read = {i for n in graph.nodes for i in n.inputs}
+    units = {inst.path for inst in graph.instances if inst.index is not None}
+    out = []
+    for path in dict.fromkeys(graph.outputs):
+        if path == INPUT or graph.node(path).op != "softmax" or path in read:
+            continue
+        parts = path.split(".")
+        if not any(".".join(parts[:k]) in units for k in range(1, len(parts))):
+            out.append(path)
+    return out
+
+
+def has_logits_switch(graph: Graph) -> bool:
+    """Whether the generated network takes ``logits`` (a softmax gives an output),
+    so that training can build it with ``logits=True``; networks without one
+    return their logits already."""
+    return bool(logits_outputs(graph))
 
 
 def class_name(name: str) -> str:
@@ -324,6 +366,8 @@ class _Builder:
         self.bake: dict[str, E.Expr] = {}
         # Stage step (by id) -> its units' arguments and output channels (see unit_envs).
         self.stage_units: dict[int, tuple[Step, list[dict[str, E.Expr]], E.Expr]] = {}
+        # Unit ("" for the network, else the block's name) -> its steps that take the logits switch.
+        self.switched = self.logits_steps()
 
     def bind(self, e: E.Expr) -> E.Expr:
         return fold(substitute(e, self.bake)) if self.bake else e
@@ -338,6 +382,29 @@ class _Builder:
         return CodeModel(self.c, [*(self.units[b] for b in order), model])
 
     # -- structure ------------------------------------------------------------
+
+    def logits_steps(self) -> dict[str, set[str]]:
+        """The steps on the way from each network output of :func:`logits_outputs`
+        to its softmax: block steps that pass ``logits`` down, then the softmax."""
+        out: dict[str, set[str]] = {}
+        for path in logits_outputs(self.graph):
+            unit, scope = "", ""
+            for part in path.split("."):
+                out.setdefault(unit, set()).add(part)
+                inst = self.instance_at.get(_join(scope, part))
+                if inst is None:
+                    break
+                unit, scope = inst.block, inst.path
+        clash = [f"spec parameter '{LOGITS}'"] if out and LOGITS in self.spec.params else []
+        clash += [
+            f"parameter '{LOGITS}' of block '{b}'" for b in sorted(out) if b and LOGITS in self.spec.blocks[b].params
+        ]
+        if clash:
+            raise CodegenError(
+                f"the {clash[0]} would take the name of the argument that makes the network return the values "
+                "before its final softmax; rename it"
+            )
+        return out
 
     def block_order(self) -> list[str]:
         """Used blocks, callees before callers, in order of first use."""
@@ -374,6 +441,8 @@ class _Builder:
         args = [Arg("in_channels", "int"), *(a for a in params if a.default is ops.REQUIRED)]
         args += [Arg(g, self.spec.params[g].type) for g in self.globals_used[block.name]]
         args += [a for a in params if a.default is not ops.REQUIRED]
+        if block.name in self.switched:
+            args.append(Arg(LOGITS, "bool", False))
         envs = []
         for inst in insts:
             env = {**self.graph.params, **inst.args, "in_channels": inst.in_shape[0]}
@@ -414,6 +483,8 @@ class _Builder:
     def model_pass(self) -> Unit:
         spec, graph = self.spec, self.graph
         args = [Arg(p.name, p.type, graph.params[p.name]) for p in spec.params.values() if p.name not in self.bake]
+        switch = [Arg(LOGITS, "bool", False)] if "" in self.switched else []
+        args += switch
         env = {**graph.params}
         unit = Unit(
             spec.name,
@@ -432,7 +503,7 @@ class _Builder:
         # A parameter that no written expression reads (say, a switch for a part
         # left out of this build) would be an argument that does nothing: drop it.
         read = {n.id for st in unit.steps for e in step_exprs(st) for n in E.free_names(e)}
-        unit.args = [a for a in unit.args if a.name in read]
+        unit.args = [a for a in unit.args if a.name in read or a in switch]
         return unit
 
     def fill(
@@ -475,6 +546,11 @@ class _Builder:
             in_ch = channels[ins[0]]
             step = self.step(unit, nd, envs, present, in_ch, channels, ins)
             step.cond = cond
+            if nd.name in self.switched.get("" if unit.is_model else unit.name, ()):
+                if step.unit is not None:
+                    step.attrs[LOGITS] = name(LOGITS)
+                else:
+                    step.logits_switch = True
             out_ch = self.out_channels(
                 step, nd, envs, present, in_ch, {**channels, **totals}, ins, f"{unit.name}.{nd.name}"
             )
@@ -924,6 +1000,10 @@ class _Builder:
             while st.flag in node_names or st.flag in flags:
                 st.flag += "_"
             flags.add(st.flag)
+        if any(st.logits_switch for st in unit.steps):
+            unit.logits_attr = LOGITS
+            while unit.logits_attr in node_names or unit.logits_attr in flags:
+                unit.logits_attr += "_"
 
     def name_block_outputs(self, st: Step, nd: NodeDef, named: dict[str, str], fresh: Callable[[str], str]) -> None:
         """The variables of a block's outputs after the first; for a stage, the

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from archspec.codegen import common
-from archspec.codegen.model import CodegenError, CodeModel, Padding, Step, Unit, fold, is_const, num
+from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, fold, is_const, num
 from archspec.codegen.render import render_template
 from archspec.schema import expr as E
 
@@ -480,7 +480,10 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         if " if training else " in call and cond:
             call = f"({call})"
         is_output = unit.is_model and step.output in unit.output_vars
-        forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output)
+        skip = f"self.{unit.logits_attr}" if step.logits_switch else None
+        forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output, skip)
+    if unit.logits_attr:
+        init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
     outs = unit.output_vars

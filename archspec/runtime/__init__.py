@@ -14,8 +14,9 @@ imported by them. Every module offers the same functions:
     is changed.
 ``export_weights(model) -> dict``
     The model's tensors as a canonical weight set.
-``build(module, class_name)``
-    The model of a generated module, ready for inference.
+``build(module, class_name, **kwargs)``
+    The model of a generated module, ready for inference; ``kwargs`` go to its
+    constructor (``logits=True``, see :func:`archspec.codegen.model.has_logits_switch`).
 ``param_counts(model) -> (trainable, non_trainable)``
 ``run(model, x) -> list[numpy.ndarray]``
     Inference on a channels-first float32 batch; outputs channels-first.

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,8 @@ def export_weights(model) -> Weights:
     return export_slots(slots(model))
 
 
-def build(module: ModuleType, class_name: str):
-    return getattr(module, class_name)()
+def build(module: ModuleType, class_name: str, **kwargs: Any):
+    return getattr(module, class_name)(**kwargs)
 
 
 def param_counts(model) -> tuple[int, int]:

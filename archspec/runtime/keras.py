@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import keras
 import numpy as np
@@ -104,8 +105,8 @@ def export_weights(model: keras.Model) -> Weights:
     return export_slots(slots(model))
 
 
-def build(module: ModuleType, class_name: str) -> keras.Model:
-    return getattr(module, class_name)()
+def build(module: ModuleType, class_name: str, **kwargs: Any) -> keras.Model:
+    return getattr(module, class_name)(**kwargs)
 
 
 def param_counts(model: keras.Model) -> tuple[int, int]:

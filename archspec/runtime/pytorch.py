@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +45,8 @@ def export_weights(model: torch.nn.Module) -> Weights:
     return export_slots(slots(model))
 
 
-def build(module: ModuleType, class_name: str) -> torch.nn.Module:
-    return getattr(module, class_name)().eval()
+def build(module: ModuleType, class_name: str, **kwargs: Any) -> torch.nn.Module:
+    return getattr(module, class_name)(**kwargs).eval()
 
 
 def param_counts(model: torch.nn.Module) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -119,8 +120,8 @@ def export_weights(model: tf.Module) -> Weights:
     return export_slots(slots(model))
 
 
-def build(module: ModuleType, class_name: str) -> tf.Module:
-    return getattr(module, class_name)()
+def build(module: ModuleType, class_name: str, **kwargs: Any) -> tf.Module:
+    return getattr(module, class_name)(**kwargs)
 
 
 def param_counts(model: tf.Module) -> tuple[int, int]:

@@ -85,9 +85,11 @@ class AlexNet(chainer.Chain):
     | 2 | 0" with the filter column empty, so they are read as kernel 3, stride 2,
     padding 0 (the paper's overlapping pooling). LRN with the paper's values (size
     5, alpha 1e-4, beta 0.75, k 2), after the ReLU as in the paper. No two-GPU
-    grouping: the table gives none."""
+    grouping: the table gives none.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = ConvReLU(3, out=96, kernel=11, stride=4)
@@ -97,6 +99,7 @@ class AlexNet(chainer.Chain):
             self.conv5 = ConvReLU(384, out=256, kernel=3, padding=1)
             self.classifier = make_stage(ClassifierUnit, 6400, 2, out=4096, dropout=dropout)
             self.fc = L.Linear(4096, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -112,5 +115,6 @@ class AlexNet(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = self.classifier(x)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

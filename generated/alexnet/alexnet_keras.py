@@ -49,7 +49,7 @@ def classifier_unit(x, out: int, dropout: float, *, name: str):
     return x
 
 
-def AlexNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def AlexNet(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """AlexNet as in seed 000's layer table (Krizhevsky et al. 2012, adapted by the quiz):
     227x227x3 input; conv 11x11/4 96 (pad 0), ReLU, LRN, max-pool; conv 5x5/1 256
     with padding 1 (the table's value; the paper pads 2), ReLU, LRN, max-pool; convs
@@ -58,7 +58,9 @@ def AlexNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     | 2 | 0" with the filter column empty, so they are read as kernel 3, stride 2,
     padding 0 (the paper's overlapping pooling). LRN with the paper's values (size
     5, alpha 1e-4, beta 0.75, k 2), after the ReLU as in the paper. No two-GPU
-    grouping: the table gives none."""
+    grouping: the table gives none.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(227, 227, 3), name="input")
     x = inputs
     x = conv_relu(x, out=96, kernel=11, stride=4, name="conv1")
@@ -76,5 +78,6 @@ def AlexNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="alexnet")

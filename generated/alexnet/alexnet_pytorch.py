@@ -65,10 +65,13 @@ class AlexNet(nn.Module):
     | 2 | 0" with the filter column empty, so they are read as kernel 3, stride 2,
     padding 0 (the paper's overlapping pooling). LRN with the paper's values (size
     5, alpha 1e-4, beta 0.75, k 2), after the ReLU as in the paper. No two-GPU
-    grouping: the table gives none."""
+    grouping: the table gives none.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=11, stride=4)
         self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0005, k=2.0)
         self.pool1 = nn.MaxPool2d(3, stride=2)
@@ -97,5 +100,6 @@ class AlexNet(nn.Module):
         x = torch.flatten(x, 1)
         x = self.classifier(x)
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

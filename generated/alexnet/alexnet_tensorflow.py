@@ -137,10 +137,13 @@ class AlexNet(tf.Module):
     | 2 | 0" with the filter column empty, so they are read as kernel 3, stride 2,
     padding 0 (the paper's overlapping pooling). LRN with the paper's values (size
     5, alpha 1e-4, beta 0.75, k 2), after the ReLU as in the paper. No two-GPU
-    grouping: the table gives none."""
+    grouping: the table gives none.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=11, stride=4, name="conv1")
         self.conv2 = ConvReLU(96, out=256, kernel=5, padding=1, name="conv2")
         self.conv3 = ConvReLU(256, out=384, kernel=3, padding=1, name="conv3")
@@ -166,5 +169,6 @@ class AlexNet(tf.Module):
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -51,7 +51,7 @@ def transition(x, compression: float, *, name: str):
     return x
 
 
-def DenseNet121(num_classes: int = 1000) -> keras.Model:
+def DenseNet121(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     """Huang et al., "Densely Connected Convolutional Networks" (2017), Table 1,
     DenseNet-121 column (DenseNet-BC, growth rate k = 32): a 7x7/2 convolution of 2k
     channels, a 3x3/2 max-pool, four dense blocks of 6, 12, 24 and 16 layers (BN-
@@ -61,7 +61,9 @@ def DenseNet121(num_classes: int = 1000) -> keras.Model:
     torchvision's densenet121 and keras.applications' DenseNet: a batch norm + ReLU
     after the last dense block (the paper's table leaves it implicit), convolutions
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
-    changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
+    changes no count), max-pool padding 1, bn_size 4, compression 0.5.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = layers.ZeroPadding2D(3, name="conv0.pad")(x)
@@ -85,5 +87,6 @@ def DenseNet121(num_classes: int = 1000) -> keras.Model:
     x = layers.ReLU(name="relu5")(x)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="classifier")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="densenet121")

@@ -176,10 +176,13 @@ class DenseNet121(tf.Module):
     torchvision's densenet121 and keras.applications' DenseNet: a batch norm + ReLU
     after the last dense block (the paper's table leaves it implicit), convolutions
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
-    changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
+    changes no count), max-pool padding 1, bn_size 4, compression 0.5.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv0 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv0")
         self.norm0 = BatchNorm(64, eps=1e-05, decay=0.9, name="norm0")
         self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4, name="denseblock1")
@@ -213,5 +216,6 @@ class DenseNet121(tf.Module):
         x = tf.nn.relu(x)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.classifier(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -96,9 +96,11 @@ class DenseNet201(chainer.Chain):
     torchvision's densenet201 and keras.applications' DenseNet: a batch norm + ReLU
     after the last dense block (the paper's table leaves it implicit), convolutions
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
-    changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
+    changes no count), max-pool padding 1, bn_size 4, compression 0.5.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv0 = L.Convolution2D(3, 64, 7, stride=2, pad=3, nobias=True)
@@ -112,6 +114,7 @@ class DenseNet201(chainer.Chain):
             self.denseblock4 = make_stage(DenseLayer, 896, 32, growth_rate=32, bn_size=4)
             self.norm5 = L.BatchNormalization(1920, eps=1e-05)
             self.classifier = L.Linear(1920, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv0(x)
@@ -129,5 +132,6 @@ class DenseNet201(chainer.Chain):
         x = F.relu(x)
         x = F.mean(x, axis=(2, 3))
         x = self.classifier(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

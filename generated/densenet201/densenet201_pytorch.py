@@ -78,10 +78,13 @@ class DenseNet201(nn.Module):
     torchvision's densenet201 and keras.applications' DenseNet: a batch norm + ReLU
     after the last dense block (the paper's table leaves it implicit), convolutions
     without bias, batch norm eps 1e-5 (as torchvision; Keras uses 1.001e-5, which
-    changes no count), max-pool padding 1, bn_size 4, compression 0.5."""
+    changes no count), max-pool padding 1, bn_size 4, compression 0.5.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv0 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.norm0 = nn.BatchNorm2d(64)
         self.relu0 = nn.ReLU()
@@ -114,5 +117,6 @@ class DenseNet201(nn.Module):
         x = self.relu5(x)
         x = x.mean((2, 3))
         x = self.classifier(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -156,9 +156,13 @@ class EfficientNetB0(chainer.Chain):
     is an identity at inference and is left out. width_mult, depth_mult and
     resolution scale the network as the paper's compound scaling: 1.0, 1.1, 240 give
     B1 (7,794,184 trainable, as torchvision's efficientnet_b1) and 1.2, 1.4, 300
-    give B3 (12,233,232); their dropout rates differ."""
+    give B3 (12,233,232); their dropout rates differ.
 
-    def __init__(self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(
+        self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+    ) -> None:
         super().__init__()
         with self.init_scope():
             self.stem = ConvBNSilu(3, out=32, kernel=3, stride=2)
@@ -180,6 +184,7 @@ class EfficientNetB0(chainer.Chain):
             self.head = ConvBNSilu(320, out=1280)
             self.fc = L.Linear(1280, num_classes)
         self.dropout = dropout
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.stem(x)
@@ -194,5 +199,6 @@ class EfficientNetB0(chainer.Chain):
         x = F.mean(x, axis=(2, 3))
         x = F.dropout(x, ratio=self.dropout)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -62,7 +62,9 @@ def mbconv(x, t: int, kernel: int, c: int, width_mult: float, stride: int = 1, *
     return out
 
 
-def EfficientNetB0(num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2) -> keras.Model:
+def EfficientNetB0(
+    num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+) -> keras.Model:
     """Tan and Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
     Networks" (2019), Table 1 (EfficientNet-B0): a 3x3/2 stem of 32, seven stages of
     MBConv blocks (expansion, kernel, stride, channels, layers) = (1,3,1,16,1)
@@ -83,7 +85,9 @@ def EfficientNetB0(num_classes: int = 1000, depth_mult: float = 1.0, dropout: fl
     is an identity at inference and is left out. width_mult, depth_mult and
     resolution scale the network as the paper's compound scaling: 1.0, 1.1, 240 give
     B1 (7,794,184 trainable, as torchvision's efficientnet_b1) and 1.2, 1.4, 300
-    give B3 (12,233,232); their dropout rates differ."""
+    give B3 (12,233,232); their dropout rates differ.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_bn_silu(x, out=32, kernel=3, stride=2, name="stem")
@@ -105,5 +109,6 @@ def EfficientNetB0(num_classes: int = 1000, depth_mult: float = 1.0, dropout: fl
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="efficientnet_b0")

@@ -252,10 +252,15 @@ class EfficientNetB0(tf.Module):
     is an identity at inference and is left out. width_mult, depth_mult and
     resolution scale the network as the paper's compound scaling: 1.0, 1.1, 240 give
     B1 (7,794,184 trainable, as torchvision's efficientnet_b1) and 1.2, 1.4, 300
-    give B3 (12,233,232); their dropout rates differ."""
+    give B3 (12,233,232); their dropout rates differ.
 
-    def __init__(self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(
+        self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+    ) -> None:
         super().__init__()
+        self.logits = logits
         self.stem = ConvBNSilu(3, out=32, kernel=3, stride=2, name="stem")
         self.stage1 = make_stage(
             Mbconv, 32, math.ceil(1 * depth_mult), t=1, kernel=3, c=16, width_mult=1.0, name="stage1"
@@ -335,5 +340,6 @@ class EfficientNetB0(tf.Module):
         x = tf.reduce_mean(x, axis=(1, 2))
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -68,12 +68,13 @@ class Inception(chainer.Chain):
 class AuxClassifier(chainer.Chain):
     """An auxiliary classifier on an intermediate 14x14 feature map."""
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv = ConvReLU(in_channels, out=128)
             self.fc1 = L.Linear(2048, 1024)
             self.fc2 = L.Linear(1024, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = F.average_pooling_2d(x, 5, stride=3)
@@ -83,7 +84,8 @@ class AuxClassifier(chainer.Chain):
         x = F.relu(x)
         x = F.dropout(x, ratio=0.7)
         x = self.fc2(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x
 
 
@@ -100,9 +102,11 @@ class GoogLeNet(chainer.Chain):
     extra outputs, switched off with aux_logits=false. What the paper leaves open
     follows the authors' released BVLC Caffe model: 'same'-style padding, max-pools
     rounding up (ceil_mode), LRN window 5, beta 0.75, k 1 and alpha 1e-4 / 5 = 2e-5
-    in archspec's undivided convention (Caffe divides alpha by the window)."""
+    in archspec's undivided convention (Caffe divides alpha by the window).
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, aux_logits: bool = True, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = ConvReLU(3, out=64, kernel=7, stride=2, padding=3)
@@ -111,15 +115,16 @@ class GoogLeNet(chainer.Chain):
             self.inception3a = Inception(192, c1=64, r3=96, c3=128, r5=16, c5=32, pp=32)
             self.inception3b = Inception(256, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64)
             self.inception4a = Inception(480, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64)
-            self.aux1 = AuxClassifier(512, num_classes=num_classes) if aux_logits else None
+            self.aux1 = AuxClassifier(512, num_classes=num_classes, logits=logits) if aux_logits else None
             self.inception4b = Inception(512, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64)
             self.inception4c = Inception(512, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64)
             self.inception4d = Inception(512, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64)
-            self.aux2 = AuxClassifier(528, num_classes=num_classes) if aux_logits else None
+            self.aux2 = AuxClassifier(528, num_classes=num_classes, logits=logits) if aux_logits else None
             self.inception4e = Inception(528, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128)
             self.inception5a = Inception(832, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128)
             self.inception5b = Inception(832, c1=384, r3=192, c3=384, r5=48, c5=128, pp=128)
             self.fc = L.Linear(1024, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable, chainer.Variable]:
         x = self.conv1(x)
@@ -146,5 +151,6 @@ class GoogLeNet(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = F.dropout(x, ratio=0.4)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x, aux1, aux2

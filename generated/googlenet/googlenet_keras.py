@@ -70,7 +70,7 @@ def inception(x, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int, *, name: 
     return out
 
 
-def aux_classifier(x, num_classes: int, *, name: str):
+def aux_classifier(x, num_classes: int, logits: bool = False, *, name: str):
     """An auxiliary classifier on an intermediate 14x14 feature map."""
     x = layers.AveragePooling2D(5, strides=3, name=f"{name}.pool")(x)
     x = conv_relu(x, out=128, name=f"{name}.conv")
@@ -80,11 +80,12 @@ def aux_classifier(x, num_classes: int, *, name: str):
     x = layers.ReLU(name=f"{name}.relu")(x)
     x = layers.Dropout(0.7, name=f"{name}.dropout")(x)
     x = layers.Dense(num_classes, name=f"{name}.fc2")(x)
-    x = layers.Softmax(name=f"{name}.prob")(x)
+    if not logits:
+        x = layers.Softmax(name=f"{name}.prob")(x)
     return x
 
 
-def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
+def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True, logits: bool = False) -> keras.Model:
     """Szegedy et al., "Going Deeper with Convolutions" (2015), Table 1 and Figure 3
     (GoogLeNet, Inception v1): 7x7/2 conv 64, max-pool, LRN, 1x1 conv 64, 3x3 conv
     192, LRN, max-pool, inception 3a-3b, max-pool, 4a-4e, max-pool, 5a-5b, 7x7/1
@@ -97,7 +98,9 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
     extra outputs, switched off with aux_logits=false. What the paper leaves open
     follows the authors' released BVLC Caffe model: 'same'-style padding, max-pools
     rounding up (ceil_mode), LRN window 5, beta 0.75, k 1 and alpha 1e-4 / 5 = 2e-5
-    in archspec's undivided convention (Caffe divides alpha by the window)."""
+    in archspec's undivided convention (Caffe divides alpha by the window).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_relu(x, out=64, kernel=7, stride=2, padding=3, name="conv1")
@@ -116,13 +119,13 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
     inception4a = inception(x, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
     aux1 = None
     if aux_logits:
-        aux1 = aux_classifier(inception4a, num_classes=num_classes, name="aux1")
+        aux1 = aux_classifier(inception4a, num_classes=num_classes, logits=logits, name="aux1")
     inception4b = inception(inception4a, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64, name="inception4b")
     x = inception(inception4b, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64, name="inception4c")
     inception4d = inception(x, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64, name="inception4d")
     aux2 = None
     if aux_logits:
-        aux2 = aux_classifier(inception4d, num_classes=num_classes, name="aux2")
+        aux2 = aux_classifier(inception4d, num_classes=num_classes, logits=logits, name="aux2")
     inception4e = inception(inception4d, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(inception4e)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
@@ -132,6 +135,7 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True) -> keras.Model:
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(0.4, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     outputs = [y for y in (x, aux1, aux2) if y is not None]
     return keras.Model(inputs, outputs, name="googlenet")

@@ -56,8 +56,9 @@ class Inception(nn.Module):
 class AuxClassifier(nn.Module):
     """An auxiliary classifier on an intermediate 14x14 feature map."""
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.pool = nn.AvgPool2d(5, stride=3)
         self.conv = ConvReLU(in_channels, out=128)
         self.fc1 = nn.Linear(2048, 1024)
@@ -74,7 +75,8 @@ class AuxClassifier(nn.Module):
         x = self.relu(x)
         x = self.dropout(x)
         x = self.fc2(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x
 
 
@@ -91,10 +93,13 @@ class GoogLeNet(nn.Module):
     extra outputs, switched off with aux_logits=false. What the paper leaves open
     follows the authors' released BVLC Caffe model: 'same'-style padding, max-pools
     rounding up (ceil_mode), LRN window 5, beta 0.75, k 1 and alpha 1e-4 / 5 = 2e-5
-    in archspec's undivided convention (Caffe divides alpha by the window)."""
+    in archspec's undivided convention (Caffe divides alpha by the window).
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, aux_logits: bool = True, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=64, kernel=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0001)
@@ -106,11 +111,11 @@ class GoogLeNet(nn.Module):
         self.inception3b = Inception(256, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64)
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.inception4a = Inception(480, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64)
-        self.aux1 = AuxClassifier(512, num_classes=num_classes) if aux_logits else None
+        self.aux1 = AuxClassifier(512, num_classes=num_classes, logits=logits) if aux_logits else None
         self.inception4b = Inception(512, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64)
         self.inception4c = Inception(512, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64)
         self.inception4d = Inception(512, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64)
-        self.aux2 = AuxClassifier(528, num_classes=num_classes) if aux_logits else None
+        self.aux2 = AuxClassifier(528, num_classes=num_classes, logits=logits) if aux_logits else None
         self.inception4e = Inception(528, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128)
         self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.inception5a = Inception(832, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128)
@@ -145,5 +150,6 @@ class GoogLeNet(nn.Module):
         x = torch.flatten(x, 1)
         x = self.dropout(x)
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x, aux1, aux2

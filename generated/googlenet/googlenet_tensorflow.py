@@ -129,8 +129,9 @@ class Inception(tf.Module):
 class AuxClassifier(tf.Module):
     """An auxiliary classifier on an intermediate 14x14 feature map."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, name: str) -> None:
+    def __init__(self, in_channels: int, num_classes: int, logits: bool = False, *, name: str) -> None:
         super().__init__()
+        self.logits = logits
         self.conv = ConvReLU(in_channels, out=128, name=f"{name}.conv")
         self.fc1 = Dense(2048, 1024, name=f"{name}.fc1")
         self.fc2 = Dense(1024, num_classes, name=f"{name}.fc2")
@@ -144,7 +145,8 @@ class AuxClassifier(tf.Module):
         x = tf.nn.relu(x)
         x = tf.nn.dropout(x, rate=0.7) if training else x
         x = self.fc2(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x
 
 
@@ -161,21 +163,24 @@ class GoogLeNet(tf.Module):
     extra outputs, switched off with aux_logits=false. What the paper leaves open
     follows the authors' released BVLC Caffe model: 'same'-style padding, max-pools
     rounding up (ceil_mode), LRN window 5, beta 0.75, k 1 and alpha 1e-4 / 5 = 2e-5
-    in archspec's undivided convention (Caffe divides alpha by the window)."""
+    in archspec's undivided convention (Caffe divides alpha by the window).
 
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, aux_logits: bool = True, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=64, kernel=7, stride=2, padding=3, name="conv1")
         self.conv2 = ConvReLU(64, out=64, name="conv2")
         self.conv3 = ConvReLU(64, out=192, kernel=3, padding=1, name="conv3")
         self.inception3a = Inception(192, c1=64, r3=96, c3=128, r5=16, c5=32, pp=32, name="inception3a")
         self.inception3b = Inception(256, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64, name="inception3b")
         self.inception4a = Inception(480, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
-        self.aux1 = AuxClassifier(512, num_classes=num_classes, name="aux1") if aux_logits else None
+        self.aux1 = AuxClassifier(512, num_classes=num_classes, logits=logits, name="aux1") if aux_logits else None
         self.inception4b = Inception(512, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64, name="inception4b")
         self.inception4c = Inception(512, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64, name="inception4c")
         self.inception4d = Inception(512, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64, name="inception4d")
-        self.aux2 = AuxClassifier(528, num_classes=num_classes, name="aux2") if aux_logits else None
+        self.aux2 = AuxClassifier(528, num_classes=num_classes, logits=logits, name="aux2") if aux_logits else None
         self.inception4e = Inception(528, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
         self.inception5a = Inception(832, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception5a")
         self.inception5b = Inception(832, c1=384, r3=192, c3=384, r5=48, c5=128, pp=128, name="inception5b")
@@ -211,5 +216,6 @@ class GoogLeNet(tf.Module):
         x = tf.reshape(x, (-1, 1024))
         x = tf.nn.dropout(x, rate=0.4) if training else x
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x, aux1, aux2

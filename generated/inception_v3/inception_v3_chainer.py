@@ -213,9 +213,11 @@ class InceptionV3(chainer.Chain):
     average pool, 1x1 conv 128, 5x5 conv 768, dense, softmax) is an extra output
     that is off by default (aux_logits=false): 23,834,568 trainable parameters
     without it, 27,161,264 with it (torchvision's inception_v3, aux_logits False /
-    True)."""
+    True).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.Conv2d_1a_3x3 = ConvBN(3, out=32, kernel=3, stride=2, padding="valid")
@@ -236,6 +238,7 @@ class InceptionV3(chainer.Chain):
             self.Mixed_7c = InceptionE(2048)
             self.fc = L.Linear(2048, num_classes)
         self.dropout = dropout
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.Conv2d_1a_3x3(x)
@@ -259,5 +262,6 @@ class InceptionV3(chainer.Chain):
         x = F.mean(x, axis=(2, 3))
         x = F.dropout(x, ratio=self.dropout)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -103,7 +103,7 @@ def inception_e(x, *, name: str):
     return out
 
 
-def InceptionV3(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
+def InceptionV3(num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """Szegedy et al., "Rethinking the Inception Architecture for Computer Vision" (2016),
     Table 1 and Figures 5-7 and 10 (Inception-v3) on 299x299 inputs, as implemented
     by torchvision's inception_v3 (from TF-slim), whose module widths the paper does
@@ -118,7 +118,9 @@ def InceptionV3(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     average pool, 1x1 conv 128, 5x5 conv 768, dense, softmax) is an extra output
     that is off by default (aux_logits=false): 23,834,568 trainable parameters
     without it, 27,161,264 with it (torchvision's inception_v3, aux_logits False /
-    True)."""
+    True).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(299, 299, 3), name="input")
     x = inputs
     x = conv_bn(x, out=32, kernel=3, stride=2, padding="valid", name="Conv2d_1a_3x3")
@@ -142,5 +144,6 @@ def InceptionV3(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="inception_v3")

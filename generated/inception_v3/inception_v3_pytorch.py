@@ -189,10 +189,13 @@ class InceptionV3(nn.Module):
     average pool, 1x1 conv 128, 5x5 conv 768, dense, softmax) is an extra output
     that is off by default (aux_logits=false): 23,834,568 trainable parameters
     without it, 27,161,264 with it (torchvision's inception_v3, aux_logits False /
-    True)."""
+    True).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.Conv2d_1a_3x3 = ConvBN(3, out=32, kernel=3, stride=2, padding="valid")
         self.Conv2d_2a_3x3 = ConvBN(32, out=32, kernel=3, padding="valid")
         self.Conv2d_2b_3x3 = ConvBN(32, out=64, kernel=3)
@@ -237,5 +240,6 @@ class InceptionV3(nn.Module):
         x = x.mean((2, 3))
         x = self.dropout(x)
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -29,9 +29,11 @@ class LeNet(chainer.Chain):
     """LeNet as in seed 000's layer table (LeCun et al. 1998, adapted by the quiz): 32x32x3
     input, conv 5x5x6, max-pool 2x2, sigmoid, conv 5x5x16, max-pool 2x2, sigmoid,
     dense 120 and 64, dense to 2 classes with softmax. The table gives no activation
-    after the two hidden dense layers, so there is none."""
+    after the two hidden dense layers, so there is none.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 6, 5)
@@ -39,6 +41,7 @@ class LeNet(chainer.Chain):
             self.fc1 = L.Linear(400, 120)
             self.fc2 = L.Linear(120, 64)
             self.fc3 = L.Linear(64, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -51,5 +54,6 @@ class LeNet(chainer.Chain):
         x = self.fc1(x)
         x = self.fc2(x)
         x = self.fc3(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -13,11 +13,13 @@ import keras
 from keras import layers
 
 
-def LeNet(num_classes: int = 2) -> keras.Model:
+def LeNet(num_classes: int = 2, logits: bool = False) -> keras.Model:
     """LeNet as in seed 000's layer table (LeCun et al. 1998, adapted by the quiz): 32x32x3
     input, conv 5x5x6, max-pool 2x2, sigmoid, conv 5x5x16, max-pool 2x2, sigmoid,
     dense 120 and 64, dense to 2 classes with softmax. The table gives no activation
-    after the two hidden dense layers, so there is none."""
+    after the two hidden dense layers, so there is none.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(32, 32, 3), name="input")
     x = inputs
     x = layers.Conv2D(6, 5, name="conv1")(x)
@@ -31,5 +33,6 @@ def LeNet(num_classes: int = 2) -> keras.Model:
     x = layers.Dense(120, name="fc1")(x)
     x = layers.Dense(64, name="fc2")(x)
     x = layers.Dense(num_classes, name="fc3")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="lenet")

@@ -17,10 +17,13 @@ class LeNet(nn.Module):
     """LeNet as in seed 000's layer table (LeCun et al. 1998, adapted by the quiz): 32x32x3
     input, conv 5x5x6, max-pool 2x2, sigmoid, conv 5x5x16, max-pool 2x2, sigmoid,
     dense 120 and 64, dense to 2 classes with softmax. The table gives no activation
-    after the two hidden dense layers, so there is none."""
+    after the two hidden dense layers, so there is none.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = nn.Conv2d(3, 6, 5)
         self.pool1 = nn.MaxPool2d(2, stride=2)
         self.act1 = nn.Sigmoid()
@@ -43,5 +46,6 @@ class LeNet(nn.Module):
         x = self.fc1(x)
         x = self.fc2(x)
         x = self.fc3(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -89,10 +89,13 @@ class LeNet(tf.Module):
     """LeNet as in seed 000's layer table (LeCun et al. 1998, adapted by the quiz): 32x32x3
     input, conv 5x5x6, max-pool 2x2, sigmoid, conv 5x5x16, max-pool 2x2, sigmoid,
     dense 120 and 64, dense to 2 classes with softmax. The table gives no activation
-    after the two hidden dense layers, so there is none."""
+    after the two hidden dense layers, so there is none.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = Conv2D(3, 6, 5, name="conv1")
         self.conv2 = Conv2D(6, 16, 5, name="conv2")
         self.fc1 = Dense(400, 120, name="fc1")
@@ -112,5 +115,6 @@ class LeNet(tf.Module):
         x = self.fc1(x)
         x = self.fc2(x)
         x = self.fc3(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -112,9 +112,11 @@ class MobileNetV1(chainer.Chain):
     'same' padding (Keras pads the strided depthwise layers by one pixel at the
     bottom/right, which is the same), and Keras' head: global average pooling kept
     as (C, 1, 1), dropout 1e-3, a 1x1 convolution with bias to the classes, flatten
-    and softmax."""
+    and softmax.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.001) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = ConvBNReLU6(3, out=32, stride=2)
@@ -129,6 +131,7 @@ class MobileNetV1(chainer.Chain):
             self.block13 = DepthwiseSeparable(1024, out=1024)
             self.conv_preds = L.Convolution2D(1024, num_classes, 1)
         self.dropout = dropout
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -145,5 +148,6 @@ class MobileNetV1(chainer.Chain):
         x = F.dropout(x, ratio=self.dropout)
         x = self.conv_preds(x)
         x = F.reshape(x, (x.shape[0], -1))
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -33,7 +33,7 @@ def depthwise_separable(x, out: int, stride: int = 1, *, name: str):
     return x
 
 
-def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001) -> keras.Model:
+def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> keras.Model:
     """Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile
     Vision Applications" (2017), Table 1: a 3x3/2 convolution of 32, then 13
     depthwise separable layers (3x3 depthwise + BN + ReLU, 1x1 pointwise + BN +
@@ -46,7 +46,9 @@ def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001) -> keras.Model:
     'same' padding (Keras pads the strided depthwise layers by one pixel at the
     bottom/right, which is the same), and Keras' head: global average pooling kept
     as (C, 1, 1), dropout 1e-3, a 1x1 convolution with bias to the classes, flatten
-    and softmax."""
+    and softmax.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_bn_relu6(x, out=32, stride=2, name="conv1")
@@ -64,5 +66,6 @@ def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001) -> keras.Model:
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Conv2D(num_classes, 1, name="conv_preds")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="mobilenet_v1")

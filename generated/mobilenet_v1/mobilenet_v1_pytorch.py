@@ -99,10 +99,13 @@ class MobileNetV1(nn.Module):
     'same' padding (Keras pads the strided depthwise layers by one pixel at the
     bottom/right, which is the same), and Keras' head: global average pooling kept
     as (C, 1, 1), dropout 1e-3, a 1x1 convolution with bias to the classes, flatten
-    and softmax."""
+    and softmax.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.001) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvBNReLU6(3, out=32, stride=2)
         self.block1 = DepthwiseSeparable(32, out=64)
         self.block2 = DepthwiseSeparable(64, out=128, stride=2)
@@ -132,5 +135,6 @@ class MobileNetV1(nn.Module):
         x = self.dropout(x)
         x = self.conv_preds(x)
         x = torch.flatten(x, 1)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -193,10 +193,13 @@ class MobileNetV1(tf.Module):
     'same' padding (Keras pads the strided depthwise layers by one pixel at the
     bottom/right, which is the same), and Keras' head: global average pooling kept
     as (C, 1, 1), dropout 1e-3, a 1x1 convolution with bias to the classes, flatten
-    and softmax."""
+    and softmax.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.001) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvBNReLU6(3, out=32, stride=2, name="conv1")
         self.block1 = DepthwiseSeparable(32, out=64, name="block1")
         self.block2 = DepthwiseSeparable(64, out=128, stride=2, name="block2")
@@ -227,5 +230,6 @@ class MobileNetV1(tf.Module):
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.conv_preds(x)
         x = tf.reshape(x, (-1, 1000))
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -112,9 +112,11 @@ class MobileNetV2(chainer.Chain):
     alpha), 8) per stage, the stem make_divisible(32 * alpha, 8), and the last 1x1
     conv stays 1280 wide for alpha <= 1. Batch norm as Keras (epsilon 1e-3, momentum
     0.999, which is 0.001 in PyTorch's convention); stride-2 depthwise convolutions
-    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs)."""
+    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs).
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.stem = ConvBNReLU6(3, out=32, kernel=3, stride=2)
@@ -127,6 +129,7 @@ class MobileNetV2(chainer.Chain):
             self.stage7 = make_stage(InvertedResidual, 160, 1, t=6, out=320)
             self.head = ConvBNReLU6(320, out=1280)
             self.fc = L.Linear(1280, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.stem(x)
@@ -140,5 +143,6 @@ class MobileNetV2(chainer.Chain):
         x = self.head(x)
         x = F.mean(x, axis=(2, 3))
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -37,7 +37,7 @@ def inverted_residual(x, t: int, out: int, stride: int = 1, *, name: str):
     return y
 
 
-def MobileNetV2(num_classes: int = 1000) -> keras.Model:
+def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     """Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks" (2018),
     Table 2: a 3x3/2 stem of 32, seven stages of inverted residual bottlenecks (t,
     c, n, s) = (1,16,1,1) (6,24,2,2) (6,32,3,2) (6,64,4,2) (6,96,3,1) (6,160,3,2)
@@ -46,7 +46,9 @@ def MobileNetV2(num_classes: int = 1000) -> keras.Model:
     alpha), 8) per stage, the stem make_divisible(32 * alpha, 8), and the last 1x1
     conv stays 1280 wide for alpha <= 1. Batch norm as Keras (epsilon 1e-3, momentum
     0.999, which is 0.001 in PyTorch's convention); stride-2 depthwise convolutions
-    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs)."""
+    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_bn_relu6(x, out=32, kernel=3, stride=2, name="stem")
@@ -67,5 +69,6 @@ def MobileNetV2(num_classes: int = 1000) -> keras.Model:
     x = conv_bn_relu6(x, out=1280, name="head")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="mobilenet_v2")

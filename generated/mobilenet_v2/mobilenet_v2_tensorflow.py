@@ -209,10 +209,13 @@ class MobileNetV2(tf.Module):
     alpha), 8) per stage, the stem make_divisible(32 * alpha, 8), and the last 1x1
     conv stays 1280 wide for alpha <= 1. Batch norm as Keras (epsilon 1e-3, momentum
     0.999, which is 0.001 in PyTorch's convention); stride-2 depthwise convolutions
-    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs)."""
+    pad 'same' (TensorFlow's rule, as Keras' correct_pad on even inputs).
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.stem = ConvBNReLU6(3, out=32, kernel=3, stride=2, name="stem")
         self.stage1 = make_stage(InvertedResidual, 32, 1, t=1, out=16, name="stage1")
         self.stage2 = make_stage(InvertedResidual, 16, 2, t=6, out=24, first=dict(stride=2), name="stage2")
@@ -244,5 +247,6 @@ class MobileNetV2(tf.Module):
         x = self.head(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -66,15 +66,18 @@ class NIN(chainer.Chain):
     rows ("3 x 3 | 2 | 0", filter column empty) are read as kernel 3, stride 2,
     padding 0. The table gives the class convolution a ReLU too, so it has one. The
     dropout rate is not in the table: 0.5, as the NIN paper. 965,442 parameters, as
-    arithmetic on the table."""
+    arithmetic on the table.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.mlpconv1 = Mlpconv(3, out=192, kernel=5, mid=160, last=96)
             self.mlpconv2 = Mlpconv(96, out=192, kernel=5, mid=192, last=192)
             self.mlpconv3 = Mlpconv(192, out=192, kernel=3, mid=192, last=num_classes)
         self.dropout = dropout
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.mlpconv1(x)
@@ -85,5 +88,6 @@ class NIN(chainer.Chain):
         x = F.dropout(x, ratio=self.dropout)
         x = self.mlpconv3(x)
         x = F.mean(x, axis=(2, 3))
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -31,7 +31,7 @@ def mlpconv(x, out: int, kernel: int, mid: int, last: int, *, name: str):
     return x
 
 
-def NIN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def NIN(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """Network in Network as in seed 000's layer table (Lin et al. 2013, adapted by the
     quiz): 128x128x3 input; three mlpconv stages, each a spatial convolution and two
     1x1 convolutions with ReLU: (5x5 192 pad 2, 1x1 160, 1x1 96), max-pool, dropout,
@@ -40,7 +40,9 @@ def NIN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     rows ("3 x 3 | 2 | 0", filter column empty) are read as kernel 3, stride 2,
     padding 0. The table gives the class convolution a ReLU too, so it has one. The
     dropout rate is not in the table: 0.5, as the NIN paper. 965,442 parameters, as
-    arithmetic on the table."""
+    arithmetic on the table.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(128, 128, 3), name="input")
     x = inputs
     x = mlpconv(x, out=192, kernel=5, mid=160, last=96, name="mlpconv1")
@@ -51,5 +53,6 @@ def NIN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     x = layers.Dropout(dropout, name="drop2")(x)
     x = mlpconv(x, out=192, kernel=3, mid=192, last=num_classes, name="mlpconv3")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="nin")

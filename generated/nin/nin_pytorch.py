@@ -53,10 +53,13 @@ class NIN(nn.Module):
     rows ("3 x 3 | 2 | 0", filter column empty) are read as kernel 3, stride 2,
     padding 0. The table gives the class convolution a ReLU too, so it has one. The
     dropout rate is not in the table: 0.5, as the NIN paper. 965,442 parameters, as
-    arithmetic on the table."""
+    arithmetic on the table.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.mlpconv1 = Mlpconv(3, out=192, kernel=5, mid=160, last=96)
         self.pool1 = nn.MaxPool2d(3, stride=2)
         self.drop1 = nn.Dropout(dropout)
@@ -75,5 +78,6 @@ class NIN(nn.Module):
         x = self.drop2(x)
         x = self.mlpconv3(x)
         x = x.mean((2, 3))
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -110,10 +110,13 @@ class NIN(tf.Module):
     rows ("3 x 3 | 2 | 0", filter column empty) are read as kernel 3, stride 2,
     padding 0. The table gives the class convolution a ReLU too, so it has one. The
     dropout rate is not in the table: 0.5, as the NIN paper. 965,442 parameters, as
-    arithmetic on the table."""
+    arithmetic on the table.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.mlpconv1 = Mlpconv(3, out=192, kernel=5, mid=160, last=96, name="mlpconv1")
         self.drop1_rate = dropout
         self.mlpconv2 = Mlpconv(96, out=192, kernel=5, mid=192, last=192, name="mlpconv2")
@@ -130,5 +133,6 @@ class NIN(tf.Module):
         x = tf.nn.dropout(x, rate=self.drop2_rate) if training else x
         x = self.mlpconv3(x)
         x = tf.reduce_mean(x, axis=(1, 2))
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -107,9 +107,11 @@ class ShuffleNetV1(chainer.Chain):
     convolution of stage 2 is not grouped (24 input channels, as the paper says).
     Convolutions without bias (each is followed by BN, eps 1e-5), the stem conv and
     max-pool padded 1, the shuffle kept after the ungrouped convolution too (it
-    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M."""
+    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M.
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 24, 3, stride=2, pad=1, nobias=True)
@@ -118,6 +120,7 @@ class ShuffleNetV1(chainer.Chain):
             self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2))
             self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=groups, first=dict(stride=2))
             self.fc = L.Linear(960, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -129,5 +132,6 @@ class ShuffleNetV1(chainer.Chain):
         x = self.stage4(x)
         x = F.mean(x, axis=(2, 3))
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

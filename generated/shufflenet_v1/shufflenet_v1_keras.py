@@ -75,7 +75,7 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     return y
 
 
-def ShuffleNetV1(num_classes: int = 1000, groups: int = 3) -> keras.Model:
+def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False) -> keras.Model:
     """Zhang et al., "ShuffleNet: An Extremely Efficient Convolutional Neural Network for
     Mobile Devices" (2018), Table 1, the g = 3 column at 1x: a 3x3/2 convolution of
     24, a 3x3/2 max-pool, stages 2-4 of 4, 8 and 4 ShuffleNet units with 240, 480
@@ -89,7 +89,9 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3) -> keras.Model:
     convolution of stage 2 is not grouped (24 input channels, as the paper says).
     Convolutions without bias (each is followed by BN, eps 1e-5), the stem conv and
     max-pool padded 1, the shuffle kept after the ungrouped convolution too (it
-    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M."""
+    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = layers.ZeroPadding2D(1, name="conv1.pad")(x)
@@ -108,5 +110,6 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3) -> keras.Model:
         x = shuffle_unit(x, out=960, groups=groups, stride=2 if i == 0 else 1, name=f"stage4.{i}")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="shufflenet_v1")

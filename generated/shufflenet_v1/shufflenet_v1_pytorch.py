@@ -78,10 +78,13 @@ class ShuffleNetV1(nn.Module):
     convolution of stage 2 is not grouped (24 input channels, as the paper says).
     Convolutions without bias (each is followed by BN, eps 1e-5), the stem conv and
     max-pool padded 1, the shuffle kept after the ungrouped convolution too (it
-    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M."""
+    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M.
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = nn.Conv2d(3, 24, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         self.relu = nn.ReLU()
@@ -102,5 +105,6 @@ class ShuffleNetV1(nn.Module):
         x = self.stage4(x)
         x = x.mean((2, 3))
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -229,10 +229,13 @@ class ShuffleNetV1(tf.Module):
     convolution of stage 2 is not grouped (24 input channels, as the paper says).
     Convolutions without bias (each is followed by BN, eps 1e-5), the stem conv and
     max-pool padded 1, the shuffle kept after the ungrouped convolution too (it
-    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M."""
+    changes no count), a softmax at the end. 137.5M MACs, the paper's 137M.
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = Conv2D(3, 24, 3, stride=2, padding=1, bias=False, name="conv1")
         self.bn1 = BatchNorm(24, eps=1e-05, decay=0.9, name="bn1")
         self.stage2 = make_stage(
@@ -256,5 +259,6 @@ class ShuffleNetV1(tf.Module):
             x = block(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

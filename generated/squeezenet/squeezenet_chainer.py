@@ -68,9 +68,11 @@ class SqueezeNet(chainer.Chain):
     bias, no batch norm. Follows torchvision's squeezenet1_0 (1,248,424 parameters):
     max-pools 3x3/2 rounding up (Caffe's rule, ceil_mode). Input 224x224 as the
     paper's table (whose 111x111 conv1 output implies 227; the count does not depend
-    on it)."""
+    on it).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 96, 7, stride=2)
@@ -84,6 +86,7 @@ class SqueezeNet(chainer.Chain):
             self.fire9 = Fire(512, s=64, e=256)
             self.conv10 = ConvReLU(512, out=num_classes)
         self.dropout = dropout
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -102,5 +105,6 @@ class SqueezeNet(chainer.Chain):
         x = F.dropout(x, ratio=self.dropout)
         x = self.conv10(x)
         x = F.mean(x, axis=(2, 3))
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

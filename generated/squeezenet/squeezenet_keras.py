@@ -47,7 +47,7 @@ def fire(x, s: int, e: int, *, name: str):
     return x
 
 
-def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
+def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """Iandola et al., "SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and
     <0.5MB model size" (2016), Table 1 and Figure 2 (left), SqueezeNet v1.0: a 7x7/2
     convolution of 96, max-pool, fire2-4, max-pool, fire5-8, max-pool, fire9,
@@ -57,7 +57,9 @@ def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     bias, no batch norm. Follows torchvision's squeezenet1_0 (1,248,424 parameters):
     max-pools 3x3/2 rounding up (Caffe's rule, ceil_mode). Input 224x224 as the
     paper's table (whose 111x111 conv1 output implies 227; the count does not depend
-    on it)."""
+    on it).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = layers.Conv2D(96, 7, strides=2, name="conv1")(x)
@@ -77,5 +79,6 @@ def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5) -> keras.Model:
     x = layers.Dropout(dropout, name="dropout")(x)
     x = conv_relu(x, out=num_classes, name="conv10")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="squeezenet")

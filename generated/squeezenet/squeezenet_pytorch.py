@@ -55,10 +55,13 @@ class SqueezeNet(nn.Module):
     bias, no batch norm. Follows torchvision's squeezenet1_0 (1,248,424 parameters):
     max-pools 3x3/2 rounding up (Caffe's rule, ceil_mode). Input 224x224 as the
     paper's table (whose 111x111 conv1 output implies 227; the count does not depend
-    on it)."""
+    on it).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = nn.Conv2d(3, 96, 7, stride=2)
         self.relu1 = nn.ReLU()
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -93,5 +96,6 @@ class SqueezeNet(nn.Module):
         x = self.dropout(x)
         x = self.conv10(x)
         x = x.mean((2, 3))
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

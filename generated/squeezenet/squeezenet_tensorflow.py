@@ -112,10 +112,13 @@ class SqueezeNet(tf.Module):
     bias, no batch norm. Follows torchvision's squeezenet1_0 (1,248,424 parameters):
     max-pools 3x3/2 rounding up (Caffe's rule, ceil_mode). Input 224x224 as the
     paper's table (whose 111x111 conv1 output implies 227; the count does not depend
-    on it)."""
+    on it).
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = Conv2D(3, 96, 7, stride=2, name="conv1")
         self.fire2 = Fire(96, s=16, e=64, name="fire2")
         self.fire3 = Fire(128, s=16, e=64, name="fire3")
@@ -147,5 +150,6 @@ class SqueezeNet(tf.Module):
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.conv10(x)
         x = tf.reduce_mean(x, axis=(1, 2))
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

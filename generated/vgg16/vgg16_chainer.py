@@ -84,9 +84,11 @@ class VGG16(chainer.Chain):
     of 64, 128, 256, 512 and 512 channels, each closed by a 2x2 max-pool with stride
     2, then dense 4096 + ReLU + dropout twice, and dense to 2 classes with softmax.
     With num_classes=1000 it is torchvision's vgg16 (138,357,544 parameters, 15.47
-    GMACs)."""
+    GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.stage1 = make_stage(ConvReLU, 3, 2, out=64)
@@ -96,6 +98,7 @@ class VGG16(chainer.Chain):
             self.stage5 = make_stage(ConvReLU, 512, 3, out=512)
             self.classifier = make_stage(ClassifierUnit, 25088, 2, out=4096, dropout=dropout)
             self.fc = L.Linear(4096, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.stage1(x)
@@ -111,5 +114,6 @@ class VGG16(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = self.classifier(x)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -29,13 +29,15 @@ def classifier_unit(x, out: int, dropout: float, *, name: str):
     return x
 
 
-def VGG16(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def VGG16(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """VGG16 as in seed 000's layer table (Simonyan and Zisserman 2014, configuration D):
     224x224x3 input, thirteen 3x3 convolutions (padding 1) with ReLU in five stages
     of 64, 128, 256, 512 and 512 channels, each closed by a 2x2 max-pool with stride
     2, then dense 4096 + ReLU + dropout twice, and dense to 2 classes with softmax.
     With num_classes=1000 it is torchvision's vgg16 (138,357,544 parameters, 15.47
-    GMACs)."""
+    GMACs).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     for i in range(2):
@@ -58,5 +60,6 @@ def VGG16(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="vgg16")

@@ -134,10 +134,13 @@ class VGG16(tf.Module):
     of 64, 128, 256, 512 and 512 channels, each closed by a 2x2 max-pool with stride
     2, then dense 4096 + ReLU + dropout twice, and dense to 2 classes with softmax.
     With num_classes=1000 it is torchvision's vgg16 (138,357,544 parameters, 15.47
-    GMACs)."""
+    GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.stage1 = make_stage(ConvReLU, 3, 2, out=64, name="stage1")
         self.stage2 = make_stage(ConvReLU, 64, 2, out=128, name="stage2")
         self.stage3 = make_stage(ConvReLU, 128, 3, out=256, name="stage3")
@@ -168,5 +171,6 @@ class VGG16(tf.Module):
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

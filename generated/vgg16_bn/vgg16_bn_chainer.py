@@ -88,9 +88,11 @@ class VGG16BN(chainer.Chain):
     classes with softmax) with batch norm after each convolution, before its ReLU
     (torchvision's order; PyTorch's defaults, eps 1e-5, momentum 0.1). The
     convolutions keep their bias, as torchvision. With num_classes=1000 it is
-    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs)."""
+    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.stage1 = make_stage(ConvBNReLU, 3, 2, out=64)
@@ -100,6 +102,7 @@ class VGG16BN(chainer.Chain):
             self.stage5 = make_stage(ConvBNReLU, 512, 3, out=512)
             self.classifier = make_stage(ClassifierUnit, 25088, 2, out=4096, dropout=dropout)
             self.fc = L.Linear(4096, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.stage1(x)
@@ -115,5 +118,6 @@ class VGG16BN(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = self.classifier(x)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

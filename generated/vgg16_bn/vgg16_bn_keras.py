@@ -30,7 +30,7 @@ def classifier_unit(x, out: int, dropout: float, *, name: str):
     return x
 
 
-def VGG16BN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def VGG16BN(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """Seed 000's "Batch Normalization" question (Ioffe and Szegedy 2015): its VGG16 table
     (Simonyan and Zisserman 2014, configuration D; as specs/vgg16.yaml: 224x224x3
     input, thirteen 3x3 convolutions with padding 1 in stages of 64, 128, 256, 512,
@@ -38,7 +38,9 @@ def VGG16BN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     classes with softmax) with batch norm after each convolution, before its ReLU
     (torchvision's order; PyTorch's defaults, eps 1e-5, momentum 0.1). The
     convolutions keep their bias, as torchvision. With num_classes=1000 it is
-    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs)."""
+    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     for i in range(2):
@@ -61,5 +63,6 @@ def VGG16BN(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="vgg16_bn")

@@ -68,10 +68,13 @@ class VGG16BN(nn.Module):
     classes with softmax) with batch norm after each convolution, before its ReLU
     (torchvision's order; PyTorch's defaults, eps 1e-5, momentum 0.1). The
     convolutions keep their bias, as torchvision. With num_classes=1000 it is
-    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs)."""
+    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.stage1 = make_stage(ConvBNReLU, 3, 2, out=64)
         self.pool1 = nn.MaxPool2d(2, stride=2)
         self.stage2 = make_stage(ConvBNReLU, 64, 2, out=128)
@@ -100,5 +103,6 @@ class VGG16BN(nn.Module):
         x = torch.flatten(x, 1)
         x = self.classifier(x)
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

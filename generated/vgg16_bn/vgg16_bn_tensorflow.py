@@ -168,10 +168,13 @@ class VGG16BN(tf.Module):
     classes with softmax) with batch norm after each convolution, before its ReLU
     (torchvision's order; PyTorch's defaults, eps 1e-5, momentum 0.1). The
     convolutions keep their bias, as torchvision. With num_classes=1000 it is
-    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs)."""
+    torchvision's vgg16_bn (138,365,992 trainable parameters, 15.47 GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.stage1 = make_stage(ConvBNReLU, 3, 2, out=64, name="stage1")
         self.stage2 = make_stage(ConvBNReLU, 64, 2, out=128, name="stage2")
         self.stage3 = make_stage(ConvBNReLU, 128, 3, out=256, name="stage3")
@@ -202,5 +205,6 @@ class VGG16BN(tf.Module):
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

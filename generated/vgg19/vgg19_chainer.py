@@ -85,9 +85,11 @@ class VGG19(chainer.Chain):
     closed by a 2x2 max-pool with stride 2 (the table's "2 x 2 | 2 | 0" read as
     kernel 2, stride 2, padding 0), then dense 4096 + ReLU + dropout twice, and
     dense to 2 classes with softmax. With num_classes=1000 it is torchvision's vgg19
-    (143,667,240 parameters, 19.63 GMACs)."""
+    (143,667,240 parameters, 19.63 GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.stage1 = make_stage(ConvReLU, 3, 2, out=64)
@@ -97,6 +99,7 @@ class VGG19(chainer.Chain):
             self.stage5 = make_stage(ConvReLU, 512, 4, out=512)
             self.classifier = make_stage(ClassifierUnit, 25088, 2, out=4096, dropout=dropout)
             self.fc = L.Linear(4096, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.stage1(x)
@@ -112,5 +115,6 @@ class VGG19(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = self.classifier(x)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -29,14 +29,16 @@ def classifier_unit(x, out: int, dropout: float, *, name: str):
     return x
 
 
-def VGG19(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def VGG19(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """VGG19 as in seed 000's layer table (Simonyan and Zisserman 2014, configuration E):
     224x224x3 input, sixteen 3x3 convolutions (padding 1) with ReLU in five stages
     of 2, 2, 4, 4 and 4 convolutions of 64, 128, 256, 512 and 512 channels, each
     closed by a 2x2 max-pool with stride 2 (the table's "2 x 2 | 2 | 0" read as
     kernel 2, stride 2, padding 0), then dense 4096 + ReLU + dropout twice, and
     dense to 2 classes with softmax. With num_classes=1000 it is torchvision's vgg19
-    (143,667,240 parameters, 19.63 GMACs)."""
+    (143,667,240 parameters, 19.63 GMACs).
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     for i in range(2):
@@ -59,5 +61,6 @@ def VGG19(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="vgg19")

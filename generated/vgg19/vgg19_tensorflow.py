@@ -135,10 +135,13 @@ class VGG19(tf.Module):
     closed by a 2x2 max-pool with stride 2 (the table's "2 x 2 | 2 | 0" read as
     kernel 2, stride 2, padding 0), then dense 4096 + ReLU + dropout twice, and
     dense to 2 classes with softmax. With num_classes=1000 it is torchvision's vgg19
-    (143,667,240 parameters, 19.63 GMACs)."""
+    (143,667,240 parameters, 19.63 GMACs).
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.stage1 = make_stage(ConvReLU, 3, 2, out=64, name="stage1")
         self.stage2 = make_stage(ConvReLU, 64, 2, out=128, name="stage2")
         self.stage3 = make_stage(ConvReLU, 128, 4, out=256, name="stage3")
@@ -169,5 +172,6 @@ class VGG19(tf.Module):
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

@@ -82,9 +82,13 @@ class WaveNet(chainer.Chain):
     convolution has a bias, no normalization; the last layer has no residual 1x1
     (its output would be unused). Each layer is a residual_layer block with two
     outputs, its residual and its skip; the 20 layers are one stage, and the skips
-    of all of its units are summed. 420,224 parameters."""
+    of all of its units are summed. 420,224 parameters.
 
-    def __init__(self, num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(
+        self, num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10, logits: bool = False
+    ) -> None:
         super().__init__()
         with self.init_scope():
             self.causal = L.Convolution1D(256, 32, 2)
@@ -103,6 +107,7 @@ class WaveNet(chainer.Chain):
             )
             self.conv1 = L.Convolution1D(256, 256, 1)
             self.conv2 = L.Convolution1D(256, num_classes, 1)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.causal(F.pad(x, ((0, 0), (0, 0), (1, 0)), "constant"))
@@ -115,5 +120,6 @@ class WaveNet(chainer.Chain):
         x = self.conv1(x)
         x = F.relu(x)
         x = self.conv2(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

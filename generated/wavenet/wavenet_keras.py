@@ -42,7 +42,7 @@ def residual_layer(
     return out, skip
 
 
-def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10) -> keras.Model:
+def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10, logits: bool = False) -> keras.Model:
     """van den Oord et al., "WaveNet: A Generative Model for Raw Audio" (2016), Section 2
     and Figure 4: a causal convolution, then a stack of dilated causal convolution
     layers with gated activation units, tanh(W_f * x) * sigmoid(W_g * x), each with
@@ -57,7 +57,9 @@ def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10)
     convolution has a bias, no normalization; the last layer has no residual 1x1
     (its output would be unused). Each layer is a residual_layer block with two
     outputs, its residual and its skip; the 20 layers are one stage, and the skips
-    of all of its units are summed. 420,224 parameters."""
+    of all of its units are summed. 420,224 parameters.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(16000, 256), name="input")
     x = inputs
     x = layers.Conv1D(32, 2, padding="causal", name="causal")(x)
@@ -78,5 +80,6 @@ def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10)
     x = layers.Conv1D(256, 1, name="conv1")(x)
     x = layers.ReLU(name="relu2")(x)
     x = layers.Conv1D(num_classes, 1, name="conv2")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="wavenet")

@@ -70,10 +70,15 @@ class WaveNet(nn.Module):
     convolution has a bias, no normalization; the last layer has no residual 1x1
     (its output would be unused). Each layer is a residual_layer block with two
     outputs, its residual and its skip; the 20 layers are one stage, and the skips
-    of all of its units are summed. 420,224 parameters."""
+    of all of its units are summed. 420,224 parameters.
 
-    def __init__(self, num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(
+        self, num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10, logits: bool = False
+    ) -> None:
         super().__init__()
+        self.logits = logits
         self.causal = nn.Conv1d(256, 32, 2)
         self.stack = nn.ModuleList(
             ResidualLayer(
@@ -103,5 +108,6 @@ class WaveNet(nn.Module):
         x = self.conv1(x)
         x = self.relu2(x)
         x = self.conv2(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

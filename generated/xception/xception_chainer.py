@@ -181,9 +181,11 @@ class Xception(chainer.Chain):
     layer (22,910,480 parameters, 22,855,952 trainable): separable convolutions
     without bias, each followed by batch norm (Keras' defaults: epsilon 1e-3,
     momentum 0.99, which is 0.01 in PyTorch's convention); max-pools 3x3/2 with
-    'same' padding."""
+    'same' padding.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 32, 3, stride=2, nobias=True)
@@ -198,6 +200,7 @@ class Xception(chainer.Chain):
             self.conv3 = SepBNReLU(1024, out=1536)
             self.conv4 = SepBNReLU(1536, out=2048)
             self.fc = L.Linear(2048, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -215,5 +218,6 @@ class Xception(chainer.Chain):
         x = self.conv4(x)
         x = F.mean(x, axis=(2, 3))
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

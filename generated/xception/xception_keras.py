@@ -59,7 +59,7 @@ def sep_bn_relu(x, out: int, *, name: str):
     return x
 
 
-def Xception(num_classes: int = 1000) -> keras.Model:
+def Xception(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     """Chollet, "Xception: Deep Learning with Depthwise Separable Convolutions" (2017),
     Figure 5: entry flow (two plain 3x3 convolutions and three strided residual
     modules of separable convolutions), middle flow (eight residual modules of three
@@ -68,7 +68,9 @@ def Xception(num_classes: int = 1000) -> keras.Model:
     layer (22,910,480 parameters, 22,855,952 trainable): separable convolutions
     without bias, each followed by batch norm (Keras' defaults: epsilon 1e-3,
     momentum 0.99, which is 0.01 in PyTorch's convention); max-pools 3x3/2 with
-    'same' padding."""
+    'same' padding.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(299, 299, 3), name="input")
     x = inputs
     x = layers.Conv2D(32, 3, strides=2, use_bias=False, name="conv1")(x)
@@ -87,5 +89,6 @@ def Xception(num_classes: int = 1000) -> keras.Model:
     x = sep_bn_relu(x, out=2048, name="conv4")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="xception")

@@ -174,10 +174,13 @@ class Xception(nn.Module):
     layer (22,910,480 parameters, 22,855,952 trainable): separable convolutions
     without bias, each followed by batch norm (Keras' defaults: epsilon 1e-3,
     momentum 0.99, which is 0.01 in PyTorch's convention); max-pools 3x3/2 with
-    'same' padding."""
+    'same' padding.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = nn.Conv2d(3, 32, 3, stride=2, bias=False)
         self.bn1 = nn.BatchNorm2d(32, eps=0.001, momentum=0.01)
         self.relu1 = nn.ReLU()
@@ -210,5 +213,6 @@ class Xception(nn.Module):
         x = self.conv4(x)
         x = x.mean((2, 3))
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

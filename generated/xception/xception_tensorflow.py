@@ -260,10 +260,13 @@ class Xception(tf.Module):
     layer (22,910,480 parameters, 22,855,952 trainable): separable convolutions
     without bias, each followed by batch norm (Keras' defaults: epsilon 1e-3,
     momentum 0.99, which is 0.01 in PyTorch's convention); max-pools 3x3/2 with
-    'same' padding."""
+    'same' padding.
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = Conv2D(3, 32, 3, stride=2, bias=False, name="conv1")
         self.bn1 = BatchNorm(32, eps=0.001, decay=0.99, name="bn1")
         self.conv2 = Conv2D(32, 64, 3, bias=False, name="conv2")
@@ -295,5 +298,6 @@ class Xception(tf.Module):
         x = self.conv4(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

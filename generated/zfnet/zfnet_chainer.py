@@ -83,9 +83,11 @@ class ZFNet(chainer.Chain):
     convs 3x3 384, 384, 256 (pad 1) with ReLU; max-pool; dense 4096 + ReLU + dropout
     twice; dense to 2 classes with softmax. The table's MaxPooling rows ("3 x 3 | 2
     | 0", filter column empty) are read as kernel 3, stride 2, padding 0. LRN with
-    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU."""
+    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2)
@@ -95,6 +97,7 @@ class ZFNet(chainer.Chain):
             self.conv5 = ConvReLU(384, out=256, kernel=3, padding=1)
             self.classifier = make_stage(ClassifierUnit, 6400, 2, out=4096, dropout=dropout)
             self.fc = L.Linear(4096, num_classes)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -110,5 +113,6 @@ class ZFNet(chainer.Chain):
         x = F.reshape(x, (x.shape[0], -1))
         x = self.classifier(x)
         x = self.fc(x)
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

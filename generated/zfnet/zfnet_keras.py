@@ -49,14 +49,16 @@ def classifier_unit(x, out: int, dropout: float, *, name: str):
     return x
 
 
-def ZFNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
+def ZFNet(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> keras.Model:
     """ZFNet as in seed 000's layer table (Zeiler and Fergus 2013, adapted by the quiz):
     AlexNet with a 7x7/2 first convolution (pad 0) and a 5x5/2 second one (pad 1) on
     a 224x224x3 input: conv 96, ReLU, LRN, max-pool; conv 256, ReLU, LRN, max-pool;
     convs 3x3 384, 384, 256 (pad 1) with ReLU; max-pool; dense 4096 + ReLU + dropout
     twice; dense to 2 classes with softmax. The table's MaxPooling rows ("3 x 3 | 2
     | 0", filter column empty) are read as kernel 3, stride 2, padding 0. LRN with
-    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU."""
+    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_relu(x, out=96, kernel=7, stride=2, name="conv1")
@@ -74,5 +76,6 @@ def ZFNet(num_classes: int = 2, dropout: float = 0.5) -> keras.Model:
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
     x = layers.Dense(num_classes, name="fc")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="zfnet")

@@ -63,10 +63,13 @@ class ZFNet(nn.Module):
     convs 3x3 384, 384, 256 (pad 1) with ReLU; max-pool; dense 4096 + ReLU + dropout
     twice; dense to 2 classes with softmax. The table's MaxPooling rows ("3 x 3 | 2
     | 0", filter column empty) are read as kernel 3, stride 2, padding 0. LRN with
-    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU."""
+    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2)
         self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0005, k=2.0)
         self.pool1 = nn.MaxPool2d(3, stride=2)
@@ -95,5 +98,6 @@ class ZFNet(nn.Module):
         x = torch.flatten(x, 1)
         x = self.classifier(x)
         x = self.fc(x)
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -135,10 +135,13 @@ class ZFNet(tf.Module):
     convs 3x3 384, 384, 256 (pad 1) with ReLU; max-pool; dense 4096 + ReLU + dropout
     twice; dense to 2 classes with softmax. The table's MaxPooling rows ("3 x 3 | 2
     | 0", filter column empty) are read as kernel 3, stride 2, padding 0. LRN with
-    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU."""
+    the AlexNet paper's values (size 5, alpha 1e-4, beta 0.75, k 2), after the ReLU.
 
-    def __init__(self, num_classes: int = 2, dropout: float = 0.5) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2, name="conv1")
         self.conv2 = ConvReLU(96, out=256, kernel=5, stride=2, padding=1, name="conv2")
         self.conv3 = ConvReLU(256, out=384, kernel=3, padding=1, name="conv3")
@@ -164,5 +167,6 @@ class ZFNet(tf.Module):
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x

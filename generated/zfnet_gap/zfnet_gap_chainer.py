@@ -48,9 +48,11 @@ class ZFNetGAP(chainer.Chain):
     then, as the seed's algorithm says, the MLP removed, a 1x1 convolution with one
     filter per class, global average pooling and softmax. The class convolution has
     no activation (as the quiz's own answer); the network accepts any input size
-    that survives the pools."""
+    that survives the pools.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2)
@@ -59,6 +61,7 @@ class ZFNetGAP(chainer.Chain):
             self.conv4 = ConvReLU(384, out=384, kernel=3, padding=1)
             self.conv5 = ConvReLU(384, out=256, kernel=3, padding=1)
             self.conv_out = L.Convolution2D(256, num_classes, 1)
+        self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv1(x)
@@ -73,5 +76,6 @@ class ZFNetGAP(chainer.Chain):
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
         x = self.conv_out(x)
         x = F.mean(x, axis=(2, 3))
-        x = F.softmax(x, axis=1)
+        if not self.logits:
+            x = F.softmax(x, axis=1)
         return x

@@ -41,7 +41,7 @@ def conv_relu(x, out: int, kernel: int, stride: int = 1, padding: int = 0, *, na
     return x
 
 
-def ZFNetGAP(num_classes: int = 2) -> keras.Model:
+def ZFNetGAP(num_classes: int = 2, logits: bool = False) -> keras.Model:
     """Seed 000's "Global Average Pooling" question applied to its ZFNet table (Zeiler and
     Fergus 2013; GAP from Lin et al. 2013, Network in Network): the ZFNet layers up
     to and including the last max-pool, unchanged (224x224x3 input; 7x7/2 conv 96
@@ -50,7 +50,9 @@ def ZFNetGAP(num_classes: int = 2) -> keras.Model:
     then, as the seed's algorithm says, the MLP removed, a 1x1 convolution with one
     filter per class, global average pooling and softmax. The class convolution has
     no activation (as the quiz's own answer); the network accepts any input size
-    that survives the pools."""
+    that survives the pools.
+
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_relu(x, out=96, kernel=7, stride=2, name="conv1")
@@ -65,5 +67,6 @@ def ZFNetGAP(num_classes: int = 2) -> keras.Model:
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
     x = layers.Conv2D(num_classes, 1, name="conv_out")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Softmax(name="prob")(x)
+    if not logits:
+        x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="zfnet_gap")

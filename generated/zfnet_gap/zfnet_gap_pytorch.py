@@ -36,10 +36,13 @@ class ZFNetGAP(nn.Module):
     then, as the seed's algorithm says, the MLP removed, a 1x1 convolution with one
     filter per class, global average pooling and softmax. The class convolution has
     no activation (as the quiz's own answer); the network accepts any input size
-    that survives the pools."""
+    that survives the pools.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2)
         self.lrn1 = nn.LocalResponseNorm(5, alpha=0.0005, k=2.0)
         self.pool1 = nn.MaxPool2d(3, stride=2)
@@ -66,5 +69,6 @@ class ZFNetGAP(nn.Module):
         x = self.pool5(x)
         x = self.conv_out(x)
         x = x.mean((2, 3))
-        x = self.prob(x)
+        if not self.logits:
+            x = self.prob(x)
         return x

@@ -95,10 +95,13 @@ class ZFNetGAP(tf.Module):
     then, as the seed's algorithm says, the MLP removed, a 1x1 convolution with one
     filter per class, global average pooling and softmax. The class convolution has
     no activation (as the quiz's own answer); the network accepts any input size
-    that survives the pools."""
+    that survives the pools.
 
-    def __init__(self, num_classes: int = 2) -> None:
+    logits=True: outputs skip their final softmax and return the logits (to train on)."""
+
+    def __init__(self, num_classes: int = 2, logits: bool = False) -> None:
         super().__init__()
+        self.logits = logits
         self.conv1 = ConvReLU(3, out=96, kernel=7, stride=2, name="conv1")
         self.conv2 = ConvReLU(96, out=256, kernel=5, stride=2, padding=1, name="conv2")
         self.conv3 = ConvReLU(256, out=384, kernel=3, padding=1, name="conv3")
@@ -120,5 +123,6 @@ class ZFNetGAP(tf.Module):
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
         x = self.conv_out(x)
         x = tf.reduce_mean(x, axis=(1, 2))
-        x = tf.nn.softmax(x, axis=-1)
+        if not self.logits:
+            x = tf.nn.softmax(x, axis=-1)
         return x
