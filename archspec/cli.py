@@ -466,3 +466,147 @@ def verify_command(
         click.echo(json.dumps({"ok": not failed, "specs": documents}, indent=2))
     if failed:
         raise Failed()
+
+
+# ----------------------------------------------------------------------------
+# train and test: the generated networks on data
+
+
+def _training_errors():
+    """The errors of training and testing that are the user's input, not a bug."""
+    from archspec.training.core import TrainingError
+    from archspec.training.data import DataError
+    from archspec.weights import WeightError
+
+    return (TrainingError, DataError, WeightError)
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from archspec.training.data import BUILTIN
+
+    for name, doc in BUILTIN.items():
+        click.echo(f"{name:<10} {doc}")
+    click.echo("or a folder of images with one subfolder per class (DIR/<class>/*.jpg)")
+    ctx.exit()
+
+
+@main.command(name="train")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", "-t", type=click.Choice(list(EMITTERS)), help="Framework to train in.")
+@click.option("--data", metavar="DIR|NAME", help="Training images (DIR/<class>/*.jpg) or a built-in set. [digits]")
+@click.option("--test-data", metavar="DIR", help="Test images in the same layout. [a held-out fifth of --data]")
+@click.option("--lr", type=float, default=0.003, show_default=True, help="Learning rate.")
+@click.option("--iters", type=int, default=300, show_default=True, help="Optimizer steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step.")
+@click.option(
+    "--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="adam", show_default=True, help="Optimizer."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and the shuffling.")
+@set_option
+@input_option
+@click.option("--threads", type=int, help="CPU threads for the framework. [its default]")
+@click.option("--eval-every", type=int, help="Steps between test evaluations and checkpoints. [iters / 20]")
+@click.option("-o", "--out", metavar="RUN_DIR", help="Run directory. [runs/<spec>-<target>-<time>]")
+@click.option(
+    "--resume",
+    metavar="RUN_DIR",
+    type=click.Path(path_type=Path),
+    help="Continue an interrupted run (its options; --iters may grow).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--list-data",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_data,
+    help="List the built-in datasets and exit.",
+)
+def train_command(spec: str | None, target: str | None, resume: Path | None, sets, input_shape, **kw) -> None:
+    """Train SPEC's generated model in one framework and write a run directory:
+    weights.npz (every framework loads it), the framework's own checkpoint,
+    metrics.csv, curves.png and run.json. Ctrl-C stops after the current step
+    and keeps a checkpoint that --resume continues."""
+    from archspec.training.run import Options, train
+
+    if resume is None and (spec is None or target is None):
+        raise click.UsageError("give a SPEC and --target (or --resume RUN_DIR)")
+    options = Options(spec=spec or "", target=target or "", sets=sets, input=input_shape, **kw)
+    try:
+        if resume is not None:
+            from archspec.training.run import read_run
+
+            info = read_run(resume)
+            for given, saved, what in ((spec, info["spec"], "SPEC"), (target, info["target"], "--target")):
+                if given is not None and given != saved:
+                    raise click.UsageError(f"{resume} is a run of {saved}; drop {what} or give {saved}")
+        result = train(options, resume=resume, echo=_warn)
+    except SpecError as err:
+        _report(err)
+        raise Failed() from None
+    except _training_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    info = result.summary
+    if result.status == "diverged":
+        click.echo(f"error: {result.message}", err=True)
+        raise Failed()
+    accuracy = f"test accuracy {info['test_accuracy']:.4f}" if "test_accuracy" in info else "no test evaluation"
+    if "train_accuracy" in info:
+        accuracy += f" (train {info['train_accuracy']:.4f})"
+    click.echo(
+        f"{info['name']} in {info['target']}: {result.step} steps in {info['seconds']:.1f} s; {accuracy}; "
+        f"{info['params']['trainable']:,} parameters, {info['model_size_mb']:.2f} MB"
+    )
+    click.echo(f"run saved in {result.run_dir}")
+    if result.status == "interrupted":
+        click.echo(result.message, err=True)
+        raise click.exceptions.Exit(130)
+    click.echo(f"test it: archspec test {info['spec']} --target {info['target']} --weights {result.run_dir}")
+
+
+@main.command(name="test")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", "-t", type=click.Choice(list(EMITTERS)), required=True, help="Framework to test in.")
+@click.option(
+    "--weights",
+    "weights_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="weights.npz, or a run directory of archspec train.",
+)
+@click.option("--data", metavar="DIR|NAME", help="Test images (DIR/<class>/*.jpg). [the run's test data]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@set_option
+@input_option
+def test_command(spec: str, target: str, weights_path: Path, data: str | None, as_json: bool, sets, input_shape):
+    """Classify every test image with trained weights in one framework: one line
+    per image (file, predicted class, probability), accuracy, per-class
+    accuracy and the confusion matrix."""
+    import json
+
+    from archspec.training.run import format_test, test
+
+    try:
+        report = test(
+            spec,
+            target,
+            weights_path,
+            data=data,
+            sets=sets,
+            input_shape=input_shape,
+            echo=lambda m: click.echo(m, err=True),
+        )
+    except SpecError as err:
+        _report(err)
+        raise Failed() from None
+    except _training_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_test(report), nl=as_json)

@@ -261,7 +261,7 @@ class Monitor:
         from tqdm import tqdm
 
         self._bar = tqdm(
-            total=self.stop, initial=self.start, disable=self.quiet, unit="step", dynamic_ncols=True, leave=True
+            total=self.stop, initial=self.start, disable=True if self.quiet else None, unit="step", dynamic_ncols=True
         )
         previous = signal.getsignal(signal.SIGINT)
 

@@ -65,13 +65,13 @@ class Options:
     target: str
     data: str | None = None
     test_data: str | None = None
-    lr: float = 0.01
+    lr: float = 0.003
     iters: int = 300
     batch_size: int = 32
-    optimizer: str = "momentum"
+    optimizer: str = "adam"
     seed: int = 0
     sets: tuple[str, ...] = ()
-    input: str | None = None
+    input: tuple[int, ...] | None = None  # channels first, from --input
     threads: int | None = None
     eval_every: int | None = None  # default: 20 evaluations in a run
     out: str | None = None
@@ -125,13 +125,9 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
         raise TrainingError(str(exc)) from None
 
 
-def compile_for(spec: str, sets: dict[str, str], input_text: str | None) -> Compiled:
+def compile_for(spec: str, sets: dict[str, str], input_shape: tuple[int, ...] | None) -> Compiled:
     """Compile the spec (SpecError propagates: the CLI prints its diagnostics)."""
-    if input_text is None:
-        return compile_spec(spec, sets)
-    from archspec.pipeline import parse_input
-
-    return compile_spec(spec, sets, input_shape=parse_input(input_text))
+    return compile_spec(spec, sets, input_shape=input_shape)
 
 
 def classifier(compiled: Compiled) -> tuple[int, int]:
@@ -243,6 +239,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         info = read_run(resume)
         saved = dict(info["options"])
         saved["sets"] = tuple(saved.get("sets") or ())
+        saved["input"] = tuple(saved["input"]) if saved.get("input") else None
         options = replace(Options(**saved), iters=options.iters, quiet=options.quiet, threads=options.threads)
         start = int(info["step"])
         if start >= options.iters:
@@ -292,7 +289,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             "target": options.target,
             "status": status,
             "step": step,
-            "options": {**asdict(options), "sets": list(options.sets)},
+            "options": {**asdict(options), "sets": list(options.sets), "input": options.input and list(options.input)},
             "batch_size": batch_size,
             "input_shape": list(compiled.graph.input_shape),
             "classes": list(train_data.classes),
@@ -425,7 +422,7 @@ def test(
     *,
     data: str | None = None,
     sets: tuple[str, ...] = (),
-    input_text: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
     echo: Callable[[str], None] = print,
 ) -> TestReport:
     """Classify every image of a test set with trained weights in one framework."""
@@ -437,11 +434,11 @@ def test(
     if info is not None:
         run_sets = parse_sets(tuple(info["options"].get("sets") or ()))
         overrides = {**run_sets, "num_classes": str(info["num_classes"]), **overrides}
-        input_text = input_text or info["options"].get("input")
+        input_shape = input_shape or (tuple(info["options"]["input"]) if info["options"].get("input") else None)
         classes = list(info["classes"])
         if data is None:
             data = info["options"].get("test_data")
-    compiled = compile_for(spec, overrides, input_text)
+    compiled = compile_for(spec, overrides, input_shape)
     if info is not None and info["name"] != compiled.graph.name:
         raise TrainingError(f"{weights_path} is a run of {info['name']}, not of {compiled.graph.name} ({spec})")
     default_classes, _ = classifier(compiled)
@@ -462,7 +459,7 @@ def test(
         set_classes = int(overrides["num_classes"]) if "num_classes" in overrides else None
         num = D.check_num_classes(dataset, set_classes, default_classes)
         if num != default_classes:
-            compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_text)
+            compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_shape)
     try:
         weights = W.load(npz, compiled)
     except W.WeightError as exc:
