@@ -426,6 +426,17 @@ def _targets(value: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--trace", is_flag=True, help="Name the first node where each target departs from the reference.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and input.")
+@click.option("--train", is_flag=True, help="Compare training steps instead of inference (dropout off).")
+@click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True, help="--train: optimizer steps.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "momentum", "adam"]),
+    default="momentum",
+    show_default=True,
+    help="--train: optimizer.",
+)
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=0.01, show_default=True, help="--train: lr.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="--train: batch size.")
 @set_option
 @input_option
 def verify_command(
@@ -434,16 +445,26 @@ def verify_command(
     as_json: bool,
     trace: bool,
     seed: int,
+    train: bool,
+    steps: int,
+    optimizer: str,
+    lr: float,
+    batch: int,
     sets: tuple[str, ...],
     input_shape: tuple[int, ...] | None,
 ) -> None:
     """Run SPEC's generated code in every target with the same random weights and
     input; compare shapes, parameter counts and outputs with PyTorch's (and the
-    pre-softmax values where there is a softmax). Exit 1 unless every target passes."""
+    pre-softmax values where there is a softmax). With --train, every target
+    takes the same optimizer steps on the same batches instead; the losses, the
+    trained weights and the batch-norm statistics are compared. Exit 1 unless
+    every target passes."""
     import json
 
     from archspec.verify import format_table, verify
 
+    if train and trace:
+        raise click.UsageError("--trace compares inference only; drop it or --train")
     chosen = _targets(targets)
     overrides = _overrides(sets)
     failed = 0
@@ -456,12 +477,27 @@ def verify_command(
             failed += 1
             documents.append({"spec": path, "ok": False, "diagnostics": [str(d) for d in err.diagnostics]})
             continue
-        report = verify(compiled, chosen, seed=seed, trace=trace)
+        if train:
+            from archspec.training import equivalence
+
+            try:
+                report = equivalence.verify_training(
+                    compiled, chosen, steps=steps, optimizer=optimizer, lr=lr, batch=batch, seed=seed
+                )
+            except _training_errors() as exc:
+                click.echo(f"error: {exc}", err=True)
+                failed += 1
+                documents.append({"spec": path, "ok": False, "error": str(exc)})
+                continue
+            text = equivalence.format_table(report)
+        else:
+            report = verify(compiled, chosen, seed=seed, trace=trace)
+            text = format_table(report, trace)
         failed += not report.ok
         if as_json:
             documents.append(report.to_json())
         else:
-            click.echo(format_table(report, trace))
+            click.echo(text)
     if as_json:
         click.echo(json.dumps({"ok": not failed, "specs": documents}, indent=2))
     if failed:

@@ -95,6 +95,18 @@ CASES = [
     (2, ["diagram", "specs/lenet.yaml", "broken.yaml", "-o", "x.svg"]),  # -o takes one SPEC
     (2, ["diagram", "specs/lenet.yaml", "-o", "x.dot", "--format", "svg"]),
     (2, ["diagram", "specs/lenet.yaml", "--direction", "RL"]),
+    # train and test (real runs: tests/test_train.py)
+    (0, ["train", "--list-data"]),
+    (1, ["train", "broken.yaml", "-t", "pytorch"]),
+    (1, ["train", "specs/lenet.yaml", "-t", "pytorch", "--iters", "0"]),
+    (1, ["train", "specs/lenet.yaml", "-t", "pytorch", "--data", "nowhere"]),
+    (1, ["train", "--resume", "empty"]),  # not a run directory
+    (2, ["train", "specs/lenet.yaml"]),  # no --target
+    (2, ["train", "specs/lenet.yaml", "-t", "caffe"]),
+    (2, ["train", "specs/lenet.yaml", "-t", "pytorch", "--input", "3x0x32"]),
+    (0, ["test", "--help"]),
+    (1, ["test", "specs/lenet.yaml", "-t", "pytorch", "--weights", "nowhere.npz"]),
+    (2, ["test", "specs/lenet.yaml", "-t", "pytorch"]),  # no --weights
     # ops
     (0, ["ops"]),
     (2, ["ops", "conv2d"]),

@@ -69,9 +69,10 @@ RESERVED |= {
     "update_enabled", "count_params", "repeat", "register_persistent", "add_persistent",
 }  # fmt: skip
 # Parameter names that are also taken: the generated code's own argument names
-# (make_stage's block, units and first; Keras functions' x and inputs) and the
-# names generated files use (framework modules, helpers, builtins).
-RESERVED_PARAMS = (RESERVED - {"num_classes"}) | {"first", "units", "block", "x", "inputs"} | GLOBAL_NAMES
+# (make_stage's block, units and first; Keras functions' x and inputs; the
+# networks' logits switch) and the names generated files use (framework
+# modules, helpers, builtins).
+RESERVED_PARAMS = (RESERVED - {"num_classes"}) | {"first", "units", "block", "x", "inputs", "logits"} | GLOBAL_NAMES
 MAX_NODES_PER_SCOPE = 2000
 # Node keys people write for the real ones, which difflib does not match.
 KEY_HINTS = {"input": "in", "inputs": "in", "from": "in", "if": "when", "repeats": "repeat", "times": "repeat"}

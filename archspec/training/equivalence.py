@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from archspec.codegen.model import has_logits_switch
 from archspec.pipeline import Compiled
 from archspec.runtime import TARGETS
 from archspec.summary import shape_str
 from archspec.training.core import OPTIMIZERS, Setup
-from archspec.training.run import classifier, has_softmax_output, trainer_for
+from archspec.training.run import classifier, trainer_for
 from archspec.verify import REFERENCE, Comparison, TargetReport, generate
 from archspec.weights import random_weights
 
@@ -121,7 +122,7 @@ def verify_training(
     targets = [REFERENCE, *(t for t in dict.fromkeys(targets) if t != REFERENCE)]
     setup = Setup(
         num_classes=num_classes,
-        logits=has_softmax_output(compiled),
+        logits=has_logits_switch(compiled.graph),
         outputs=outputs,
         optimizer=optimizer,
         lr=lr,

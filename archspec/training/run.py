@@ -31,7 +31,7 @@ from types import ModuleType
 import numpy as np
 
 from archspec import weights as W
-from archspec.codegen.model import class_name
+from archspec.codegen.model import class_name, has_logits_switch
 from archspec.pipeline import Compiled, compile_spec
 from archspec.training import data as D
 from archspec.training.core import (
@@ -144,11 +144,6 @@ def classifier(compiled: Compiled) -> tuple[int, int]:
                 "archspec train and test need outputs of one value per class"
             )
     return int(graph.params["num_classes"]), len(graph.outputs)
-
-
-def has_softmax_output(compiled: Compiled) -> bool:
-    graph = compiled.graph
-    return any(graph.node(o).op == "softmax" for o in graph.outputs)
 
 
 def generate(compiled: Compiled, target: str, directory: Path) -> ModuleType:
@@ -265,7 +260,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     module = generate(compiled, options.target, run_dir)
     setup = Setup(
         num_classes=num_classes,
-        logits=has_softmax_output(compiled),
+        logits=has_logits_switch(compiled.graph),
         outputs=outputs,
         optimizer=options.optimizer,
         lr=options.lr,
@@ -471,7 +466,7 @@ def test(
     with tempfile.TemporaryDirectory(prefix="archspec-test-") as tmp:
         module = generate(compiled, target, Path(tmp))
         kwargs = {"num_classes": int(compiled.graph.params["num_classes"])}
-        if has_softmax_output(compiled):
+        if has_logits_switch(compiled.graph):
             kwargs["logits"] = True
         model = rt.build(module, class_name(compiled.graph.name), **kwargs)
     rt.load_weights(model, weights)
