@@ -17,8 +17,9 @@ import pytest
 
 from archspec import runtime
 from archspec.codegen import EMITTERS
-from archspec.codegen.model import LOGITS, CodegenError, build, class_name, has_logits_switch, logits_outputs
+from archspec.codegen.model import LOGITS, build, class_name, has_logits_switch, logits_outputs
 from archspec.codegen.writer import format_many
+from archspec.diagnostics import SpecError
 from archspec.pipeline import compile_spec
 from archspec.runtime import TARGETS
 from archspec.verify import generate
@@ -159,8 +160,9 @@ def test_nested_blocks_pass_the_switch_to_the_softmax(write_spec) -> None:
 
 
 def test_a_parameter_named_logits_is_a_clear_error(write_spec) -> None:
-    with pytest.raises(CodegenError, match="spec parameter 'logits'.*rename it"):
-        build(compile_spec(write_spec(CLASH)))
+    """The switch's name is reserved: the schema refuses it (E105; corpus: param_named_logits)."""
+    with pytest.raises(SpecError, match=r"E105\]: 'logits' is a reserved name"):
+        compile_spec(write_spec(CLASH))
 
 
 def test_a_node_named_logits_keeps_its_name(write_spec) -> None:

@@ -395,15 +395,6 @@ class _Builder:
                 if inst is None:
                     break
                 unit, scope = inst.block, inst.path
-        clash = [f"spec parameter '{LOGITS}'"] if out and LOGITS in self.spec.params else []
-        clash += [
-            f"parameter '{LOGITS}' of block '{b}'" for b in sorted(out) if b and LOGITS in self.spec.blocks[b].params
-        ]
-        if clash:
-            raise CodegenError(
-                f"the {clash[0]} would take the name of the argument that makes the network return the values "
-                "before its final softmax; rename it"
-            )
         return out
 
     def block_order(self) -> list[str]:
