@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from PIL import Image
 
 from archspec.cli import main
 from archspec.training.core import Metrics, cross_entropy, softmax
+from archspec.training.data import load as load_data
 from archspec.training.run import Options, TrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,3 +326,40 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tmp_path):
     result = run_cli("train", "--resume", str(out), "--iters", str(step + 10), "--quiet")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["step"] == step + 10
+
+
+@pytest.mark.slow
+def test_one_pytorch_step_lowers_the_loss_on_a_fixed_batch():
+    from archspec.codegen.model import class_name
+    from archspec.pipeline import compile_spec
+    from archspec.training.core import Setup
+    from archspec.training.run import generate, trainer_for
+
+    compiled = compile_spec(LENET, {"num_classes": "3"})
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        module = generate(compiled, "pytorch", Path(tmp))
+    assert class_name(compiled.graph.name) == "LeNet"
+    trainer = trainer_for("pytorch", module, compiled, Setup(num_classes=3, logits=True, outputs=1, lr=0.01))
+    first = trainer.train_step(x, y)
+    assert trainer.train_step(x, y) < first
+    assert abs(first - float(cross_entropy(trainer.predict(x), y).mean())) < 1.0  # logits, not probabilities
+
+
+@pytest.mark.slow
+def test_zfnet_trains_and_tests_at_112(tmp_path):
+    """The quiz runs ZFNet at 112x112 on a CPU: --input reaches train and test."""
+    out = tmp_path / "run"
+    args = ["--input", "3x112x112", "-t", "pytorch"]
+    zfnet = str(ROOT / "specs" / "zfnet.yaml")
+    result = run_cli("train", zfnet, *args, "--iters", "2", "--batch-size", "4", "-o", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["input_shape"] == [3, 112, 112] and info["options"]["input"] == [3, 112, 112]
+    assert info["params"]["trainable"] == 24_747_146  # 1,024 features into fc1, 10 digit classes
+    assert "Input 3x112x112" in (out / "zfnet_pytorch.py").read_text()
+    result = run_cli("test", zfnet, "-t", "pytorch", "--weights", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    held_out = load_data(None, (3, 112, 112), split="test")
+    assert json.loads(result.output)["n"] == len(held_out) == 359  # a stratified fifth of 1797 digits
