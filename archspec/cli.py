@@ -435,7 +435,13 @@ def _targets(value: str) -> list[str]:
     show_default=True,
     help="--train: optimizer.",
 )
-@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=0.01, show_default=True, help="--train: lr.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(0, 10, min_open=True),
+    default=0.001,
+    show_default=True,
+    help="--train: learning rate.",
+)
 @click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="--train: batch size.")
 @set_option
 @input_option

@@ -18,14 +18,20 @@ from archspec.pipeline import compile_spec
 from archspec.training import equivalence, run
 from tests.conftest import SPECS
 
+# (spec, input, optimizer, steps, batch). Batch-norm networks run at inputs whose
+# last feature maps are 2x2 or larger and for few steps at lr 0.001: there,
+# float32 rounding alone moves PyTorch's own trained weights by less than 2e-4
+# of their size (at 32x32, where the last batch norm sees 4 values, by 18%).
 CASES = [
-    ("lenet", (3, 32, 32), "sgd", 3),
-    ("alexnet", (3, 99, 99), "momentum", 2),
-    ("vgg16_bn", (3, 32, 32), "momentum", 2),
-    ("resnet18", (3, 32, 32), "momentum", 3),
-    ("mobilenet_v2", (3, 32, 32), "adam", 2),
-    ("googlenet", (3, 224, 224), "momentum", 1),
+    ("lenet", (3, 32, 32), "sgd", 3, 4),
+    ("lenet", (3, 32, 32), "adam", 2, 4),
+    ("alexnet", (3, 99, 99), "momentum", 2, 4),
+    ("vgg16_bn", (3, 64, 64), "momentum", 1, 8),
+    ("resnet18", (3, 64, 64), "momentum", 3, 8),
+    ("mobilenet_v2", (3, 64, 64), "momentum", 1, 8),
+    ("googlenet", (3, 224, 224), "momentum", 1, 2),
 ]
+IDS = [f"{name}-{optimizer}" for name, _, optimizer, _, _ in CASES]
 
 
 def compiled(name: str, input_shape):
@@ -33,9 +39,8 @@ def compiled(name: str, input_shape):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "input_shape", "optimizer", "steps"), CASES, ids=[c[0] for c in CASES])
-def test_four_frameworks_train_alike(name, input_shape, optimizer, steps):
-    batch = 2 if name == "googlenet" else 4
+@pytest.mark.parametrize(("name", "input_shape", "optimizer", "steps", "batch"), CASES, ids=IDS)
+def test_four_frameworks_train_alike(name, input_shape, optimizer, steps, batch):
     report = equivalence.verify_training(compiled(name, input_shape), steps=steps, optimizer=optimizer, batch=batch)
     assert [t.target for t in report.targets] == ["pytorch", "tensorflow", "keras", "chainer"]
     assert report.ok, equivalence.format_table(report)
@@ -49,7 +54,7 @@ def test_four_frameworks_train_alike(name, input_shape, optimizer, steps):
 
 @pytest.mark.slow
 def test_batch_norm_statistics_are_compared():
-    report = equivalence.verify_training(compiled("resnet18", (3, 32, 32)), ["keras"], steps=1)
+    report = equivalence.verify_training(compiled("resnet18", (3, 64, 64)), ["keras"], steps=1, batch=8)
     stats = [c for c in report.targets[1].comparisons if c.kind == "statistics"]
     assert len(stats) == 2 * 20  # running mean and variance of resnet18's 20 batch norms
     assert report.ok
@@ -78,7 +83,7 @@ def test_the_command_prints_a_table_and_json():
     args = ["verify", str(SPECS / "lenet.yaml"), "--train", "--steps", "2", "--targets", "pytorch,keras"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "2 momentum steps at lr 0.01, dropout off" in result.output
+    assert "2 momentum steps at lr 0.001, dropout off" in result.output
     assert "keras" in result.output and "pass" in result.output
     result = CliRunner().invoke(main, [*args, "--json"])
     document = json.loads(result.output)

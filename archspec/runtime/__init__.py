@@ -127,8 +127,9 @@ def load_slots(slots: Mapping[str, Slot], weights: Mapping[str, np.ndarray], wha
 
 
 def export_slots(slots: Mapping[str, Slot]) -> Weights:
+    """Copies, never views of the model's own memory (which training goes on changing)."""
     return {
-        key: np.ascontiguousarray(slot.layout.to_canonical(np.asarray(slot.read())), dtype=np.float32)
+        key: np.array(slot.layout.to_canonical(np.asarray(slot.read())), dtype=np.float32, order="C", copy=True)
         for key, slot in slots.items()
     }
 

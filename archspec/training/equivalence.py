@@ -109,7 +109,7 @@ def verify_training(
     *,
     steps: int = 3,
     optimizer: str = "momentum",
-    lr: float = 0.01,
+    lr: float = 0.001,
     batch: int = 4,
     seed: int = 0,
 ) -> TrainReport:
