@@ -1,0 +1,203 @@
+"""Training the generated Keras model: ``compile``, then ``fit`` over a PyDataset.
+
+``compile`` gets one ``SparseCategoricalCrossentropy(from_logits=True)`` per
+output, weighted by the setup's loss weights (auxiliary heads that the model
+was built without are simply not among its outputs), and the accuracy of the
+main output. ``fit`` runs over :class:`Batches`, exactly the steps asked for,
+with ``verbose=0``; a callback resets the metrics before every batch, so the
+logs after it are that batch's own loss and accuracy, and hands them to the
+monitor. ``train_step`` is ``train_on_batch``, the same compiled step.
+
+Optimizers: Keras' ``SGD`` and ``SGD(momentum=0.9)`` (v = mu v - lr g, w += v:
+PyTorch's update at a constant lr), and :class:`Adam`, Keras' Adam with
+epsilon added where PyTorch adds it (to the bias-corrected sqrt(v)).
+
+Batch norm does not follow the convention here: ``keras.layers.BatchNormalization``
+(what the generated code uses) updates its moving variance with the biased
+batch variance, PyTorch with the unbiased one (n / (n - 1) times larger), so
+``running_var`` drifts from the other targets' while training; the weights and
+``running_mean`` do not.
+
+The native checkpoint is ``model.weights.h5`` (``model.load_weights``); the
+optimizer's variables are ``optimizer.npz`` beside it (Keras'
+``save_own_variables`` store: key ``str(i)`` for the i-th variable).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+
+import keras
+import numpy as np
+
+from archspec.runtime import channels_last
+from archspec.runtime import keras as rt
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, TrainingError, atomic
+from archspec.training.data import Dataset
+from archspec.weights import Weights
+
+TARGET = "keras"
+OPTIMIZER_FILE = "optimizer.npz"
+
+
+def optimizer_for(name: str, lr: float) -> keras.optimizers.Optimizer:
+    lr = float(lr)  # Keras refuses an int
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr)
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=MOMENTUM)
+    return Adam(learning_rate=lr, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPS)
+
+
+class Adam(keras.optimizers.Adam):
+    """Adam in PyTorch's form: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+    w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + epsilon). Keras' own
+    adds epsilon to sqrt(v) before the correction; its variables are kept."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops, dtype = keras.ops, variable.dtype
+        g = ops.cast(gradient, dtype)
+        t = ops.cast(self.iterations + 1, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign(m, self.beta_1 * m + (1 - self.beta_1) * g)
+        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(g))
+        step_size = ops.cast(learning_rate, dtype) / (1 - ops.power(ops.cast(self.beta_1, dtype), t))
+        correction = ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), t))
+        self.assign_sub(variable, step_size * m / (ops.sqrt(v) / correction + self.epsilon))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the samples in one pass over the data."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+class Batches(keras.utils.PyDataset):
+    """``steps`` batches of ``batch_size`` (channels last, the labels once per
+    output): passes over the data in the order of :func:`epoch_order`, each
+    dropping its last partial batch."""
+
+    def __init__(self, data: Dataset, batch_size: int, steps: int, seed: int, targets) -> None:
+        super().__init__()
+        self.data, self.batch_size, self.steps, self.seed, self.targets = data, batch_size, steps, seed, targets
+        self.per_epoch = len(data) // batch_size
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int):
+        epoch, k = divmod(i, self.per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.data), self.seed, epoch))
+        idx = self._order[1][k * self.batch_size : (k + 1) * self.batch_size]
+        return channels_last(self.data.batch(idx)), self.targets(self.data.labels[idx])
+
+
+class Report(keras.callbacks.Callback):
+    """Each batch's loss and main-output accuracy to the monitor."""
+
+    def __init__(self, monitor: Monitor, start: int, batch_size: int) -> None:
+        super().__init__()
+        self.monitor, self.start, self.batch_size = monitor, start, batch_size
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self.model.reset_metrics()  # the logs after the batch are then its own values, not running means
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        accuracy = next(v for k, v in logs.items() if k.endswith("accuracy"))
+        correct = round(float(accuracy) * self.batch_size)
+        self.monitor.step(self.start + batch + 1, float(logs["loss"]), correct, self.batch_size)
+
+
+class Trainer:
+    target = TARGET
+    native = "model.weights.h5"
+
+    def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
+        self.setup = setup
+        if setup.threads and keras.backend.backend() == "tensorflow":
+            from archspec.training.tensorflow import set_threads
+
+            set_threads(setup.threads)
+        keras.utils.set_random_seed(setup.seed)
+        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
+        if setup.logits:
+            kwargs["logits"] = True
+        self.model: keras.Model = getattr(module, class_name)(**kwargs)
+        if not setup.dropout:
+            for layer in self.model.layers:
+                if isinstance(layer, keras.layers.Dropout):  # spatial dropouts too
+                    layer.rate = 0.0
+        self.several = isinstance(self.model.output, list | tuple)
+        n = len(self.model.outputs)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.optimizer = optimizer_for(setup.optimizer, setup.lr)
+        self.model.compile(
+            optimizer=self.optimizer,
+            loss=[loss] * n if self.several else loss,
+            loss_weights=setup.loss_weights[:n] if self.several else None,
+            metrics=[[accuracy]] + [[]] * (n - 1) if self.several else [accuracy],
+        )
+
+    def _targets(self, y: np.ndarray):
+        """The labels as the model's outputs are structured (once per output)."""
+        return tuple(y for _ in self.model.outputs) if self.several else y
+
+    def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
+        batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets)
+        # shuffle=False: Keras would shuffle the order of the batches, which Batches already fixes
+        self.model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=[Report(monitor, start, batch_size)])
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        x = channels_last(np.asarray(x, np.float32))
+        logs = self.model.train_on_batch(x, self._targets(np.asarray(y, np.int64)), return_dict=True)
+        return float(logs["loss"])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return rt.run(self.model, x)[0]
+
+    def export(self) -> Weights:
+        return rt.export_weights(self.model)
+
+    def load(self, weights: Weights) -> None:
+        rt.load_weights(self.model, weights)
+
+    def save(self, run_dir: Path) -> None:
+        with atomic(run_dir / self.native) as tmp:
+            h5 = tmp.with_name(tmp.name + ".weights.h5")  # save_weights wants this suffix
+            try:
+                self.model.save_weights(h5)
+                os.replace(h5, tmp)
+            finally:
+                h5.unlink(missing_ok=True)
+        self._built()
+        store: dict[str, np.ndarray] = {}
+        self.optimizer.save_own_variables(store)
+        with atomic(run_dir / OPTIMIZER_FILE) as tmp, tmp.open("wb") as f:
+            np.savez(f, **store)
+
+    def restore(self, run_dir: Path) -> None:
+        path = run_dir / OPTIMIZER_FILE
+        self._built()
+        variables = self.optimizer.variables
+        try:
+            with np.load(path) as npz:
+                store = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"cannot read the optimizer's state from {path}: {exc}") from None
+        shapes = [tuple(store[str(i)].shape) if str(i) in store else None for i in range(len(variables))]
+        if len(store) != len(variables) or shapes != [tuple(v.shape) for v in variables]:
+            raise TrainingError(
+                f"{path} is not the state of this model's {self.setup.optimizer} optimizer "
+                f"({len(store)} arrays for {len(variables)} variables)"
+            )
+        self.optimizer.load_own_variables(store)
+
+    def _built(self) -> None:
+        """Create the optimizer's variables (Keras does at the first step) so that they can be saved or set."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.model.trainable_variables)
