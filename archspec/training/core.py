@@ -14,9 +14,10 @@ Conventions every target follows (see ../shared/design-notes.md, "Training"):
 - A network with auxiliary classifiers (GoogLeNet, Inception v3) is trained on
   ``loss = main + AUX_WEIGHT * sum(aux)``, as in the GoogLeNet paper; the
   accuracy and the test figures are those of the main output.
-- Batch norm in training mode normalizes with the batch statistics and updates
-  its running statistics as the framework does (PyTorch, Keras and Chainer
-  agree: biased variance to normalize, unbiased to update, momentum 0.1).
+- Batch norm in training mode normalizes with the batch statistics (biased
+  variance) and updates its running variance with the unbiased one, momentum
+  0.1: PyTorch and Chainer do; Keras updates with the biased variance, and the
+  Keras trainer corrects every step (archspec/training/keras.py).
 - Optimizers: ``sgd`` (w -= lr g), ``momentum`` (v = mu v + g, w -= lr v, mu
   0.9: Keras' and Chainer's v = mu v - lr g, w += v is the same update at a
   constant lr) and ``adam`` (beta 0.9 / 0.999, epsilon 1e-8, PyTorch's form:

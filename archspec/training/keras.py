@@ -12,11 +12,15 @@ Optimizers: Keras' ``SGD`` and ``SGD(momentum=0.9)`` (v = mu v - lr g, w += v:
 PyTorch's update at a constant lr), and :class:`Adam`, Keras' Adam with
 epsilon added where PyTorch adds it (to the bias-corrected sqrt(v)).
 
-Batch norm does not follow the convention here: ``keras.layers.BatchNormalization``
-(what the generated code uses) updates its moving variance with the biased
-batch variance, PyTorch with the unbiased one (n / (n - 1) times larger), so
-``running_var`` drifts from the other targets' while training; the weights and
-``running_mean`` do not.
+Batch norm: ``keras.layers.BatchNormalization`` (what the generated code uses)
+updates its moving variance with the biased batch variance, PyTorch and
+Chainer with the unbiased one (n / (n - 1) times larger, n the values per
+channel in the batch). :class:`UnbiasedMovingVariance` brings every step to
+the convention of :mod:`archspec.training.core`: from the moving variance
+before the step (V0) and after it (V1 = m V0 + (1 - m) var), it sets
+V1 + (V1 - m V0) / (n - 1) = m V0 + (1 - m) var n / (n - 1). The generated
+file itself stays plain Keras: a model trained with its own ``fit`` keeps
+Keras' convention.
 
 The native checkpoint is ``model.weights.h5`` (``model.load_weights``); the
 optimizer's variables are ``optimizer.npz`` beside it (Keras'
@@ -112,6 +116,33 @@ class Report(keras.callbacks.Callback):
         self.monitor.step(self.start + batch + 1, float(logs["loss"]), correct, self.batch_size)
 
 
+class UnbiasedMovingVariance(keras.callbacks.Callback):
+    """After each training step, every BatchNormalization's moving variance as if
+    updated with the unbiased batch variance (see the module docstring)."""
+
+    def __init__(self, model: keras.Model) -> None:
+        super().__init__()
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        # values per channel in one sample: the spatial size of the layer's input (channels last)
+        self.norms = [(layer, int(np.prod(layer.input.shape[1:-1]))) for layer in norms]
+        self.before: list[np.ndarray] = []
+
+        self.batch_size = 0  # set by Trainer.fit
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self.before = [keras.ops.convert_to_numpy(layer.moving_variance) for layer, _ in self.norms]
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self.correct(self.batch_size)
+
+    def correct(self, batch_size: int) -> None:
+        for (layer, per_sample), v0 in zip(self.norms, self.before):
+            n = batch_size * per_sample
+            if n > 1:
+                v1 = keras.ops.convert_to_numpy(layer.moving_variance)
+                layer.moving_variance.assign(v1 + (v1 - layer.momentum * v0) / (n - 1))
+
+
 class Trainer:
     target = TARGET
     native = "model.weights.h5"
@@ -131,6 +162,7 @@ class Trainer:
             for layer in self.model.layers:
                 if isinstance(layer, keras.layers.Dropout):  # spatial dropouts too
                     layer.rate = 0.0
+        self.norms = UnbiasedMovingVariance(self.model)
         self.several = isinstance(self.model.output, list | tuple)
         n = len(self.model.outputs)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -150,11 +182,15 @@ class Trainer:
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets)
         # shuffle=False: Keras would shuffle the order of the batches, which Batches already fixes
-        self.model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=[Report(monitor, start, batch_size)])
+        self.norms.batch_size = batch_size
+        callbacks = [self.norms, Report(monitor, start, batch_size)]  # the correction first: Report may checkpoint
+        self.model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x = channels_last(np.asarray(x, np.float32))
+        self.norms.on_train_batch_begin(0)
         logs = self.model.train_on_batch(x, self._targets(np.asarray(y, np.int64)), return_dict=True)
+        self.norms.correct(len(x))
         return float(logs["loss"])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
