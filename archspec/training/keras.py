@@ -130,7 +130,7 @@ class UnbiasedMovingVariance(keras.callbacks.Callback):
         self.batch_size = 0  # set by Trainer.fit
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
-        self.before = [keras.ops.convert_to_numpy(layer.moving_variance) for layer, _ in self.norms]
+        self.before = [layer.moving_variance.numpy() for layer, _ in self.norms]
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         self.correct(self.batch_size)
@@ -139,7 +139,7 @@ class UnbiasedMovingVariance(keras.callbacks.Callback):
         for (layer, per_sample), v0 in zip(self.norms, self.before):
             n = batch_size * per_sample
             if n > 1:
-                v1 = keras.ops.convert_to_numpy(layer.moving_variance)
+                v1 = layer.moving_variance.numpy()
                 layer.moving_variance.assign(v1 + (v1 - layer.momentum * v0) / (n - 1))
 
 
