@@ -363,3 +363,23 @@ def test_zfnet_trains_and_tests_at_112(tmp_path):
     assert result.exit_code == 0, result.output
     held_out = load_data(None, (3, 112, 112), split="test")
     assert json.loads(result.output)["n"] == len(held_out) == 359  # a stratified fifth of 1797 digits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tensorflow", "keras", "chainer"])
+def test_an_image_folder_trains_and_tests_in_every_framework(lenet_run, target, tmp_path):
+    """The quiz's layout in each framework (PyTorch: lenet_run), tested in the same one."""
+    _, train_dir, test_dir, _ = lenet_run
+    out = tmp_path / "run"
+    # 150 steps: Chainer's LeCun-normal start needs more than PyTorch's 60 on this data
+    args = ["--data", str(train_dir), "--test-data", str(test_dir), "--iters", "150", "--batch-size", "8"]
+    result = run_cli("train", LENET, "-t", target, *args, "--threads", "1", "-o", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"lenet in {target}: 150 steps" in result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["classes"] == ["akahara", "madara"] and info["target"] == target
+    result = run_cli("test", LENET, "-t", target, "--weights", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 8 and report["accuracy"] == 1.0, report["per_class"]
+    assert report["accuracy"] == info["test_accuracy"]  # the run's own evaluation agrees
