@@ -652,3 +652,36 @@ def test_command(spec: str, target: str, weights_path: Path, data: str | None, a
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_test(report), nl=as_json)
+
+
+# ----------------------------------------------------------------------------
+# weights: canonical weights in and out of the frameworks' own formats
+
+
+@main.group(name="weights")
+def weights_group() -> None:
+    """Move weights between archspec's canonical .npz and the frameworks' own files."""
+
+
+@weights_group.command(name="export")
+@click.argument("npz", type=click.Path(path_type=Path))
+@click.option("--spec", required=True, type=click.Path(dir_okay=False, path_type=str), help="The spec of the weights.")
+@click.option("--target", "-t", type=click.Choice(list(EMITTERS)), required=True, help="Framework of the file.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="File to write.")
+@set_option
+@input_option
+def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_shape) -> None:
+    """Write canonical weights (NPZ, e.g. a run's weights.npz) in TARGET's own format,
+    which the standalone generated file loads with its framework alone (its
+    docstring shows how). Give --set num_classes=K for weights trained on K classes."""
+    from archspec.export.native import ExportError, export_native
+    from archspec.weights import WeightError
+
+    compiled = load(spec, sets, input_shape)
+    try:
+        written = export_native(compiled, npz, target, out)
+    except (ExportError, WeightError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    for path in written:
+        click.echo(f"wrote {path}")

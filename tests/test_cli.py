@@ -107,6 +107,12 @@ CASES = [
     (0, ["test", "--help"]),
     (1, ["test", "specs/lenet.yaml", "-t", "pytorch", "--weights", "nowhere.npz"]),
     (2, ["test", "specs/lenet.yaml", "-t", "pytorch"]),  # no --weights
+    # weights (real exports: tests/test_export_native.py)
+    (0, ["weights", "--help"]),
+    (1, ["weights", "export", "nowhere.npz", "--spec", "specs/lenet.yaml", "-t", "pytorch", "-o", "x.pt"]),
+    (1, ["weights", "export", "x.npz", "--spec", "broken.yaml", "-t", "pytorch", "-o", "x.pt"]),
+    (2, ["weights", "export", "x.npz", "-t", "pytorch", "-o", "x.pt"]),  # no --spec
+    (2, ["weights", "nope"]),
     # ops
     (0, ["ops"]),
     (2, ["ops", "conv2d"]),

@@ -743,7 +743,7 @@ def emit(model: CodeModel) -> str:
     source = render_template(
         "chainer.py.j2",
         header=common.header(model, TARGET),
-        module_doc=common.module_doc(model, "Chainer"),
+        module_doc=common.module_doc(model, "Chainer", "chainer"),
         classes=classes,
         helpers=ctx.helpers,
         needs=ctx.printer.needs,

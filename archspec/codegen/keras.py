@@ -452,7 +452,7 @@ def emit(model: CodeModel) -> str:
     source = render_template(
         "keras.py.j2",
         header=common.header(model, TARGET),
-        module_doc=common.module_doc(model, "Keras"),
+        module_doc=common.module_doc(model, "Keras", "keras"),
         functions=code,
         helpers=ctx.helpers,
         needs=ctx.printer.needs,

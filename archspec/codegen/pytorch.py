@@ -381,7 +381,7 @@ def emit(model: CodeModel) -> str:
     source = render_template(
         "pytorch.py.j2",
         header=common.header(model, TARGET),
-        module_doc=common.module_doc(model, "PyTorch"),
+        module_doc=common.module_doc(model, "PyTorch", "pytorch"),
         classes=classes,
         helpers=ctx.helpers,
         needs=ctx.printer.needs,

@@ -639,7 +639,7 @@ def emit(model: CodeModel) -> str:
     source = render_template(
         "tensorflow.py.j2",
         header=common.header(model, TARGET),
-        module_doc=common.module_doc(model, "TensorFlow") + "\n" + _io_doc(model) + "\n",
+        module_doc=common.module_doc(model, "TensorFlow", "tensorflow") + "\n" + _io_doc(model) + "\n",
         classes=classes,
         helpers=helpers,
         needs=ctx.printer.needs,

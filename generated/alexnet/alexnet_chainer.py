@@ -6,6 +6,12 @@
 Input 3x227x227 per sample, channels first. 46,755,202 trainable parameters, 46,755,202
 in all (with batch-norm statistics); 978,321,952 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec specs/alexnet.yaml
+--target chainer -o alexnet_chainer.npz`, which this file loads with Chainer alone:
+
+    chainer.serializers.load_npz("alexnet_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

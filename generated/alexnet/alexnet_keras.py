@@ -5,6 +5,12 @@
 
 Input 3x227x227 per sample, channels first. 46,755,202 trainable parameters, 46,755,202
 in all (with batch-norm statistics); 978,321,952 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/alexnet.yaml
+--target keras -o alexnet.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("alexnet.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 
 Input 3x227x227 per sample, channels first. 46,755,202 trainable parameters, 46,755,202
 in all (with batch-norm statistics); 978,321,952 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec specs/alexnet.yaml
+--target pytorch -o alexnet.pt`, which this file loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("alexnet.pt"))
 """
 
 from __future__ import annotations

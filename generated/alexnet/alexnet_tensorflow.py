@@ -6,6 +6,13 @@
 Input 3x227x227 per sample, channels first. 46,755,202 trainable parameters, 46,755,202
 in all (with batch-norm statistics); 978,321,952 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/alexnet.yaml --target tensorflow -o alexnet_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("alexnet_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 227, 227, 3), channels last, and returns (N, 2). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

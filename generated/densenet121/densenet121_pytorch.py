@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 7,978,856 trainable parameters, 8,062,504 in
 all (with batch-norm statistics); 2,834,161,664 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/densenet121.yaml --target pytorch -o densenet121.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("densenet121.pt"))
 """
 
 from __future__ import annotations

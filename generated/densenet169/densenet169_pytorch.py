@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 14,149,480 trainable parameters, 14,307,880
 in all (with batch-norm statistics); 3,359,843,328 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/densenet169.yaml --target pytorch -o densenet169.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("densenet169.pt"))
 """
 
 from __future__ import annotations

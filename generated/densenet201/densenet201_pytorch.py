@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 20,013,928 trainable parameters, 20,242,984
 in all (with batch-norm statistics); 4,291,365,888 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/densenet201.yaml --target pytorch -o densenet201.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("densenet201.pt"))
 """
 
 from __future__ import annotations

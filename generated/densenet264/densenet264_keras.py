@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 33,337,704 trainable parameters, 33,736,232
 in all (with batch-norm statistics); 5,751,653,376 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/densenet264.yaml --target keras -o densenet264.weights.h5`, which this file loads
+with Keras alone:
+
+    model.load_weights("densenet264.weights.h5")
 """
 
 from __future__ import annotations

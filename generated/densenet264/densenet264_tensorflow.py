@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 33,337,704 trainable parameters, 33,736,232
 in all (with batch-norm statistics); 5,751,653,376 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/densenet264.yaml --target tensorflow -o densenet264_ckpt`, which this file loads
+with TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("densenet264_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 1000). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

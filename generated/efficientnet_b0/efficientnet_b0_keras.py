@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 5,288,548 trainable parameters, 5,330,564 in
 all (with batch-norm statistics); 385,814,752 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/efficientnet_b0.yaml --target keras -o efficientnet_b0.weights.h5`, which this
+file loads with Keras alone:
+
+    model.load_weights("efficientnet_b0.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 5,288,548 trainable parameters, 5,330,564 in
 all (with batch-norm statistics); 385,814,752 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/efficientnet_b0.yaml --target pytorch -o efficientnet_b0.pt`, which this file
+loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("efficientnet_b0.pt"))
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 13,378,280 trainable parameters, 13,378,280
 in all (with batch-norm statistics); 1,591,044,096 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/googlenet.yaml
+--target keras -o googlenet.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("googlenet.weights.h5")
 """
 
 from __future__ import annotations

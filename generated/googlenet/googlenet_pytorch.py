@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 13,378,280 trainable parameters, 13,378,280
 in all (with batch-norm statistics); 1,591,044,096 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/googlenet.yaml --target pytorch -o googlenet.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("googlenet.pt"))
 """
 
 from __future__ import annotations

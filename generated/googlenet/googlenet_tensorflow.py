@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 13,378,280 trainable parameters, 13,378,280
 in all (with batch-norm statistics); 1,591,044,096 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/googlenet.yaml --target tensorflow -o googlenet_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("googlenet_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns ((N, 1000), (N, 1000),
 (N, 1000)). Variables are named after the canonical weight keys (IR path and weight

@@ -6,6 +6,13 @@
 Input 3x299x299 per sample, channels first. 23,834,568 trainable parameters, 23,869,000
 in all (with batch-norm statistics); 5,713,216,096 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec
+specs/inception_v3.yaml --target chainer -o inception_v3_chainer.npz`, which this file
+loads with Chainer alone:
+
+    chainer.serializers.load_npz("inception_v3_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

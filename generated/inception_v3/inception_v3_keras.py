@@ -5,6 +5,13 @@
 
 Input 3x299x299 per sample, channels first. 23,834,568 trainable parameters, 23,869,000
 in all (with batch-norm statistics); 5,713,216,096 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/inception_v3.yaml --target keras -o inception_v3.weights.h5`, which this file
+loads with Keras alone:
+
+    model.load_weights("inception_v3.weights.h5")
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x299x299 per sample, channels first. 23,834,568 trainable parameters, 23,869,000
 in all (with batch-norm statistics); 5,713,216,096 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/inception_v3.yaml --target tensorflow -o inception_v3_ckpt`, which this file loads
+with TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("inception_v3_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 299, 299, 3), channels last, and returns (N, 1000). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

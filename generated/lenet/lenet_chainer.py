@@ -6,6 +6,12 @@
 Input 3x32x32 per sample, channels first. 58,866 trainable parameters, 58,866 in all
 (with batch-norm statistics); 648,608 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec specs/lenet.yaml
+--target chainer -o lenet_chainer.npz`, which this file loads with Chainer alone:
+
+    chainer.serializers.load_npz("lenet_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

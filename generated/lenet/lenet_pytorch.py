@@ -5,6 +5,12 @@
 
 Input 3x32x32 per sample, channels first. 58,866 trainable parameters, 58,866 in all
 (with batch-norm statistics); 648,608 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec specs/lenet.yaml
+--target pytorch -o lenet.pt`, which this file loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("lenet.pt"))
 """
 
 from __future__ import annotations

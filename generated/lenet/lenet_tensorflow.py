@@ -6,6 +6,13 @@
 Input 3x32x32 per sample, channels first. 58,866 trainable parameters, 58,866 in all
 (with batch-norm statistics); 648,608 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/lenet.yaml --target tensorflow -o lenet_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("lenet_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 32, 32, 3), channels last, and returns (N, 2). Variables are named
 after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 4,231,976 trainable parameters, 4,253,864 in
 all (with batch-norm statistics); 568,740,352 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/mobilenet_v1.yaml --target keras -o mobilenet_v1.weights.h5`, which this file
+loads with Keras alone:
+
+    model.load_weights("mobilenet_v1.weights.h5")
 """
 
 from __future__ import annotations

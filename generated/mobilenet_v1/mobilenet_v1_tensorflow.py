@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 4,231,976 trainable parameters, 4,253,864 in
 all (with batch-norm statistics); 568,740,352 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/mobilenet_v1.yaml --target tensorflow -o mobilenet_v1_ckpt`, which this file loads
+with TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("mobilenet_v1_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 1000). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 3,504,872 trainable parameters, 3,538,984 in
 all (with batch-norm statistics); 300,774,272 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/mobilenet_v2.yaml --target keras -o mobilenet_v2.weights.h5`, which this file
+loads with Keras alone:
+
+    model.load_weights("mobilenet_v2.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 3,504,872 trainable parameters, 3,538,984 in
 all (with batch-norm statistics); 300,774,272 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/mobilenet_v2.yaml --target pytorch -o mobilenet_v2.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("mobilenet_v2.pt"))
 """
 
 from __future__ import annotations

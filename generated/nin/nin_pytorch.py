@@ -5,6 +5,12 @@
 
 Input 3x128x128 per sample, channels first. 965,442 trainable parameters, 965,442 in all
 (with batch-norm statistics); 3,467,078,016 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec specs/nin.yaml
+--target pytorch -o nin.pt`, which this file loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("nin.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@
 Input 3x128x128 per sample, channels first. 965,442 trainable parameters, 965,442 in all
 (with batch-norm statistics); 3,467,078,016 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec specs/nin.yaml
+--target tensorflow -o nin_ckpt`, which this file loads with TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("nin_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 128, 128, 3), channels last, and returns (N, 2). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

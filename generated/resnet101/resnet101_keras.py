@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 44,549,160 trainable parameters, 44,654,504
 in all (with batch-norm statistics); 7,801,405,440 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnet101.yaml
+--target keras -o resnet101.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnet101.weights.h5")
 """
 
 from __future__ import annotations

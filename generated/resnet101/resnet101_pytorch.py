@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 44,549,160 trainable parameters, 44,654,504
 in all (with batch-norm statistics); 7,801,405,440 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnet101.yaml --target pytorch -o resnet101.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("resnet101.pt"))
 """
 
 from __future__ import annotations

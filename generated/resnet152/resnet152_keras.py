@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 60,192,808 trainable parameters, 60,344,232
 in all (with batch-norm statistics); 11,513,626,624 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnet152.yaml
+--target keras -o resnet152.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnet152.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 60,192,808 trainable parameters, 60,344,232
 in all (with batch-norm statistics); 11,513,626,624 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnet152.yaml --target pytorch -o resnet152.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("resnet152.pt"))
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 11,689,512 trainable parameters, 11,699,112
 in all (with batch-norm statistics); 1,814,073,344 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnet18.yaml
+--target keras -o resnet18.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnet18.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 11,689,512 trainable parameters, 11,699,112
 in all (with batch-norm statistics); 1,814,073,344 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnet18.yaml --target pytorch -o resnet18.pt`, which this file loads with PyTorch
+alone:
+
+    model.load_state_dict(torch.load("resnet18.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 21,797,672 trainable parameters, 21,814,696
 in all (with batch-norm statistics); 3,663,761,408 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec
+specs/resnet34.yaml --target chainer -o resnet34_chainer.npz`, which this file loads
+with Chainer alone:
+
+    chainer.serializers.load_npz("resnet34_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 21,797,672 trainable parameters, 21,814,696
 in all (with batch-norm statistics); 3,663,761,408 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnet34.yaml
+--target keras -o resnet34.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnet34.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 21,797,672 trainable parameters, 21,814,696
 in all (with batch-norm statistics); 3,663,761,408 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnet34.yaml --target pytorch -o resnet34.pt`, which this file loads with PyTorch
+alone:
+
+    model.load_state_dict(torch.load("resnet34.pt"))
 """
 
 from __future__ import annotations

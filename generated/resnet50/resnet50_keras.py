@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 25,557,032 trainable parameters, 25,610,152
 in all (with batch-norm statistics); 4,089,184,256 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnet50.yaml
+--target keras -o resnet50.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnet50.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 25,557,032 trainable parameters, 25,610,152
 in all (with batch-norm statistics); 4,089,184,256 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnet50.yaml --target pytorch -o resnet50.pt`, which this file loads with PyTorch
+alone:
+
+    model.load_state_dict(torch.load("resnet50.pt"))
 """
 
 from __future__ import annotations

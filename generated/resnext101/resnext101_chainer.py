@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 44,177,704 trainable parameters, 44,315,560
 in all (with batch-norm statistics); 7,969,996,800 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec
+specs/resnext101.yaml --target chainer -o resnext101_chainer.npz`, which this file loads
+with Chainer alone:
+
+    chainer.serializers.load_npz("resnext101_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 44,177,704 trainable parameters, 44,315,560
 in all (with batch-norm statistics); 7,969,996,800 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/resnext101.yaml --target keras -o resnext101.weights.h5`, which this file loads
+with Keras alone:
+
+    model.load_weights("resnext101.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 25,028,904 trainable parameters, 25,097,128
 in all (with batch-norm statistics); 4,230,479,872 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/resnext50.yaml
+--target keras -o resnext50.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("resnext50.weights.h5")
 """
 
 from __future__ import annotations

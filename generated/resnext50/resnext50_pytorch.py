@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 25,028,904 trainable parameters, 25,097,128
 in all (with batch-norm statistics); 4,230,479,872 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/resnext50.yaml --target pytorch -o resnext50.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("resnext50.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 25,028,904 trainable parameters, 25,097,128
 in all (with batch-norm statistics); 4,230,479,872 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/resnext50.yaml --target tensorflow -o resnext50_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("resnext50_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 1000). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 28,088,024 trainable parameters, 28,141,144
 in all (with batch-norm statistics); 3,860,488,192 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec
+specs/se_resnet50.yaml --target keras -o se_resnet50.weights.h5`, which this file loads
+with Keras alone:
+
+    model.load_weights("se_resnet50.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 1,865,728 trainable parameters, 1,890,208 in
 all (with batch-norm statistics); 137,460,672 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/shufflenet_v1.yaml --target pytorch -o shufflenet_v1.pt`, which this file loads
+with PyTorch alone:
+
+    model.load_state_dict(torch.load("shufflenet_v1.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 1,865,728 trainable parameters, 1,890,208 in
 all (with batch-norm statistics); 137,460,672 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/shufflenet_v1.yaml --target tensorflow -o shufflenet_v1_ckpt`, which this file
+loads with TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("shufflenet_v1_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 1000). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 1,248,424 trainable parameters, 1,248,424 in
 all (with batch-norm statistics); 818,924,576 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/squeezenet.yaml --target pytorch -o squeezenet.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("squeezenet.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@
 Input 3x224x224 per sample, channels first. 134,268,738 trainable parameters,
 134,268,738 in all (with batch-norm statistics); 15,466,176,512 multiply-accumulates per
 sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/vgg16.yaml
+--target keras -o vgg16.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("vgg16.weights.h5")
 """
 
 from __future__ import annotations

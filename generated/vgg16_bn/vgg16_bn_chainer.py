@@ -7,6 +7,13 @@ Input 3x224x224 per sample, channels first. 134,277,186 trainable parameters,
 134,285,634 in all (with batch-norm statistics); 15,466,176,512 multiply-accumulates per
 sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec
+specs/vgg16_bn.yaml --target chainer -o vgg16_bn_chainer.npz`, which this file loads
+with Chainer alone:
+
+    chainer.serializers.load_npz("vgg16_bn_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

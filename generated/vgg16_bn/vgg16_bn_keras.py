@@ -6,6 +6,12 @@
 Input 3x224x224 per sample, channels first. 134,277,186 trainable parameters,
 134,285,634 in all (with batch-norm statistics); 15,466,176,512 multiply-accumulates per
 sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/vgg16_bn.yaml
+--target keras -o vgg16_bn.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("vgg16_bn.weights.h5")
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 134,277,186 trainable parameters,
 134,285,634 in all (with batch-norm statistics); 15,466,176,512 multiply-accumulates per
 sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/vgg16_bn.yaml --target pytorch -o vgg16_bn.pt`, which this file loads with PyTorch
+alone:
+
+    model.load_state_dict(torch.load("vgg16_bn.pt"))
 """
 
 from __future__ import annotations

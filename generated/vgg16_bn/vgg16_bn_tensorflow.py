@@ -7,6 +7,13 @@ Input 3x224x224 per sample, channels first. 134,277,186 trainable parameters,
 134,285,634 in all (with batch-norm statistics); 15,466,176,512 multiply-accumulates per
 sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/vgg16_bn.yaml --target tensorflow -o vgg16_bn_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("vgg16_bn_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 2). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -7,6 +7,12 @@ Input 3x224x224 per sample, channels first. 139,578,434 trainable parameters,
 139,578,434 in all (with batch-norm statistics); 19,627,974,656 multiply-accumulates per
 sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec specs/vgg19.yaml
+--target chainer -o vgg19_chainer.npz`, which this file loads with Chainer alone:
+
+    chainer.serializers.load_npz("vgg19_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

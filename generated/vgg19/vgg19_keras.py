@@ -6,6 +6,12 @@
 Input 3x224x224 per sample, channels first. 139,578,434 trainable parameters,
 139,578,434 in all (with batch-norm statistics); 19,627,974,656 multiply-accumulates per
 sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/vgg19.yaml
+--target keras -o vgg19.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("vgg19.weights.h5")
 """
 
 from __future__ import annotations

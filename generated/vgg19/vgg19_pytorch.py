@@ -6,6 +6,12 @@
 Input 3x224x224 per sample, channels first. 139,578,434 trainable parameters,
 139,578,434 in all (with batch-norm statistics); 19,627,974,656 multiply-accumulates per
 sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec specs/vgg19.yaml
+--target pytorch -o vgg19.pt`, which this file loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("vgg19.pt"))
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ Input 3x224x224 per sample, channels first. 139,578,434 trainable parameters,
 139,578,434 in all (with batch-norm statistics); 19,627,974,656 multiply-accumulates per
 sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/vgg19.yaml --target tensorflow -o vgg19_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("vgg19_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 2). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

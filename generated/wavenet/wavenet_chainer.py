@@ -6,6 +6,12 @@
 Input 256x16000 per sample, channels first. 420,224 trainable parameters, 420,224 in all
 (with batch-norm statistics); 6,602,752,000 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec specs/wavenet.yaml
+--target chainer -o wavenet_chainer.npz`, which this file loads with Chainer alone:
+
+    chainer.serializers.load_npz("wavenet_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

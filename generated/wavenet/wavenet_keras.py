@@ -5,6 +5,12 @@
 
 Input 256x16000 per sample, channels first. 420,224 trainable parameters, 420,224 in all
 (with batch-norm statistics); 6,602,752,000 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/wavenet.yaml
+--target keras -o wavenet.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("wavenet.weights.h5")
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 256x16000 per sample, channels first. 420,224 trainable parameters, 420,224 in all
 (with batch-norm statistics); 6,602,752,000 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/wavenet.yaml --target tensorflow -o wavenet_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("wavenet_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NLC input, (N, 16000, 256), channels last, and returns (N, 16000, 256). Variables
 are named after the canonical weight keys (IR path and weight name); they hold

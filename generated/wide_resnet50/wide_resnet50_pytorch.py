@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 68,883,240 trainable parameters, 68,951,464
 in all (with batch-norm statistics); 11,398,021,120 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/wide_resnet50.yaml --target pytorch -o wide_resnet50.pt`, which this file loads
+with PyTorch alone:
+
+    model.load_state_dict(torch.load("wide_resnet50.pt"))
 """
 
 from __future__ import annotations

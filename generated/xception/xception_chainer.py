@@ -6,6 +6,13 @@
 Input 3x299x299 per sample, channels first. 22,855,952 trainable parameters, 22,910,480
 in all (with batch-norm statistics); 8,357,403,496 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Chainer's own format with `archspec weights export weights.npz --spec
+specs/xception.yaml --target chainer -o xception_chainer.npz`, which this file loads
+with Chainer alone:
+
+    chainer.serializers.load_npz("xception_chainer.npz", model)
+
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
 (W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics

@@ -5,6 +5,12 @@
 
 Input 3x299x299 per sample, channels first. 22,855,952 trainable parameters, 22,910,480
 in all (with batch-norm statistics); 8,357,403,496 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/xception.yaml
+--target keras -o xception.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("xception.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x299x299 per sample, channels first. 22,855,952 trainable parameters, 22,910,480
 in all (with batch-norm statistics); 8,357,403,496 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/xception.yaml --target pytorch -o xception.pt`, which this file loads with PyTorch
+alone:
+
+    model.load_state_dict(torch.load("xception.pt"))
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 46,734,466 trainable parameters, 46,734,466
 in all (with batch-norm statistics); 1,071,905,824 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec specs/zfnet.yaml
+--target pytorch -o zfnet.pt`, which this file loads with PyTorch alone:
+
+    model.load_state_dict(torch.load("zfnet.pt"))
 """
 
 from __future__ import annotations

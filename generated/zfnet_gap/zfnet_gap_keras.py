@@ -5,6 +5,12 @@
 
 Input 3x224x224 per sample, channels first. 3,726,978 trainable parameters, 3,726,978 in
 all (with batch-norm statistics); 1,028,918,816 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+Keras's own format with `archspec weights export weights.npz --spec specs/zfnet_gap.yaml
+--target keras -o zfnet_gap.weights.h5`, which this file loads with Keras alone:
+
+    model.load_weights("zfnet_gap.weights.h5")
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@
 
 Input 3x224x224 per sample, channels first. 3,726,978 trainable parameters, 3,726,978 in
 all (with batch-norm statistics); 1,028,918,816 multiply-accumulates per sample.
+
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+PyTorch's own format with `archspec weights export weights.npz --spec
+specs/zfnet_gap.yaml --target pytorch -o zfnet_gap.pt`, which this file loads with
+PyTorch alone:
+
+    model.load_state_dict(torch.load("zfnet_gap.pt"))
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@
 Input 3x224x224 per sample, channels first. 3,726,978 trainable parameters, 3,726,978 in
 all (with batch-norm statistics); 1,028,918,816 multiply-accumulates per sample.
 
+Weights: archspec's canonical weights (the weights.npz of `archspec train`) become
+TensorFlow's own format with `archspec weights export weights.npz --spec
+specs/zfnet_gap.yaml --target tensorflow -o zfnet_gap_ckpt`, which this file loads with
+TensorFlow alone:
+
+    tf.train.Checkpoint(model=model).restore("zfnet_gap_ckpt").expect_partial()
+
 TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. The model
 takes NHWC input, (N, 224, 224, 3), channels last, and returns (N, 2). Variables are
 named after the canonical weight keys (IR path and weight name); they hold TensorFlow's

@@ -1,0 +1,2 @@
+"""Exports of a spec's network to other formats. :func:`native.export_native`:
+canonical weights as a framework's own weight file (``archspec weights export``)."""
