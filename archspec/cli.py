@@ -443,6 +443,20 @@ def _targets(value: str) -> list[str]:
     help="--train: learning rate.",
 )
 @click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="--train: batch size.")
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="--train: weight decay (L2 added to the gradient, torch.optim's).",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "step", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="--train: lr schedule over the --steps (step: x0.1 every steps // 3).",
+)
 @set_option
 @input_option
 def verify_command(
@@ -456,6 +470,8 @@ def verify_command(
     optimizer: str,
     lr: float,
     batch: int,
+    weight_decay: float,
+    schedule: str,
     sets: tuple[str, ...],
     input_shape: tuple[int, ...] | None,
 ) -> None:
@@ -488,7 +504,15 @@ def verify_command(
 
             try:
                 report = equivalence.verify_training(
-                    compiled, chosen, steps=steps, optimizer=optimizer, lr=lr, batch=batch, seed=seed
+                    compiled,
+                    chosen,
+                    steps=steps,
+                    optimizer=optimizer,
+                    lr=lr,
+                    batch=batch,
+                    seed=seed,
+                    weight_decay=weight_decay,
+                    schedule=schedule,
                 )
             except _training_errors() as exc:
                 click.echo(f"error: {exc}", err=True)
@@ -538,6 +562,15 @@ def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     ctx.exit()
 
 
+def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from archspec.training.augment import names
+
+    try:
+        return names(value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command(name="train")
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--target", "-t", type=click.Choice(list(EMITTERS)), help="Framework to train in.")
@@ -562,6 +595,32 @@ def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     help="Continue an interrupted run (its options; --iters may grow).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--augment",
+    metavar="LIST",
+    default="",
+    callback=_augmentations,
+    help="Augment training batches: any of crop, flip, brightness, comma-separated. [none]",
+)
+@click.option(
+    "--schedule",
+    default="constant",
+    show_default=True,
+    help="Learning-rate schedule: constant, step (x0.1 every --step-size) or cosine (to 0 at --iters).",
+)
+@click.option("--step-size", type=int, help="--schedule step: steps between two x0.1. [iters // 3]")
+@click.option(
+    "--weight-decay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight decay: L2 added to every parameter's gradient (torch.optim's).",
+)
+@click.option(
+    "--patience",
+    type=int,
+    help="Stop after this many evaluations without a better test loss; keep the best weights. [never]",
+)
 @click.option(
     "--list-data",
     is_flag=True,
@@ -610,6 +669,8 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     if result.status == "interrupted":
         click.echo(result.message, err=True)
         raise click.exceptions.Exit(130)
+    if result.status == "stopped early":
+        click.echo(result.message)
     click.echo(f"test it: archspec test {info['spec']} --target {info['target']} --weights {result.run_dir}")
 
 

@@ -17,6 +17,14 @@ Chainer agrees with PyTorch on everything :mod:`archspec.training.core` fixes:
   step, which is PyTorch's form exactly (epsilon added to the corrected sqrt(v);
   without it, LeNet's weights with gradients near 1e-7 moved 3% apart in two
   steps at lr 0.1).
+
+The training options: ``chainer.optimizer_hooks.WeightDecay`` adds rate x w
+to every parameter's gradient before the update, torch.optim's weight decay;
+:class:`Schedule`, an optimizer hook, sets the lr of each step (``lr``, Adam's
+``alpha``) and, for ``MomentumSGD``, first rescales v' by lr_new / lr_old, so
+that v' = -lr v holds at every lr and the update is PyTorch's (without it, v'
+would keep the old lr's scale after a step of the schedule); augmentation
+runs in the updater's converter (:class:`Augmented`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from types import ModuleType
 import numpy as np
 
 from archspec.runtime import chainer as rt
+from archspec.training.augment import augment
 from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, TrainingError, atomic
 from archspec.training.data import Dataset
 from archspec.weights import Weights
@@ -64,6 +73,41 @@ class BiasCorrectedEpsilon:
 
     def __call__(self, optimizer: chainer.optimizers.Adam) -> None:
         optimizer.eps = ADAM_EPS * math.sqrt(1.0 - optimizer.beta2 ** (optimizer.t + 1))
+
+
+class Schedule:
+    """An optimizer hook: the learning rate of the step to come (step t + 1), from
+    the setup's schedule; MomentumSGD's velocities rescaled to it first."""
+
+    name = "schedule"
+    timing = "pre"
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+
+    def __call__(self, optimizer: chainer.Optimizer) -> None:
+        t = optimizer.t
+        lr = self.setup.lr_at(t + 1)
+        if isinstance(optimizer, chainer.optimizers.MomentumSGD) and t > 0:
+            scale = lr / self.setup.lr_at(t)
+            for param in optimizer.target.params():
+                state = param.update_rule.state
+                if state and state.get("v") is not None:
+                    state["v"] *= scale
+        setattr(optimizer, "alpha" if isinstance(optimizer, chainer.optimizers.Adam) else "lr", lr)
+
+
+class Augmented:
+    """The updater's converter: ``concat_examples``, then the augmentation of the
+    batch's optimizer step (counted from ``start``)."""
+
+    def __init__(self, names: tuple[str, ...], seed: int, start: int) -> None:
+        self.names, self.seed, self.step = names, seed, start
+
+    def __call__(self, batch, device=None) -> tuple[np.ndarray, np.ndarray]:
+        x, y = chainer.dataset.concat_examples(batch, device)
+        self.step += 1
+        return augment(x, self.names, self.seed, self.step), y
 
 
 def optimizer_for(name: str, lr: float) -> chainer.Optimizer:
@@ -105,6 +149,10 @@ class Trainer:
         self.optimizer.setup(self.model)
         if setup.optimizer == "adam":
             self.optimizer.add_hook(BiasCorrectedEpsilon())
+        if setup.weight_decay:
+            self.optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(setup.weight_decay))
+        if setup.schedule != "constant":
+            self.optimizer.add_hook(Schedule(setup))
         self.reporter = chainer.Reporter()
 
     def _loss(self, x: np.ndarray, y: np.ndarray) -> chainer.Variable:
@@ -127,7 +175,10 @@ class Trainer:
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         order = chainer.iterators.ShuffleOrderSampler(np.random.RandomState(self.setup.seed + start))
         iterator = chainer.iterators.SerialIterator(Samples(data), batch_size, order_sampler=order)
-        updater = chainer.training.updaters.StandardUpdater(iterator, self.optimizer, loss_func=self._loss)
+        converter = Augmented(self.setup.augment, self.setup.seed, start)
+        updater = chainer.training.updaters.StandardUpdater(
+            iterator, self.optimizer, converter=converter, loss_func=self._loss
+        )
         for step in range(start + 1, stop + 1):
             loss, correct = self._step(updater.update)
             monitor.step(step, loss, correct, batch_size)

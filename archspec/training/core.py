@@ -25,6 +25,9 @@ Conventions every target follows (see ../shared/design-notes.md, "Training"):
   correction, which differs only while sqrt(v) is of the order of epsilon).
 - The test set is evaluated here, in numpy, from the model's logits in
   inference mode, so that every target's test figures mean the same.
+- Learning-rate schedules are PyTorch's, stepped after every optimizer step
+  (:func:`scheduled_lr`); weight decay is PyTorch's, L2 added to the gradient
+  of every trainable parameter before the optimizer's update (g += wd w).
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 AUX_WEIGHT = 0.3
 EVAL_BATCH = 256
+SCHEDULES = ("constant", "step", "cosine")
+STEP_GAMMA = 0.1  # --schedule step multiplies the lr by this every step size
+
+
+def scheduled_lr(schedule: str, lr: float, step: int, iters: int, step_size: int) -> float:
+    """The learning rate of optimizer step ``step`` (1-based): PyTorch's StepLR
+    (gamma STEP_GAMMA) or CosineAnnealingLR (T_max ``iters``, eta_min 0) stepped after
+    every optimizer step, so step k uses the scheduler's value after k - 1 steps."""
+    e = step - 1
+    if schedule == "step":
+        return lr * STEP_GAMMA ** (e // step_size)
+    if schedule == "cosine":
+        return lr * (1 + math.cos(math.pi * e / iters)) / 2
+    return lr
 
 
 class TrainingError(Exception):
@@ -77,6 +94,10 @@ class Interrupted(Stop):
     """Ctrl-C: the run stops cleanly after the step in progress."""
 
 
+class StoppedEarly(Stop):
+    """--patience evaluations in a row without a better test loss."""
+
+
 @dataclass(frozen=True)
 class Setup:
     """How a trainer builds its model and optimizer."""
@@ -90,10 +111,24 @@ class Setup:
     threads: int | None = None
     dropout: bool = True  # False: every dropout is the identity (verify --train)
     kwargs: dict[str, Any] = field(default_factory=dict)  # other constructor arguments
+    weight_decay: float = 0.0  # L2 added to every trainable parameter's gradient (PyTorch's weight_decay)
+    schedule: str = "constant"  # one of SCHEDULES
+    iters: int = 1  # the run's optimizer steps: cosine's T_max, and step's default step size is iters // 3
+    step_size: int | None = None  # --schedule step: steps between two multiplications by STEP_GAMMA
+    augment: tuple[str, ...] = ()  # archspec.training.augment's names, applied to training batches
 
     @property
     def loss_weights(self) -> list[float]:
         return [1.0] + [AUX_WEIGHT] * (self.outputs - 1)
+
+    @property
+    def period(self) -> int:
+        """The step schedule's step size."""
+        return self.step_size or max(1, self.iters // 3)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (1-based)."""
+        return scheduled_lr(self.schedule, self.lr, step, self.iters, self.period)
 
 
 class Trainer(Protocol):
@@ -214,6 +249,19 @@ def _fmt(v: float | int | str) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def best_row(rows: list[dict]) -> dict | None:
+    """The evaluation with the lowest finite test loss (the first of equals), or None."""
+    tested = [r for r in rows if isinstance(r.get("test_loss"), float | int) and math.isfinite(r["test_loss"])]
+    return min(tested, key=lambda r: r["test_loss"], default=None)
+
+
+def stalled(rows: list[dict]) -> int:
+    """Evaluations since the best one (all of them when none was finite)."""
+    best = best_row(rows)
+    tested = [r for r in rows if r.get("test_loss", "") != ""]
+    return len(tested) if best is None else len(tested) - 1 - tested.index(best)
+
+
 def _parse(v: str) -> float | int | str:
     if v == "":
         return ""
@@ -239,6 +287,9 @@ class Monitor:
         metrics: Metrics,
         seconds: float = 0.0,
         quiet: bool = False,
+        lr_at: Callable[[int], float] | None = None,
+        patience: int | None = None,
+        keep_best: Callable[[int], None] | None = None,
     ) -> None:
         self.trainer, self.test, self.lr = trainer, test, lr
         self.start, self.stop, self.eval_every = start, stop, eval_every
@@ -251,6 +302,11 @@ class Monitor:
         self._window: list[tuple[float, int, int]] = []
         self._bar = None
         self.quiet = quiet
+        self.lr_at = lr_at  # the lr of a step, for metrics.csv (default: the constant lr)
+        self.patience, self.keep_best = patience, keep_best  # early stopping; the best checkpoint's writer
+        best = best_row(metrics.rows)  # a resumed run carries on from its metrics
+        self.best_loss = math.inf if best is None else float(best["test_loss"])
+        self.stalled = stalled(metrics.rows)
 
     @property
     def seconds(self) -> float:
@@ -297,6 +353,12 @@ class Monitor:
             self._bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc:.3f}", refresh=False)
         if step % self.eval_every == 0 or step == self.stop:
             self.log()
+            if self.patience is not None and self.stalled >= self.patience:
+                raise StoppedEarly(
+                    step,
+                    f"stopped early at step {step}: no better test loss in {self.stalled} evaluations "
+                    f"(--patience {self.patience})",
+                )
         if self.interrupted:
             raise Interrupted(step, f"interrupted at step {step}")
 
@@ -313,9 +375,15 @@ class Monitor:
             row["loss"], row["accuracy"] = self._averages()
             self._window.clear()
         row["test_loss"], row["test_accuracy"] = evaluate(self.trainer.predict, self.test)
-        row["lr"] = self.lr
+        row["lr"] = self.lr_at(self.last) if self.lr_at else self.lr
         row["seconds"] = round(self.seconds, 3)
         self.metrics.rows.append(row)
+        if row["test_loss"] < self.best_loss:
+            self.best_loss, self.stalled = row["test_loss"], 0
+            if self.keep_best is not None:
+                self.keep_best(self.last)
+        else:
+            self.stalled += 1
         self.checkpoint(self.last)
         self.saved = self.last
         if self._bar is not None and not self.quiet:

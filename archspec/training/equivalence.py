@@ -7,7 +7,9 @@ op). After each step the loss is compared with PyTorch's; after the last, every
 tensor of the model: the trained weights and the batch-norm running
 statistics. This pins down the conventions that differ between frameworks
 (batch-norm variance and momentum, the optimizers' formulas, the loss of
-auxiliary heads) instead of hoping they agree.
+auxiliary heads, weight decay and the learning-rate schedule, over ``steps``
+iterations) instead of hoping they agree. Augmentation is not part of it: it
+is the same numpy code in every target (archspec/training/augment.py).
 
 Tolerance: a step's loss, and each tensor, may differ from the reference by
 at most ``RTOL x max|reference| + ATOL``. Training accumulates float32
@@ -30,7 +32,7 @@ from archspec.codegen.model import has_logits_switch
 from archspec.pipeline import Compiled
 from archspec.runtime import TARGETS
 from archspec.summary import shape_str
-from archspec.training.core import OPTIMIZERS, Setup
+from archspec.training.core import OPTIMIZERS, SCHEDULES, Setup
 from archspec.training.run import classifier, trainer_for
 from archspec.verify import REFERENCE, Comparison, TargetReport, generate
 from archspec.weights import random_weights
@@ -59,6 +61,8 @@ class TrainReport:
     losses: dict[str, list[float]] = field(default_factory=dict)  # by target, one per step
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
 
     @property
     def ok(self) -> bool:
@@ -112,11 +116,18 @@ def verify_training(
     lr: float = 0.001,
     batch: int = 4,
     seed: int = 0,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
 ) -> TrainReport:
     """Train every target ``steps`` steps from the same weights on the same batches;
-    compare losses and trained tensors with the reference's."""
+    compare losses and trained tensors with the reference's. The schedule runs over
+    ``steps`` iterations (step: a step size of steps // 3)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if not 0 <= weight_decay <= 1:
+        raise ValueError(f"weight decay {weight_decay} is out of range: give a number from 0 to 1")
     start = time.perf_counter()
     num_classes, outputs = classifier(compiled)
     targets = [REFERENCE, *(t for t in dict.fromkeys(targets) if t != REFERENCE)]
@@ -128,6 +139,9 @@ def verify_training(
         lr=lr,
         seed=seed,
         dropout=False,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        iters=steps,
     )
     weights = random_weights(compiled, seed)
     data = batches(compiled, steps, batch, num_classes, seed)
@@ -143,6 +157,8 @@ def verify_training(
         seed=seed,
         reference=REFERENCE,
         targets=[],
+        weight_decay=weight_decay,
+        schedule=schedule,
     )
     reference: tuple[list[float], dict[str, np.ndarray]] | None = None
     with tempfile.TemporaryDirectory(prefix="archspec-verify-train-") as tmp:
@@ -192,11 +208,19 @@ def _worst(t: TargetReport, kind: str) -> str:
     return "-" if c is None else f"{c.max_abs_diff:.1e} / {c.tolerance:.1e}"
 
 
+def _options(report: TrainReport) -> str:
+    """The schedule and weight decay, where they are not the defaults."""
+    parts = [f"{report.schedule} schedule"] if report.schedule != "constant" else []
+    parts += [f"weight decay {report.weight_decay:g}"] if report.weight_decay else []
+    return "".join(f", {p}" for p in parts)
+
+
 def format_table(report: TrainReport) -> str:
     """One row per target: the worst loss, weight and statistic difference against the reference."""
     lines = [
         f"{report.spec}: {report.name}, input {shape_str(report.input_shape)}, batch {report.batch}, "
-        f"{report.steps} {report.optimizer} steps at lr {report.lr:g}, dropout off, seed {report.seed}; "
+        f"{report.steps} {report.optimizer} steps at lr {report.lr:g}{_options(report)}, dropout off, "
+        f"seed {report.seed}; "
         f"reference {report.reference}; tolerance {RTOL:g} x max|reference| + {ATOL:g}"
     ]
     header = ["target", "final loss", "loss |diff| / tol", "weights", "bn statistics", "time", "result"]

@@ -8,9 +8,18 @@ with ``verbose=0``; a callback resets the metrics before every batch, so the
 logs after it are that batch's own loss and accuracy, and hands them to the
 monitor. ``train_step`` is ``train_on_batch``, the same compiled step.
 
-Optimizers: Keras' ``SGD`` and ``SGD(momentum=0.9)`` (v = mu v - lr g, w += v:
-PyTorch's update at a constant lr), and :class:`Adam`, Keras' Adam with
-epsilon added where PyTorch adds it (to the bias-corrected sqrt(v)).
+Optimizers: :class:`SGD`, Keras' ``SGD`` and ``SGD(momentum=0.9)`` (v' = mu v'
+- lr g, w += v': PyTorch's update at a constant lr, v' = -lr v; when a schedule
+changes the lr, v' is first rescaled by lr_new / lr_old, which keeps v' = -lr v
+and so PyTorch's update at every lr), and :class:`Adam`, Keras' Adam with
+epsilon added where PyTorch adds it (to the bias-corrected sqrt(v)). The
+schedules are ``keras.optimizers.schedules``: Keras calls them with the
+optimizer's ``iterations`` (steps taken before this one), so step k gets
+schedule(k - 1), PyTorch's lr of step k: ``ExponentialDecay(staircase=True)``
+is StepLR, ``CosineDecay(alpha=0)`` is CosineAnnealingLR. Weight decay is
+:class:`CoupledWeightDecay`'s, torch.optim's (wd w added to the gradient):
+Keras' own ``weight_decay`` argument is decoupled (w -= lr wd w, AdamW's
+form), so it is not used. Augmentation runs in :class:`Batches`' ``__getitem__``.
 
 Batch norm: ``keras.layers.BatchNormalization`` (what the generated code uses)
 updates its moving variance with the biased batch variance, PyTorch and
@@ -38,7 +47,8 @@ import numpy as np
 
 from archspec.runtime import channels_last
 from archspec.runtime import keras as rt
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, TrainingError, atomic
+from archspec.training.augment import augment
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, TrainingError, atomic
 from archspec.training.data import Dataset
 from archspec.weights import Weights
 
@@ -46,23 +56,59 @@ TARGET = "keras"
 OPTIMIZER_FILE = "optimizer.npz"
 
 
-def optimizer_for(name: str, lr: float) -> keras.optimizers.Optimizer:
-    lr = float(lr)  # Keras refuses an int
+def learning_rate(setup: Setup) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The setup's lr, or its schedule (called with the steps taken before the current one)."""
+    lr = float(setup.lr)  # Keras refuses an int
+    if setup.schedule == "step":
+        return keras.optimizers.schedules.ExponentialDecay(lr, setup.period, STEP_GAMMA, staircase=True)
+    if setup.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, setup.iters, alpha=0.0)
+    return lr
+
+
+def optimizer_for(setup: Setup) -> keras.optimizers.Optimizer:
+    lr, name = learning_rate(setup), setup.optimizer
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr)
-    if name == "momentum":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=MOMENTUM)
-    return Adam(learning_rate=lr, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPS)
+        optimizer = SGD(learning_rate=lr)
+    elif name == "momentum":
+        optimizer = SGD(learning_rate=lr, momentum=MOMENTUM)
+    else:
+        optimizer = Adam(learning_rate=lr, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPS)
+    optimizer.l2 = float(setup.weight_decay)
+    return optimizer
 
 
-class Adam(keras.optimizers.Adam):
+class CoupledWeightDecay:
+    """torch.optim's weight decay: ``l2 * w`` added to the gradient before the
+    optimizer's own update (Keras' ``weight_decay`` subtracts lr wd w apart from it)."""
+
+    l2 = 0.0
+
+    def decayed(self, gradient, variable):
+        if not self.l2:
+            return gradient
+        return keras.ops.add(gradient, keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
+
+
+class SGD(CoupledWeightDecay, keras.optimizers.SGD):
+    """Keras' SGD; with momentum under a schedule, v' rescaled to each step's lr first."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.momentum and isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            m = self.momentums[self._get_variable_index(variable)]
+            before = self._learning_rate(self.iterations - 1)  # the previous step's lr (v' is 0 at the first)
+            self.assign(m, keras.ops.multiply(m, keras.ops.cast(keras.ops.divide(learning_rate, before), m.dtype)))
+        super().update_step(self.decayed(gradient, variable), variable, learning_rate)
+
+
+class Adam(CoupledWeightDecay, keras.optimizers.Adam):
     """Adam in PyTorch's form: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
     w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + epsilon). Keras' own
     adds epsilon to sqrt(v) before the correction; its variables are kept."""
 
     def update_step(self, gradient, variable, learning_rate):
         ops, dtype = keras.ops, variable.dtype
-        g = ops.cast(gradient, dtype)
+        g = ops.cast(self.decayed(gradient, variable), dtype)
         t = ops.cast(self.iterations + 1, dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
@@ -83,9 +129,10 @@ class Batches(keras.utils.PyDataset):
     output): passes over the data in the order of :func:`epoch_order`, each
     dropping its last partial batch."""
 
-    def __init__(self, data: Dataset, batch_size: int, steps: int, seed: int, targets) -> None:
+    def __init__(self, data: Dataset, batch_size: int, steps: int, seed: int, targets, transform=None) -> None:
         super().__init__()
         self.data, self.batch_size, self.steps, self.seed, self.targets = data, batch_size, steps, seed, targets
+        self.transform = transform  # (batch, index) -> batch: the augmentation, channels first
         self.per_epoch = len(data) // batch_size
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -97,7 +144,10 @@ class Batches(keras.utils.PyDataset):
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, epoch_order(len(self.data), self.seed, epoch))
         idx = self._order[1][k * self.batch_size : (k + 1) * self.batch_size]
-        return channels_last(self.data.batch(idx)), self.targets(self.data.labels[idx])
+        x = self.data.batch(idx)
+        if self.transform is not None:
+            x = self.transform(x, i)
+        return channels_last(x), self.targets(self.data.labels[idx])
 
 
 class Report(keras.callbacks.Callback):
@@ -167,7 +217,7 @@ class Trainer:
         n = len(self.model.outputs)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.optimizer = optimizer_for(setup.optimizer, setup.lr)
+        self.optimizer = optimizer_for(setup)
         self.model.compile(
             optimizer=self.optimizer,
             loss=[loss] * n if self.several else loss,
@@ -180,7 +230,9 @@ class Trainer:
         return tuple(y for _ in self.model.outputs) if self.several else y
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
-        batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets)
+        names, seed = self.setup.augment, self.setup.seed
+        transform = (lambda x, i: augment(x, names, seed, start + i + 1)) if names else None
+        batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets, transform)
         # shuffle=False: Keras would shuffle the order of the batches, which Batches already fixes
         self.norms.batch_size = batch_size
         callbacks = [self.norms, Report(monitor, start, batch_size)]  # the correction first: Report may checkpoint

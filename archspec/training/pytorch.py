@@ -1,5 +1,10 @@
 """Training the generated PyTorch model: a DataLoader, an optimizer, CrossEntropyLoss.
 
+PyTorch defines the conventions of the training options: ``weight_decay`` is
+torch.optim's (L2 added to the gradient of every parameter), the schedules are
+``StepLR`` and ``CosineAnnealingLR`` stepped after every optimizer step, and
+augmentation runs in the DataLoader's ``collate_fn`` (:class:`Augmented`).
+
 The native checkpoint is ``model.pt``, the model's ``state_dict`` (what the
 generated file loads with ``model.load_state_dict(torch.load("model.pt"))``);
 the optimizer's state is ``optimizer.pt``.
@@ -13,11 +18,12 @@ from types import ModuleType
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torch.utils.data import Dataset as TorchDataset
 
 from archspec.runtime import pytorch as rt
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, atomic
+from archspec.training.augment import augment
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, atomic
 from archspec.training.data import Dataset
 from archspec.weights import Weights
 
@@ -37,12 +43,33 @@ class Samples(TorchDataset):
         return torch.from_numpy(self.data.batch([i])[0]), int(self.data.labels[i])
 
 
-def optimizer_for(name: str, params, lr: float) -> torch.optim.Optimizer:
+class Augmented:
+    """A ``collate_fn``: the default collation, then the augmentation of the batch's
+    optimizer step (counted from ``start``; the DataLoader runs in this process)."""
+
+    def __init__(self, names: tuple[str, ...], seed: int, start: int) -> None:
+        self.names, self.seed, self.step = names, seed, start
+
+    def __call__(self, samples):
+        x, y = default_collate(samples)
+        self.step += 1
+        return torch.from_numpy(augment(x.numpy(), self.names, self.seed, self.step)), y
+
+
+def optimizer_for(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
-    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
+
+
+def scheduler_for(setup: Setup, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if setup.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, setup.period, gamma=STEP_GAMMA)
+    if setup.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=setup.iters, eta_min=0.0)
+    return None
 
 
 class Trainer:
@@ -62,7 +89,8 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.p = 0.0
-        self.optimizer = optimizer_for(setup.optimizer, self.model.parameters(), setup.lr)
+        self.optimizer = optimizer_for(setup.optimizer, self.model.parameters(), setup.lr, setup.weight_decay)
+        self.scheduler = scheduler_for(setup, self.optimizer)
         self.criterion = nn.CrossEntropyLoss()
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,11 +106,24 @@ class Trainer:
         loss, logits = self._loss(x, y)
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return loss.item(), int((logits.argmax(1) == y).sum())
 
+    def _schedule_from(self, start: int) -> None:
+        """The scheduler as after ``start`` steps (a resumed run; its iters may have grown)."""
+        if self.scheduler is not None and start:
+            self.scheduler.last_epoch = start
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.setup.lr_at(start + 1)
+
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
+        self._schedule_from(start)
         generator = torch.Generator().manual_seed(self.setup.seed + start)
-        loader = DataLoader(Samples(data), batch_size, shuffle=True, drop_last=True, generator=generator)
+        collate = Augmented(self.setup.augment, self.setup.seed, start) if self.setup.augment else None
+        loader = DataLoader(
+            Samples(data), batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
+        )
         step = start
         while step < stop:
             for x, y in loader:

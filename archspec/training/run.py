@@ -34,16 +34,22 @@ from archspec import weights as W
 from archspec.codegen.model import class_name, has_logits_switch
 from archspec.pipeline import Compiled, compile_spec
 from archspec.training import data as D
+from archspec.training.augment import names as augment_names
+from archspec.training.augment import parameters as augment_parameters
 from archspec.training.core import (
     OPTIMIZERS,
+    SCHEDULES,
+    STEP_GAMMA,
     Diverged,
     Interrupted,
     Metrics,
     Monitor,
     Setup,
     Stop,
+    StoppedEarly,
     Trainer,
     TrainingError,
+    best_row,
     evaluate,
     predict_all,
     softmax,
@@ -54,6 +60,7 @@ from archspec.training.core import (
 TARGETS = ("pytorch", "tensorflow", "keras", "chainer")
 FRAMEWORK_PACKAGES = {"pytorch": "torch", "tensorflow": "tensorflow-cpu", "keras": "keras", "chainer": "chainer"}
 RUN_FILE = "run.json"
+BEST_WEIGHTS = "best/weights.npz"  # with --patience: the weights of the evaluation with the lowest test loss
 LIMITS = {"lr": (0.0, 10.0), "iters": (1, 10_000_000), "batch_size": (1, 65_536)}
 
 
@@ -77,6 +84,11 @@ class Options:
     out: str | None = None
     quiet: bool = False
     dropout: bool = True
+    augment: tuple[str, ...] = ()  # archspec.training.augment's names, in the order they run
+    schedule: str = "constant"  # constant, step or cosine (core.SCHEDULES)
+    step_size: int | None = None  # --schedule step: default iters // 3
+    weight_decay: float = 0.0
+    patience: int | None = None  # evaluations without a better test loss before stopping; None: never
 
     def check(self) -> None:
         """Refuse values out of range, with what is allowed."""
@@ -97,6 +109,26 @@ class Options:
             raise TrainingError(f"--eval-every {self.eval_every} is out of range: give 1 or more steps")
         if self.threads is not None and self.threads < 1:
             raise TrainingError(f"--threads {self.threads} is out of range: give 1 or more")
+        self._check_training_options()
+
+    def _check_training_options(self) -> None:
+        try:
+            augment_names(self.augment)
+        except ValueError as exc:
+            raise TrainingError(f"--augment: {exc}") from None
+        if self.schedule not in SCHEDULES:
+            raise TrainingError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.step_size is not None and self.schedule != "step":
+            raise TrainingError(f"--step-size applies to --schedule step only (the schedule is {self.schedule})")
+        if self.step_size is not None and self.step_size < 1:
+            raise TrainingError(f"--step-size {self.step_size} is out of range: give 1 or more steps")
+        if not 0 <= self.weight_decay <= 1:  # NaN fails too
+            raise TrainingError(f"--weight-decay {self.weight_decay} is out of range: give a number from 0 to 1")
+        if self.patience is not None and self.patience < 1:
+            raise TrainingError(
+                f"--patience {self.patience} is out of range: give 1 or more evaluations "
+                "(leave it out not to stop early)"
+            )
 
     @property
     def every(self) -> int:
@@ -106,7 +138,7 @@ class Options:
 @dataclass
 class Result:
     run_dir: Path
-    status: str  # done, interrupted, diverged
+    status: str  # done, interrupted, diverged, stopped early
     step: int
     message: str = ""
     summary: dict = field(default_factory=dict)
@@ -235,6 +267,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         saved = dict(info["options"])
         saved["sets"] = tuple(saved.get("sets") or ())
         saved["input"] = tuple(saved["input"]) if saved.get("input") else None
+        saved["augment"] = tuple(saved.get("augment") or ())
         options = replace(Options(**saved), iters=options.iters, quiet=options.quiet, threads=options.threads)
         start = int(info["step"])
         if start >= options.iters:
@@ -267,6 +300,11 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         seed=options.seed,
         threads=options.threads,
         dropout=options.dropout,
+        weight_decay=options.weight_decay,
+        schedule=options.schedule,
+        iters=options.iters,
+        step_size=options.step_size,
+        augment=options.augment,
     )
     trainer = trainer_for(options.target, module, compiled, setup)
     metrics, start, seconds = Metrics(), 0, 0.0
@@ -298,6 +336,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             "seconds": round(seconds, 3),
             "versions": versions(options.target),
             "files": {"code": f"{compiled.graph.name}_{options.target}.py", "native": trainer.native},
+            **training_options(options, setup, compiled.graph.input_shape, metrics),
         }
 
     def checkpoint(step: int) -> None:
@@ -305,6 +344,9 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         trainer.save(run_dir)
         write_text(run_dir / "metrics.csv", metrics.csv())
         write_json(run_dir / RUN_FILE, describe(step, "running", monitor.seconds))
+
+    def keep_best(step: int) -> None:
+        W.save(run_dir / BEST_WEIGHTS, trainer.export(), compiled)
 
     monitor = Monitor(
         trainer,
@@ -317,6 +359,9 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         metrics=metrics,
         seconds=seconds,
         quiet=options.quiet,
+        lr_at=setup.lr_at,
+        patience=options.patience,
+        keep_best=keep_best if options.patience is not None else None,
     )
     if resume is None:
         checkpoint(0)  # a run directory is a run directory from the start
@@ -331,6 +376,11 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         except Diverged as stop:
             status, step = "diverged", monitor.saved
             message = f"{stop.reason}; the last good checkpoint (step {monitor.saved}) is kept in {run_dir}"
+        except StoppedEarly as stop:
+            status, step = "stopped early", stop.step
+            best = best_row(metrics.rows)
+            kept = f"the best weights (step {best['step']}) are in {run_dir / BEST_WEIGHTS}" if best else ""
+            message = f"{stop.reason}; {kept or 'no evaluation had a finite test loss'}"
         except Stop as stop:  # pragma: no cover - every Stop is one of the above
             raise TrainingError(stop.reason) from None
         else:
@@ -345,6 +395,26 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     write_json(run_dir / RUN_FILE, info)
     plot_curves(metrics, run_dir / "curves.png", f"{compiled.graph.name} ({options.target})")
     return Result(run_dir, status, step, message, info)
+
+
+def training_options(options: Options, setup: Setup, shape: tuple[int, ...], metrics: Metrics) -> dict:
+    """run.json's account of augmentation, the lr schedule, weight decay and early
+    stopping, with the values they resolve to; the best evaluation when kept."""
+    schedule: dict = {"kind": options.schedule, "lr": options.lr}
+    if options.schedule == "step":
+        schedule |= {"step_size": setup.period, "gamma": STEP_GAMMA}
+    elif options.schedule == "cosine":
+        schedule |= {"t_max": options.iters, "eta_min": 0.0}
+    info = {
+        "augmentation": augment_parameters(options.augment, shape),
+        "schedule": schedule,
+        "weight_decay": options.weight_decay,
+    }
+    best = best_row(metrics.rows) if options.patience is not None else None
+    if best is not None:
+        keys = ("step", "test_loss", "test_accuracy")
+        info["best"] = {**{k: best[k] for k in keys}, "weights": BEST_WEIGHTS}
+    return info
 
 
 def plot_curves(metrics: Metrics, path: Path, title: str) -> None:
@@ -398,9 +468,12 @@ class TestReport:
 
 
 def resolve_weights(path: Path) -> tuple[Path, dict | None]:
-    """``weights.npz`` and the run description, from a run directory or an npz file."""
+    """``weights.npz`` and the run description, from a run directory or an npz file;
+    a run that kept its best evaluation's weights (--patience) gives those."""
     if path.is_dir():
         info = read_run(path)
+        if "best" in info and (path / BEST_WEIGHTS).is_file():
+            return path / BEST_WEIGHTS, info
         npz = path / "weights.npz"
         if not npz.is_file():
             raise TrainingError(f"{path} has no weights.npz: the run saved no checkpoint yet")
@@ -424,6 +497,12 @@ def test(
     if target not in TARGETS:
         raise TrainingError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     npz, info = resolve_weights(weights_path)
+    if info is not None and npz == weights_path / BEST_WEIGHTS:
+        best = info["best"]
+        echo(
+            f"using the best weights of {weights_path}: step {best['step']} of {info['step']}, "
+            f"test loss {best['test_loss']:.4f} ({npz})"
+        )
     overrides = parse_sets(sets)
     classes = None
     if info is not None:

@@ -9,7 +9,11 @@ updates its moving ones (in the generated ``BatchNorm``, PyTorch's rule).
 The optimizer is :class:`Optimizer`, written here with tf ops in PyTorch's
 form, so that a step matches PyTorch's to rounding: ``sgd`` w -= lr g;
 ``momentum`` v = mu v + g, w -= lr v; ``adam`` with epsilon added to the
-bias-corrected sqrt(v) (PyTorch's placement, not Keras').
+bias-corrected sqrt(v) (PyTorch's placement, not Keras'). It computes each
+step's lr from its step count (PyTorch's StepLR and CosineAnnealingLR, see
+:func:`archspec.training.core.scheduled_lr`) and adds weight_decay x w to
+every gradient first (torch.optim's weight decay). Augmentation is a map of
+the tf.data pipeline, through ``tf.numpy_function``, given each batch's step.
 
 The native checkpoint is the folder ``checkpoint/`` of a
 ``tf.train.Checkpoint(model=..., optimizer=...)``, written by a
@@ -32,7 +36,8 @@ import tensorflow as tf
 
 from archspec.runtime import channels_last
 from archspec.runtime import tensorflow as rt
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, TrainingError
+from archspec.training.augment import augment
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, TrainingError
 from archspec.training.data import Dataset
 from archspec.weights import Weights
 
@@ -66,31 +71,43 @@ class Optimizer(tf.Module):
     """SGD, SGD with momentum or Adam over a list of variables, in PyTorch's form.
     Its state (step count and slots) is variables, so a checkpoint holds it."""
 
-    def __init__(self, kind: str, lr: float, variables: list[tf.Variable]) -> None:
+    def __init__(self, setup: Setup, variables: list[tf.Variable]) -> None:
         super().__init__(name="optimizer")
-        self.kind, self.lr = kind, lr
+        self.kind, self.lr, self.setup = setup.optimizer, setup.lr, setup
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
-        slots = {"sgd": (), "momentum": ("momentum",), "adam": ("m", "v")}[kind]
+        slots = {"sgd": (), "momentum": ("momentum",), "adam": ("m", "v")}[self.kind]
         self.slots = {s: [tf.Variable(tf.zeros_like(v), trainable=False, name=s) for v in variables] for s in slots}
+
+    def rate(self, t: tf.Tensor) -> tf.Tensor:
+        """The learning rate of step ``t`` (1-based, float64)."""
+        e, setup = t - 1, self.setup
+        if setup.schedule == "step":
+            return setup.lr * tf.pow(tf.constant(STEP_GAMMA, tf.float64), tf.math.floordiv(e, setup.period))
+        if setup.schedule == "cosine":
+            return setup.lr * (1 + tf.cos(np.pi * e / setup.iters)) / 2
+        return tf.constant(setup.lr, tf.float64)
 
     def apply(self, grads: list[tf.Tensor | None], variables: list[tf.Variable]) -> None:
         self.steps.assign_add(1)
         t = tf.cast(self.steps, tf.float64)
+        lr = self.rate(t)
         b1, b2 = ADAM_BETAS
         for i, (g, w) in enumerate(zip(grads, variables)):
             if g is None:  # a variable the loss does not reach (PyTorch skips it too)
                 continue
+            if self.setup.weight_decay:
+                g = g + tf.cast(self.setup.weight_decay, w.dtype) * w
             if self.kind == "sgd":
-                w.assign_sub(self.lr * g)
+                w.assign_sub(tf.cast(lr, w.dtype) * g)
             elif self.kind == "momentum":
                 v = self.slots["momentum"][i]
                 v.assign(MOMENTUM * v + g)
-                w.assign_sub(self.lr * v)
+                w.assign_sub(tf.cast(lr, w.dtype) * v)
             else:
                 m, v = self.slots["m"][i], self.slots["v"][i]
                 m.assign(b1 * m + (1 - b1) * g)
                 v.assign(b2 * v + (1 - b2) * tf.square(g))
-                step_size = tf.cast(self.lr / (1 - b1**t), w.dtype)
+                step_size = tf.cast(lr / (1 - b1**t), w.dtype)
                 correction = tf.cast(tf.sqrt(1 - b2**t), w.dtype)
                 w.assign_sub(step_size * m / (tf.sqrt(v) / correction + ADAM_EPS))
 
@@ -108,7 +125,7 @@ class Trainer:
             kwargs["logits"] = True
         self.model: tf.Module = getattr(module, class_name)(**kwargs)
         self.variables = list(self.model.trainable_variables)
-        self.optimizer = Optimizer(setup.optimizer, setup.lr, self.variables)
+        self.optimizer = Optimizer(setup, self.variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self._step = tf.function(self._step_graph)
 
@@ -137,11 +154,12 @@ class Trainer:
         """The batches of steps ``start + 1 .. stop``: channels-last images and labels."""
         shape = (batch_size, *data.shape[1:], data.shape[0])  # channels last
 
-        def load(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return channels_last(data.batch(indices)), data.labels[indices]
+        def load(step: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = augment(data.batch(indices), self.setup.augment, self.setup.seed, int(step))
+            return channels_last(x), data.labels[indices]
 
-        def to_tensors(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            x, y = tf.numpy_function(load, [indices], (tf.float32, tf.int64), stateful=False)
+        def to_tensors(step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            x, y = tf.numpy_function(load, [step, indices], (tf.float32, tf.int64), stateful=False)
             return tf.ensure_shape(x, shape), tf.ensure_shape(y, (batch_size,))
 
         n = len(data)
@@ -151,6 +169,7 @@ class Trainer:
             .batch(batch_size, drop_remainder=True)
             .repeat()
             .take(stop - start)
+            .enumerate(start + 1)  # each batch's optimizer step, for the augmentation's seed
             .map(to_tensors)
             .prefetch(1)
         )
