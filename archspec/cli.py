@@ -571,23 +571,67 @@ def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tu
         raise click.BadParameter(str(exc)) from None
 
 
+class _Values(click.ParamType):
+    """A comma-separated list of values of one grid axis (archspec.training.grid.AXES)."""
+
+    name = "values"
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def convert(self, value, param, ctx) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        from archspec.training.grid import parse_values
+
+        try:
+            return parse_values(self.field, str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @main.command(name="train")
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--target", "-t", type=click.Choice(list(EMITTERS)), help="Framework to train in.")
 @click.option("--data", metavar="DIR|NAME", help="Training images (DIR/<class>/*.jpg) or a built-in set. [digits]")
 @click.option("--test-data", metavar="DIR", help="Test images in the same layout. [a held-out fifth of --data]")
-@click.option("--lr", type=float, default=0.003, show_default=True, help="Learning rate.")
-@click.option("--iters", type=int, default=300, show_default=True, help="Optimizer steps.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per step.")
 @click.option(
-    "--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="adam", show_default=True, help="Optimizer."
+    "--lr", type=_Values("lr"), metavar="X[,X...]", default="0.003", show_default=True, help="Learning rate(s)."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and the shuffling.")
+@click.option(
+    "--iters", type=_Values("iters"), metavar="X[,X...]", default="300", show_default=True, help="Optimizer steps."
+)
+@click.option(
+    "--batch-size",
+    type=_Values("batch_size"),
+    metavar="X[,X...]",
+    default="32",
+    show_default=True,
+    help="Images per step.",
+)
+@click.option(
+    "--optimizer",
+    type=_Values("optimizer"),
+    metavar="X[,X...]",
+    default="adam",
+    show_default=True,
+    help="Optimizer(s): sgd, momentum or adam.",
+)
+@click.option(
+    "--seed",
+    type=_Values("seed"),
+    metavar="X[,X...]",
+    default="0",
+    show_default=True,
+    help="Seed(s) of the initial weights and shuffling.",
+)
 @set_option
 @input_option
 @click.option("--threads", type=int, help="CPU threads for the framework. [its default]")
 @click.option("--eval-every", type=int, help="Steps between test evaluations and checkpoints. [iters / 20]")
-@click.option("-o", "--out", metavar="RUN_DIR", help="Run directory. [runs/<spec>-<target>-<time>]")
+@click.option(
+    "-o", "--out", metavar="RUN_DIR", help="Run directory, or a grid's folder of them. [runs/<spec>-<target>-<time>]"
+)
 @click.option(
     "--resume",
     metavar="RUN_DIR",
@@ -604,17 +648,20 @@ def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tu
 )
 @click.option(
     "--schedule",
+    type=_Values("schedule"),
+    metavar="X[,X...]",
     default="constant",
     show_default=True,
-    help="Learning-rate schedule: constant, step (x0.1 every --step-size) or cosine (to 0 at --iters).",
+    help="Learning-rate schedule(s): constant, step (x0.1 every --step-size) or cosine (to 0 at --iters).",
 )
 @click.option("--step-size", type=int, help="--schedule step: steps between two x0.1. [iters // 3]")
 @click.option(
     "--weight-decay",
-    type=float,
-    default=0.0,
+    type=_Values("weight_decay"),
+    metavar="X[,X...]",
+    default="0",
     show_default=True,
-    help="Weight decay: L2 added to every parameter's gradient (torch.optim's).",
+    help="Weight decay(s): L2 added to every parameter's gradient (torch.optim's).",
 )
 @click.option(
     "--patience",
@@ -633,12 +680,24 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     """Train SPEC's generated model in one framework and write a run directory:
     weights.npz (every framework loads it), the framework's own checkpoint,
     metrics.csv, curves.png and run.json. Ctrl-C stops after the current step
-    and keeps a checkpoint that --resume continues."""
+    and keeps a checkpoint that --resume continues.
+
+    Lists (--lr 0.001,0.01 --iters 100,300) train every combination: one run
+    directory per point under --out, then a summary; exit 1 if a point failed."""
+    from archspec.training.grid import AXES, flag
     from archspec.training.run import Options, train
 
     if resume is None and (spec is None or target is None):
         raise click.UsageError("give a SPEC and --target (or --resume RUN_DIR)")
-    options = Options(spec=spec or "", target=target or "", sets=sets, input=input_shape, **kw)
+    axes = {k: kw.pop(k) for k in AXES if k in kw}
+    lists = [flag(k) for k, values in axes.items() if len(values) > 1]
+    if resume is not None and lists:
+        raise click.UsageError(f"--resume continues one run: give one value for {', '.join(lists)}")
+    first = {k: values[0] for k, values in axes.items()}
+    options = Options(spec=spec or "", target=target or "", sets=sets, input=input_shape, **kw, **first)
+    if lists:
+        _train_grid(options, axes)
+        return
     try:
         if resume is not None:
             from archspec.training.run import read_run
@@ -672,6 +731,26 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     if result.status == "stopped early":
         click.echo(result.message)
     click.echo(f"test it: archspec test {info['spec']} --target {info['target']} --weights {result.run_dir}")
+
+
+def _train_grid(options, axes: dict[str, tuple]) -> None:
+    """A grid of runs: a line per point, a summary; exit 1 if a point failed, 130 on Ctrl-C."""
+    from archspec.training.grid import format_summary, run_grid
+
+    try:
+        results = run_grid(options, axes, options.out, echo=click.echo, warn=_warn)
+    except SpecError as err:
+        _report(err)
+        raise Failed() from None
+    except _training_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    click.echo("")
+    click.echo(format_summary(results), nl=False)
+    if any(r.status == "interrupted" for r in results):
+        raise click.exceptions.Exit(130)
+    if any(r.failed for r in results):
+        raise Failed()
 
 
 @main.command(name="test")
@@ -713,6 +792,32 @@ def test_command(spec: str, target: str, weights_path: Path, data: str | None, a
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_test(report), nl=as_json)
+
+
+@main.command(name="report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.md, accuracy.png, loss.png and time_size.png here. [print the table only]",
+)
+def report_command(runs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare runs of archspec train: each of RUNS is a run directory or a folder
+    of them (a grid). Prints a Markdown table (spec, target, options, training
+    time, parameters, model size, final accuracies, status) and the commands
+    that made the runs; with -o also writes it with plots of the test accuracy
+    and loss against steps and bar charts of time and size."""
+    from archspec.training.report import FILES, report
+
+    try:
+        text = report(list(runs), out)
+    except _training_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    click.echo(text, nl=False)
+    if out is not None:
+        click.echo(f"report written to {out}: {', '.join(FILES)}")
 
 
 # ----------------------------------------------------------------------------

@@ -104,9 +104,15 @@ CASES = [
     (2, ["train", "specs/lenet.yaml"]),  # no --target
     (2, ["train", "specs/lenet.yaml", "-t", "caffe"]),
     (2, ["train", "specs/lenet.yaml", "-t", "pytorch", "--input", "3x0x32"]),
+    (1, ["train", "specs/lenet.yaml", "-t", "pytorch", "--lr", "0.01,0", "--iters", "1"]),  # a grid's value
+    (2, ["train", "specs/lenet.yaml", "-t", "pytorch", "--lr", "0.01,,0.1"]),
     (0, ["test", "--help"]),
     (1, ["test", "specs/lenet.yaml", "-t", "pytorch", "--weights", "nowhere.npz"]),
     (2, ["test", "specs/lenet.yaml", "-t", "pytorch"]),  # no --weights
+    # report (real reports: tests/test_grid_report.py)
+    (0, ["report", "--help"]),
+    (1, ["report", "nowhere"]),
+    (2, ["report"]),
     # weights (real exports: tests/test_export_native.py)
     (0, ["weights", "--help"]),
     (1, ["weights", "export", "nowhere.npz", "--spec", "specs/lenet.yaml", "-t", "pytorch", "-o", "x.pt"]),
