@@ -669,6 +669,19 @@ class _Values(click.ParamType):
     help="Stop after this many evaluations without a better test loss; keep the best weights. [never]",
 )
 @click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Data-parallel processes (replicas); --batch-size is the global batch (docs/distributed.md).",
+)
+@click.option("--sync-bn", is_flag=True, help="Batch norm over the global batch, where the engine offers it.")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="This process is one worker of a job started by torchrun, mpirun or TF_CONFIG (several machines).",
+)
+@click.option(
     "--list-data",
     is_flag=True,
     expose_value=False,
@@ -695,6 +708,7 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
         raise click.UsageError(f"--resume continues one run: give one value for {', '.join(lists)}")
     first = {k: values[0] for k, values in axes.items()}
     options = Options(spec=spec or "", target=target or "", sets=sets, input=input_shape, **kw, **first)
+    _launch(options, resume, grid=bool(lists))
     if lists:
         _train_grid(options, axes)
         return
@@ -713,6 +727,8 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     except _training_errors() as exc:
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
+    if not result.main:  # rank 0 reports
+        return
     info = result.summary
     if result.status == "diverged":
         click.echo(f"error: {result.message}", err=True)
@@ -731,6 +747,31 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     if result.status == "stopped early":
         click.echo(result.message)
     click.echo(f"test it: archspec test {info['spec']} --target {info['target']} --weights {result.run_dir}")
+
+
+def _launch(options, resume: Path | None, grid: bool) -> None:
+    """--nproc N in PyTorch or Chainer: this command again in N processes under
+    torchrun or mpirun (archspec.training.distributed.launch); exits with rank 0's status."""
+    import sys
+
+    from archspec.training.distributed import LAUNCHERS, launch
+    from archspec.training.run import read_run
+
+    try:
+        target = options.target or read_run(resume)["target"]
+        if grid and (options.distributed or (target in LAUNCHERS and options.nproc > 1)):
+            raise click.UsageError(
+                f"a grid runs in one process: give one value per option with --nproc in {target}, "
+                "or train the grid's points one by one"
+            )
+        if resume is None:
+            options.check()
+        code = launch(target, options.nproc, options.distributed, sys.argv[1:])
+    except _training_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    if code is not None:
+        raise click.exceptions.Exit(code)
 
 
 def _train_grid(options, axes: dict[str, tuple]) -> None:

@@ -145,6 +145,7 @@ class Trainer:
         if setup.logits:
             kwargs["logits"] = True
         self.model: chainer.Chain = getattr(module, class_name)(**kwargs)
+        self.model = setup.world.wrap_model(self.model)  # --sync-bn: MultiNodeBatchNormalization links
         self.optimizer = optimizer_for(setup.optimizer, setup.lr)
         self.optimizer.setup(self.model)
         if setup.optimizer == "adam":
@@ -153,6 +154,7 @@ class Trainer:
             self.optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(setup.weight_decay))
         if setup.schedule != "constant":
             self.optimizer.add_hook(Schedule(setup))
+        self.optimizer = setup.world.wrap_optimizer(self.optimizer)  # --nproc: ChainerMN's multi-node optimizer
         self.reporter = chainer.Reporter()
 
     def _loss(self, x: np.ndarray, y: np.ndarray) -> chainer.Variable:
@@ -174,18 +176,22 @@ class Trainer:
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         order = chainer.iterators.ShuffleOrderSampler(np.random.RandomState(self.setup.seed + start))
-        iterator = chainer.iterators.SerialIterator(Samples(data), batch_size, order_sampler=order)
+        world = self.setup.world  # --nproc: each process iterates over its scattered part of the data
+        iterator = chainer.iterators.SerialIterator(
+            world.wrap_data(Samples(data)), world.local_batch(batch_size), order_sampler=order
+        )
         converter = Augmented(self.setup.augment, self.setup.seed, start)
         updater = chainer.training.updaters.StandardUpdater(
             iterator, self.optimizer, converter=converter, loss_func=self._loss
         )
         for step in range(start + 1, stop + 1):
             loss, correct = self._step(updater.update)
-            monitor.step(step, loss, correct, batch_size)
+            monitor.step(step, loss, correct, world.local_batch(batch_size))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One step; the batch is cast to the model's dtype (float32 unless it was
         built under ``chainer.using_config("dtype", ...)``)."""
+        x, y = self.setup.world.shard(x, y)  # with --nproc: this process's share of the global batch
         x = np.ascontiguousarray(x, next(self.model.params()).dtype)
         y = np.asarray(y, np.int64)
         return self._step(lambda: self.optimizer.update(self._loss, x, y))[0]

@@ -44,12 +44,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from archspec.training.data import Dataset
 from archspec.weights import Weights
+
+if TYPE_CHECKING:
+    from archspec.training.distributed import World
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 MOMENTUM = 0.9
@@ -98,6 +101,12 @@ class StoppedEarly(Stop):
     """--patience evaluations in a row without a better test loss."""
 
 
+def _one_process() -> World:
+    from archspec.training.distributed import World
+
+    return World()
+
+
 @dataclass(frozen=True)
 class Setup:
     """How a trainer builds its model and optimizer."""
@@ -116,6 +125,7 @@ class Setup:
     iters: int = 1  # the run's optimizer steps: cosine's T_max, and step's default step size is iters // 3
     step_size: int | None = None  # --schedule step: steps between two multiplications by STEP_GAMMA
     augment: tuple[str, ...] = ()  # archspec.training.augment's names, applied to training batches
+    world: World = field(default_factory=_one_process)  # the processes of a data-parallel run
 
     @property
     def loss_weights(self) -> list[float]:
@@ -290,6 +300,7 @@ class Monitor:
         lr_at: Callable[[int], float] | None = None,
         patience: int | None = None,
         keep_best: Callable[[int], None] | None = None,
+        world: World | None = None,
     ) -> None:
         self.trainer, self.test, self.lr = trainer, test, lr
         self.start, self.stop, self.eval_every = start, stop, eval_every
@@ -307,6 +318,7 @@ class Monitor:
         best = best_row(metrics.rows)  # a resumed run carries on from its metrics
         self.best_loss = math.inf if best is None else float(best["test_loss"])
         self.stalled = stalled(metrics.rows)
+        self.world = world or _one_process()  # rank 0 records and evaluates; every rank stops at the same step
 
     @property
     def seconds(self) -> float:
@@ -339,36 +351,43 @@ class Monitor:
 
     def step(self, step: int, loss: float, correct: int, n: int) -> None:
         """Record the optimizer step ``step`` (its loss, and how many of its ``n``
-        samples the main output classified right)."""
+        samples the main output classified right). With several processes, the
+        figures become the global batch's and every process stops at the same step."""
+        loss, correct, n = self.world.gather(loss, correct, n)
         if not math.isfinite(loss):
             raise Diverged(
                 step,
                 f"the loss became {loss} at step {step}; lower the learning rate (--lr {self.lr:g} now)",
             )
         self.last = step
-        self._window.append((loss, correct, n))
-        if self._bar is not None:
-            self._bar.update(1)
-            loss_avg, acc = self._averages()
-            self._bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc:.3f}", refresh=False)
-        if step % self.eval_every == 0 or step == self.stop:
-            self.log()
-            if self.patience is not None and self.stalled >= self.patience:
-                raise StoppedEarly(
-                    step,
-                    f"stopped early at step {step}: no better test loss in {self.stalled} evaluations "
-                    f"(--patience {self.patience})",
-                )
-        if self.interrupted:
-            raise Interrupted(step, f"interrupted at step {step}")
+        stop: Stop | None = None
+        if self.world.main:
+            self._window.append((loss, correct, n))
+            if self._bar is not None:
+                self._bar.update(1)
+                loss_avg, acc = self._averages()
+                self._bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc:.3f}", refresh=False)
+            if step % self.eval_every == 0 or step == self.stop:
+                self.log()
+                if self.patience is not None and self.stalled >= self.patience:
+                    stop = StoppedEarly(
+                        step,
+                        f"stopped early at step {step}: no better test loss in {self.stalled} evaluations "
+                        f"(--patience {self.patience})",
+                    )
+        if stop is None and self.interrupted:
+            stop = Interrupted(step, f"interrupted at step {step}")
+        stop = self.world.agree(step, stop)
+        if stop is not None:
+            raise stop
 
     def _averages(self) -> tuple[float, float]:
         losses, correct, n = zip(*self._window)
         return float(np.mean(losses)), sum(correct) / max(sum(n), 1)
 
     def log(self) -> None:
-        """A row of metrics (test figures included) and a checkpoint."""
-        if self.last == self.saved:
+        """A row of metrics (test figures included) and a checkpoint (rank 0's)."""
+        if self.last == self.saved or not self.world.main:
             return
         row: dict[str, float | int | str] = {"step": self.last}
         if self._window:

@@ -212,6 +212,7 @@ class Trainer:
             for layer in self.model.layers:
                 if isinstance(layer, keras.layers.Dropout):  # spatial dropouts too
                     layer.rate = 0.0
+        setup.world.wrap_model(self.model)  # --sync-bn: BatchNormalization(synchronized=True)
         self.norms = UnbiasedMovingVariance(self.model)
         self.several = isinstance(self.model.output, list | tuple)
         n = len(self.model.outputs)
@@ -233,13 +234,17 @@ class Trainer:
         names, seed = self.setup.augment, self.setup.seed
         transform = (lambda x, i: augment(x, names, seed, start + i + 1)) if names else None
         batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets, transform)
+        if self.setup.world.custom_loop:  # MultiWorkerMirroredStrategy, where fit fails (keras issue 20585)
+            return self.setup.world.keras_loop(self).fit(batches, start, monitor)
         # shuffle=False: Keras would shuffle the order of the batches, which Batches already fixes
-        self.norms.batch_size = batch_size
+        self.norms.batch_size = self.setup.world.norm_batch(batch_size)  # with --nproc, each replica's images
         callbacks = [self.norms, Report(monitor, start, batch_size)]  # the correction first: Report may checkpoint
         self.model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x = channels_last(np.asarray(x, np.float32))
+        if self.setup.world.custom_loop:
+            return self.setup.world.keras_loop(self).step(x, y)[0]
         self.norms.on_train_batch_begin(0)
         logs = self.model.train_on_batch(x, self._targets(np.asarray(y, np.int64)), return_dict=True)
         self.norms.correct(len(x))
@@ -288,4 +293,5 @@ class Trainer:
     def _built(self) -> None:
         """Create the optimizer's variables (Keras does at the first step) so that they can be saved or set."""
         if not self.optimizer.built:
-            self.optimizer.build(self.model.trainable_variables)
+            with self.setup.world.scope():  # with --nproc, as mirrored variables
+                self.optimizer.build(self.model.trainable_variables)

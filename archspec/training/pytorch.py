@@ -89,13 +89,14 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.p = 0.0
+        self.net = setup.world.wrap_model(self.model)  # DistributedDataParallel with --nproc
         self.optimizer = optimizer_for(setup.optimizer, self.model.parameters(), setup.lr, setup.weight_decay)
         self.scheduler = scheduler_for(setup, self.optimizer)
         self.criterion = nn.CrossEntropyLoss()
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training loss (auxiliary outputs weighted in) and the main logits."""
-        out = self.model(x)
+        out = self.net(x)
         outs = out if isinstance(out, tuple | list) else (out,)
         loss = sum(w * self.criterion(o, y) for w, o in zip(self.setup.loss_weights, outs) if o is not None)
         return loss, outs[0]
@@ -124,6 +125,7 @@ class Trainer:
         loader = DataLoader(
             Samples(data), batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
         )
+        loader = self.setup.world.wrap_data(loader)  # with --nproc: a DistributedSampler, batch_size / nproc
         step = start
         while step < stop:
             for x, y in loader:
@@ -134,6 +136,7 @@ class Trainer:
                     return
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        x, y = self.setup.world.shard(x, y)  # with --nproc: this process's share of the global batch
         return self._step(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))[0]
 
     def predict(self, x: np.ndarray) -> np.ndarray:

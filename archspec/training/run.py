@@ -89,6 +89,9 @@ class Options:
     step_size: int | None = None  # --schedule step: default iters // 3
     weight_decay: float = 0.0
     patience: int | None = None  # evaluations without a better test loss before stopping; None: never
+    nproc: int = 1  # data-parallel replicas (archspec.training.distributed); batch_size is the global batch
+    sync_bn: bool = False  # batch norm over the global batch, where the engine offers it
+    distributed: bool = False  # this process is one worker of a launcher's job (torchrun, mpirun, TF_CONFIG)
 
     def check(self) -> None:
         """Refuse values out of range, with what is allowed."""
@@ -110,6 +113,9 @@ class Options:
         if self.threads is not None and self.threads < 1:
             raise TrainingError(f"--threads {self.threads} is out of range: give 1 or more")
         self._check_training_options()
+        from archspec.training import distributed  # here: the launchers run it as a script (python -m)
+
+        distributed.check(self.target, self.nproc, self.batch_size, self.sync_bn)
 
     def _check_training_options(self) -> None:
         try:
@@ -142,6 +148,7 @@ class Result:
     step: int
     message: str = ""
     summary: dict = field(default_factory=dict)
+    main: bool = True  # False: another process (rank 0) wrote the run and reports it
 
 
 # ----------------------------------------------------------------------------
@@ -268,13 +275,31 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         saved["sets"] = tuple(saved.get("sets") or ())
         saved["input"] = tuple(saved["input"]) if saved.get("input") else None
         saved["augment"] = tuple(saved.get("augment") or ())
-        options = replace(Options(**saved), iters=options.iters, quiet=options.quiet, threads=options.threads)
+        options = replace(
+            Options(**saved),
+            iters=options.iters,
+            quiet=options.quiet,
+            threads=options.threads,
+            nproc=options.nproc,  # the global batch stays the run's, so the steps mean the same
+            distributed=options.distributed,
+        )
         start = int(info["step"])
         if start >= options.iters:
             raise TrainingError(
                 f"{resume} has already taken {start} steps; give --iters above {start} to train it further"
             )
     options.check()
+    from archspec.training import distributed
+
+    world = distributed.world(
+        options.target,
+        options.nproc,
+        options.distributed,
+        options.sync_bn,
+        options.batch_size,
+        options.seed,
+        options.threads,
+    )
     sets = parse_sets(options.sets)
     compiled = compile_for(options.spec, sets, options.input)
     default_classes, outputs = classifier(compiled)
@@ -286,11 +311,13 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         compiled = compile_for(options.spec, sets, options.input)
     batch_size = options.batch_size
     if batch_size > len(train_data):
-        batch_size = len(train_data)
+        batch_size = len(train_data) - len(train_data) % world.size
         echo(f"note: --batch-size {options.batch_size} is more than the {batch_size} training images; using all")
 
-    run_dir = resume if resume is not None else new_run_dir(options, compiled.graph.name)
-    module = generate(compiled, options.target, run_dir)
+    run_dir = resume if resume is not None or not world.main else new_run_dir(options, compiled.graph.name)
+    # rank 0 alone writes the run; the others' code stays in a scratch folder while they train (AutoGraph reads it)
+    scratch = None if world.main else tempfile.TemporaryDirectory(prefix="archspec-rank-")
+    module = generate(compiled, options.target, run_dir if scratch is None else Path(scratch.name))
     setup = Setup(
         num_classes=num_classes,
         logits=has_logits_switch(compiled.graph),
@@ -305,8 +332,10 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         iters=options.iters,
         step_size=options.step_size,
         augment=options.augment,
+        world=world,
     )
-    trainer = trainer_for(options.target, module, compiled, setup)
+    with world.scope():
+        trainer = trainer_for(options.target, module, compiled, setup)
     metrics, start, seconds = Metrics(), 0, 0.0
     if resume is not None:
         trainer.load(W.load(run_dir / "weights.npz", compiled))
@@ -336,6 +365,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             "seconds": round(seconds, 3),
             "versions": versions(options.target),
             "files": {"code": f"{compiled.graph.name}_{options.target}.py", "native": trainer.native},
+            "distributed": world.describe(),
             **training_options(options, setup, compiled.graph.input_shape, metrics),
         }
 
@@ -362,8 +392,9 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         lr_at=setup.lr_at,
         patience=options.patience,
         keep_best=keep_best if options.patience is not None else None,
+        world=world,
     )
-    if resume is None:
+    if resume is None and world.main:
         checkpoint(0)  # a run directory is a run directory from the start
     status, message, step = "done", "", options.iters
     with monitor.running():
@@ -385,6 +416,9 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             raise TrainingError(stop.reason) from None
         else:
             monitor.log()
+    if scratch is not None:  # the run's files, figures and messages are rank 0's
+        scratch.cleanup()
+        return Result(run_dir, status, step, message, main=False)
     seconds = monitor.seconds
     info = describe(step, status, seconds)
     if status != "diverged":

@@ -130,7 +130,14 @@ class Trainer:
         self._step = tf.function(self._step_graph)
 
     def _step_graph(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One optimizer step: (loss before it, how many the main output classified right)."""
+        """One optimizer step: (loss before it, how many the main output classified right).
+        With --nproc the gradients are computed per replica and averaged (tf.distribute)."""
+        loss, grads, correct = self.setup.world.run(self._gradients, x, y)
+        self.optimizer.apply(grads, self.variables)
+        return loss, correct
+
+    def _gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor | None], tf.Tensor]:
+        """The loss of a batch, its gradients and how many the main output classified right."""
         with tf.GradientTape() as tape:
             out = self.model(x, training=True)
             outs = out if isinstance(out, tuple | list) else (out,)
@@ -141,9 +148,8 @@ class Trainer:
                     if o is not None
                 ]
             )
-        self.optimizer.apply(tape.gradient(loss, self.variables), self.variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(outs[0], axis=1), y), tf.int32))
-        return loss, correct
+        return loss, tape.gradient(loss, self.variables), correct
 
     def _run_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[float, int]:
         with contextlib.nullcontext() if self.setup.dropout else dropout_off():
@@ -175,13 +181,14 @@ class Trainer:
         )
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
-        for step, (x, y) in enumerate(self.batches(data, batch_size, start, stop), start + 1):
+        batches = self.setup.world.wrap_data(self.batches(data, batch_size, start, stop))  # per replica with --nproc
+        for step, (x, y) in enumerate(batches, start + 1):
             loss, correct = self._run_step(x, y)
             monitor.step(step, loss, correct, batch_size)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x = tf.constant(channels_last(np.asarray(x, np.float32)))
-        return self._run_step(x, tf.constant(np.asarray(y, np.int64)))[0]
+        return self._run_step(*self.setup.world.shard(x, tf.constant(np.asarray(y, np.int64))))[0]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return rt.run(self.model, x)[0]
@@ -194,7 +201,7 @@ class Trainer:
 
     def save(self, run_dir: Path) -> None:
         manager = tf.train.CheckpointManager(self.checkpoint, str(Path(run_dir) / self.native), max_to_keep=1)
-        manager.save(checkpoint_number=int(self.optimizer.steps))
+        manager.save(checkpoint_number=int(self.optimizer.steps.numpy()))
 
     def restore(self, run_dir: Path) -> None:
         folder = Path(run_dir) / self.native
