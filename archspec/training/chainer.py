@@ -41,9 +41,8 @@ import numpy as np
 
 from archspec.runtime import chainer as rt
 from archspec.training.augment import augment
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, Setup, TrainingError, atomic
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, RuntimeModel, Setup, TrainingError, atomic
 from archspec.training.data import Dataset
-from archspec.weights import Weights
 
 chainer = rt._chainer()  # the numpy 2 shim before chainer's submodules
 import chainer.functions as F  # noqa: E402
@@ -130,8 +129,9 @@ def dropout_off() -> Iterator[None]:
         F.dropout = dropout
 
 
-class Trainer:
+class Trainer(RuntimeModel):
     target = TARGET
+    runtime = rt
     native = "model.npz"
 
     def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
@@ -141,10 +141,7 @@ class Trainer:
 
             threadpool_limits(setup.threads, user_api="blas")  # numpy's, for the rest of the process
         np.random.seed(setup.seed)  # Chainer's initializers draw from numpy's global RNG
-        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
-        if setup.logits:
-            kwargs["logits"] = True
-        self.model: chainer.Chain = getattr(module, class_name)(**kwargs)
+        self.model: chainer.Chain = setup.build(module, class_name)
         self.model = setup.world.wrap_model(self.model)  # --sync-bn: MultiNodeBatchNormalization links
         self.optimizer = optimizer_for(setup.optimizer, setup.lr)
         self.optimizer.setup(self.model)
@@ -195,15 +192,6 @@ class Trainer:
         x = np.ascontiguousarray(x, next(self.model.params()).dtype)
         y = np.asarray(y, np.int64)
         return self._step(lambda: self.optimizer.update(self._loss, x, y))[0]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return rt.run(self.model, x)[0]
-
-    def export(self) -> Weights:
-        return rt.export_weights(self.model)  # copies: the optimizer updates the model in place
-
-    def load(self, weights: Weights) -> None:
-        rt.load_weights(self.model, weights)
 
     def save(self, run_dir: Path) -> None:
         for name, obj in ((self.native, self.model), (OPTIMIZER_FILE, self.optimizer)):

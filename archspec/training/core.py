@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -127,6 +128,14 @@ class Setup:
     augment: tuple[str, ...] = ()  # archspec.training.augment's names, applied to training batches
     world: World = field(default_factory=_one_process)  # the processes of a data-parallel run
 
+    def build(self, module: ModuleType, class_name: str) -> Any:
+        """The generated network as every trainer builds it: ``num_classes``, and
+        ``logits=True`` where the network has the switch."""
+        kwargs = {"num_classes": self.num_classes, **self.kwargs}
+        if self.logits:
+            kwargs["logits"] = True
+        return getattr(module, class_name)(**kwargs)
+
     @property
     def loss_weights(self) -> list[float]:
         return [1.0] + [AUX_WEIGHT] * (self.outputs - 1)
@@ -139,6 +148,24 @@ class Setup:
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (1-based)."""
         return scheduled_lr(self.schedule, self.lr, step, self.iters, self.period)
+
+
+class RuntimeModel:
+    """Inference and weights of a trainer's model, through its target's runtime
+    module (``runtime``: archspec.runtime.<target>)."""
+
+    runtime: ModuleType
+    model: Any
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits of the main output for a channels-first batch, in inference mode."""
+        return self.runtime.run(self.model, x)[0]
+
+    def export(self) -> Weights:
+        return self.runtime.export_weights(self.model)
+
+    def load(self, weights: Weights) -> None:
+        self.runtime.load_weights(self.model, weights)
 
 
 class Trainer(Protocol):

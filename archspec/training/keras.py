@@ -48,9 +48,18 @@ import numpy as np
 from archspec.runtime import channels_last
 from archspec.runtime import keras as rt
 from archspec.training.augment import augment
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, TrainingError, atomic
+from archspec.training.core import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    MOMENTUM,
+    STEP_GAMMA,
+    Monitor,
+    RuntimeModel,
+    Setup,
+    TrainingError,
+    atomic,
+)
 from archspec.training.data import Dataset
-from archspec.weights import Weights
 
 TARGET = "keras"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -193,8 +202,9 @@ class UnbiasedMovingVariance(keras.callbacks.Callback):
                 layer.moving_variance.assign(v1 + (v1 - layer.momentum * v0) / (n - 1))
 
 
-class Trainer:
+class Trainer(RuntimeModel):
     target = TARGET
+    runtime = rt
     native = "model.weights.h5"
 
     def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
@@ -204,10 +214,7 @@ class Trainer:
 
             set_threads(setup.threads)
         keras.utils.set_random_seed(setup.seed)
-        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
-        if setup.logits:
-            kwargs["logits"] = True
-        self.model: keras.Model = getattr(module, class_name)(**kwargs)
+        self.model: keras.Model = setup.build(module, class_name)
         if not setup.dropout:
             for layer in self.model.layers:
                 if isinstance(layer, keras.layers.Dropout):  # spatial dropouts too
@@ -249,15 +256,6 @@ class Trainer:
         logs = self.model.train_on_batch(x, self._targets(np.asarray(y, np.int64)), return_dict=True)
         self.norms.correct(len(x))
         return float(logs["loss"])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return rt.run(self.model, x)[0]
-
-    def export(self) -> Weights:
-        return rt.export_weights(self.model)
-
-    def load(self, weights: Weights) -> None:
-        rt.load_weights(self.model, weights)
 
     def save(self, run_dir: Path) -> None:
         with atomic(run_dir / self.native) as tmp:

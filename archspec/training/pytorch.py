@@ -23,9 +23,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from archspec.runtime import pytorch as rt
 from archspec.training.augment import augment
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, atomic
+from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, RuntimeModel, Setup, atomic
 from archspec.training.data import Dataset
-from archspec.weights import Weights
 
 TARGET = "pytorch"
 
@@ -72,8 +71,9 @@ def scheduler_for(setup: Setup, optimizer: torch.optim.Optimizer) -> torch.optim
     return None
 
 
-class Trainer:
+class Trainer(RuntimeModel):
     target = TARGET
+    runtime = rt
     native = "model.pt"
 
     def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
@@ -81,10 +81,7 @@ class Trainer:
         if setup.threads:
             torch.set_num_threads(setup.threads)
         torch.manual_seed(setup.seed)
-        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
-        if setup.logits:
-            kwargs["logits"] = True
-        self.model: nn.Module = getattr(module, class_name)(**kwargs)
+        self.model: nn.Module = setup.build(module, class_name)
         if not setup.dropout:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -138,15 +135,6 @@ class Trainer:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x, y = self.setup.world.shard(x, y)  # with --nproc: this process's share of the global batch
         return self._step(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))[0]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return rt.run(self.model, x)[0]
-
-    def export(self) -> Weights:
-        return rt.export_weights(self.model)
-
-    def load(self, weights: Weights) -> None:
-        rt.load_weights(self.model, weights)
 
     def save(self, run_dir: Path) -> None:
         with atomic(run_dir / self.native) as tmp:

@@ -37,9 +37,17 @@ import tensorflow as tf
 from archspec.runtime import channels_last
 from archspec.runtime import tensorflow as rt
 from archspec.training.augment import augment
-from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, Setup, TrainingError
+from archspec.training.core import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    MOMENTUM,
+    STEP_GAMMA,
+    Monitor,
+    RuntimeModel,
+    Setup,
+    TrainingError,
+)
 from archspec.training.data import Dataset
-from archspec.weights import Weights
 
 TARGET = "tensorflow"
 
@@ -112,18 +120,16 @@ class Optimizer(tf.Module):
                 w.assign_sub(step_size * m / (tf.sqrt(v) / correction + ADAM_EPS))
 
 
-class Trainer:
+class Trainer(RuntimeModel):
     target = TARGET
+    runtime = rt
     native = "checkpoint"
 
     def __init__(self, module: ModuleType, class_name: str, setup: Setup) -> None:
         self.setup = setup
         set_threads(setup.threads)
         tf.random.set_seed(setup.seed)
-        kwargs = {"num_classes": setup.num_classes, **setup.kwargs}
-        if setup.logits:
-            kwargs["logits"] = True
-        self.model: tf.Module = getattr(module, class_name)(**kwargs)
+        self.model: tf.Module = setup.build(module, class_name)
         self.variables = list(self.model.trainable_variables)
         self.optimizer = Optimizer(setup, self.variables)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
@@ -189,15 +195,6 @@ class Trainer:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x = tf.constant(channels_last(np.asarray(x, np.float32)))
         return self._run_step(*self.setup.world.shard(x, tf.constant(np.asarray(y, np.int64))))[0]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return rt.run(self.model, x)[0]
-
-    def export(self) -> Weights:
-        return rt.export_weights(self.model)
-
-    def load(self, weights: Weights) -> None:
-        rt.load_weights(self.model, weights)
 
     def save(self, run_dir: Path) -> None:
         manager = tf.train.CheckpointManager(self.checkpoint, str(Path(run_dir) / self.native), max_to_keep=1)
