@@ -342,9 +342,6 @@ class Monitor:
         self.quiet = quiet
         self.lr_at = lr_at  # the lr of a step, for metrics.csv (default: the constant lr)
         self.patience, self.keep_best = patience, keep_best  # early stopping; the best checkpoint's writer
-        best = best_row(metrics.rows)  # a resumed run carries on from its metrics
-        self.best_loss = math.inf if best is None else float(best["test_loss"])
-        self.stalled = stalled(metrics.rows)
         self.world = world or _one_process()  # rank 0 records and evaluates; every rank stops at the same step
 
     @property
@@ -396,10 +393,11 @@ class Monitor:
                 self._bar.set_postfix(loss=f"{loss_avg:.4f}", acc=f"{acc:.3f}", refresh=False)
             if step % self.eval_every == 0 or step == self.stop:
                 self.log()
-                if self.patience is not None and self.stalled >= self.patience:
+                waited = stalled(self.metrics.rows)  # a resumed run carries on from its metrics
+                if self.patience is not None and waited >= self.patience:
                     stop = StoppedEarly(
                         step,
-                        f"stopped early at step {step}: no better test loss in {self.stalled} evaluations "
+                        f"stopped early at step {step}: no better test loss in {waited} evaluations "
                         f"(--patience {self.patience})",
                     )
         if stop is None and self.interrupted:
@@ -424,12 +422,8 @@ class Monitor:
         row["lr"] = self.lr_at(self.last) if self.lr_at else self.lr
         row["seconds"] = round(self.seconds, 3)
         self.metrics.rows.append(row)
-        if row["test_loss"] < self.best_loss:
-            self.best_loss, self.stalled = row["test_loss"], 0
-            if self.keep_best is not None:
-                self.keep_best(self.last)
-        else:
-            self.stalled += 1
+        if self.keep_best is not None and best_row(self.metrics.rows) is row:
+            self.keep_best(self.last)
         self.checkpoint(self.last)
         self.saved = self.last
         if self._bar is not None and not self.quiet:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from archspec.pipeline import compile_spec
 from archspec.training.core import TrainingError, write_json, write_text
-from archspec.training.run import RUN_FILE, Options, classifier, compile_for, parse_sets, train
+from archspec.training.run import RUN_FILE, Options, classifier, parse_sets, train
 
 MAX_POINTS = 100
 
@@ -165,7 +166,7 @@ def run_grid(
     the grid. ``echo`` gets a line per point, ``warn`` the runs' own notes.
     Raises TrainingError or SpecError before any run when the grid cannot start."""
     points = plan(base, axes)
-    compiled = compile_for(base.spec, parse_sets(base.sets), base.input)  # a bad spec stops the grid here
+    compiled = compile_spec(base.spec, parse_sets(base.sets), input_shape=base.input)  # a bad spec stops the grid here
     classifier(compiled)
     root = grid_dir(out, compiled.graph.name, base.target)
     echo(f"grid of {len(points)} runs of {compiled.graph.name} in {base.target}, in {root}")

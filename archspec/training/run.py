@@ -164,11 +164,6 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
         raise TrainingError(str(exc)) from None
 
 
-def compile_for(spec: str, sets: dict[str, str], input_shape: tuple[int, ...] | None) -> Compiled:
-    """Compile the spec (SpecError propagates: the CLI prints its diagnostics)."""
-    return compile_spec(spec, sets, input_shape=input_shape)
-
-
 def classifier(compiled: Compiled) -> tuple[int, int]:
     """(spec default of num_classes, number of outputs); refuse what is not a classifier."""
     graph = compiled.graph
@@ -301,18 +296,21 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         options.threads,
     )
     sets = parse_sets(options.sets)
-    compiled = compile_for(options.spec, sets, options.input)
+    compiled = compile_spec(options.spec, sets, input_shape=options.input)
     default_classes, outputs = classifier(compiled)
     train_data, test_data = D.split_pair(options.data, options.test_data, compiled.graph.input_shape, warn=echo)
     set_classes = int(sets["num_classes"]) if "num_classes" in sets else None
     num_classes = D.check_num_classes(train_data, set_classes, default_classes)
     if num_classes != default_classes:
         sets = {**sets, "num_classes": str(num_classes)}
-        compiled = compile_for(options.spec, sets, options.input)
+        compiled = compile_spec(options.spec, sets, input_shape=options.input)
     batch_size = options.batch_size
     if batch_size > len(train_data):
         batch_size = len(train_data) - len(train_data) % world.size
-        echo(f"note: --batch-size {options.batch_size} is more than the {batch_size} training images; using all")
+        echo(
+            f"note: --batch-size {options.batch_size} is more than the {len(train_data)} training images; "
+            f"using {batch_size}"
+        )
 
     run_dir = resume if resume is not None or not world.main else new_run_dir(options, compiled.graph.name)
     # rank 0 alone writes the run; the others' code stays in a scratch folder while they train (AutoGraph reads it)
@@ -343,6 +341,8 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         metrics = Metrics.read(run_dir / "metrics.csv")
         start, seconds = int(info["step"]), float(info["seconds"])
 
+    packages = versions(options.target)
+
     def describe(step: int, status: str, seconds: float) -> dict:
         c = compiled.counts.total
         return {
@@ -363,7 +363,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             "params": {"trainable": c.trainable, "non_trainable": c.non_trainable, "total": c.total},
             "model_size_mb": size_mb(run_dir / trainer.native),
             "seconds": round(seconds, 3),
-            "versions": versions(options.target),
+            "versions": packages,
             "files": {"code": f"{compiled.graph.name}_{options.target}.py", "native": trainer.native},
             "distributed": world.describe(),
             **training_options(options, setup, compiled.graph.input_shape, metrics),
@@ -546,10 +546,10 @@ def test(
         classes = list(info["classes"])
         if data is None:
             data = info["options"].get("test_data")
-    compiled = compile_for(spec, overrides, input_shape)
+    compiled = compile_spec(spec, overrides, input_shape=input_shape)
     if info is not None and info["name"] != compiled.graph.name:
         raise TrainingError(f"{weights_path} is a run of {info['name']}, not of {compiled.graph.name} ({spec})")
-    default_classes, _ = classifier(compiled)
+    default_classes, outputs = classifier(compiled)
     if data is None and info is not None and info["options"].get("data") not in (None, "digits"):
         # trained on a folder without a separate test folder: its held-out split
         dataset = D.split_pair(info["options"]["data"], None, compiled.graph.input_shape, warn=echo)[1]
@@ -567,7 +567,7 @@ def test(
         set_classes = int(overrides["num_classes"]) if "num_classes" in overrides else None
         num = D.check_num_classes(dataset, set_classes, default_classes)
         if num != default_classes:
-            compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_shape)
+            compiled = compile_spec(spec, {**overrides, "num_classes": str(num)}, input_shape=input_shape)
     try:
         weights = W.load(npz, compiled)
     except W.WeightError as exc:
@@ -578,10 +578,8 @@ def test(
     rt = runtime.get(target)
     with tempfile.TemporaryDirectory(prefix="archspec-test-") as tmp:
         module = generate(compiled, target, Path(tmp))
-        kwargs = {"num_classes": int(compiled.graph.params["num_classes"])}
-        if has_logits_switch(compiled.graph):
-            kwargs["logits"] = True
-        model = rt.build(module, class_name(compiled.graph.name), **kwargs)
+        network = Setup(int(compiled.graph.params["num_classes"]), has_logits_switch(compiled.graph), outputs)
+        model = network.build(module, class_name(compiled.graph.name))
     rt.load_weights(model, weights)
     logits = predict_all(lambda x: rt.run(model, x)[0], dataset)
     probs = softmax(logits.astype(np.float64))
