@@ -668,7 +668,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
                 flags.append(f"self.{step.flag} = {cond}")
             call = OPS[step.op].forward(step, ctx, ins, attr)
             present = f"self.{step.flag}"
-        is_output = unit.is_model and step.output in unit.output_vars
+        is_output = unit.is_model and step.is_output
         skip = ctx.runtime(E.Name(LOGITS, 0)) if step.logits_switch else None
         forward += common.assign(out, call, present if cond else None, ins[0], is_output, skip)
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags

@@ -397,12 +397,14 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
                 *(f"    {x}" for x in lines),
             ]
         if cond:
-            if unit.is_model and out in unit.output_vars:
+            if unit.is_model and step.is_output:
                 body += [f"{out} = None", f"if {cond}:", *(f"    {line}" for line in lines)]
             elif out == ins[0]:
                 body += [f"if {cond}:", *(f"    {line}" for line in lines)]
-            else:
-                body += [f"{out} = {ins[0]}", f"if {cond}:", *(f"    {line}" for line in lines)]
+            elif len(lines) == 1 and lines[0].startswith(f"{out} = "):
+                body.append(f"{lines[0]} if {cond} else {ins[0]}")
+            else:  # (the step may read its own variable: out = x + out)
+                body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {ins[0]}"]
         else:
             body += lines
     outs = unit.output_vars

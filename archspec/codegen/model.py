@@ -110,6 +110,8 @@ class Step:
     # when the unit is built with logits=True. A block step that leads to one
     # passes the switch on instead (``attrs["logits"]``).
     logits_switch: bool = False
+    # The step gives an output of its unit (a network output: None when switched off).
+    is_output: bool = False
 
     @property
     def unpacks(self) -> bool:
@@ -911,11 +913,19 @@ class _Builder:
     def name_variables(
         self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_names: list[str]
     ) -> None:
-        """Give every step an output variable: the chain variable when only the
-        next step reads it, its own name when it is read later or more than
-        once. A named output read elsewhere (``gate.skip``) gets a variable of
-        its own, and one read from every unit of a stage (``stack.*.skip``) a
-        list that the stage's loop fills."""
+        """Give every step an output variable, as a hand-writer names them.
+
+        Steps form *chains*: a step continues the chain of the value it reads
+        when it is that value's last reader (an add or multiply continues its
+        first such input; a concatenation always starts anew). Each chain has
+        one variable: the chain that gives the unit's value is the main path
+        (``x`` where that overwrites nothing still to be read, else ``out``);
+        a chain that gives another output (an auxiliary head, a second block
+        output) is named after that output; any other chain (a branch, a
+        shortcut) after what its steps' names share (``branch3x3dbl_1``..``_3``
+        -> ``branch3x3dbl``), or its last step's name. A named output read
+        elsewhere (``gate.skip``) gets a variable of its own, and one read from
+        every unit of a stage (``stack.*.skip``) a list that the stage's loop fills."""
         outputs = set(out_names) | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
         index = {nd.name: k for k, nd in enumerate(defs)}
 
@@ -928,19 +938,25 @@ class _Builder:
         # What each live step reads, after following left-out nodes.
         reads = [[resolve(r) for r in ins] if steps[k] is not None else [] for k, ins in enumerate(refs)]
         results = [resolve(o) for o in out_names]
-        readers: dict[str, list[int]] = {}
+        # (a network output left out of this build is not returned at all)
+        returned = {*results, *(o for o in outputs if o in index and steps[index[o]] is not None)}
+        end = len(defs)  # what the unit returns is read after its last step
+        last = {r: end for r in returned}
+        readers: dict[str, set[int]] = {r: {end} for r in returned}
         for k, ins in enumerate(reads):
             for r in ins:
                 if "." not in r:
-                    readers.setdefault(r, []).append(k)
-        first_live, last_live = _first_live(steps), _last_live(steps)
-        input_kept = any(k != first_live for k in readers.get(INPUT, []))
-        # A block output that stands for the block's input keeps it too.
-        input_kept |= INPUT in results and last_live >= 0
+                    last[r] = max(last.get(r, -1), k)
+                    readers.setdefault(r, set()).add(k)
         # Variables share a scope with the unit's arguments in function-style
-        # targets (Keras), so no variable takes an argument's name.
+        # targets (Keras), so no variable takes an argument's name, nor the name
+        # of a parameter of a block this unit calls (``out = conv_bn(out, out=c7)``).
         taken = {"x", "self", "name", "inputs", "outputs", "block", "i", *(a.name for a in unit.args), *GLOBAL_NAMES}
         taken |= {u.class_name for u in self.units.values()} | set(self.spec.blocks)
+        for st in steps:
+            if st is not None and st.unit is not None:
+                callee = next(u for u in self.units.values() if u.class_name == st.unit)
+                taken |= {a.name for a in callee.args}
         node_names = set(index)
 
         def fresh(base: str) -> str:
@@ -955,32 +971,82 @@ class _Builder:
             if "." in r and r not in named:
                 node, *mid, out = r.split(".")
                 named[r] = fresh(f"{node}_{out}s" if mid else f"{node}_{out}")
-        chain = next(v for v in ("out", "y", "h", "z") if v not in taken) if input_kept else "x"
-        taken.add(chain)
+
+        # The spine: the values on the way to the unit's value, following first
+        # inputs back. A side reader (an auxiliary head) never takes it over, and
+        # off the spine a value read twice (two sibling branches) is nobody's chain.
+        spine: set[str] = set()
+        r = results[0] if results else INPUT
+        while r != INPUT and "." not in r:
+            spine.add(r)
+            ins = reads[index[r]]
+            if defs[index[r]].op in ("add", "multiply"):  # x + residual: the residual is the path
+                ins = [i for i in ins if i != INPUT] or ins
+            r = ins[0] if ins else INPUT
+        # Chains, in program order: chain_of maps a value (node name) to its chain.
+        chains: list[list[int]] = []
+        chain_of: dict[str, int] = {}
+        for k, st in enumerate(steps):
+            if st is None:
+                continue
+            on_spine = defs[k].name in spine
+            ins = [
+                r
+                for r in reads[k]
+                if "." not in r
+                and r != INPUT
+                and last.get(r) == k
+                and (on_spine or (r not in spine and len(readers[r]) == 1))
+            ]
+            if st.op == "concat":
+                ins = []
+            elif st.op not in ("add", "multiply"):
+                ins = ins[:1] if reads[k] and ins[:1] == reads[k][:1] else []
+            if ins:
+                c = chain_of[ins[0]]
+                chains[c].append(k)
+            else:
+                c = len(chains)
+                chains.append([k])
+            chain_of[defs[k].name] = c
+
+        main = chain_of.get(results[0]) if results and results[0] != INPUT else None
+        names: dict[int, str] = {}
+        generic: list[int] = []  # chains whose steps share no name: named like the main path
+
+        def free(v: str) -> bool:
+            return v not in taken and v not in names.values() and not keyword.iskeyword(v)
+
+        for c, ks in enumerate(chains):
+            tail = defs[ks[-1]].name
+            base = tail if tail in returned else _shared_prefix([defs[k].name for k in ks])
+            if c == main or not base:
+                generic.append(c)
+                continue
+            while not free(base):
+                base += "_"
+            names[c] = base
+        for c in generic:
+            # x when that overwrites nothing still to be read (every other name
+            # is unique, so only x can clash), else the first free of a few.
+            tail = defs[chains[c][-1]].name
+            for v in ("x", "out", "y", "h", "z", *(tail + "_" * n for n in range(len(defs) + 1))):
+                if v == "x" or free(v):
+                    names[c] = v
+                    if not _clobbers(chains, names, last, defs):
+                        break
+        taken |= set(names.values())
+
         var: dict[str, str] = {INPUT: "x", **named}
         for k, nd in enumerate(defs):
             st = steps[k]
             if st is None:
                 continue
-            rd = readers.get(nd.name, [])
-            prev_live = _prev_live(steps, k)
-            continues = reads[k][0] == (defs[prev_live].name if prev_live >= 0 else INPUT)
-            branch = not continues and st.op not in ("add", "concat", "multiply")
-            own = (
-                (bool(rd) and (len(rd) > 1 or rd[0] != _next_live(steps, k)))
-                or branch
-                or (nd.name in outputs and k != last_live)
-            )
-            if own:
-                v = nd.name
-                while v in taken or keyword.iskeyword(v):
-                    v += "_"
-            else:
-                v = chain
-            var[nd.name] = v
+            var[nd.name] = names[chain_of[nd.name]]
             st.inputs = [var[r] for r in reads[k]]
             st.starred = tuple(r.count(".") == 2 for r in reads[k])
-            st.output = v
+            st.output = var[nd.name]
+            st.is_output = nd.name in returned
             if nd.block is not None:
                 self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
@@ -1051,17 +1117,33 @@ def _names(v: Value | None) -> list[str]:
     return [n.id for n in E.free_names(v.expr)] if v.expr is not None else []
 
 
-def _first_live(steps: list[Step | None]) -> int:
-    return next((k for k, s in enumerate(steps) if s is not None), -1)
+def _shared_prefix(names: list[str]) -> str:
+    """What a chain's step names share, cut at a word boundary
+    (``branch5x5_1``, ``branch5x5_2`` -> ``branch5x5``); "" when too little.
+    One name is its own prefix."""
+    if len(names) == 1:
+        return names[0]
+    prefix = names[0]
+    for n in names[1:]:
+        while not n.startswith(prefix):
+            prefix = prefix[:-1]
+    if any(len(n) > len(prefix) and (prefix[-1:] + n[len(prefix)]).isalpha() for n in names):
+        prefix = prefix.rstrip("abcdefghijklmnopqrstuvwxyz")  # cut inside a word: drop the partial word
+    prefix = prefix.rstrip("_")
+    return prefix if len(prefix) >= 2 and prefix.isidentifier() else ""
 
 
-def _prev_live(steps: list[Step | None], k: int) -> int:
-    return next((j for j in range(k - 1, -1, -1) if steps[j] is not None), -1)
-
-
-def _next_live(steps: list[Step | None], k: int) -> int:
-    return next((j for j in range(k + 1, len(steps)) if steps[j] is not None), -1)
-
-
-def _last_live(steps: list[Step | None]) -> int:
-    return max((k for k, s in enumerate(steps) if s is not None), default=-1)
+def _clobbers(chains: list[list[int]], names: dict[int, str], last: dict[str, int], defs: list[NodeDef]) -> bool:
+    """Whether writing each chain's variable (``names``: chain -> variable)
+    would overwrite a value that a later step, or the return, still reads."""
+    holds: dict[str, str] = {"x": INPUT}  # variable -> the value it holds now
+    order = sorted((k, c) for c, ks in enumerate(chains) for k in ks)
+    for k, c in order:
+        v = names.get(c)
+        if v is None:
+            continue
+        held = holds.get(v)
+        if held is not None and last.get(held, -1) > k:
+            return True
+        holds[v] = defs[k].name
+    return False

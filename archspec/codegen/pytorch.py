@@ -340,7 +340,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
                 init.append(f"self.{step.flag} = {cond}")
             call = OPS[step.op].forward(step, ctx, step.inputs, module)
             present = f"self.{step.flag}"
-        is_output = unit.is_model and step.output in unit.output_vars
+        is_output = unit.is_model and step.is_output
         skip = f"self.{unit.logits_attr}" if step.logits_switch else None
         forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output, skip)
     if unit.logits_attr:

@@ -479,7 +479,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             present = f"self.{step.flag}"
         if " if training else " in call and cond:
             call = f"({call})"
-        is_output = unit.is_model and step.output in unit.output_vars
+        is_output = unit.is_model and step.is_output
         skip = f"self.{unit.logits_attr}" if step.logits_switch else None
         forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output, skip)
     if unit.logits_attr:
@@ -553,7 +553,7 @@ def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: 
     lines = ([f"{out} = {inp}"] if out != inp else []) + loop
     if cond is None:
         return lines
-    if unit.is_model and out in unit.output_vars:
+    if unit.is_model and step.is_output:
         return [f"{out} = None", f"if {attr}:", *(f"    {line}" for line in lines)]
     return lines  # an absent stage is an empty list: the loop passes its input through
 

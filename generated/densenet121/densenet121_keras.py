@@ -44,8 +44,8 @@ def dense_layer(x, growth_rate: int, bn_size: int, *, name: str):
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.norm2")(out)
     out = layers.ReLU(name=f"{name}.relu2")(out)
     out = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False, name=f"{name}.conv2")(out)
-    out = layers.Concatenate(name=f"{name}.concat")([x, out])
-    return out
+    x = layers.Concatenate(name=f"{name}.concat")([x, out])
+    return x
 
 
 def transition(x, compression: float, *, name: str):

@@ -72,8 +72,8 @@ class DenseLayer(chainer.Chain):
         out = self.norm2(out)
         out = F.relu(out)
         out = self.conv2(out)
-        out = F.concat([x, out], axis=1)
-        return out
+        x = F.concat([x, out], axis=1)
+        return x
 
 
 class Transition(chainer.Chain):

@@ -153,8 +153,8 @@ class DenseLayer(tf.Module):
         out = self.norm2(out, training=training)
         out = tf.nn.relu(out)
         out = self.conv2(out)
-        out = tf.concat([x, out], axis=-1)
-        return out
+        x = tf.concat([x, out], axis=-1)
+        return x
 
 
 class Transition(tf.Module):

@@ -53,8 +53,8 @@ class DenseLayer(nn.Module):
         out = self.norm2(out)
         out = self.relu2(out)
         out = self.conv2(out)
-        out = torch.cat([x, out], dim=1)
-        return out
+        x = torch.cat([x, out], dim=1)
+        return x
 
 
 class Transition(nn.Module):

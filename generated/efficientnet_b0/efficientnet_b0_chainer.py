@@ -130,16 +130,16 @@ class Mbconv(chainer.Chain):
         self.out_channels = make_divisible(c * width_mult, 8)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        out = self.expand(x) if self.expand is not None else x
-        out = self.dwconv(pad_same(out, self.dwconv.ksize, self.dwconv.stride))
-        out = self.dw_bn(out)
-        out = out * F.sigmoid(out)
-        out = self.se(out)
-        out = self.project(out)
-        out = self.project_bn(out)
+        y = self.expand(x) if self.expand is not None else x
+        y = self.dwconv(pad_same(y, self.dwconv.ksize, self.dwconv.stride))
+        y = self.dw_bn(y)
+        y = y * F.sigmoid(y)
+        y = self.se(y)
+        y = self.project(y)
+        y = self.project_bn(y)
         if self.use_add:
-            out = out + x
-        return out
+            y = y + x
+        return y
 
 
 class EfficientNetB0(chainer.Chain):

@@ -55,18 +55,16 @@ def mbconv(x, t: int, kernel: int, c: int, width_mult: float, stride: int = 1, *
     depthwise carrying the stride, SE, linear 1x1 projection, and a residual
     connection when the shape is kept."""
     in_channels = x.shape[-1]
-    out = x
-    if t != 1:
-        out = conv_bn_silu(x, out=t * in_channels, name=f"{name}.expand")
-    out = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(out)
-    out = layers.BatchNormalization(epsilon=0.001, name=f"{name}.dw_bn")(out)
-    out = layers.Activation("silu", name=f"{name}.dw_act")(out)
-    out = squeeze_excitation(out, squeeze=max(1, in_channels // 4), name=f"{name}.se")
-    out = layers.Conv2D(make_divisible(c * width_mult, 8), 1, use_bias=False, name=f"{name}.project")(out)
-    out = layers.BatchNormalization(epsilon=0.001, name=f"{name}.project_bn")(out)
+    y = conv_bn_silu(x, out=t * in_channels, name=f"{name}.expand") if t != 1 else x
+    y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
+    y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.dw_bn")(y)
+    y = layers.Activation("silu", name=f"{name}.dw_act")(y)
+    y = squeeze_excitation(y, squeeze=max(1, in_channels // 4), name=f"{name}.se")
+    y = layers.Conv2D(make_divisible(c * width_mult, 8), 1, use_bias=False, name=f"{name}.project")(y)
+    y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.project_bn")(y)
     if stride == 1 and in_channels == make_divisible(c * width_mult, 8):
-        out = layers.Add(name=f"{name}.add")([out, x])
-    return out
+        y = layers.Add(name=f"{name}.add")([y, x])
+    return y
 
 
 def EfficientNetB0(

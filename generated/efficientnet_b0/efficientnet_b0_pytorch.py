@@ -117,16 +117,16 @@ class Mbconv(nn.Module):
         self.out_channels = make_divisible(c * width_mult, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.expand(x) if self.expand is not None else x
-        out = self.dwconv(pad_same(out, self.dwconv))
-        out = self.dw_bn(out)
-        out = self.dw_act(out)
-        out = self.se(out)
-        out = self.project(out)
-        out = self.project_bn(out)
+        y = self.expand(x) if self.expand is not None else x
+        y = self.dwconv(pad_same(y, self.dwconv))
+        y = self.dw_bn(y)
+        y = self.dw_act(y)
+        y = self.se(y)
+        y = self.project(y)
+        y = self.project_bn(y)
         if self.use_add:
-            out = out + x
-        return out
+            y = y + x
+        return y
 
 
 class EfficientNetB0(nn.Module):

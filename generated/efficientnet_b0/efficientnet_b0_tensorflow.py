@@ -226,16 +226,16 @@ class Mbconv(tf.Module):
         self.out_channels = make_divisible(c * width_mult, 8)
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = self.expand(x, training=training) if self.expand is not None else x
-        out = self.dwconv(out)
-        out = self.dw_bn(out, training=training)
-        out = tf.nn.silu(out)
-        out = self.se(out)
-        out = self.project(out)
-        out = self.project_bn(out, training=training)
+        y = self.expand(x, training=training) if self.expand is not None else x
+        y = self.dwconv(y)
+        y = self.dw_bn(y, training=training)
+        y = tf.nn.silu(y)
+        y = self.se(y)
+        y = self.project(y)
+        y = self.project_bn(y, training=training)
         if self.use_add:
-            out = out + x
-        return out
+            y = y + x
+        return y
 
 
 class EfficientNetB0(tf.Module):

@@ -62,14 +62,14 @@ class Inception(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         branch1 = self.branch1(x)
-        branch2_reduce = self.branch2_reduce(x)
-        branch2 = self.branch2(branch2_reduce)
-        branch3_reduce = self.branch3_reduce(x)
-        branch3 = self.branch3(branch3_reduce)
-        branch4_pool = F.max_pooling_2d(x, 3, stride=1, pad=1, cover_all=False)
-        out = self.branch4(branch4_pool)
-        out = F.concat([branch1, branch2, branch3, out], axis=1)
-        return out
+        branch2 = self.branch2_reduce(x)
+        branch2 = self.branch2(branch2)
+        branch3 = self.branch3_reduce(x)
+        branch3 = self.branch3(branch3)
+        branch4 = F.max_pooling_2d(x, 3, stride=1, pad=1, cover_all=False)
+        branch4 = self.branch4(branch4)
+        x = F.concat([branch1, branch2, branch3, branch4], axis=1)
+        return x
 
 
 class AuxClassifier(chainer.Chain):
@@ -144,14 +144,14 @@ class GoogLeNet(chainer.Chain):
         x = self.inception3a(x)
         x = self.inception3b(x)
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
-        inception4a = self.inception4a(x)
-        aux1 = self.aux1(inception4a) if self.aux1 is not None else None
-        inception4b = self.inception4b(inception4a)
-        x = self.inception4c(inception4b)
-        inception4d = self.inception4d(x)
-        aux2 = self.aux2(inception4d) if self.aux2 is not None else None
-        inception4e = self.inception4e(inception4d)
-        x = F.max_pooling_2d(inception4e, 3, stride=2, cover_all=True)
+        x = self.inception4a(x)
+        aux1 = self.aux1(x) if self.aux1 is not None else None
+        x = self.inception4b(x)
+        x = self.inception4c(x)
+        x = self.inception4d(x)
+        aux2 = self.aux2(x) if self.aux2 is not None else None
+        x = self.inception4e(x)
+        x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
         x = self.inception5a(x)
         x = self.inception5b(x)
         x = F.average_pooling_2d(x, 7, stride=1)

@@ -66,14 +66,14 @@ def inception(x, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int, *, name: 
     """Four branches concatenated: 1x1 (c1); 1x1 reduce (r3) then 3x3 (c3); 1x1 reduce (r5)
     then 5x5 (c5); 3x3/1 max-pool then 1x1 projection (pp)."""
     branch1 = conv_relu(x, out=c1, name=f"{name}.branch1")
-    branch2_reduce = conv_relu(x, out=r3, name=f"{name}.branch2_reduce")
-    branch2 = conv_relu(branch2_reduce, out=c3, kernel=3, padding=1, name=f"{name}.branch2")
-    branch3_reduce = conv_relu(x, out=r5, name=f"{name}.branch3_reduce")
-    branch3 = conv_relu(branch3_reduce, out=c5, kernel=5, padding=2, name=f"{name}.branch3")
-    branch4_pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}.branch4_pool")(x)
-    out = conv_relu(branch4_pool, out=pp, name=f"{name}.branch4")
-    out = layers.Concatenate(name=f"{name}.concat")([branch1, branch2, branch3, out])
-    return out
+    branch2 = conv_relu(x, out=r3, name=f"{name}.branch2_reduce")
+    branch2 = conv_relu(branch2, out=c3, kernel=3, padding=1, name=f"{name}.branch2")
+    branch3 = conv_relu(x, out=r5, name=f"{name}.branch3_reduce")
+    branch3 = conv_relu(branch3, out=c5, kernel=5, padding=2, name=f"{name}.branch3")
+    branch4 = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}.branch4_pool")(x)
+    branch4 = conv_relu(branch4, out=pp, name=f"{name}.branch4")
+    x = layers.Concatenate(name=f"{name}.concat")([branch1, branch2, branch3, branch4])
+    return x
 
 
 def aux_classifier(x, num_classes: int, logits: bool = False, *, name: str):
@@ -122,18 +122,18 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True, logits: bool = F
     x = inception(x, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64, name="inception3b")
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool3.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool3")(x)
-    inception4a = inception(x, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
+    x = inception(x, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
     aux1 = None
     if aux_logits:
-        aux1 = aux_classifier(inception4a, num_classes=num_classes, logits=logits, name="aux1")
-    inception4b = inception(inception4a, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64, name="inception4b")
-    x = inception(inception4b, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64, name="inception4c")
-    inception4d = inception(x, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64, name="inception4d")
+        aux1 = aux_classifier(x, num_classes=num_classes, logits=logits, name="aux1")
+    x = inception(x, c1=160, r3=112, c3=224, r5=24, c5=64, pp=64, name="inception4b")
+    x = inception(x, c1=128, r3=128, c3=256, r5=24, c5=64, pp=64, name="inception4c")
+    x = inception(x, c1=112, r3=144, c3=288, r5=32, c5=64, pp=64, name="inception4d")
     aux2 = None
     if aux_logits:
-        aux2 = aux_classifier(inception4d, num_classes=num_classes, logits=logits, name="aux2")
-    inception4e = inception(inception4d, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(inception4e)
+        aux2 = aux_classifier(x, num_classes=num_classes, logits=logits, name="aux2")
+    x = inception(x, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
+    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
     x = inception(x, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception5a")
     x = inception(x, c1=384, r3=192, c3=384, r5=48, c5=128, pp=128, name="inception5b")

@@ -50,14 +50,14 @@ class Inception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1 = self.branch1(x)
-        branch2_reduce = self.branch2_reduce(x)
-        branch2 = self.branch2(branch2_reduce)
-        branch3_reduce = self.branch3_reduce(x)
-        branch3 = self.branch3(branch3_reduce)
-        branch4_pool = self.branch4_pool(x)
-        out = self.branch4(branch4_pool)
-        out = torch.cat([branch1, branch2, branch3, out], dim=1)
-        return out
+        branch2 = self.branch2_reduce(x)
+        branch2 = self.branch2(branch2)
+        branch3 = self.branch3_reduce(x)
+        branch3 = self.branch3(branch3)
+        branch4 = self.branch4_pool(x)
+        branch4 = self.branch4(branch4)
+        x = torch.cat([branch1, branch2, branch3, branch4], dim=1)
+        return x
 
 
 class AuxClassifier(nn.Module):
@@ -143,14 +143,14 @@ class GoogLeNet(nn.Module):
         x = self.inception3a(x)
         x = self.inception3b(x)
         x = self.maxpool3(x)
-        inception4a = self.inception4a(x)
-        aux1 = self.aux1(inception4a) if self.aux1 is not None else None
-        inception4b = self.inception4b(inception4a)
-        x = self.inception4c(inception4b)
-        inception4d = self.inception4d(x)
-        aux2 = self.aux2(inception4d) if self.aux2 is not None else None
-        inception4e = self.inception4e(inception4d)
-        x = self.maxpool4(inception4e)
+        x = self.inception4a(x)
+        aux1 = self.aux1(x) if self.aux1 is not None else None
+        x = self.inception4b(x)
+        x = self.inception4c(x)
+        x = self.inception4d(x)
+        aux2 = self.aux2(x) if self.aux2 is not None else None
+        x = self.inception4e(x)
+        x = self.maxpool4(x)
         x = self.inception5a(x)
         x = self.inception5b(x)
         x = self.avgpool(x)

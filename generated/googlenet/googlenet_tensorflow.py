@@ -123,14 +123,14 @@ class Inception(tf.Module):
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         branch1 = self.branch1(x)
-        branch2_reduce = self.branch2_reduce(x)
-        branch2 = self.branch2(branch2_reduce)
-        branch3_reduce = self.branch3_reduce(x)
-        branch3 = self.branch3(branch3_reduce)
-        branch4_pool = tf.nn.max_pool2d(x, 3, 1, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        out = self.branch4(branch4_pool)
-        out = tf.concat([branch1, branch2, branch3, out], axis=-1)
-        return out
+        branch2 = self.branch2_reduce(x)
+        branch2 = self.branch2(branch2)
+        branch3 = self.branch3_reduce(x)
+        branch3 = self.branch3(branch3)
+        branch4 = tf.nn.max_pool2d(x, 3, 1, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        branch4 = self.branch4(branch4)
+        x = tf.concat([branch1, branch2, branch3, branch4], axis=-1)
+        return x
 
 
 class AuxClassifier(tf.Module):
@@ -208,15 +208,15 @@ class GoogLeNet(tf.Module):
         x = self.inception3b(x)
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
-        inception4a = self.inception4a(x)
-        aux1 = self.aux1(inception4a, training=training) if self.aux1 is not None else None
-        inception4b = self.inception4b(inception4a)
-        x = self.inception4c(inception4b)
-        inception4d = self.inception4d(x)
-        aux2 = self.aux2(inception4d, training=training) if self.aux2 is not None else None
-        inception4e = self.inception4e(inception4d)
+        x = self.inception4a(x)
+        aux1 = self.aux1(x, training=training) if self.aux1 is not None else None
+        x = self.inception4b(x)
+        x = self.inception4c(x)
+        x = self.inception4d(x)
+        aux2 = self.aux2(x, training=training) if self.aux2 is not None else None
+        x = self.inception4e(x)
         # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(inception4e, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
         x = self.inception5a(x)
         x = self.inception5b(x)
         x = tf.nn.avg_pool2d(x, 7, 1, "VALID")

@@ -82,15 +82,15 @@ class InceptionA(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         branch1x1 = self.branch1x1(x)
-        branch5x5_1 = self.branch5x5_1(x)
-        branch5x5_2 = self.branch5x5_2(branch5x5_1)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        out = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out)
-        branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
-        out = self.branch_pool(branch_pool_avg)
-        out = F.concat([branch1x1, branch5x5_2, branch3x3dbl_3, out], axis=1)
-        return out
+        branch5x5 = self.branch5x5_1(x)
+        branch5x5 = self.branch5x5_2(branch5x5)
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
+        branch_pool = F.average_pooling_2d(x, 3, stride=1, pad=1)
+        branch_pool = self.branch_pool(branch_pool)
+        x = F.concat([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=1)
+        return x
 
 
 class InceptionB(chainer.Chain):
@@ -106,12 +106,12 @@ class InceptionB(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         branch3x3 = self.branch3x3(x)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        out = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out)
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
         branch_pool = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
-        out = F.concat([branch3x3, branch3x3dbl_3, branch_pool], axis=1)
-        return out
+        x = F.concat([branch3x3, branch3x3dbl, branch_pool], axis=1)
+        return x
 
 
 class InceptionC(chainer.Chain):
@@ -134,18 +134,18 @@ class InceptionC(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         branch1x1 = self.branch1x1(x)
-        branch7x7_1 = self.branch7x7_1(x)
-        out = self.branch7x7_2(branch7x7_1)
-        branch7x7_3 = self.branch7x7_3(out)
-        branch7x7dbl_1 = self.branch7x7dbl_1(x)
-        out = self.branch7x7dbl_2(branch7x7dbl_1)
-        out = self.branch7x7dbl_3(out)
-        out = self.branch7x7dbl_4(out)
-        branch7x7dbl_5 = self.branch7x7dbl_5(out)
-        branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
-        out = self.branch_pool(branch_pool_avg)
-        out = F.concat([branch1x1, branch7x7_3, branch7x7dbl_5, out], axis=1)
-        return out
+        branch7x7 = self.branch7x7_1(x)
+        branch7x7 = self.branch7x7_2(branch7x7)
+        branch7x7 = self.branch7x7_3(branch7x7)
+        branch7x7dbl = self.branch7x7dbl_1(x)
+        branch7x7dbl = self.branch7x7dbl_2(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_3(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_4(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_5(branch7x7dbl)
+        branch_pool = F.average_pooling_2d(x, 3, stride=1, pad=1)
+        branch_pool = self.branch_pool(branch_pool)
+        x = F.concat([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=1)
+        return x
 
 
 class InceptionD(chainer.Chain):
@@ -163,15 +163,15 @@ class InceptionD(chainer.Chain):
             self.branch7x7x3_4 = ConvBN(192, out=192, kernel=3, stride=2, padding="valid")
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        out = self.branch3x3_1(x)
-        branch3x3_2 = self.branch3x3_2(out)
-        branch7x7x3_1 = self.branch7x7x3_1(x)
-        out = self.branch7x7x3_2(branch7x7x3_1)
-        out = self.branch7x7x3_3(out)
-        branch7x7x3_4 = self.branch7x7x3_4(out)
+        branch3x3 = self.branch3x3_1(x)
+        branch3x3 = self.branch3x3_2(branch3x3)
+        branch7x7x3 = self.branch7x7x3_1(x)
+        branch7x7x3 = self.branch7x7x3_2(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_3(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_4(branch7x7x3)
         branch_pool = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
-        out = F.concat([branch3x3_2, branch7x7x3_4, branch_pool], axis=1)
-        return out
+        x = F.concat([branch3x3, branch7x7x3, branch_pool], axis=1)
+        return x
 
 
 class InceptionE(chainer.Chain):
@@ -195,14 +195,14 @@ class InceptionE(chainer.Chain):
         branch3x3_1 = self.branch3x3_1(x)
         branch3x3_2a = self.branch3x3_2a(branch3x3_1)
         branch3x3_2b = self.branch3x3_2b(branch3x3_1)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        branch3x3dbl_2 = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl_2)
-        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl_2)
-        branch_pool_avg = F.average_pooling_2d(x, 3, stride=1, pad=1)
-        out = self.branch_pool(branch_pool_avg)
-        out = F.concat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out], axis=1)
-        return out
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl)
+        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl)
+        branch_pool = F.average_pooling_2d(x, 3, stride=1, pad=1)
+        branch_pool = self.branch_pool(branch_pool)
+        x = F.concat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool], axis=1)
+        return x
 
 
 class InceptionV3(chainer.Chain):

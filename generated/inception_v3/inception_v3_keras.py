@@ -35,60 +35,60 @@ def conv_bn(x, out: int, kernel: int = 1, kw: int = 0, stride: int = 1, padding:
 def inception_a(x, pool_features: int, *, name: str):
     """1x1 | 1x1-5x5 | 1x1-3x3-3x3 | 3x3 avg pool-1x1, concatenated (35x35 grid)."""
     branch1x1 = conv_bn(x, out=64, name=f"{name}.branch1x1")
-    branch5x5_1 = conv_bn(x, out=48, name=f"{name}.branch5x5_1")
-    branch5x5_2 = conv_bn(branch5x5_1, out=64, kernel=5, name=f"{name}.branch5x5_2")
-    branch3x3dbl_1 = conv_bn(x, out=64, name=f"{name}.branch3x3dbl_1")
-    out = conv_bn(branch3x3dbl_1, out=96, kernel=3, name=f"{name}.branch3x3dbl_2")
-    branch3x3dbl_3 = conv_bn(out, out=96, kernel=3, name=f"{name}.branch3x3dbl_3")
-    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
-    out = conv_bn(branch_pool_avg, out=pool_features, name=f"{name}.branch_pool")
-    out = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch5x5_2, branch3x3dbl_3, out])
-    return out
+    branch5x5 = conv_bn(x, out=48, name=f"{name}.branch5x5_1")
+    branch5x5 = conv_bn(branch5x5, out=64, kernel=5, name=f"{name}.branch5x5_2")
+    branch3x3dbl = conv_bn(x, out=64, name=f"{name}.branch3x3dbl_1")
+    branch3x3dbl = conv_bn(branch3x3dbl, out=96, kernel=3, name=f"{name}.branch3x3dbl_2")
+    branch3x3dbl = conv_bn(branch3x3dbl, out=96, kernel=3, name=f"{name}.branch3x3dbl_3")
+    branch_pool = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
+    branch_pool = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool)
+    branch_pool = conv_bn(branch_pool, out=pool_features, name=f"{name}.branch_pool")
+    x = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch5x5, branch3x3dbl, branch_pool])
+    return x
 
 
 def inception_b(x, *, name: str):
     """Grid reduction 35 -> 17 - strided 3x3 | 1x1-3x3-strided 3x3 | strided max-pool."""
     branch3x3 = conv_bn(x, out=384, kernel=3, stride=2, padding="valid", name=f"{name}.branch3x3")
-    branch3x3dbl_1 = conv_bn(x, out=64, name=f"{name}.branch3x3dbl_1")
-    out = conv_bn(branch3x3dbl_1, out=96, kernel=3, name=f"{name}.branch3x3dbl_2")
-    branch3x3dbl_3 = conv_bn(out, out=96, kernel=3, stride=2, padding="valid", name=f"{name}.branch3x3dbl_3")
+    branch3x3dbl = conv_bn(x, out=64, name=f"{name}.branch3x3dbl_1")
+    branch3x3dbl = conv_bn(branch3x3dbl, out=96, kernel=3, name=f"{name}.branch3x3dbl_2")
+    branch3x3dbl = conv_bn(branch3x3dbl, out=96, kernel=3, stride=2, padding="valid", name=f"{name}.branch3x3dbl_3")
     branch_pool = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch_pool")(x)
-    out = layers.Concatenate(name=f"{name}.concat")([branch3x3, branch3x3dbl_3, branch_pool])
-    return out
+    x = layers.Concatenate(name=f"{name}.concat")([branch3x3, branch3x3dbl, branch_pool])
+    return x
 
 
 def inception_c(x, c7: int, *, name: str):
     """1x1 | 1x1-1x7-7x1 | 1x1-7x1-1x7-7x1-1x7 | avg pool-1x1, concatenated (17x17 grid, c7
     channels inside)."""
     branch1x1 = conv_bn(x, out=192, name=f"{name}.branch1x1")
-    branch7x7_1 = conv_bn(x, out=c7, name=f"{name}.branch7x7_1")
-    out = conv_bn(branch7x7_1, out=c7, kernel=1, kw=7, name=f"{name}.branch7x7_2")
-    branch7x7_3 = conv_bn(out, out=192, kernel=7, kw=1, name=f"{name}.branch7x7_3")
-    branch7x7dbl_1 = conv_bn(x, out=c7, name=f"{name}.branch7x7dbl_1")
-    out = conv_bn(branch7x7dbl_1, out=c7, kernel=7, kw=1, name=f"{name}.branch7x7dbl_2")
-    out = conv_bn(out, out=c7, kernel=1, kw=7, name=f"{name}.branch7x7dbl_3")
-    out = conv_bn(out, out=c7, kernel=7, kw=1, name=f"{name}.branch7x7dbl_4")
-    branch7x7dbl_5 = conv_bn(out, out=192, kernel=1, kw=7, name=f"{name}.branch7x7dbl_5")
-    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
-    out = conv_bn(branch_pool_avg, out=192, name=f"{name}.branch_pool")
-    out = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch7x7_3, branch7x7dbl_5, out])
-    return out
+    branch7x7 = conv_bn(x, out=c7, name=f"{name}.branch7x7_1")
+    branch7x7 = conv_bn(branch7x7, out=c7, kernel=1, kw=7, name=f"{name}.branch7x7_2")
+    branch7x7 = conv_bn(branch7x7, out=192, kernel=7, kw=1, name=f"{name}.branch7x7_3")
+    branch7x7dbl = conv_bn(x, out=c7, name=f"{name}.branch7x7dbl_1")
+    branch7x7dbl = conv_bn(branch7x7dbl, out=c7, kernel=7, kw=1, name=f"{name}.branch7x7dbl_2")
+    branch7x7dbl = conv_bn(branch7x7dbl, out=c7, kernel=1, kw=7, name=f"{name}.branch7x7dbl_3")
+    branch7x7dbl = conv_bn(branch7x7dbl, out=c7, kernel=7, kw=1, name=f"{name}.branch7x7dbl_4")
+    branch7x7dbl = conv_bn(branch7x7dbl, out=192, kernel=1, kw=7, name=f"{name}.branch7x7dbl_5")
+    branch_pool = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
+    branch_pool = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool)
+    branch_pool = conv_bn(branch_pool, out=192, name=f"{name}.branch_pool")
+    x = layers.Concatenate(name=f"{name}.concat")([branch1x1, branch7x7, branch7x7dbl, branch_pool])
+    return x
 
 
 def inception_d(x, *, name: str):
     """Grid reduction 17 -> 8 - 1x1-strided 3x3 | 1x1-1x7-7x1-strided 3x3 | strided max-
     pool."""
-    out = conv_bn(x, out=192, name=f"{name}.branch3x3_1")
-    branch3x3_2 = conv_bn(out, out=320, kernel=3, stride=2, padding="valid", name=f"{name}.branch3x3_2")
-    branch7x7x3_1 = conv_bn(x, out=192, name=f"{name}.branch7x7x3_1")
-    out = conv_bn(branch7x7x3_1, out=192, kernel=1, kw=7, name=f"{name}.branch7x7x3_2")
-    out = conv_bn(out, out=192, kernel=7, kw=1, name=f"{name}.branch7x7x3_3")
-    branch7x7x3_4 = conv_bn(out, out=192, kernel=3, stride=2, padding="valid", name=f"{name}.branch7x7x3_4")
+    branch3x3 = conv_bn(x, out=192, name=f"{name}.branch3x3_1")
+    branch3x3 = conv_bn(branch3x3, out=320, kernel=3, stride=2, padding="valid", name=f"{name}.branch3x3_2")
+    branch7x7x3 = conv_bn(x, out=192, name=f"{name}.branch7x7x3_1")
+    branch7x7x3 = conv_bn(branch7x7x3, out=192, kernel=1, kw=7, name=f"{name}.branch7x7x3_2")
+    branch7x7x3 = conv_bn(branch7x7x3, out=192, kernel=7, kw=1, name=f"{name}.branch7x7x3_3")
+    branch7x7x3 = conv_bn(branch7x7x3, out=192, kernel=3, stride=2, padding="valid", name=f"{name}.branch7x7x3_4")
     branch_pool = layers.MaxPooling2D(3, strides=2, name=f"{name}.branch_pool")(x)
-    out = layers.Concatenate(name=f"{name}.concat")([branch3x3_2, branch7x7x3_4, branch_pool])
-    return out
+    x = layers.Concatenate(name=f"{name}.concat")([branch3x3, branch7x7x3, branch_pool])
+    return x
 
 
 def inception_e(x, *, name: str):
@@ -97,17 +97,17 @@ def inception_e(x, *, name: str):
     branch3x3_1 = conv_bn(x, out=384, name=f"{name}.branch3x3_1")
     branch3x3_2a = conv_bn(branch3x3_1, out=384, kernel=1, kw=3, name=f"{name}.branch3x3_2a")
     branch3x3_2b = conv_bn(branch3x3_1, out=384, kernel=3, kw=1, name=f"{name}.branch3x3_2b")
-    branch3x3dbl_1 = conv_bn(x, out=448, name=f"{name}.branch3x3dbl_1")
-    branch3x3dbl_2 = conv_bn(branch3x3dbl_1, out=384, kernel=3, name=f"{name}.branch3x3dbl_2")
-    branch3x3dbl_3a = conv_bn(branch3x3dbl_2, out=384, kernel=1, kw=3, name=f"{name}.branch3x3dbl_3a")
-    branch3x3dbl_3b = conv_bn(branch3x3dbl_2, out=384, kernel=3, kw=1, name=f"{name}.branch3x3dbl_3b")
-    branch_pool_avg = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
-    branch_pool_avg = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool_avg)
-    out = conv_bn(branch_pool_avg, out=192, name=f"{name}.branch_pool")
-    out = layers.Concatenate(name=f"{name}.concat")(
-        [branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out]
+    branch3x3dbl = conv_bn(x, out=448, name=f"{name}.branch3x3dbl_1")
+    branch3x3dbl = conv_bn(branch3x3dbl, out=384, kernel=3, name=f"{name}.branch3x3dbl_2")
+    branch3x3dbl_3a = conv_bn(branch3x3dbl, out=384, kernel=1, kw=3, name=f"{name}.branch3x3dbl_3a")
+    branch3x3dbl_3b = conv_bn(branch3x3dbl, out=384, kernel=3, kw=1, name=f"{name}.branch3x3dbl_3b")
+    branch_pool = layers.ZeroPadding2D(1, name=f"{name}.branch_pool_avg.pad")(x)
+    branch_pool = layers.AveragePooling2D(3, strides=1, name=f"{name}.branch_pool_avg")(branch_pool)
+    branch_pool = conv_bn(branch_pool, out=192, name=f"{name}.branch_pool")
+    x = layers.Concatenate(name=f"{name}.concat")(
+        [branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool]
     )
-    return out
+    return x
 
 
 def InceptionV3(num_classes: int = 1000, dropout: float = 0.5, logits: bool = False) -> keras.Model:

@@ -58,15 +58,15 @@ class InceptionA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
-        branch5x5_1 = self.branch5x5_1(x)
-        branch5x5_2 = self.branch5x5_2(branch5x5_1)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        out = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out)
-        branch_pool_avg = self.branch_pool_avg(x)
-        out = self.branch_pool(branch_pool_avg)
-        out = torch.cat([branch1x1, branch5x5_2, branch3x3dbl_3, out], dim=1)
-        return out
+        branch5x5 = self.branch5x5_1(x)
+        branch5x5 = self.branch5x5_2(branch5x5)
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
+        branch_pool = self.branch_pool_avg(x)
+        branch_pool = self.branch_pool(branch_pool)
+        x = torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], dim=1)
+        return x
 
 
 class InceptionB(nn.Module):
@@ -82,12 +82,12 @@ class InceptionB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch3x3 = self.branch3x3(x)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        out = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out)
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl)
         branch_pool = self.branch_pool(x)
-        out = torch.cat([branch3x3, branch3x3dbl_3, branch_pool], dim=1)
-        return out
+        x = torch.cat([branch3x3, branch3x3dbl, branch_pool], dim=1)
+        return x
 
 
 class InceptionC(nn.Module):
@@ -110,18 +110,18 @@ class InceptionC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
-        branch7x7_1 = self.branch7x7_1(x)
-        out = self.branch7x7_2(branch7x7_1)
-        branch7x7_3 = self.branch7x7_3(out)
-        branch7x7dbl_1 = self.branch7x7dbl_1(x)
-        out = self.branch7x7dbl_2(branch7x7dbl_1)
-        out = self.branch7x7dbl_3(out)
-        out = self.branch7x7dbl_4(out)
-        branch7x7dbl_5 = self.branch7x7dbl_5(out)
-        branch_pool_avg = self.branch_pool_avg(x)
-        out = self.branch_pool(branch_pool_avg)
-        out = torch.cat([branch1x1, branch7x7_3, branch7x7dbl_5, out], dim=1)
-        return out
+        branch7x7 = self.branch7x7_1(x)
+        branch7x7 = self.branch7x7_2(branch7x7)
+        branch7x7 = self.branch7x7_3(branch7x7)
+        branch7x7dbl = self.branch7x7dbl_1(x)
+        branch7x7dbl = self.branch7x7dbl_2(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_3(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_4(branch7x7dbl)
+        branch7x7dbl = self.branch7x7dbl_5(branch7x7dbl)
+        branch_pool = self.branch_pool_avg(x)
+        branch_pool = self.branch_pool(branch_pool)
+        x = torch.cat([branch1x1, branch7x7, branch7x7dbl, branch_pool], dim=1)
+        return x
 
 
 class InceptionD(nn.Module):
@@ -139,15 +139,15 @@ class InceptionD(nn.Module):
         self.branch_pool = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.branch3x3_1(x)
-        branch3x3_2 = self.branch3x3_2(out)
-        branch7x7x3_1 = self.branch7x7x3_1(x)
-        out = self.branch7x7x3_2(branch7x7x3_1)
-        out = self.branch7x7x3_3(out)
-        branch7x7x3_4 = self.branch7x7x3_4(out)
+        branch3x3 = self.branch3x3_1(x)
+        branch3x3 = self.branch3x3_2(branch3x3)
+        branch7x7x3 = self.branch7x7x3_1(x)
+        branch7x7x3 = self.branch7x7x3_2(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_3(branch7x7x3)
+        branch7x7x3 = self.branch7x7x3_4(branch7x7x3)
         branch_pool = self.branch_pool(x)
-        out = torch.cat([branch3x3_2, branch7x7x3_4, branch_pool], dim=1)
-        return out
+        x = torch.cat([branch3x3, branch7x7x3, branch_pool], dim=1)
+        return x
 
 
 class InceptionE(nn.Module):
@@ -171,14 +171,14 @@ class InceptionE(nn.Module):
         branch3x3_1 = self.branch3x3_1(x)
         branch3x3_2a = self.branch3x3_2a(branch3x3_1)
         branch3x3_2b = self.branch3x3_2b(branch3x3_1)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x)
-        branch3x3dbl_2 = self.branch3x3dbl_2(branch3x3dbl_1)
-        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl_2)
-        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl_2)
-        branch_pool_avg = self.branch_pool_avg(x)
-        out = self.branch_pool(branch_pool_avg)
-        out = torch.cat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out], dim=1)
-        return out
+        branch3x3dbl = self.branch3x3dbl_1(x)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl)
+        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl)
+        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl)
+        branch_pool = self.branch_pool_avg(x)
+        branch_pool = self.branch_pool(branch_pool)
+        x = torch.cat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool], dim=1)
+        return x
 
 
 class InceptionV3(nn.Module):

@@ -172,15 +172,15 @@ class InceptionA(tf.Module):
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         branch1x1 = self.branch1x1(x, training=training)
-        branch5x5_1 = self.branch5x5_1(x, training=training)
-        branch5x5_2 = self.branch5x5_2(branch5x5_1, training=training)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x, training=training)
-        out = self.branch3x3dbl_2(branch3x3dbl_1, training=training)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out, training=training)
-        branch_pool_avg = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
-        out = self.branch_pool(branch_pool_avg, training=training)
-        out = tf.concat([branch1x1, branch5x5_2, branch3x3dbl_3, out], axis=-1)
-        return out
+        branch5x5 = self.branch5x5_1(x, training=training)
+        branch5x5 = self.branch5x5_2(branch5x5, training=training)
+        branch3x3dbl = self.branch3x3dbl_1(x, training=training)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl, training=training)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl, training=training)
+        branch_pool = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
+        branch_pool = self.branch_pool(branch_pool, training=training)
+        x = tf.concat([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=-1)
+        return x
 
 
 class InceptionB(tf.Module):
@@ -195,12 +195,12 @@ class InceptionB(tf.Module):
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         branch3x3 = self.branch3x3(x, training=training)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x, training=training)
-        out = self.branch3x3dbl_2(branch3x3dbl_1, training=training)
-        branch3x3dbl_3 = self.branch3x3dbl_3(out, training=training)
+        branch3x3dbl = self.branch3x3dbl_1(x, training=training)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl, training=training)
+        branch3x3dbl = self.branch3x3dbl_3(branch3x3dbl, training=training)
         branch_pool = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        out = tf.concat([branch3x3, branch3x3dbl_3, branch_pool], axis=-1)
-        return out
+        x = tf.concat([branch3x3, branch3x3dbl, branch_pool], axis=-1)
+        return x
 
 
 class InceptionC(tf.Module):
@@ -222,18 +222,18 @@ class InceptionC(tf.Module):
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         branch1x1 = self.branch1x1(x, training=training)
-        branch7x7_1 = self.branch7x7_1(x, training=training)
-        out = self.branch7x7_2(branch7x7_1, training=training)
-        branch7x7_3 = self.branch7x7_3(out, training=training)
-        branch7x7dbl_1 = self.branch7x7dbl_1(x, training=training)
-        out = self.branch7x7dbl_2(branch7x7dbl_1, training=training)
-        out = self.branch7x7dbl_3(out, training=training)
-        out = self.branch7x7dbl_4(out, training=training)
-        branch7x7dbl_5 = self.branch7x7dbl_5(out, training=training)
-        branch_pool_avg = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
-        out = self.branch_pool(branch_pool_avg, training=training)
-        out = tf.concat([branch1x1, branch7x7_3, branch7x7dbl_5, out], axis=-1)
-        return out
+        branch7x7 = self.branch7x7_1(x, training=training)
+        branch7x7 = self.branch7x7_2(branch7x7, training=training)
+        branch7x7 = self.branch7x7_3(branch7x7, training=training)
+        branch7x7dbl = self.branch7x7dbl_1(x, training=training)
+        branch7x7dbl = self.branch7x7dbl_2(branch7x7dbl, training=training)
+        branch7x7dbl = self.branch7x7dbl_3(branch7x7dbl, training=training)
+        branch7x7dbl = self.branch7x7dbl_4(branch7x7dbl, training=training)
+        branch7x7dbl = self.branch7x7dbl_5(branch7x7dbl, training=training)
+        branch_pool = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
+        branch_pool = self.branch_pool(branch_pool, training=training)
+        x = tf.concat([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=-1)
+        return x
 
 
 class InceptionD(tf.Module):
@@ -250,15 +250,15 @@ class InceptionD(tf.Module):
         self.branch7x7x3_4 = ConvBN(192, out=192, kernel=3, stride=2, padding="valid", name=f"{name}.branch7x7x3_4")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = self.branch3x3_1(x, training=training)
-        branch3x3_2 = self.branch3x3_2(out, training=training)
-        branch7x7x3_1 = self.branch7x7x3_1(x, training=training)
-        out = self.branch7x7x3_2(branch7x7x3_1, training=training)
-        out = self.branch7x7x3_3(out, training=training)
-        branch7x7x3_4 = self.branch7x7x3_4(out, training=training)
+        branch3x3 = self.branch3x3_1(x, training=training)
+        branch3x3 = self.branch3x3_2(branch3x3, training=training)
+        branch7x7x3 = self.branch7x7x3_1(x, training=training)
+        branch7x7x3 = self.branch7x7x3_2(branch7x7x3, training=training)
+        branch7x7x3 = self.branch7x7x3_3(branch7x7x3, training=training)
+        branch7x7x3 = self.branch7x7x3_4(branch7x7x3, training=training)
         branch_pool = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        out = tf.concat([branch3x3_2, branch7x7x3_4, branch_pool], axis=-1)
-        return out
+        x = tf.concat([branch3x3, branch7x7x3, branch_pool], axis=-1)
+        return x
 
 
 class InceptionE(tf.Module):
@@ -281,14 +281,14 @@ class InceptionE(tf.Module):
         branch3x3_1 = self.branch3x3_1(x, training=training)
         branch3x3_2a = self.branch3x3_2a(branch3x3_1, training=training)
         branch3x3_2b = self.branch3x3_2b(branch3x3_1, training=training)
-        branch3x3dbl_1 = self.branch3x3dbl_1(x, training=training)
-        branch3x3dbl_2 = self.branch3x3dbl_2(branch3x3dbl_1, training=training)
-        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl_2, training=training)
-        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl_2, training=training)
-        branch_pool_avg = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
-        out = self.branch_pool(branch_pool_avg, training=training)
-        out = tf.concat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, out], axis=-1)
-        return out
+        branch3x3dbl = self.branch3x3dbl_1(x, training=training)
+        branch3x3dbl = self.branch3x3dbl_2(branch3x3dbl, training=training)
+        branch3x3dbl_3a = self.branch3x3dbl_3a(branch3x3dbl, training=training)
+        branch3x3dbl_3b = self.branch3x3dbl_3b(branch3x3dbl, training=training)
+        branch_pool = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 1, "VALID")
+        branch_pool = self.branch_pool(branch_pool, training=training)
+        x = tf.concat([branch1x1, branch3x3_2a, branch3x3_2b, branch3x3dbl_3a, branch3x3dbl_3b, branch_pool], axis=-1)
+        return x
 
 
 class InceptionV3(tf.Module):

@@ -31,9 +31,7 @@ def inverted_residual(x, t: int, out: int, stride: int = 1, *, name: str):
     """Expand 1x1 by t (absent when t = 1), depthwise 3x3 carrying the stride, linear 1x1
     projection; a residual connection when the shape is kept."""
     in_channels = x.shape[-1]
-    y = x
-    if t != 1:
-        y = conv_bn_relu6(x, out=t * in_channels, name=f"{name}.expand")
+    y = conv_bn_relu6(x, out=t * in_channels, name=f"{name}.expand") if t != 1 else x
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
     y = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}.dw_relu")(y)

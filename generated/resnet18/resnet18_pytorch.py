@@ -63,15 +63,15 @@ class BasicBlock(nn.Module):
         self.out_channels = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu1(out)
-        out = self.conv2(out)
-        bn2 = self.bn2(out)
+        y = self.conv1(x)
+        y = self.bn1(y)
+        y = self.relu1(y)
+        y = self.conv2(y)
+        y = self.bn2(y)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = bn2 + downsample
-        out = self.relu2(out)
-        return out
+        y = y + downsample
+        y = self.relu2(y)
+        return y
 
 
 class ResNet18(nn.Module):

@@ -163,15 +163,15 @@ class BasicBlock(tf.Module):
         self.out_channels = width
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out, training=training)
-        out = tf.nn.relu(out)
-        out = self.conv2(out)
-        bn2 = self.bn2(out, training=training)
+        y = self.conv1(x)
+        y = self.bn1(y, training=training)
+        y = tf.nn.relu(y)
+        y = self.conv2(y)
+        y = self.bn2(y, training=training)
         downsample = self.downsample(x, training=training) if self.downsample is not None else x
-        out = bn2 + downsample
-        out = tf.nn.relu(out)
-        return out
+        y = y + downsample
+        y = tf.nn.relu(y)
+        return y
 
 
 class ResNet18(tf.Module):

@@ -83,15 +83,15 @@ class BasicBlock(chainer.Chain):
         self.out_channels = width
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = F.relu(out)
-        out = self.conv2(out)
-        bn2 = self.bn2(out)
+        y = self.conv1(x)
+        y = self.bn1(y)
+        y = F.relu(y)
+        y = self.conv2(y)
+        y = self.bn2(y)
         downsample = self.downsample(x) if self.downsample is not None else x
-        out = bn2 + downsample
-        out = F.relu(out)
-        return out
+        y = y + downsample
+        y = F.relu(y)
+        return y
 
 
 class ResNet34(chainer.Chain):

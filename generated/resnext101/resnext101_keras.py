@@ -46,28 +46,26 @@ def bottleneck(x, planes: int, groups: int, width_per_group: int, stride: int = 
     """1x1 reduce to groups x width-per-group channels, grouped 3x3 (carrying the stride),
     1x1 expand to 4x the stage's planes; the shortcut is the identity, or a strided
     1x1 projection on a stage's first unit."""
-    out = layers.Conv2D(int(planes * width_per_group / 64) * groups, 1, use_bias=False, name=f"{name}.conv1")(x)
-    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
-    out = layers.ReLU(name=f"{name}.relu1")(out)
-    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
-    out = layers.Conv2D(
+    y = layers.Conv2D(int(planes * width_per_group / 64) * groups, 1, use_bias=False, name=f"{name}.conv1")(x)
+    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
+    y = layers.ReLU(name=f"{name}.relu1")(y)
+    y = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(y)
+    y = layers.Conv2D(
         int(planes * width_per_group / 64) * groups,
         3,
         strides=stride,
         groups=groups,
         use_bias=False,
         name=f"{name}.conv2",
-    )(out)
-    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
-    out = layers.ReLU(name=f"{name}.relu2")(out)
-    out = layers.Conv2D(planes * 4, 1, use_bias=False, name=f"{name}.conv3")(out)
-    bn3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(out)
-    downsample = x
-    if project:
-        downsample = conv_bn(x, out=planes * 4, stride=stride, name=f"{name}.downsample")
-    out = layers.Add(name=f"{name}.add")([bn3, downsample])
-    out = layers.ReLU(name=f"{name}.relu3")(out)
-    return out
+    )(y)
+    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
+    y = layers.ReLU(name=f"{name}.relu2")(y)
+    y = layers.Conv2D(planes * 4, 1, use_bias=False, name=f"{name}.conv3")(y)
+    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
+    downsample = conv_bn(x, out=planes * 4, stride=stride, name=f"{name}.downsample") if project else x
+    y = layers.Add(name=f"{name}.add")([y, downsample])
+    y = layers.ReLU(name=f"{name}.relu3")(y)
+    return y
 
 
 def ResNeXt101(num_classes: int = 1000) -> keras.Model:

@@ -91,13 +91,13 @@ class ShuffleUnit(chainer.Chain):
         y = self.conv2(y)
         y = self.bn2(y)
         y = self.conv3(y)
-        bn3 = self.bn3(y)
+        y = self.bn3(y)
         shortcut = F.average_pooling_2d(x, 3, stride=2, pad=1) if self.use_shortcut else x
-        y = F.concat([shortcut, bn3], axis=1) if self.use_concat else shortcut
+        x = F.concat([shortcut, y], axis=1) if self.use_concat else shortcut
         if self.use_add:
-            y = y + bn3
-        y = F.relu(y)
-        return y
+            x = x + y
+        x = F.relu(x)
+        return x
 
 
 class ShuffleNetV1(chainer.Chain):

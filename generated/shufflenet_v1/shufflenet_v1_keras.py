@@ -68,18 +68,17 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     y = layers.Conv2D(
         out - in_channels if stride == 2 else out, 1, groups=groups, use_bias=False, name=f"{name}.conv3"
     )(y)
-    bn3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
-    shortcut = x
+    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
     if stride == 2:
         shortcut = layers.ZeroPadding2D(1, name=f"{name}.shortcut.pad")(x)
         shortcut = layers.AveragePooling2D(3, strides=2, name=f"{name}.shortcut")(shortcut)
-    y = shortcut
-    if stride == 2:
-        y = layers.Concatenate(name=f"{name}.concat")([shortcut, bn3])
+    else:
+        shortcut = x
+    x = layers.Concatenate(name=f"{name}.concat")([shortcut, y]) if stride == 2 else shortcut
     if stride == 1:
-        y = layers.Add(name=f"{name}.add")([y, bn3])
-    y = layers.ReLU(name=f"{name}.relu")(y)
-    return y
+        x = layers.Add(name=f"{name}.add")([x, y])
+    x = layers.ReLU(name=f"{name}.relu")(x)
+    return x
 
 
 def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False) -> keras.Model:

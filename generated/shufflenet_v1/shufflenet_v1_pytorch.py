@@ -62,13 +62,13 @@ class ShuffleUnit(nn.Module):
         y = self.conv2(y)
         y = self.bn2(y)
         y = self.conv3(y)
-        bn3 = self.bn3(y)
+        y = self.bn3(y)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        y = torch.cat([shortcut, bn3], dim=1) if self.use_concat else shortcut
+        x = torch.cat([shortcut, y], dim=1) if self.use_concat else shortcut
         if self.use_add:
-            y = y + bn3
-        y = self.relu(y)
-        return y
+            x = x + y
+        x = self.relu(x)
+        return x
 
 
 class ShuffleNetV1(nn.Module):

@@ -211,15 +211,15 @@ class ShuffleUnit(tf.Module):
         y = self.conv2(y)
         y = self.bn2(y, training=training)
         y = self.conv3(y)
-        bn3 = self.bn3(y, training=training)
+        y = self.bn3(y, training=training)
         shortcut = (
             tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID") if self.use_shortcut else x
         )
-        y = tf.concat([shortcut, bn3], axis=-1) if self.use_concat else shortcut
+        x = tf.concat([shortcut, y], axis=-1) if self.use_concat else shortcut
         if self.use_add:
-            y = y + bn3
-        y = tf.nn.relu(y)
-        return y
+            x = x + y
+        x = tf.nn.relu(x)
+        return x
 
 
 class ShuffleNetV1(tf.Module):

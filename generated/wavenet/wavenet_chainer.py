@@ -63,13 +63,14 @@ class ResidualLayer(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable]:
         out = self.filter(pad_causal(x, self.filter))
-        filter_tanh = F.tanh(out)
+        out = F.tanh(out)
         gate = self.gate(pad_causal(x, self.gate))
-        out = F.sigmoid(gate)
-        gated = filter_tanh * out
-        skip = self.skip(gated)
-        dense = self.dense(gated) if self.dense is not None else gated
-        out = x + dense if self.use_residual else x
+        gate = F.sigmoid(gate)
+        out = out * gate
+        skip = self.skip(out)
+        if self.dense is not None:
+            out = self.dense(out)
+        out = x + out if self.use_residual else x
         return out, skip
 
 

@@ -34,17 +34,14 @@ def residual_layer(
     added to the input as the residual output (left out in the last layer, where
     nothing reads it)."""
     out = layers.Conv1D(dilation_channels, 2, padding="causal", dilation_rate=dilation, name=f"{name}.filter")(x)
-    filter_tanh = layers.Activation("tanh", name=f"{name}.filter_tanh")(out)
+    out = layers.Activation("tanh", name=f"{name}.filter_tanh")(out)
     gate = layers.Conv1D(dilation_channels, 2, padding="causal", dilation_rate=dilation, name=f"{name}.gate")(x)
-    out = layers.Activation("sigmoid", name=f"{name}.gate_sigmoid")(gate)
-    gated = layers.Multiply(name=f"{name}.gated")([filter_tanh, out])
-    skip = layers.Conv1D(skip_channels, 1, name=f"{name}.skip")(gated)
-    dense = gated
+    gate = layers.Activation("sigmoid", name=f"{name}.gate_sigmoid")(gate)
+    out = layers.Multiply(name=f"{name}.gated")([out, gate])
+    skip = layers.Conv1D(skip_channels, 1, name=f"{name}.skip")(out)
     if not last:
-        dense = layers.Conv1D(residual_channels, 1, name=f"{name}.dense")(gated)
-    out = x
-    if not last:
-        out = layers.Add(name=f"{name}.residual")([x, dense])
+        out = layers.Conv1D(residual_channels, 1, name=f"{name}.dense")(out)
+    out = layers.Add(name=f"{name}.residual")([x, out]) if not last else x
     return out, skip
 
 

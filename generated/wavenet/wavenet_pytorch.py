@@ -51,13 +51,14 @@ class ResidualLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.filter(pad_causal(x, self.filter))
-        filter_tanh = self.filter_tanh(out)
+        out = self.filter_tanh(out)
         gate = self.gate(pad_causal(x, self.gate))
-        out = self.gate_sigmoid(gate)
-        gated = filter_tanh * out
-        skip = self.skip(gated)
-        dense = self.dense(gated) if self.dense is not None else gated
-        out = x + dense if self.use_residual else x
+        gate = self.gate_sigmoid(gate)
+        out = out * gate
+        skip = self.skip(out)
+        if self.dense is not None:
+            out = self.dense(out)
+        out = x + out if self.use_residual else x
         return out, skip
 
 

@@ -101,13 +101,14 @@ class ResidualLayer(tf.Module):
 
     def __call__(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         out = self.filter(x)
-        filter_tanh = tf.tanh(out)
+        out = tf.tanh(out)
         gate = self.gate(x)
-        out = tf.sigmoid(gate)
-        gated = filter_tanh * out
-        skip = self.skip(gated)
-        dense = self.dense(gated) if self.dense is not None else gated
-        out = x + dense if self.use_residual else x
+        gate = tf.sigmoid(gate)
+        out = out * gate
+        skip = self.skip(out)
+        if self.dense is not None:
+            out = self.dense(out)
+        out = x + out if self.use_residual else x
         return out, skip
 
 

@@ -144,9 +144,9 @@ class DownsamplingModule(chainer.Chain):
         y = self.sepconv1(y)
         y = self.bn1(y)
         y = self.unit2(y)
-        pool = F.max_pooling_2d(pad_same(y, 3, 2, value=-np.inf), 3, stride=2, cover_all=False)
+        y = F.max_pooling_2d(pad_same(y, 3, 2, value=-np.inf), 3, stride=2, cover_all=False)
         shortcut = self.shortcut(x)
-        y = pool + shortcut
+        y = y + shortcut
         return y
 
 
@@ -160,9 +160,9 @@ class MiddleModule(chainer.Chain):
         self.out_channels = width
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        out = self.units(x)
-        out = out + x
-        return out
+        y = self.units(x)
+        y = y + x
+        return y
 
 
 class SepBNReLU(chainer.Chain):

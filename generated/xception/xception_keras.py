@@ -37,25 +37,23 @@ def downsampling_module(x, mid: int, out: int, relu_first: bool = True, *, name:
     """Two separable convolutions and a 3x3/2 max-pool, plus a strided 1x1 projection of
     the input. The entry flow's first module has no leading ReLU (the stem ends with
     one)."""
-    y = x
-    if relu_first:
-        y = layers.ReLU(name=f"{name}.relu1")(x)
+    y = layers.ReLU(name=f"{name}.relu1")(x) if relu_first else x
     y = layers.SeparableConv2D(mid, 3, padding="same", use_bias=False, name=f"{name}.sepconv1")(y)
     y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.bn1")(y)
     y = relu_sep_bn(y, out=out, name=f"{name}.unit2")
-    pool = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}.pool")(y)
+    y = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}.pool")(y)
     shortcut = conv_bn(x, out=out, kernel=1, stride=2, name=f"{name}.shortcut")
-    y = layers.Add(name=f"{name}.add")([pool, shortcut])
+    y = layers.Add(name=f"{name}.add")([y, shortcut])
     return y
 
 
 def middle_module(x, width: int, *, name: str):
     """Three ReLU-separable-BN units around an identity shortcut."""
-    out = x
+    y = x
     for i in range(3):
-        out = relu_sep_bn(out, out=width, name=f"{name}.units.{i}")
-    out = layers.Add(name=f"{name}.add")([out, x])
-    return out
+        y = relu_sep_bn(y, out=width, name=f"{name}.units.{i}")
+    y = layers.Add(name=f"{name}.add")([y, x])
+    return y
 
 
 def sep_bn_relu(x, out: int, *, name: str):

@@ -138,9 +138,9 @@ class DownsamplingModule(nn.Module):
         y = self.sepconv1(y)
         y = self.bn1(y)
         y = self.unit2(y)
-        pool = self.pool(pad_same(y, self.pool, value=float("-inf")))
+        y = self.pool(pad_same(y, self.pool, value=float("-inf")))
         shortcut = self.shortcut(x)
-        y = pool + shortcut
+        y = y + shortcut
         return y
 
 
@@ -153,9 +153,9 @@ class MiddleModule(nn.Module):
         self.out_channels = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.units(x)
-        out = out + x
-        return out
+        y = self.units(x)
+        y = y + x
+        return y
 
 
 class SepBNReLU(nn.Module):

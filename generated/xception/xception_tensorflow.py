@@ -221,9 +221,9 @@ class DownsamplingModule(tf.Module):
         y = self.sepconv1(y)
         y = self.bn1(y, training=training)
         y = self.unit2(y, training=training)
-        pool = tf.nn.max_pool2d(y, 3, 2, "SAME")
+        y = tf.nn.max_pool2d(y, 3, 2, "SAME")
         shortcut = self.shortcut(x, training=training)
-        y = pool + shortcut
+        y = y + shortcut
         return y
 
 
@@ -236,11 +236,11 @@ class MiddleModule(tf.Module):
         self.out_channels = width
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = x
+        y = x
         for block in self.units:
-            out = block(out, training=training)
-        out = out + x
-        return out
+            y = block(y, training=training)
+        y = y + x
+        return y
 
 
 class SepBNReLU(tf.Module):
