@@ -39,10 +39,8 @@ def ok(*command: str | Path, cwd: Path = ROOT) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
+def light_install(tmp: Path) -> Path:
     """A fresh venv with archspec's wheel and nothing else; its bin/ folder."""
-    tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
     shutil.copytree(ROOT / "archspec", src / "archspec", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -61,23 +59,22 @@ def venv(tmp_path_factory) -> Path:
     return bin_dir
 
 
-def test_the_wheel_compiles_specs_without_numpy_or_a_framework(venv, tmp_path):
+def test_the_wheel_compiles_specs_and_verify_asks_for_the_extra(tmp_path):
+    venv = light_install(tmp_path)
     assert ok(venv / "archspec", "--version") == "archspec, version 0.1.0\n"
 
     table = ok(venv / "archspec", "summary", "specs/lenet.yaml")
     assert table.startswith("lenet  (specs/lenet.yaml)\n")
     assert "Total params:         58,866" in table
 
-    out = ok(venv / "archspec", "compile", "specs/lenet.yaml", "--target", "pytorch", "-o", tmp_path)
-    assert out == f"wrote {tmp_path}/lenet/lenet_pytorch.py\n"
-    written = (tmp_path / "lenet" / "lenet_pytorch.py").read_text()
+    out = ok(venv / "archspec", "compile", "specs/lenet.yaml", "--target", "pytorch", "-o", tmp_path / "out")
+    assert out == f"wrote {tmp_path}/out/lenet/lenet_pytorch.py\n"
+    written = (tmp_path / "out" / "lenet" / "lenet_pytorch.py").read_text()
     assert written == (ROOT / "generated" / "lenet" / "lenet_pytorch.py").read_text()  # the pinned ruff formats it
 
     probe = "import importlib.util as u; print([m for m in ('numpy', 'torch') if u.find_spec(m)])"
     assert ok(venv / "python", "-c", probe) == "[]\n"
 
-
-def test_verify_in_the_light_install_names_the_extras_to_install(venv):
     done = run(venv / "archspec", "verify", "specs/lenet.yaml", "--targets", "pytorch")
     assert done.returncode == 2
     assert done.stderr == (
