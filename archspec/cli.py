@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from archspec import diagram, ops
+from archspec import diagram, extras, ops
 from archspec.codegen import EMITTERS
 from archspec.diagnostics import SpecError
 from archspec.passes.expand import INPUT_FORMS, parse_input, parse_overrides
@@ -80,7 +80,30 @@ input_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _NeedsExtra(click.ClickException):
+    """A command needs an extra that is not installed (:mod:`archspec.extras`): a usage error."""
+
+    exit_code = 2
+
+
+class _Main(click.Group):
+    """The command group: a missing extra, whether a command checked for it
+    (:func:`archspec.extras.require`) or an import found it missing, is one
+    line saying what to install."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except extras.MissingExtra as exc:
+            raise _NeedsExtra(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            missing = extras.from_import_error(f"archspec {ctx.invoked_subcommand}", exc)
+            if missing is None:
+                raise
+            raise _NeedsExtra(str(missing)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="archspec")
 def main() -> None:
     """Compile framework-neutral CNN specs into PyTorch, TensorFlow, Keras and
@@ -401,15 +424,13 @@ def diagram_command(
 
 
 def _targets(value: str) -> list[str]:
-    from archspec.runtime import TARGETS
-
     chosen = [t.strip() for t in value.split(",") if t.strip()]
     if chosen == ["all"]:
-        return list(TARGETS)
-    unknown = [t for t in chosen if t not in TARGETS]
+        return list(EMITTERS)
+    unknown = [t for t in chosen if t not in EMITTERS]
     if unknown or not chosen:
         what = f"unknown target {unknown[0]!r}" if unknown else "no target given"
-        raise click.UsageError(f"--targets: {what}; choose from {', '.join(TARGETS)} (comma-separated) or all")
+        raise click.UsageError(f"--targets: {what}; choose from {', '.join(EMITTERS)} (comma-separated) or all")
     return chosen
 
 
@@ -483,11 +504,12 @@ def verify_command(
     every target passes."""
     import json
 
-    from archspec.verify import format_table, verify
-
     if train and trace:
         raise click.UsageError("--trace compares inference only; drop it or --train")
     chosen = _targets(targets)
+    extras.require("archspec verify", "pytorch", *chosen)
+    from archspec.verify import format_table, verify
+
     overrides = _overrides(sets)
     failed = 0
     documents = []
@@ -554,6 +576,7 @@ def _warn(message: str) -> None:
 def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    extras.require("archspec train", "train")
     from archspec.training.data import BUILTIN
 
     for name, doc in BUILTIN.items():
@@ -563,6 +586,7 @@ def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 
 def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    extras.require("archspec train", "train")  # train's options are read by archspec.training
     from archspec.training.augment import names
 
     try:
@@ -582,6 +606,7 @@ class _Values(click.ParamType):
     def convert(self, value, param, ctx) -> tuple:
         if isinstance(value, tuple):
             return value
+        extras.require("archspec train", "train")
         from archspec.training.grid import parse_values
 
         try:
@@ -759,6 +784,8 @@ def _launch(options, resume: Path | None, grid: bool) -> None:
 
     try:
         target = options.target or read_run(resume)["target"]
+        mpi = target == "chainer" and (options.nproc > 1 or options.distributed)
+        extras.require("archspec train", target, *(["distributed"] if mpi else []))
         if grid and (options.distributed or (target in LAUNCHERS and options.nproc > 1)):
             raise click.UsageError(
                 f"a grid runs in one process: give one value per option with --nproc in {target}, "
@@ -814,6 +841,7 @@ def test_command(spec: str, target: str, weights_path: Path, data: str | None, a
     accuracy and the confusion matrix."""
     import json
 
+    extras.require("archspec test", target, "train")
     from archspec.training.run import format_test, test
 
     try:
@@ -849,6 +877,7 @@ def report_command(runs: tuple[Path, ...], out: Path | None) -> None:
     time, parameters, model size, final accuracies, status) and the commands
     that made the runs; with -o also writes it with plots of the test accuracy
     and loss against steps and bar charts of time and size."""
+    extras.require("archspec report", "train")
     from archspec.training.report import FILES, report
 
     try:
@@ -881,6 +910,7 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
     """Write canonical weights (NPZ, e.g. a run's weights.npz) in TARGET's own format,
     which the standalone generated file loads with its framework alone (its
     docstring shows how). Give --set num_classes=K for weights trained on K classes."""
+    extras.require("archspec weights export", target)
     from archspec.export.native import ExportError, export_native
     from archspec.weights import WeightError
 

@@ -32,9 +32,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+
+if TYPE_CHECKING:  # Pillow is imported where images are read: archspec verify --train runs without it
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 CACHE_BUDGET = 1 << 30  # bytes of decoded float32 one dataset may keep in memory
@@ -262,6 +265,8 @@ def _is_image_name(path: Path) -> bool:
 
 def _check_image(path: Path) -> str | None:
     """Why ``path`` is not a readable image, or None when it is."""
+    from PIL import Image
+
     try:
         with Image.open(path) as im:
             im.verify()
@@ -350,6 +355,8 @@ def _decode(source: Path | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(source, np.ndarray):
         grey = _resize_grey(source, h, w)
         return np.repeat(grey[None], c, axis=0)
+    from PIL import Image, ImageOps
+
     try:
         with Image.open(source) as im:
             im.draft(None, (max(h, w), max(h, w)))  # JPEG: decode at a reduced scale still >= the target size
@@ -363,12 +370,16 @@ def _decode(source: Path | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _resize_grey(grey: np.ndarray, h: int, w: int) -> np.ndarray:
     """A 2-D float array resized bilinearly to (h, w), clipped to [0, 1]."""
+    from PIL import Image
+
     im = Image.fromarray(np.ascontiguousarray(grey, dtype=np.float32))
     return np.clip(np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
 def _pixels(im: Image.Image, c: int, h: int, w: int) -> np.ndarray:
     """A decoded image as float32 (c, h, w) in [0, 1]; c is 1 or 3."""
+    from PIL import Image
+
     if im.mode == "F" or im.mode.startswith("I"):  # 16/32-bit grey: scale by the 16-bit range
         grey = np.asarray(im, dtype=np.float32) / (1.0 if im.mode == "F" else 65535.0)
         return np.repeat(_resize_grey(np.clip(grey, 0.0, 1.0), h, w)[None], c, axis=0)
