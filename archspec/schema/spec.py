@@ -356,7 +356,7 @@ class _Parser:
             return None
         v, pos = top["year"], top.val_pos["year"]
         if not isinstance(v, int) or isinstance(v, bool):
-            self.err(pos, "E101", f"'year' must be a whole number (the year of publication, e.g. 2015), found {_kind(v)}")
+            self.err(pos, "E101", f"'year' must be a whole number, the year of publication (2015), found {_kind(v)}")
             return None
         if not YEARS[0] <= v <= YEARS[1]:
             self.err(pos, "E303", f"'year' {v} is out of range; give the year of publication, {YEARS[0]} to {YEARS[1]}")
