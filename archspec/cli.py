@@ -423,9 +423,10 @@ def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
     except GalleryError as exc:
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
+    n = len(report.networks)
     click.echo(
-        f"wrote {report.out_dir}/ ({len(report.networks)} networks, {report.files} files, {report.seconds:.1f} s); "
-        f"open {report.out_dir / 'index.html'}"
+        f"wrote {report.out_dir}/ ({n} network{'s' if n != 1 else ''}, {report.files} files, "
+        f"{report.seconds:.1f} s); open {report.out_dir / 'index.html'}"
     )
 
 

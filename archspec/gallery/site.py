@@ -1,18 +1,20 @@
 """Build the gallery: compile, render, highlight, and publish one folder.
 
-The whole site is built in a temporary folder beside the output folder and
-then swapped in, so the output folder holds the previous gallery or the new
+The specs are compiled first (an invalid one stops everything before a file
+is written); the site is then written into a temporary folder beside the
+output folder and swapped in, so the output folder holds the previous gallery or the new
 one, never half of one. A folder that is not a previous gallery (it has no
 :data:`MARKER` file) is refused rather than overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -48,10 +50,11 @@ def build_gallery(spec_paths: Iterable[str | Path], out_dir: str | Path) -> Gall
     _check_target(out_dir)
     highlight, pygments_css = _highlighter()
     loaded = _compile(list(spec_paths))
-    rendered = _render([c for c, _ in loaded.values()])
-    pages = [network_page(c, text, rendered, highlight) for c, text in loaded.values()]
-    files = site_files(pages, rendered, {name: text for name, (_, text) in loaded.items()}, pygments_css)
-    _publish(files, out_dir)
+    with _staged(out_dir) as tmp:
+        rendered = _render([c for c, _ in loaded.values()])
+        pages = [network_page(c, text, rendered, highlight) for c, text in loaded.values()]
+        files = site_files(pages, rendered, {name: text for name, (_, text) in loaded.items()}, pygments_css)
+        _write(files, tmp)
     return GalleryReport(out_dir, [p.name for p in pages], len(files), time.perf_counter() - start)
 
 
@@ -156,9 +159,11 @@ def _check_target(out_dir: Path) -> None:
         )
 
 
-def _publish(files: dict[str, str], out_dir: Path) -> None:
-    """Write ``files`` into a temporary folder beside ``out_dir``, then swap it
-    in; on any error (Ctrl-C included) ``out_dir`` is left as it was."""
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` to write the site into; it
+    replaces ``out_dir`` when the block ends without an error. On any error
+    (Ctrl-C included) ``out_dir`` is left as it was and the folder is removed."""
     parent = out_dir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +172,7 @@ def _publish(files: dict[str, str], out_dir: Path) -> None:
         raise GalleryError(f"cannot write the gallery in {parent}: {exc.strerror or exc}; choose another -o") from None
     old = tmp.with_suffix(".old")
     try:
-        for rel, content in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8")
+        yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a site is read by a web server
         if out_dir.exists():
             os.replace(out_dir, old)
@@ -185,3 +187,10 @@ def _publish(files: dict[str, str], out_dir: Path) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(files: dict[str, str], folder: Path) -> None:
+    for rel, content in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
