@@ -144,6 +144,6 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[role=tablist]").forEach(setupTabs);
   document.querySelectorAll("button.copy").forEach(setupCopy);
   document.querySelectorAll(".diagram-viewport").forEach((viewport) => {
-    setupZoom(viewport, viewport.previousElementSibling);
+    setupZoom(viewport, viewport.closest("section").querySelector(".zoom-controls"));
   });
 });
