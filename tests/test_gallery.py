@@ -215,6 +215,13 @@ def test_an_unwritable_folder_is_a_clear_error(project):
     assert list((project / "locked").iterdir()) == []
 
 
+def test_without_graphviz_nothing_is_written(project, monkeypatch):
+    monkeypatch.setenv("PATH", str(project / "no-such-bin"))
+    result = run("gallery", "specs/lenet.yaml", "-o", "site")
+    assert result.exit_code == 1 and "Graphviz" in result.output and "apt-get install graphviz" in result.output
+    assert not (project / "site").exists() and siblings(project / "site") == []
+
+
 def test_two_specs_of_one_name_are_refused(project):
     shutil.copy("specs/lenet.yaml", "lenet_copy.yaml")
     result = run("gallery", "specs/lenet.yaml", "lenet_copy.yaml", "-o", "site")

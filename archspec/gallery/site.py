@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from archspec.diagnostics import SpecError
-from archspec.gallery.pages import NetworkPage, network_page
+from archspec.gallery.pages import Highlighter, NetworkPage, network_page
 from archspec.pipeline import Compiled, compile_spec
 
 MARKER = ".archspec-gallery"  # in the root of every gallery; its presence allows a rebuild
@@ -97,12 +97,14 @@ def _render(compiled: list[Compiled]) -> dict[str, str]:
         return render_all(compiled, list(EMITTERS), table=True, diagram=True)
     except GraphvizNotFound as exc:
         raise GalleryError(f"{exc}; the gallery draws every network") from None
-    except (CodegenError, FormatError, DiagramError) as exc:
+    except DiagramError as exc:
+        raise GalleryError(str(exc)) from None
+    except (CodegenError, FormatError) as exc:
         msg = f"archspec could not generate code: {exc}\nThis is a bug in archspec, not in your spec; please report it"
         raise GalleryError(msg) from None
 
 
-def _highlighter():
+def _highlighter() -> tuple[Highlighter, str]:
     """(highlight(text, language) -> HTML, the CSS it needs), from Pygments."""
     try:
         from pygments import highlight
