@@ -420,6 +420,41 @@ def diagram_command(
 
 
 # ----------------------------------------------------------------------------
+# gallery: a static site of the zoo
+
+
+@main.command(name="gallery")
+@click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default="site",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Output folder: created, or replaced if it holds a previous gallery.",
+)
+def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
+    """Write a static site of SPEC files (every specs/*.yaml when none is given):
+    an index to sort and filter, and per network its diagram, layer table, spec
+    and generated code. It works from file:// and needs no network."""
+    extras.require("archspec gallery", "gallery")
+    from archspec.gallery import GalleryError, build_gallery
+
+    paths = list(specs) or _spec_files("specs")
+    try:
+        report = build_gallery(paths, out_dir)
+    except GalleryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    n = len(report.networks)
+    click.echo(
+        f"wrote {report.out_dir}/ ({n} network{'s' if n != 1 else ''}, {report.files} files, "
+        f"{report.seconds:.1f} s); open {report.out_dir / 'index.html'}"
+    )
+
+
+# ----------------------------------------------------------------------------
 # verify: same weights, same outputs
 
 

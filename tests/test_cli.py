@@ -95,6 +95,13 @@ CASES = [
     (2, ["diagram", "specs/lenet.yaml", "broken.yaml", "-o", "x.svg"]),  # -o takes one SPEC
     (2, ["diagram", "specs/lenet.yaml", "-o", "x.dot", "--format", "svg"]),
     (2, ["diagram", "specs/lenet.yaml", "--direction", "RL"]),
+    # gallery (real sites: tests/test_gallery.py)
+    (0, ["gallery", "specs/lenet.yaml", "-o", "site"]),
+    (0, ["gallery"]),  # every specs/*.yaml, to site/
+    (1, ["gallery", "specs/lenet.yaml", "broken.yaml", "-o", "site"]),
+    (1, ["gallery", "specs/lenet.yaml", "-o", "specs"]),  # a folder that is not a gallery
+    (2, ["gallery", "specs"]),  # a directory
+    (2, ["gallery", "--format", "pdf"]),
     # train and test (real runs: tests/test_train.py)
     (0, ["train", "--list-data"]),
     (1, ["train", "broken.yaml", "-t", "pytorch"]),

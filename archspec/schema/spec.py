@@ -25,7 +25,8 @@ from archspec.schema import expr as E
 from archspec.schema.yamlload import YList, YMap, load_yaml
 
 PARAM_TYPES = ("int", "float", "bool", "str")
-TOP_KEYS = ("name", "source", "description", "input", "params", "blocks", "layers", "outputs")
+YEARS = (1900, 2100)  # the range a spec's ``year`` may take
+TOP_KEYS = ("name", "family", "year", "source", "description", "input", "params", "blocks", "layers", "outputs")
 BLOCK_KEYS = ("params", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
 PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
@@ -154,6 +155,8 @@ class Spec:
     layers: list[NodeDef]
     outputs: list[tuple[str, Pos]] | None = None
     description: str = ""
+    family: str = ""  # what the gallery groups by ("ResNet"); "" when not given
+    year: int | None = None  # the year the architecture was published
 
 
 def parse_spec(path: str | Path, text: str | bytes | None = None) -> Spec:
@@ -303,6 +306,8 @@ class _Parser:
             self.name_ok(name, top.val_pos["name"], "spec")
         source = self.text(top, "source", "the spec", hint=": the paper or seed table it follows, and any deviation")
         description = self.text(top, "description", "the spec", required=False)
+        family = self.text(top, "family", "the spec", required=False)
+        year = self.year(top)
 
         params = self.params(top.get("params"), top.val_pos.get("params"), spec_level=True)
         global_scope = set(params)
@@ -343,7 +348,20 @@ class _Parser:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
 
         self.diag.raise_if_any()
-        return Spec(name, source, self.file, top.pos, shape, params, blocks, layers, outputs, description)
+        return Spec(name, source, self.file, top.pos, shape, params, blocks, layers, outputs, description, family, year)
+
+    def year(self, top: YMap) -> int | None:
+        """The optional ``year``: a whole number from 1900 to 2100."""
+        if "year" not in top:
+            return None
+        v, pos = top["year"], top.val_pos["year"]
+        if not isinstance(v, int) or isinstance(v, bool):
+            self.err(pos, "E101", f"'year' must be a whole number, the year of publication (2015), found {_kind(v)}")
+            return None
+        if not YEARS[0] <= v <= YEARS[1]:
+            self.err(pos, "E303", f"'year' {v} is out of range; give the year of publication, {YEARS[0]} to {YEARS[1]}")
+            return None
+        return v
 
     def params(self, raw: Any, pos: Pos | None, spec_level: bool) -> dict[str, ParamDef]:
         out: dict[str, ParamDef] = {}
