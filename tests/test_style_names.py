@@ -106,3 +106,12 @@ def test_no_call_passes_a_tensor_under_one_of_its_keyword_names(path: Path) -> N
 )
 def test_shared_prefix(names: list[str], prefix: str) -> None:
     assert _shared_prefix(names) == prefix
+
+
+@pytest.mark.parametrize("target", ["pytorch", "tensorflow", "keras", "chainer"])
+def test_a_derived_size_is_named_once(target: str) -> None:
+    """The spec's ``let: {width: ...}`` is computed once, under its name (rule 2)."""
+    tree = ast.parse((GENERATED / "resnext50" / f"resnext50_{target}.py").read_text())
+    code = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Assign)]
+    written = [line for line in code if "int(planes * width_per_group / 64) * groups" in line]
+    assert written == ["width = int(planes * width_per_group / 64) * groups"]

@@ -621,6 +621,7 @@ class ClassCode:
     init: list[str]  # plain attributes, after it
     forward: list[str]
     returns: str
+    lets: list[str]  # sizes the block names once, before the links
 
 
 def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
@@ -678,7 +679,8 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     forward.append(f"return {', '.join(outs)}")
     returns = "chainer.Variable" if len(outs) == 1 else f"tuple[{', '.join(['chainer.Variable'] * len(outs))}]"
     doc = common.model_doc(ctx.model) if unit.is_model else common.docstring(unit.doc, indent="    ")
-    return ClassCode(unit.class_name, doc, common.signature(unit), links, init, forward, returns)
+    lets = [f"{lname} = {ctx.printer.expr(e)}" for lname, e in unit.lets]
+    return ClassCode(unit.class_name, doc, common.signature(unit), links, init, forward, returns, lets)
 
 
 def _local_names(unit: Unit) -> Callable[[str], str]:

@@ -377,8 +377,10 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     ctx.in_model = unit.is_model
     body: list[str] = []
     names_used = {n.id for s in unit.steps for e in step_exprs(s, channels=False) for n in E.free_names(e)}
+    names_used |= {n.id for _, e in unit.lets for n in E.free_names(e)}
     if not unit.is_model and "in_channels" in names_used:
         body.append("in_channels = x.shape[-1]")
+    body += [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     for step in unit.steps:
         cond = p.expr(step.cond) if step.cond is not None else None
         ins, out = step.inputs, step.output

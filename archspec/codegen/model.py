@@ -135,6 +135,9 @@ class Unit:
     # The attribute that keeps the logits switch for forward (PyTorch,
     # TensorFlow), when a step of the unit takes it; "" when none does.
     logits_attr: str = ""
+    # Sizes the block names once (the spec's ``let``), written first in its
+    # constructor: ``width = int(planes * (base_width / 64.0)) * groups``.
+    lets: list[tuple[str, E.Expr]] = field(default_factory=list)
 
     @property
     def defaults(self) -> dict[str, E.Expr]:
@@ -416,6 +419,8 @@ class _Builder:
         """Spec parameters a block reads, itself or through the blocks it uses."""
         used: set[str] = set()
         block = self.spec.blocks[bname]
+        for _, lv in block.lets:
+            used |= {n for n in _names(lv) if n in self.spec.params and n not in block.params}
         for nd in block.nodes:
             for v in [*nd.attrs.values(), *nd.first.values(), nd.when, nd.repeat]:
                 for n in _names(v):
@@ -439,6 +444,8 @@ class _Builder:
         envs = []
         for inst in insts:
             env = {**self.graph.params, **inst.args, "in_channels": inst.in_shape[0]}
+            for lname, lv in block.lets:
+                env[lname] = E.evaluate(lv.expr, env) if lv.expr is not None else lv.raw
             envs.append((inst.path, env))
         unit = Unit(
             block.name,
@@ -448,6 +455,7 @@ class _Builder:
             [],
             num(0),
             block.doc.strip(),
+            lets=[(lname, self.bind(lv.expr) if lv.expr is not None else literal(lv.raw)) for lname, lv in block.lets],
         )
         self.fill(unit, block.nodes, envs, name("in_channels"), block.output_names())
         return unit
@@ -462,9 +470,11 @@ class _Builder:
         sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)}
         # A spec parameter that a block uses as a channel count sizes layers too.
         for block in self.units.values():
+            lets = dict(block.lets)
             for st in block.steps:
                 for e in (st.in_channels, st.attrs.get("out"), st.attrs.get("multiplier")):
                     if isinstance(e, E.Expr):
+                        e = substitute(e, lets)
                         sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}
         sizing -= {"num_classes"}
         if sizing:
@@ -616,7 +626,10 @@ class _Builder:
         args = {**step.attrs, **(step.first if unit == 0 else {})}
         if unit is not None:
             args = {k: substitute(v, {"i": num(unit)}) for k, v in args.items()}
-        return {**callee.defaults, "in_channels": in_ch, **args}
+        env = {**callee.defaults, "in_channels": in_ch, **args}
+        for lname, e in callee.lets:  # a size the block names is its expression, out here
+            env[lname] = fold(substitute(e, env))
+        return env
 
     def unit_count(self, step: Step, envs, where: str) -> int:
         counts = {E.evaluate(step.units, env) for _, env in envs}  # type: ignore[arg-type]

@@ -306,7 +306,7 @@ class ClassCode:
 
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     p = ctx.printer
-    init: list[str] = []
+    init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
     for step in unit.steps:
         module = f"self.{step.name}"

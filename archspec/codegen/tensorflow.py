@@ -442,7 +442,7 @@ def _comment(step: Step, ctx: Ctx) -> str | None:
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     p = ctx.printer
     ctx.in_model = unit.is_model
-    init: list[str] = []
+    init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
     for step in unit.steps:
         attr = f"self.{step.name}"

@@ -471,6 +471,10 @@ class _Expander:
                 return failed
             unit_path = f"{path}.{u}" if units else path
             benv = {**self.globals, **args, "in_channels": cur[1][0]}
+            for lname, lv in block.lets:
+                benv[lname] = self.eval(lv, benv)
+                if benv[lname] is None:
+                    return failed
             refs, _ = self.scope(block.nodes, unit_path + ".", benv, cur[0], cur[1])
             unit_in = cur[1]
             for o in outs:

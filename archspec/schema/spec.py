@@ -27,7 +27,7 @@ from archspec.schema.yamlload import YList, YMap, load_yaml
 PARAM_TYPES = ("int", "float", "bool", "str")
 YEARS = (1900, 2100)  # the range a spec's ``year`` may take
 TOP_KEYS = ("name", "family", "year", "source", "description", "input", "params", "blocks", "layers", "outputs")
-BLOCK_KEYS = ("params", "nodes", "output", "doc")
+BLOCK_KEYS = ("params", "let", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
 PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
 IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -133,6 +133,9 @@ class BlockDef:
     # Empty: the last node is the only output.
     outputs: list[tuple[str, Pos]] = field(default_factory=list)
     doc: str = ""
+    # Sizes derived from the parameters, named once (``width: planes * 4``),
+    # in order: each may read the parameters, in_channels and the ones before.
+    lets: list[tuple[str, Value]] = field(default_factory=list)
 
     @property
     def output(self) -> str:
@@ -441,6 +444,8 @@ class _Parser:
                     params[p].pos, "E106", f"block parameter '{p}' hides the spec parameter of the same name; rename it"
                 )
         scope = global_scope | set(params) | {"in_channels"}
+        lets = self.lets(m, scope) if "let" in m else []
+        scope |= {n for n, _ in lets}
         if "nodes" not in m:
             self.err(pos, "E102", f"block '{name}' needs 'nodes': the list of its nodes")
             nodes: list[NodeDef] = []
@@ -448,7 +453,31 @@ class _Parser:
             nodes = self.nodes(m["nodes"], m.val_pos["nodes"], scope, block_names, None, f"block '{name}'")
         outputs = self.block_outputs(m, nodes) if "output" in m else []
         doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
-        return BlockDef(name, pos, params, nodes, outputs, doc)
+        return BlockDef(name, pos, params, nodes, outputs, doc, lets)
+
+    def lets(self, m: YMap, scope: set[str]) -> list[tuple[str, Value]]:
+        """``let: {width: "int(planes * base_width / 64) * groups"}``: named
+        sizes, each an expression over ``scope`` and the names before it."""
+        raw = self.mapping(m["let"], m.val_pos["let"], "'let'")
+        if raw is None:
+            return []
+        out: list[tuple[str, Value]] = []
+        for lname, body in raw.items():
+            kpos, vpos = raw.key_pos[lname], raw.val_pos[lname]
+            if not self.name_ok(lname, kpos, "'let'"):
+                continue
+            if lname in RESERVED_PARAMS or lname == "i":
+                self.err(kpos, "E105", f"'{lname}' is a reserved name; choose another 'let' name")
+                continue
+            if lname in scope:
+                self.err(kpos, "E106", f"'let' name '{lname}' is already a parameter here; choose another name")
+                continue
+            if isinstance(body, (YMap, YList, bool)) or body is None:
+                self.err(vpos, "E101", f"'let' {lname}: expected a number or an expression, found {_kind(body)}")
+                continue
+            out.append((lname, self.value(body, vpos, scope | {n for n, _ in out})))
+        self.rejected |= {k for k in raw if isinstance(k, str)} - {n for n, _ in out}  # reported once
+        return out
 
     def block_outputs(self, m: YMap, nodes: list[NodeDef]) -> list[tuple[str, Pos]]:
         """``output: NAME`` or ``output: [NAME, ...]``: nodes of the block, the first its value."""

@@ -76,20 +76,13 @@ class Bottleneck(chainer.Chain):
         self, in_channels: int, planes: int, groups: int, width_per_group: int, stride: int = 1, project: bool = False
     ) -> None:
         super().__init__()
+        width = int(planes * width_per_group / 64) * groups
         with self.init_scope():
-            self.conv1 = L.Convolution2D(in_channels, int(planes * width_per_group / 64) * groups, 1, nobias=True)
-            self.bn1 = L.BatchNormalization(int(planes * width_per_group / 64) * groups, eps=1e-05)
-            self.conv2 = L.Convolution2D(
-                int(planes * width_per_group / 64) * groups,
-                int(planes * width_per_group / 64) * groups,
-                3,
-                stride=stride,
-                pad=1,
-                nobias=True,
-                groups=groups,
-            )
-            self.bn2 = L.BatchNormalization(int(planes * width_per_group / 64) * groups, eps=1e-05)
-            self.conv3 = L.Convolution2D(int(planes * width_per_group / 64) * groups, planes * 4, 1, nobias=True)
+            self.conv1 = L.Convolution2D(in_channels, width, 1, nobias=True)
+            self.bn1 = L.BatchNormalization(width, eps=1e-05)
+            self.conv2 = L.Convolution2D(width, width, 3, stride=stride, pad=1, nobias=True, groups=groups)
+            self.bn2 = L.BatchNormalization(width, eps=1e-05)
+            self.conv3 = L.Convolution2D(width, planes * 4, 1, nobias=True)
             self.bn3 = L.BatchNormalization(planes * 4, eps=1e-05)
             self.downsample = ConvBN(in_channels, out=planes * 4, stride=stride) if project else None
         self.out_channels = planes * 4

@@ -55,21 +55,14 @@ class Bottleneck(nn.Module):
         self, in_channels: int, planes: int, groups: int, width_per_group: int, stride: int = 1, project: bool = False
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, int(planes * width_per_group / 64) * groups, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(int(planes * width_per_group / 64) * groups)
+        width = int(planes * width_per_group / 64) * groups
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(
-            int(planes * width_per_group / 64) * groups,
-            int(planes * width_per_group / 64) * groups,
-            3,
-            stride=stride,
-            padding=1,
-            groups=groups,
-            bias=False,
-        )
-        self.bn2 = nn.BatchNorm2d(int(planes * width_per_group / 64) * groups)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu2 = nn.ReLU()
-        self.conv3 = nn.Conv2d(int(planes * width_per_group / 64) * groups, planes * 4, 1, bias=False)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.downsample = ConvBN(in_channels, out=planes * 4, stride=stride) if project else None
         self.relu3 = nn.ReLU()

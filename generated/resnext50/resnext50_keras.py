@@ -45,18 +45,12 @@ def bottleneck(x, planes: int, groups: int, width_per_group: int, stride: int = 
     """1x1 reduce to groups x width-per-group channels, grouped 3x3 (carrying the stride),
     1x1 expand to 4x the stage's planes; the shortcut is the identity, or a strided
     1x1 projection on a stage's first unit."""
-    y = layers.Conv2D(int(planes * width_per_group / 64) * groups, 1, use_bias=False, name=f"{name}.conv1")(x)
+    width = int(planes * width_per_group / 64) * groups
+    y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
     y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
     y = layers.ReLU(name=f"{name}.relu1")(y)
     y = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(y)
-    y = layers.Conv2D(
-        int(planes * width_per_group / 64) * groups,
-        3,
-        strides=stride,
-        groups=groups,
-        use_bias=False,
-        name=f"{name}.conv2",
-    )(y)
+    y = layers.Conv2D(width, 3, strides=stride, groups=groups, use_bias=False, name=f"{name}.conv2")(y)
     y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
     y = layers.ReLU(name=f"{name}.relu2")(y)
     y = layers.Conv2D(planes * 4, 1, use_bias=False, name=f"{name}.conv3")(y)

@@ -165,24 +165,12 @@ class Bottleneck(tf.Module):
         name: str,
     ) -> None:
         super().__init__()
-        self.conv1 = Conv2D(
-            in_channels, int(planes * width_per_group / 64) * groups, 1, bias=False, name=f"{name}.conv1"
-        )
-        self.bn1 = BatchNorm(int(planes * width_per_group / 64) * groups, eps=1e-05, decay=0.9, name=f"{name}.bn1")
-        self.conv2 = Conv2D(
-            int(planes * width_per_group / 64) * groups,
-            int(planes * width_per_group / 64) * groups,
-            3,
-            stride=stride,
-            padding=1,
-            groups=groups,
-            bias=False,
-            name=f"{name}.conv2",
-        )
-        self.bn2 = BatchNorm(int(planes * width_per_group / 64) * groups, eps=1e-05, decay=0.9, name=f"{name}.bn2")
-        self.conv3 = Conv2D(
-            int(planes * width_per_group / 64) * groups, planes * 4, 1, bias=False, name=f"{name}.conv3"
-        )
+        width = int(planes * width_per_group / 64) * groups
+        self.conv1 = Conv2D(in_channels, width, 1, bias=False, name=f"{name}.conv1")
+        self.bn1 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn1")
+        self.conv2 = Conv2D(width, width, 3, stride=stride, padding=1, groups=groups, bias=False, name=f"{name}.conv2")
+        self.bn2 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn2")
+        self.conv3 = Conv2D(width, planes * 4, 1, bias=False, name=f"{name}.conv3")
         self.bn3 = BatchNorm(planes * 4, eps=1e-05, decay=0.9, name=f"{name}.bn3")
         self.downsample = (
             ConvBN(in_channels, out=planes * 4, stride=stride, name=f"{name}.downsample") if project else None
