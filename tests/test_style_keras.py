@@ -143,3 +143,23 @@ def test_a_lone_one_unit_stage_is_one_call(write_spec):
         )
     )
     assert 'x = b(x, stride=2, name="s.0")' in text and "for i in" not in text
+
+
+def test_stages_whose_later_units_differ_stay_separate_loops(write_spec):
+    """A first-unit override whose value for the later units differs between
+    the stages (1 in one, 2 in the other) is no table column: each stage keeps
+    its own loop, each unit its own name."""
+    text = keras_source(
+        write_spec(
+            "name: two\nsource: test\ninput: [3, 32, 32]\nblocks:\n"
+            "  b:\n    params: {stride: {type: int, default: 1}}\n"
+            "    nodes:\n      - conv: {op: conv2d, out: 4, kernel: 1, stride: stride}\n"
+            "layers:\n"
+            "  - s1: {block: b, repeat: 2, first: {stride: 2}}\n"
+            "  - s2: {block: b, repeat: 2, stride: 2, first: {stride: 1}}\n"
+            "  - gap: {op: global_avg_pool}\n"
+        )
+    )
+    assert "stages = [" not in text
+    assert 'x = b(x, stride=2 if i == 0 else 1, name=f"s1.{i}")' in text
+    assert 'x = b(x, stride=1 if i == 0 else 2, name=f"s2.{i}")' in text
