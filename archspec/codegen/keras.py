@@ -7,12 +7,14 @@ paths (``layer1.0.conv1``), so weights map 1:1 to the canonical keys.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from archspec.codegen import common
-from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, step_exprs
+from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, step_exprs, substitute
 from archspec.codegen.render import render_template
+from archspec.ir import Graph
 from archspec.ops import same_padding
 from archspec.schema import expr as E
 
@@ -24,12 +26,56 @@ class Ctx:
     printer: common.Printer
     helpers: set[str] = field(default_factory=set)
     in_model: bool = False
+    # IR paths: each node's first input, the nodes whose output cannot be negative
+    # (see nonnegative_nodes), the instances of the unit being written ("" for the network).
+    first_input: dict[str, str] = field(default_factory=dict)
+    nonnegative: set[str] = field(default_factory=set)
+    scopes: list[str] = field(default_factory=list)
 
     def name(self, step: Step, suffix: str = "") -> str:
         """The ``name=`` of a layer: its IR path (an f-string inside blocks)."""
         if self.in_model:
             return f'name="{step.name}{suffix}"'
         return f'name=f"{{name}}.{step.name}{suffix}"'
+
+    def nonnegative_input(self, step: Step) -> bool:
+        """Whether the first input of an op step cannot be negative in any instance."""
+        paths = [f"{scope}.{step.name}" if scope else step.name for scope in self.scopes]
+        inputs = [self.first_input[p] for p in paths if p in self.first_input]
+        return bool(inputs) and all(p in self.nonnegative for p in inputs)
+
+
+# Ops whose output is never negative, and ops whose output is not negative
+# when no input is (LRN divides by a positive number when k > 0).
+NONNEGATIVE_OPS = {"relu", "relu6", "sigmoid", "softmax"}
+SIGN_KEEPING_OPS = {
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool",
+    "global_max_pool",
+    "dropout",
+    "flatten",
+    "channel_shuffle",
+    "zero_pad2d",
+    "concat",
+    "add",
+    "multiply",
+    "lrn",
+}
+
+
+def nonnegative_nodes(graph: Graph) -> set[str]:
+    """The IR nodes whose output cannot be negative: a ReLU, ReLU6, sigmoid or
+    softmax, or an op of SIGN_KEEPING_OPS all of whose inputs are such nodes
+    (the network's input can be negative). A max pool over them can pad with
+    zeros instead of -inf: no window is all padding, so a zero never beats a
+    value of the window."""
+    out: set[str] = set()
+    for n in graph.nodes:
+        keeps = n.op in SIGN_KEEPING_OPS and (n.op != "lrn" or n.attrs["k"] > 0)
+        if n.op in NONNEGATIVE_OPS or (keeps and all(i in out for i in n.inputs)):
+            out.add(n.path)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -50,21 +96,17 @@ def _kw(name: str, value: str, default: str) -> list[str]:
     return [] if value == default else [f"{name}={value}"]
 
 
-def _const_pair(step: Step, ctx: Ctx, key: str) -> tuple[int, ...] | None:
-    v = _v(step, ctx, key)
-    if v is None:
-        return None
-    return v if isinstance(v, tuple) else (v, v)
-
-
 def _padding(
     step: Step, ctx: Ctx, inp: str, out: str, fill_inf: bool = False, keras_same: bool = True
 ) -> tuple[list[str], str, str]:
     """Decide how a windowed layer pads. Returns (lines before the layer,
     the layer's padding keyword, the input variable for the layer); a pad
     layer writes to the step's own output variable, which is free until then.
-    ``keras_same`` False: never say padding="same" (average pooling that counts
-    the padded zeros, which Keras' "same" leaves out of the average)."""
+    Pads that Keras' "same" gives on this input are written as padding="same";
+    others as a pad layer: zeros, or -inf where ``fill_inf`` (max pooling over
+    values that can be negative). ``keras_same`` False: never say
+    padding="same" (average pooling that counts the padded zeros, which
+    Keras' "same" leaves out of the average)."""
     p: Padding | None = step.padding
     if p is None or p.mode in ("none", "valid"):
         return [], '"valid"', inp
@@ -73,44 +115,54 @@ def _padding(
     if p.mode == "keyword":
         return [], ctx.printer.expr(p.expr), inp
     pad_layer = "NegInfPadding2D" if fill_inf else "layers.ZeroPadding2D"
-    if fill_inf:
-        ctx.helpers.add("NegInfPadding2D")
     if p.expr is not None:  # symmetric, varying between instances: pad when it is not zero
         amount = ctx.printer.pair(p.expr)
         if step.in_ranks[0] == 2:
             pad_layer = "layers.ZeroPadding1D"
+        if fill_inf:
+            ctx.helpers.add("NegInfPadding2D")
         lines = [f"{out} = {inp}"] if out != inp else []
         lines += [f"if {amount}:", f"    {out} = {pad_layer}({amount}, {ctx.name(step, '.pad')})({out})"]
         return lines, '"valid"', out
     sides = p.sides
-    if keras_same and _is_same_at_stride1(step, ctx, sides):
+    if keras_same and _is_keras_same(step, ctx, sides):
         return [], '"same"', inp
     if len(sides) == 2:
         return [f"{out} = layers.ZeroPadding1D({sides}, {ctx.name(step, '.pad')})({inp})"], '"valid"', out
+    if fill_inf:
+        ctx.helpers.add("NegInfPadding2D")
     t, b, left, r = sides
     spec = f"(({t}, {b}), ({left}, {r}))" if (t, b) != (left, r) or t != b else str(t)
     return [f"{out} = {pad_layer}({spec}, {ctx.name(step, '.pad')})({inp})"], '"valid"', out
 
 
-def _is_same_at_stride1(step: Step, ctx: Ctx, sides: tuple[int, ...]) -> bool:
-    """Explicit padding that is exactly Keras' 'same' (stride 1: (k - 1) * d
-    split with the odd pixel after), so the layer can say padding="same"."""
-    if "stride" not in step.attrs or "kernel" not in step.attrs:
-        return False
-    stride = _v(step, ctx, "stride")
-    kernel = _v(step, ctx, "kernel")
-    dilation = _v(step, ctx, "dilation") if "dilation" in step.attrs else 1
-    if stride is None or kernel is None or dilation is None:
-        return False
+def _is_keras_same(step: Step, ctx: Ctx, sides: tuple[int, ...]) -> bool:
+    """Whether per-side padding is what Keras' padding="same" does on this
+    layer's input (TensorFlow's rule, the odd pixel after). At stride 1 that
+    is (k - 1) * d whatever the input size, so it holds in a block whose
+    instances see different sizes too."""
     axes = len(sides) // 2
-    as_tuple = lambda v: v if isinstance(v, tuple) else (v,) * axes  # noqa: E731
-    stride, kernel, dilation = as_tuple(stride), as_tuple(kernel), as_tuple(dilation)
-    if any(s != 1 for s in stride):
+    kernel = _const_tuple(step, ctx, "kernel", axes)
+    stride = _const_tuple(step, ctx, "stride", axes) if "stride" in step.attrs else kernel
+    dilation = _const_tuple(step, ctx, "dilation", axes) if "dilation" in step.attrs else (1,) * axes
+    if kernel is None or stride is None or dilation is None:
         return False
-    want = []
-    for k, d in zip(kernel, dilation):
-        want += list(same_padding(10, k, 1, d))
+    if step.in_shape is not None:
+        sizes = step.in_shape[1:]
+    elif all(s == 1 for s in stride):
+        sizes = (1,) * axes
+    else:
+        return False
+    want = [pad for n, k, s, d in zip(sizes, kernel, stride, dilation) for pad in same_padding(n, k, s, d)]
     return tuple(want) == tuple(sides)
+
+
+def _const_tuple(step: Step, ctx: Ctx, key: str, axes: int) -> tuple[int, ...] | None:
+    """A constant size attribute per axis (``3`` -> ``(3, 3)``), or None when it is symbolic."""
+    v = _v(step, ctx, key)
+    if v is None:
+        return None
+    return v if isinstance(v, tuple) else (v,) * axes
 
 
 def _ceil_extra(step: Step, ctx: Ctx) -> tuple[int, int]:
@@ -118,8 +170,8 @@ def _ceil_extra(step: Step, ctx: Ctx) -> tuple[int, int]:
     ceil-mode output size of the IR."""
     if step.in_shape is None or step.out_shape is None:
         raise CodegenError(f"{step.name}: ceil-mode pooling in a block whose input size varies")
-    k = _const_pair(step, ctx, "kernel")
-    s = _const_pair(step, ctx, "stride") if "stride" in step.attrs else k
+    k = _const_tuple(step, ctx, "kernel", 2)
+    s = _const_tuple(step, ctx, "stride", 2) if "stride" in step.attrs else k
     sides = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
     extra = []
     for axis in range(2):
@@ -153,7 +205,7 @@ def dense(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
     return [f"{out} = layers.Dense({', '.join([_a(step, ctx, 'out'), *kw, ctx.name(step)])})({ins[0]})"]
 
 
-def pool(layer: str, fill_inf: bool) -> Rule:
+def pool(layer: str, is_max: bool) -> Rule:
     def rule(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
         inp = ins[0]
         lines: list[str] = []
@@ -161,13 +213,13 @@ def pool(layer: str, fill_inf: bool) -> Rule:
         if ceil is None:
             raise CodegenError(f"{step.name}: ceil_mode from a parameter; Keras pools pad for it per instance")
         if ceil:
-            if not fill_inf:
+            if not is_max:
                 raise CodegenError(f"{step.name}: ceil-mode average pooling has no Keras equivalent")
             p = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
             eb, er = _ceil_extra(step, ctx)
             step = _with_padding(step, (p[0], p[1] + eb, p[2], p[3] + er))
         keras_same = True
-        if not fill_inf and step.padding and step.padding.mode not in ("none", "valid"):
+        if not is_max and step.padding and step.padding.mode not in ("none", "valid"):
             # Keras' padding="same" leaves the padded zeros out of the average.
             include = _v(step, ctx, "count_include_pad")
             if include is None or step.padding.mode == "keyword" or step.padding.sides is None:
@@ -178,6 +230,7 @@ def pool(layer: str, fill_inf: bool) -> Rule:
                 raise CodegenError(f"{step.name}: explicit average-pool padding that excludes the padded zeros")
             else:
                 step = replace(step, padding=Padding("same", step.padding.sides))
+        fill_inf = is_max and not ctx.nonnegative_input(step)
         pad_lines, padding, inp = _padding(step, ctx, inp, out, fill_inf, keras_same)
         lines += pad_lines
         args = [_a(step, ctx, "kernel")]
@@ -187,17 +240,6 @@ def pool(layer: str, fill_inf: bool) -> Rule:
         return [*lines, f"{out} = layers.{layer}({', '.join([*args, ctx.name(step)])})({inp})"]
 
     return rule
-
-
-def _is_keras_same(step: Step, ctx: Ctx, sides: tuple[int, ...]) -> bool:
-    """Whether per-side padding is what Keras' padding="same" does on this input
-    (TensorFlow's rule, at any stride)."""
-    k, s = _const_pair(step, ctx, "kernel"), _const_pair(step, ctx, "stride") if "stride" in step.attrs else None
-    s = s or k
-    if step.in_shape is None or k is None or s is None:
-        return False
-    want = [*same_padding(step.in_shape[1], k[0], s[0]), *same_padding(step.in_shape[2], k[1], s[1])]
-    return tuple(want) == tuple(sides)
 
 
 def _with_padding(step: Step, sides: tuple[int, ...]) -> Step:
@@ -301,8 +343,8 @@ OPS: dict[str, Rule] = {
     "separable_conv2d": conv("SeparableConv2D"),
     "conv1d": conv("Conv1D"),
     "dense": dense,
-    "max_pool2d": pool("MaxPooling2D", fill_inf=True),
-    "avg_pool2d": pool("AveragePooling2D", fill_inf=False),
+    "max_pool2d": pool("MaxPooling2D", is_max=True),
+    "avg_pool2d": pool("AveragePooling2D", is_max=False),
     "global_avg_pool": global_pool("GlobalAveragePooling"),
     "global_max_pool": global_pool("GlobalMaxPooling"),
     "batch_norm": batch_norm,
@@ -354,10 +396,24 @@ def _block_call(step: Step, ctx: Ctx, functions: dict[str, str], inp: str, index
             if k not in step.attrs:
                 rest = repr(defaults[k])
                 kwargs.append(f"{k}={_first_or(p, v, rest, index)}")
-    path = f'"{step.name}"' if ctx.in_model else f'f"{{name}}.{step.name}"'
-    if index is not None:
-        path = f'f"{step.name}.{{{index}}}"' if ctx.in_model else f'f"{{name}}.{step.name}.{{{index}}}"'
+    tail = step.name if index is None else f"{step.name}.{{{index}}}"
+    return f"{functions[step.unit]}({', '.join([inp, *kwargs, f'name={_layer_path(ctx, tail)}'])})"
+
+
+def _one_unit_call(step: Step, ctx: Ctx, functions: dict[str, str], inp: str) -> str:
+    """The only unit of a one-unit stage: called once, with the first unit's
+    arguments, under its unit's name (``stage1.0``)."""
+    kwargs = [f"{k}={ctx.printer.expr(v)}" for k, v in {**step.attrs, **step.first}.items()]
+    path = _layer_path(ctx, f"{step.name}.0")
     return f"{functions[step.unit]}({', '.join([inp, *kwargs, f'name={path}'])})"
+
+
+def _layer_path(ctx: Ctx, tail: str) -> str:
+    """The ``name=`` of a block call: ``tail`` (f-string text such as
+    ``{stage}.{i}``) below the enclosing block's name."""
+    if not ctx.in_model:
+        return f'f"{{name}}.{tail}"'
+    return f'f"{tail}"' if "{" in tail else f'"{tail}"'
 
 
 def _first_or(p: common.Printer, first: E.Expr, rest: str, index: str) -> str:
@@ -372,20 +428,196 @@ def _first_or(p: common.Printer, first: E.Expr, rest: str, index: str) -> str:
     return f"{p.expr(first, outer=1)} if {index} == 0 else {rest}"
 
 
+# ----------------------------------------------------------------------------
+# Stage tables: consecutive stages of one block, written as one loop over a
+# list of their settings (torchvision's ``# t, c, n, s`` for MobileNetV2,
+# keras.applications' DEFAULT_BLOCKS_ARGS).
+
+
+# The width of a table's comment lines (inside a function: indented 4).
+COMMENT_WIDTH = 112
+
+
+def _tabled(step: Step) -> bool:
+    """A stage a table can hold: run unit after unit on the chain variable."""
+    return (
+        step.units is not None
+        and not step.varies_with_i
+        and step.cond is None
+        and not step.unpacks
+        and not step.collect
+        and not any(step.starred)
+        and step.inputs[0] == step.output
+    )
+
+
+def stage_runs(steps: list[Step]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of two or more consecutive stages of one
+    block that a table can hold."""
+    runs: list[tuple[int, int]] = []
+    k = 0
+    while k < len(steps):
+        stop = k + 1
+        if _tabled(steps[k]):
+            while (
+                stop < len(steps)
+                and _tabled(steps[stop])
+                and steps[stop].unit == steps[k].unit
+                and steps[stop].output == steps[k].output
+            ):
+                stop += 1
+        if stop - k >= 2:
+            runs.append((k, stop))
+        k = stop
+    return runs
+
+
+def _numbered(e: E.Expr, found: list[E.Num]) -> E.Expr:
+    """``e`` with its k-th number replaced by the name ``#k`` (appended to ``found``)."""
+    if isinstance(e, E.Num):
+        found.append(e)
+        return E.Name(f"#{len(found) - 1}", 0)
+    if isinstance(e, E.Unary):
+        return E.Unary(e.op, _numbered(e.operand, found), 0)
+    if isinstance(e, E.Binary):
+        left = _numbered(e.left, found)
+        return E.Binary(e.op, left, _numbered(e.right, found), 0)
+    if isinstance(e, E.Compare):
+        first = _numbered(e.first, found)
+        return E.Compare(first, tuple((op, _numbered(r, found)) for op, r in e.rest), 0)
+    if isinstance(e, E.IfElse):
+        cond, then = _numbered(e.cond, found), _numbered(e.then, found)
+        return E.IfElse(cond, then, _numbered(e.other, found), 0)
+    if isinstance(e, E.Call):
+        return E.Call(e.func, tuple(_numbered(a, found) for a in e.args), 0)
+    return e
+
+
+def _column(exprs: list[E.Expr], var: str, p: common.Printer) -> tuple[E.Expr, list[str] | None]:
+    """How one value of a stage table's rows is written: (the expression the
+    loop writes, the table's cells, None when every row has the same value).
+    Values that differ in one number only (``ceil(2 * depth_mult)``) put that
+    number in the table and the rest in the loop (``ceil(n * depth_mult)``)."""
+    texts = [p.expr(e) for e in exprs]
+    if len(set(texts)) == 1:
+        return exprs[0], None
+    numbers: list[list[E.Num]] = [[] for _ in exprs]
+    if len({E.to_source(_numbered(e, found)) for e, found in zip(exprs, numbers)}) == 1:
+        differ = [j for j in range(len(numbers[0])) if len({repr(ns[j].value) for ns in numbers}) > 1]
+        if len(differ) == 1:
+            holes = {f"#{m}": (E.Name(var, 0) if m == differ[0] else n) for m, n in enumerate(numbers[0])}
+            return substitute(_numbered(exprs[0], []), holes), [repr(ns[differ[0]].value) for ns in numbers]
+    return E.Name(var, 0), texts
+
+
+def stage_table(steps: list[Step], ctx: Ctx, functions: dict[str, str], taken: set[str]) -> list[str] | None:
+    """Consecutive stages of one block as a table of their settings, a comment
+    naming its columns, and one loop over it. None when a first-unit override
+    rules it out (its value for the other units differs between stages).
+    ``taken``: the names the function already uses; the table's are added."""
+    p = ctx.printer
+    callee = ctx.units[steps[0].unit]
+    counts = [s.units for s in steps]
+    single = {p.expr(c) for c in counts} == {"1"}  # one unit each: no inner loop
+    columns: list[tuple[str, list[str]]] = [(_reserve("stage", taken), [f'"{s.name}"' for s in steps])]
+    kwargs: list[str] = []
+    firsts: list[tuple[str, list[str], str]] = []  # first-unit columns: (variable, cells, the others' value)
+    for k in [a.name for a in callee.args if any(a.name in s.attrs or a.name in s.first for s in steps)]:
+        rest = [s.attrs.get(k, callee.defaults.get(k)) for s in steps]
+        first = [s.first.get(k, r) for s, r in zip(steps, rest)]
+        if single or all(p.expr(f) == p.expr(r) for f, r in zip(first, rest)):
+            value, cells = _column(first, _free(k, taken), p)
+            if cells is not None:
+                columns.append((_reserve(k, taken), cells))
+            kwargs.append(f"{k}={p.expr(value)}")
+            continue
+        others = {p.expr(r) for r in rest}
+        if len(others) != 1:
+            return None
+        other = others.pop()
+        if len({p.expr(f) for f in first}) == 1:
+            kwargs.append(f"{k}={_first_or(p, first[0], other, 'i')}")
+            continue
+        var = _reserve(k, taken)
+        value, cells = _column(first, var, p)
+        firsts.append((var, cells or [], other))
+        value_text = p.expr(value, outer=1)
+        kwargs.append(
+            f"{k}={value_text} and i == 0" if other == "False" else f"{k}={value_text} if i == 0 else {other}"
+        )
+    notes = []
+    if not single:
+        count, cells = _column(counts, _free("n", taken), p)
+        if cells is not None:
+            columns.append((_reserve("n", taken), cells))
+            notes.append(f"{p.expr(count)} units")
+    columns += [(var, cells) for var, cells, _ in firsts]
+    if firsts:
+        which = ", ".join(var for var, _, _ in firsts)
+        notes.append(f"{which}: the first unit's, then {', '.join(other for _, _, other in firsts)}")
+    names = [var for var, _ in columns]
+    table = _reserve("stages", taken)
+    out = steps[0].output
+    tail = f"{{{names[0]}}}.0" if single else f"{{{names[0]}}}.{{i}}"
+    call = f"{out} = {functions[steps[0].unit]}({', '.join([out, *kwargs, f'name={_layer_path(ctx, tail)}'])})"
+    comment = f"{', '.join(names)}" + (f" ({'; '.join(notes)})" if notes else "")
+    lines = [
+        *(f"# {line}" for line in textwrap.wrap(comment, width=COMMENT_WIDTH)),
+        f"{table} = [",
+        *(f"    ({', '.join(row)})," for row in zip(*(cells for _, cells in columns))),
+        "]",
+        f"for {', '.join(names)} in {table}:",
+    ]
+    if single:
+        return [*lines, f"    {call}"]
+    return [*lines, f"    for i in range({p.expr(count)}):", f"        {call}"]
+
+
+def _free(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_`` (``base__``...) where the name is taken."""
+    while base in taken:
+        base += "_"
+    return base
+
+
+def _reserve(base: str, taken: set[str]) -> str:
+    """A free name (see :func:`_free`), marked taken."""
+    name = _free(base, taken)
+    taken.add(name)
+    return name
+
+
 def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, str]) -> FunctionCode:
     p = ctx.printer
     ctx.in_model = unit.is_model
+    g = model.compiled.graph
+    ctx.scopes = [""] if unit.is_model else [i.path for i in g.instances if i.block == unit.name and not i.units]
     body: list[str] = []
     names_used = {n.id for s in unit.steps for e in step_exprs(s, channels=False) for n in E.free_names(e)}
     names_used |= {n.id for _, e in unit.lets for n in E.free_names(e)}
     if not unit.is_model and "in_channels" in names_used:
         body.append("in_channels = x.shape[-1]")
     body += [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
-    for step in unit.steps:
+    taken = _names_in(unit, functions)
+    tables = {}
+    for start, stop in stage_runs(unit.steps):
+        table = stage_table(unit.steps[start:stop], ctx, functions, taken)
+        if table is not None:
+            tables[start] = (table, stop)
+    skip_to = 0
+    for k, step in enumerate(unit.steps):
+        if k < skip_to:
+            continue
+        if k in tables:
+            lines, skip_to = tables[k]
+            body += lines
+            continue
         cond = p.expr(step.cond) if step.cond is not None else None
         ins, out = step.inputs, step.output
         if step.unit is not None:
-            if step.units is not None:
+            if step.units is not None and p.expr(step.units) == "1" and not step.varies_with_i and not step.collect:
+                lines = [common.unit_outputs(step, _one_unit_call(step, ctx, functions, ins[0]))]
+            elif step.units is not None:
                 loop = f"i in range({p.expr(step.units)})"
                 lines = common.run_units(step, loop, lambda x, step=step: _block_call(step, ctx, functions, x, "i"))
             else:
@@ -411,7 +643,6 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
             body += lines
     outs = unit.output_vars
     if unit.is_model:
-        g = model.compiled.graph
         shape = _channels_last(g.input_shape)
         body.insert(0, f'inputs = keras.Input(shape={shape}, name="input")')
         body.insert(1, "x = inputs")
@@ -432,6 +663,17 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     return FunctionCode(name, doc, sig, body, unit.is_model)
 
 
+def _names_in(unit: Unit, functions: dict[str, str]) -> set[str]:
+    """Every name a generated function may read or bind besides a stage
+    table's: its arguments and variables, the names its expressions read, the
+    file's functions and imports."""
+    names = {*_TAKEN, "math", "make_divisible", *functions.values(), *(a.name for a in unit.args)}
+    for s in unit.steps:
+        names |= {s.output, *s.inputs, *s.side_outputs, *(v for pair in s.collect for v in pair)}
+        names |= {n.id for e in step_exprs(s) for n in E.free_names(e)}
+    return names | {lname for lname, _ in unit.lets}
+
+
 def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[1:], shape[0])
 
@@ -449,7 +691,9 @@ def emit(model: CodeModel) -> str:
     missing = model.ops_used - set(OPS)
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
         raise CodegenError(f"keras: no rule for ops {sorted(missing)}")
-    ctx = Ctx(common.Printer())
+    graph = model.compiled.graph
+    ctx = Ctx(common.Printer(), nonnegative=nonnegative_nodes(graph))
+    ctx.first_input = {n.path: n.inputs[0] for n in graph.nodes if n.inputs}
     ctx.units = {u.class_name: u for u in model.units}  # type: ignore[attr-defined]
     functions = {u.class_name: _snake(u) for u in model.units if not u.is_model}
     code = [function_code(u, model, ctx, functions) for u in model.units]

@@ -17,22 +17,7 @@ with Keras alone:
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
-
-
-class NegInfPadding2D(layers.Layer):
-    """Pad height and width with -inf, so that max pooling never picks the padding."""
-
-    def __init__(self, padding: int | tuple[tuple[int, int], tuple[int, int]], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-
-    def call(self, x):
-        (top, bottom), (left, right) = self.padding
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": self.padding}
+from keras import layers
 
 
 def dense_layer(x, growth_rate: int, bn_size: int, *, name: str):
@@ -77,7 +62,7 @@ def DenseNet121(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv0")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="norm0")(x)
     x = layers.ReLU(name="relu0")(x)
-    x = NegInfPadding2D(1, name="pool0.pad")(x)
+    x = layers.ZeroPadding2D(1, name="pool0.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool0")(x)
     for i in range(6):
         x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock1.{i}")

@@ -96,20 +96,19 @@ def EfficientNetB0(
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_bn_silu(x, out=32, kernel=3, stride=2, name="stem")
-    for i in range(math.ceil(1 * depth_mult)):
-        x = mbconv(x, t=1, kernel=3, c=16, width_mult=1.0, name=f"stage1.{i}")
-    for i in range(math.ceil(2 * depth_mult)):
-        x = mbconv(x, t=6, kernel=3, c=24, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage2.{i}")
-    for i in range(math.ceil(2 * depth_mult)):
-        x = mbconv(x, t=6, kernel=5, c=40, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage3.{i}")
-    for i in range(math.ceil(3 * depth_mult)):
-        x = mbconv(x, t=6, kernel=3, c=80, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage4.{i}")
-    for i in range(math.ceil(3 * depth_mult)):
-        x = mbconv(x, t=6, kernel=5, c=112, width_mult=1.0, name=f"stage5.{i}")
-    for i in range(math.ceil(4 * depth_mult)):
-        x = mbconv(x, t=6, kernel=5, c=192, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage6.{i}")
-    for i in range(math.ceil(1 * depth_mult)):
-        x = mbconv(x, t=6, kernel=3, c=320, width_mult=1.0, name=f"stage7.{i}")
+    # stage, t, kernel, c, n, stride (math.ceil(n * depth_mult) units; stride: the first unit's, then 1)
+    stages = [
+        ("stage1", 1, 3, 16, 1, 1),
+        ("stage2", 6, 3, 24, 2, 2),
+        ("stage3", 6, 5, 40, 2, 2),
+        ("stage4", 6, 3, 80, 3, 2),
+        ("stage5", 6, 5, 112, 3, 1),
+        ("stage6", 6, 5, 192, 4, 2),
+        ("stage7", 6, 3, 320, 1, 1),
+    ]
+    for stage, t, kernel, c, n, stride in stages:
+        for i in range(math.ceil(n * depth_mult)):
+            x = mbconv(x, t=t, kernel=kernel, c=c, width_mult=1.0, stride=stride if i == 0 else 1, name=f"{stage}.{i}")
     x = conv_bn_silu(x, out=1280, name="head")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)

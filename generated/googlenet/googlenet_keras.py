@@ -19,21 +19,6 @@ import keras
 from keras import layers, ops
 
 
-class NegInfPadding2D(layers.Layer):
-    """Pad height and width with -inf, so that max pooling never picks the padding."""
-
-    def __init__(self, padding: int | tuple[tuple[int, int], tuple[int, int]], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-
-    def call(self, x):
-        (top, bottom), (left, right) = self.padding
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": self.padding}
-
-
 class LocalResponseNormalization(layers.Layer):
     """Local response normalization across channels, which Keras lacks:
     x / (k + alpha * sum of x^2 over `size` neighbouring channels) ** beta."""
@@ -110,18 +95,15 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True, logits: bool = F
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_relu(x, out=64, kernel=7, stride=2, padding=3, name="conv1")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool1.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool1")(x)
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn1")(x)
     x = conv_relu(x, out=64, name="conv2")
     x = conv_relu(x, out=192, kernel=3, padding=1, name="conv3")
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn2")(x)
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool2.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool2")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool2")(x)
     x = inception(x, c1=64, r3=96, c3=128, r5=16, c5=32, pp=32, name="inception3a")
     x = inception(x, c1=128, r3=128, c3=192, r5=32, c5=96, pp=64, name="inception3b")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool3.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool3")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool3")(x)
     x = inception(x, c1=192, r3=96, c3=208, r5=16, c5=48, pp=64, name="inception4a")
     aux1 = None
     if aux_logits:
@@ -133,8 +115,7 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True, logits: bool = F
     if aux_logits:
         aux2 = aux_classifier(x, num_classes=num_classes, logits=logits, name="aux2")
     x = inception(x, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception4e")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool4")(x)
     x = inception(x, c1=256, r3=160, c3=320, r5=32, c5=128, pp=128, name="inception5a")
     x = inception(x, c1=384, r3=192, c3=384, r5=48, c5=128, pp=128, name="inception5b")
     x = layers.AveragePooling2D(7, strides=1, name="avgpool")(x)

@@ -57,20 +57,19 @@ def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     x = conv_bn_relu6(x, out=32, kernel=3, stride=2, name="stem")
-    for i in range(1):
-        x = inverted_residual(x, t=1, out=16, name=f"stage1.{i}")
-    for i in range(2):
-        x = inverted_residual(x, t=6, out=24, stride=2 if i == 0 else 1, name=f"stage2.{i}")
-    for i in range(3):
-        x = inverted_residual(x, t=6, out=32, stride=2 if i == 0 else 1, name=f"stage3.{i}")
-    for i in range(4):
-        x = inverted_residual(x, t=6, out=64, stride=2 if i == 0 else 1, name=f"stage4.{i}")
-    for i in range(3):
-        x = inverted_residual(x, t=6, out=96, name=f"stage5.{i}")
-    for i in range(3):
-        x = inverted_residual(x, t=6, out=160, stride=2 if i == 0 else 1, name=f"stage6.{i}")
-    for i in range(1):
-        x = inverted_residual(x, t=6, out=320, name=f"stage7.{i}")
+    # stage, t, out, n, stride (n units; stride: the first unit's, then 1)
+    stages = [
+        ("stage1", 1, 16, 1, 1),
+        ("stage2", 6, 24, 2, 2),
+        ("stage3", 6, 32, 3, 2),
+        ("stage4", 6, 64, 4, 2),
+        ("stage5", 6, 96, 3, 1),
+        ("stage6", 6, 160, 3, 2),
+        ("stage7", 6, 320, 1, 1),
+    ]
+    for stage, t, out, n, stride in stages:
+        for i in range(n):
+            x = inverted_residual(x, t=t, out=out, stride=stride if i == 0 else 1, name=f"{stage}.{i}")
     x = conv_bn_relu6(x, out=1280, name="head")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dense(num_classes, name="fc")(x)

@@ -16,22 +16,7 @@ Keras's own format with `archspec weights export weights.npz --spec specs/resnex
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
-
-
-class NegInfPadding2D(layers.Layer):
-    """Pad height and width with -inf, so that max pooling never picks the padding."""
-
-    def __init__(self, padding: int | tuple[tuple[int, int], tuple[int, int]], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-
-    def call(self, x):
-        (top, bottom), (left, right) = self.padding
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": self.padding}
+from keras import layers
 
 
 def conv_bn(x, out: int, stride: int = 1, *, name: str):
@@ -78,22 +63,26 @@ def ResNeXt50(num_classes: int = 1000) -> keras.Model:
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool.pad")(x)
+    x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
-    for i in range(3):
-        x = bottleneck(x, planes=64, groups=32, width_per_group=4, project=i == 0, name=f"layer1.{i}")
-    for i in range(4):
-        x = bottleneck(
-            x, planes=128, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}"
-        )
-    for i in range(6):
-        x = bottleneck(
-            x, planes=256, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}"
-        )
-    for i in range(3):
-        x = bottleneck(
-            x, planes=512, groups=32, width_per_group=4, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}"
-        )
+    # stage, planes, n, stride (n units; stride: the first unit's, then 1)
+    stages = [
+        ("layer1", 64, 3, 1),
+        ("layer2", 128, 4, 2),
+        ("layer3", 256, 6, 2),
+        ("layer4", 512, 3, 2),
+    ]
+    for stage, planes, n, stride in stages:
+        for i in range(n):
+            x = bottleneck(
+                x,
+                planes=planes,
+                groups=32,
+                width_per_group=4,
+                stride=stride if i == 0 else 1,
+                project=i == 0,
+                name=f"{stage}.{i}",
+            )
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
     return keras.Model(inputs, x, name="resnext50")

@@ -20,21 +20,6 @@ import keras
 from keras import layers, ops
 
 
-class NegInfPadding2D(layers.Layer):
-    """Pad height and width with -inf, so that max pooling never picks the padding."""
-
-    def __init__(self, padding: int | tuple[tuple[int, int], tuple[int, int]], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-
-    def call(self, x):
-        (top, bottom), (left, right) = self.padding
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": self.padding}
-
-
 class ChannelShuffle(layers.Layer):
     """ShuffleNet's channel shuffle: view the channels as (groups, C / groups), transpose."""
 
@@ -104,16 +89,24 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False)
     x = layers.Conv2D(24, 3, strides=2, use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = NegInfPadding2D(1, name="maxpool.pad")(x)
+    x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
-    for i in range(4):
-        x = shuffle_unit(
-            x, out=240, groups=groups, stride=2 if i == 0 else 1, first_groups=1 if i == 0 else 0, name=f"stage2.{i}"
-        )
-    for i in range(8):
-        x = shuffle_unit(x, out=480, groups=groups, stride=2 if i == 0 else 1, name=f"stage3.{i}")
-    for i in range(4):
-        x = shuffle_unit(x, out=960, groups=groups, stride=2 if i == 0 else 1, name=f"stage4.{i}")
+    # stage, out, n, first_groups (n units; first_groups: the first unit's, then 0)
+    stages = [
+        ("stage2", 240, 4, 1),
+        ("stage3", 480, 8, 0),
+        ("stage4", 960, 4, 0),
+    ]
+    for stage, out, n, first_groups in stages:
+        for i in range(n):
+            x = shuffle_unit(
+                x,
+                out=out,
+                groups=groups,
+                stride=2 if i == 0 else 1,
+                first_groups=first_groups if i == 0 else 0,
+                name=f"{stage}.{i}",
+            )
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
     if not logits:

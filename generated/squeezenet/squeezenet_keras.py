@@ -17,22 +17,7 @@ with Keras alone:
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
-
-
-class NegInfPadding2D(layers.Layer):
-    """Pad height and width with -inf, so that max pooling never picks the padding."""
-
-    def __init__(self, padding: int | tuple[tuple[int, int], tuple[int, int]], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
-
-    def call(self, x):
-        (top, bottom), (left, right) = self.padding
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf"))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "padding": self.padding}
+from keras import layers
 
 
 def conv_relu(x, out: int, kernel: int = 1, padding: int = 0, *, name: str):
@@ -75,8 +60,7 @@ def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5, logits: bool = Fal
     x = fire(x, s=16, e=64, name="fire2")
     x = fire(x, s=16, e=64, name="fire3")
     x = fire(x, s=32, e=128, name="fire4")
-    x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool4")(x)
     x = fire(x, s=32, e=128, name="fire5")
     x = fire(x, s=48, e=192, name="fire6")
     x = fire(x, s=48, e=192, name="fire7")
