@@ -495,7 +495,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     else:
         doc = common.docstring(unit.doc or f"The spec's {unit.name} block.", indent="    ")
         signature = f"{common.signature(unit)}, *, name: str"
-    train = unit.is_model or unit.class_name in ctx.training
+    train = unit.class_name in ctx.training
     call_signature = "self, x: tf.Tensor, training: bool = False" if train else "self, x: tf.Tensor"
     return ClassCode(unit.class_name, doc, signature, call_signature, init, forward, returns, unit.is_model)
 
@@ -528,34 +528,40 @@ def _block_ctor(step: Step, ctx: Ctx) -> str:
 
 
 def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: list[str]) -> list[str]:
-    """A stage is a list of modules built in a loop, run in a loop."""
+    """A stage is a ``Sequential`` of its units, called as one layer; one whose
+    units' side outputs are read is run unit by unit."""
     p = ctx.printer
     cin = p.expr(step.in_channels)
     kwargs = [f"{k}={p.expr(v)}" for k, v in step.attrs.items()]
     units = p.expr(step.units)  # type: ignore[arg-type]
+    by_unit = bool(step.unpacks or step.collect)
     if step.varies_with_i:
         cin = p.expr(step.unit_in_channels or step.in_channels)
         unit_name = ctx.name(step, ".{i}").replace('name="', 'name=f"')
         ctor = f"[{step.unit}({', '.join([cin, *kwargs, unit_name])}) for i in range({units})]"
+        if not by_unit:
+            ctor = f"Sequential({ctor})"
     else:
-        ctx.helpers.add("make_stage")
         first = [f"{k}={p.expr(v)}" for k, v in step.first.items()]
         extra = [f"first=dict({', '.join(first)})"] if first else []
         ctor = f"make_stage({', '.join([step.unit, cin, units, *kwargs, *extra, ctx.name(step)])})"  # type: ignore[list-item]
-    init.append(f"{attr} = {ctor} if {cond} else []" if cond else f"{attr} = {ctor}")
+        ctx.helpers |= {"make_stage", "Sequential"}
+    listed = by_unit and step.varies_with_i  # a list, not a Sequential
+    if not listed:
+        ctx.helpers.add("Sequential")
+    empty = "[]" if listed else "Sequential([])"
+    init.append(f"{attr} = {ctor} if {cond} else {empty}" if cond else f"{attr} = {ctor}")
     out, inp = step.output, step.inputs[0]
     train = ", training=training" if step.unit in ctx.training else ""
-    if step.unpacks or step.collect:
+    if by_unit:
         if cond:  # pragma: no cover - the spec's checks refuse 'when' there
             raise CodegenError(f"{step.name}: a stage whose outputs are read, under a condition")
-        return common.run_units(step, f"block in {attr}", lambda x: f"block({x}{train})")
-    loop = [f"for block in {attr}:", f"    {out} = block({out}{train})"]
-    lines = ([f"{out} = {inp}"] if out != inp else []) + loop
-    if cond is None:
-        return lines
-    if unit.is_model and out in unit.output_vars:
-        return [f"{out} = None", f"if {attr}:", *(f"    {line}" for line in lines)]
-    return lines  # an absent stage is an empty list: the loop passes its input through
+        units_of = attr if listed else f"{attr}.layers"
+        return common.run_units(step, f"block in {units_of}", lambda x: f"block({x}{train})")
+    call = f"{out} = {attr}({inp}{train})"
+    if cond is not None and unit.is_model and out in unit.output_vars:
+        return [f"{out} = None", f"if {attr}.layers:", f"    {call}"]
+    return [call]  # an absent stage is an empty Sequential: it passes its input through
 
 
 # ----------------------------------------------------------------------------
@@ -590,6 +596,7 @@ def _io_doc(model: CodeModel) -> str:
 
 # The layer classes the template can define.
 _LAYER_CLASSES = {
+    "Sequential",
     "Conv2D",
     "DepthwiseConv2D",
     "SeparableConv2D",
@@ -632,7 +639,7 @@ def emit(model: CodeModel) -> str:
     ctx = Ctx(common.Printer(), training=_needs_training(model))
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
     helpers = ctx.helpers
-    if helpers & (_LAYER_CLASSES - {"BatchNorm", "LayerNorm", "InstanceNorm"}):
+    if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm"}):
         helpers.add("glorot_uniform")
     if helpers & {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}:
         helpers.add("tf_padding")

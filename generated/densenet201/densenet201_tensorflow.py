@@ -47,16 +47,31 @@ def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
@@ -208,17 +223,13 @@ class DenseNet201(tf.Module):
         x = self.norm0(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        for block in self.denseblock1:
-            x = block(x, training=training)
+        x = self.denseblock1(x, training=training)
         x = self.transition1(x, training=training)
-        for block in self.denseblock2:
-            x = block(x, training=training)
+        x = self.denseblock2(x, training=training)
         x = self.transition2(x, training=training)
-        for block in self.denseblock3:
-            x = block(x, training=training)
+        x = self.denseblock3(x, training=training)
         x = self.transition3(x, training=training)
-        for block in self.denseblock4:
-            x = block(x, training=training)
+        x = self.denseblock4(x, training=training)
         x = self.norm5(x, training=training)
         x = tf.nn.relu(x)
         x = tf.reduce_mean(x, axis=(1, 2))

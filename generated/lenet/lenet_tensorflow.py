@@ -110,7 +110,7 @@ class LeNet(tf.Module):
         self.fc3 = Dense(64, num_classes, name="fc3")
 
     @tf.function
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = self.conv1(x)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         x = tf.sigmoid(x)

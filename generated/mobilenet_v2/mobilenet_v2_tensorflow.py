@@ -47,16 +47,31 @@ def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
@@ -237,20 +252,13 @@ class MobileNetV2(tf.Module):
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.stem(x, training=training)
-        for block in self.stage1:
-            x = block(x, training=training)
-        for block in self.stage2:
-            x = block(x, training=training)
-        for block in self.stage3:
-            x = block(x, training=training)
-        for block in self.stage4:
-            x = block(x, training=training)
-        for block in self.stage5:
-            x = block(x, training=training)
-        for block in self.stage6:
-            x = block(x, training=training)
-        for block in self.stage7:
-            x = block(x, training=training)
+        x = self.stage1(x, training=training)
+        x = self.stage2(x, training=training)
+        x = self.stage3(x, training=training)
+        x = self.stage4(x, training=training)
+        x = self.stage5(x, training=training)
+        x = self.stage6(x, training=training)
+        x = self.stage7(x, training=training)
         x = self.head(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)

@@ -47,16 +47,31 @@ def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
@@ -261,14 +276,10 @@ class ResNeXt50(tf.Module):
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        for block in self.layer1:
-            x = block(x, training=training)
-        for block in self.layer2:
-            x = block(x, training=training)
-        for block in self.layer3:
-            x = block(x, training=training)
-        for block in self.layer4:
-            x = block(x, training=training)
+        x = self.layer1(x, training=training)
+        x = self.layer2(x, training=training)
+        x = self.layer3(x, training=training)
+        x = self.layer4(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
         return x

@@ -48,16 +48,31 @@ def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
@@ -192,25 +207,19 @@ class VGG16BN(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        for block in self.stage1:
-            x = block(x, training=training)
+        x = self.stage1(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
-        for block in self.stage2:
-            x = block(x, training=training)
+        x = self.stage2(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
-        for block in self.stage3:
-            x = block(x, training=training)
+        x = self.stage3(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
-        for block in self.stage4:
-            x = block(x, training=training)
+        x = self.stage4(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
-        for block in self.stage5:
-            x = block(x, training=training)
+        x = self.stage5(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
         x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 25088))
-        for block in self.classifier:
-            x = block(x, training=training)
+        x = self.classifier(x, training=training)
         x = self.fc(x)
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)

@@ -152,7 +152,7 @@ class WaveNet(tf.Module):
         self.conv2 = Conv1D(256, num_classes, 1, name="conv2")
 
     @tf.function
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = self.causal(x)
         stack_skips = []
         for block in self.stack:

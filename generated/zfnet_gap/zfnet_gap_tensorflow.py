@@ -117,7 +117,7 @@ class ZFNetGAP(tf.Module):
         self.conv_out = Conv2D(256, num_classes, 1, name="conv_out")
 
     @tf.function
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = self.conv1(x)
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=0.0001, beta=0.75)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
