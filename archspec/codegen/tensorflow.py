@@ -98,13 +98,49 @@ def _sides(step: Step, ctx: Ctx) -> tuple[str, ...] | None:
     return tuple(str(s) for s in p.sides)
 
 
+def _tf_same(step: Step, ctx: Ctx, extra: tuple[int, int] = (0, 0)) -> bool:
+    """Whether the step's padding, with ``extra`` rows and columns at the bottom and
+    right (ceil_mode), is what TensorFlow's "SAME" gives its input: the IR's 'same'
+    is TensorFlow's rule; explicit pads are compared with the rule, at stride 1 for
+    any input size, at a larger stride for the input size every instance has."""
+    p = step.padding
+    if p is None or p.mode in ("causal", "keyword"):
+        return False
+    if p.mode == "same" and not any(extra):
+        return True
+    if p.sides is None:
+        return False
+    sides = list(p.sides)
+    for axis, more in enumerate(extra[: len(sides) // 2]):
+        sides[2 * axis + 1] += more
+    if not any(sides):
+        return False  # "VALID"
+    kernel = _pair_const(step, ctx, "kernel")
+    stride = _pair_const(step, ctx, "stride") if "stride" in step.attrs else kernel
+    dilation = _pair_const(step, ctx, "dilation") if "dilation" in step.attrs else (1, 1)
+    if kernel is None or stride is None or dilation is None:
+        return False
+    for axis in range(len(sides) // 2):
+        span = (kernel[axis] - 1) * dilation[axis] + 1
+        if stride[axis] == 1:
+            total = span - 1
+        elif step.in_shape is None:
+            return False
+        else:
+            size = step.in_shape[1 + axis]
+            total = max((-(-size // stride[axis]) - 1) * stride[axis] + span - size, 0)
+        if (sides[2 * axis], sides[2 * axis + 1]) != (total // 2, total - total // 2):
+            return False
+    return True
+
+
 def _layer_padding(step: Step, ctx: Ctx) -> list[str]:
     """The ``padding=`` of a convolution module (see ``tf_padding`` in the template)."""
     p = step.padding
     if p is None or p.mode in ("none", "valid"):
         return []
-    if p.mode == "same":
-        return ['padding="SAME"']  # the IR's 'same' is TensorFlow's rule
+    if _tf_same(step, ctx):
+        return ['padding="SAME"']
     if p.mode == "causal":
         return ['padding="causal"']
     if p.mode == "keyword":
@@ -257,7 +293,7 @@ def _max_pool(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     p = step.padding
     eh, ew = _ceil_extra(step, ctx)
     x = ins[0]
-    if p is not None and p.mode == "same" and not (eh or ew):
+    if _tf_same(step, ctx, (eh, ew)):
         padding = '"SAME"'  # TensorFlow's 'same' ignores the padded positions, as -inf does
     elif p is not None and p.mode == "keyword":
         padding = f"{_keyword(p, ctx)}.upper()"
@@ -284,7 +320,8 @@ def _avg_pool(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     include = _const(step, ctx, "count_include_pad")
     x = ins[0]
     ceil = bool(eh or ew)
-    if p is not None and p.mode == "same" and include is False and not ceil:
+    counted = include is True and (p is None or p.sides is None or any(p.sides))  # padding that counts
+    if not counted and _tf_same(step, ctx, (eh, ew)):
         # TensorFlow's 'same' average leaves the padded positions out of the count.
         return f'tf.nn.avg_pool2d({x}, {kernel}, {stride}, "SAME")'
     if p is not None and p.mode == "keyword" and include is False:
@@ -432,7 +469,10 @@ class ClassCode:
 
 def _comment(step: Step, ctx: Ctx) -> str | None:
     """A line that says what a call does that its arguments do not show."""
-    if step.op in ("max_pool2d", "avg_pool2d") and any(_ceil_extra(step, ctx)):
+    extra = _ceil_extra(step, ctx) if step.op in ("max_pool2d", "avg_pool2d") else (0, 0)
+    if any(extra) and _tf_same(step, ctx, extra):
+        return "ceil_mode: the windows of TensorFlow's 'SAME' here"
+    if any(extra):
         return "ceil_mode: padded at the bottom and right so that the last window fits"
     if step.op == "flatten" and step.in_shape and any(d != 1 for d in step.in_shape[1:]):
         return "Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect"

@@ -158,7 +158,7 @@ class DenseLayer(tf.Module):
         self.norm1 = BatchNorm(in_channels, eps=1e-05, decay=0.9, name=f"{name}.norm1")
         self.conv1 = Conv2D(in_channels, bn_size * growth_rate, 1, bias=False, name=f"{name}.conv1")
         self.norm2 = BatchNorm(bn_size * growth_rate, eps=1e-05, decay=0.9, name=f"{name}.norm2")
-        self.conv2 = Conv2D(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False, name=f"{name}.conv2")
+        self.conv2 = Conv2D(bn_size * growth_rate, growth_rate, 3, padding="SAME", bias=False, name=f"{name}.conv2")
         self.out_channels = in_channels + growth_rate
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

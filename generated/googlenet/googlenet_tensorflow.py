@@ -127,7 +127,7 @@ class Inception(tf.Module):
         branch2 = self.branch2(branch2_reduce)
         branch3_reduce = self.branch3_reduce(x)
         branch3 = self.branch3(branch3_reduce)
-        branch4_pool = tf.nn.max_pool2d(x, 3, 1, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        branch4_pool = tf.nn.max_pool2d(x, 3, 1, "SAME")
         out = self.branch4(branch4_pool)
         out = tf.concat([branch1, branch2, branch3, out], axis=-1)
         return out
@@ -196,18 +196,18 @@ class GoogLeNet(tf.Module):
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         x = self.conv1(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
         x = self.conv2(x)
         x = self.conv3(x)
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = self.inception3a(x)
         x = self.inception3b(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         inception4a = self.inception4a(x)
         aux1 = self.aux1(inception4a, training=training) if self.aux1 is not None else None
         inception4b = self.inception4b(inception4a)
@@ -215,8 +215,8 @@ class GoogLeNet(tf.Module):
         inception4d = self.inception4d(x)
         aux2 = self.aux2(inception4d, training=training) if self.aux2 is not None else None
         inception4e = self.inception4e(inception4d)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(inception4e, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(inception4e, 3, 2, "SAME")
         x = self.inception5a(x)
         x = self.inception5b(x)
         x = tf.nn.avg_pool2d(x, 7, 1, "VALID")

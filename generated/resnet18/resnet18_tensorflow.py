@@ -172,7 +172,7 @@ class BasicBlock(tf.Module):
         super().__init__()
         self.conv1 = Conv2D(in_channels, width, 3, stride=stride, padding=1, bias=False, name=f"{name}.conv1")
         self.bn1 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn1")
-        self.conv2 = Conv2D(width, width, 3, padding=1, bias=False, name=f"{name}.conv2")
+        self.conv2 = Conv2D(width, width, 3, padding="SAME", bias=False, name=f"{name}.conv2")
         self.bn2 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn2")
         self.downsample = ConvBN(in_channels, out=width, stride=stride, name=f"{name}.downsample") if project else None
         self.out_channels = width

@@ -193,7 +193,7 @@ class Bottleneck(tf.Module):
         super().__init__()
         self.conv1 = Conv2D(in_channels, width, 1, stride=stride, bias=False, name=f"{name}.conv1")
         self.bn1 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn1")
-        self.conv2 = Conv2D(width, width, 3, padding=1, bias=False, name=f"{name}.conv2")
+        self.conv2 = Conv2D(width, width, 3, padding="SAME", bias=False, name=f"{name}.conv2")
         self.bn2 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn2")
         self.conv3 = Conv2D(width, width * 4, 1, bias=False, name=f"{name}.conv3")
         self.bn3 = BatchNorm(width * 4, eps=1e-05, decay=0.9, name=f"{name}.bn3")

@@ -146,8 +146,8 @@ class SqueezeNet(tf.Module):
         x = self.fire2(x)
         x = self.fire3(x)
         x = self.fire4(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = self.fire5(x)
         x = self.fire6(x)
         x = self.fire7(x)

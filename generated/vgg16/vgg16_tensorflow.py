@@ -125,7 +125,7 @@ class ConvReLU(tf.Module):
 
     def __init__(self, in_channels: int, out: int, *, name: str) -> None:
         super().__init__()
-        self.conv = Conv2D(in_channels, out, 3, padding=1, name=f"{name}.conv")
+        self.conv = Conv2D(in_channels, out, 3, padding="SAME", name=f"{name}.conv")
         self.out_channels = out
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:

@@ -155,7 +155,7 @@ class ConvBNReLU(tf.Module):
 
     def __init__(self, in_channels: int, out: int, *, name: str) -> None:
         super().__init__()
-        self.conv = Conv2D(in_channels, out, 3, padding=1, name=f"{name}.conv")
+        self.conv = Conv2D(in_channels, out, 3, padding="SAME", name=f"{name}.conv")
         self.bn = BatchNorm(out, eps=1e-05, decay=0.9, name=f"{name}.bn")
         self.out_channels = out
 
