@@ -17,6 +17,8 @@ they map to the canonical (PyTorch) layout.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -34,6 +36,11 @@ class Ctx:
     helpers: set[str] = field(default_factory=set)  # helper definitions the file needs
     in_model: bool = False
     training: set[str] = field(default_factory=set)  # classes whose call takes ``training``
+    # Per layer class, the optional constructor arguments some call passes
+    # ("stride", "padding", "explicit" padding, "pair" sizes, "nobias"...):
+    # the file's layer classes take only those.
+    features: dict[str, set[str]] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)  # "BatchNorm.eps" -> "1e-05"
 
     def name(self, step: Step, suffix: str = "") -> str:
         """The ``name=`` of a module: its IR path (an f-string inside blocks)."""
@@ -144,7 +151,7 @@ def _layer_padding(step: Step, ctx: Ctx) -> list[str]:
     if p.mode == "causal":
         return ['padding="causal"']
     if p.mode == "keyword":
-        return [f"padding={_keyword(p, ctx)}"]
+        return [f"padding={_keyword(p, ctx)}.upper()"]
     if p.expr is not None:
         return [f"padding={ctx.printer.pair(p.expr)}"]
     return [f"padding={_compact(p)}"]
@@ -179,61 +186,113 @@ Module = Callable[[Step, Ctx], tuple[str, list[str]] | None]
 Forward = Callable[[Step, Ctx, list[str], str], str]
 
 
+def _layer(ctx: Ctx, cls: str, args: list[str]) -> tuple[str, list[str]]:
+    """The constructor of a layer class; records the optional arguments it takes."""
+    ctx.helpers.add(cls)
+    f = ctx.features.setdefault(cls, set())
+    for i, arg in enumerate(args):
+        keyword = re.match(r"(\w+)=(?!=)", arg)
+        if keyword is None:  # a positional size: a tuple one needs pair()
+            if i > 0 and arg.startswith("("):
+                f.add("pair")
+            continue
+        key, value = keyword.group(1), arg[keyword.end() :]
+        if key == "padding":
+            word = value.startswith('"') or value.endswith(".upper()")
+            f.add("causal" if value == '"causal"' else "padding" if word else "explicit")
+        elif key in ("eps", "decay", "affine"):
+            continue
+        else:
+            f.add("nobias" if key == "bias" else key)
+            if value.startswith("("):
+                f.add("pair")
+    return cls, args
+
+
 def _conv_common(step: Step, ctx: Ctx) -> list[str]:
     kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_layer_padding(step, ctx)]
     return kw + _kw("dilation", _attr(step, ctx, "dilation"), "1")
 
 
 def conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Conv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("groups", _attr(step, ctx, "groups"), "1")
-    return "Conv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Conv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def depthwise_conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("DepthwiseConv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
-    return "DepthwiseConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "DepthwiseConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def separable_conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("SeparableConv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
-    return "SeparableConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "SeparableConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def conv1d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Conv1D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("groups", _attr(step, ctx, "groups"), "1")
-    return "Conv1D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Conv1D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def dense(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Dense")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out")]
-    return "Dense", args + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Dense", args + _kw("bias", _attr(step, ctx, "bias"), "True"))
+
+
+def _norm_args(step: Step, printer: common.Printer) -> dict[str, str]:
+    """A normalization's eps (and batch norm's decay) as source text."""
+    args = {"eps": printer.pair(step.attrs["eps"])}
+    if step.op == "batch_norm":
+        args["decay"] = common.decay(step.attrs["momentum"], lambda e: printer.expr(fold(e)))
+    return args
+
+
+def _norm(step: Step, ctx: Ctx, cls: str, args: list[str]) -> tuple[str, list[str]]:
+    for key, value in _norm_args(step, ctx.printer).items():
+        args += _kw(key, value, ctx.defaults.get(f"{cls}.{key}", ""))
+    return _layer(ctx, cls, args)
 
 
 def batch_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("BatchNorm")
-    decay = common.decay(step.attrs["momentum"], lambda e: _expr(e, ctx))
-    eps = _attr(step, ctx, "eps")
-    return "BatchNorm", [ctx.printer.expr(step.in_channels), f"eps={eps}", f"decay={decay}"]
+    return _norm(step, ctx, "BatchNorm", [ctx.printer.expr(step.in_channels)])
 
 
 def layer_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("LayerNorm")
-    return "LayerNorm", [ctx.printer.expr(step.in_channels), f"eps={_attr(step, ctx, 'eps')}"]
+    return _norm(step, ctx, "LayerNorm", [ctx.printer.expr(step.in_channels)])
 
 
 def instance_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("InstanceNorm")
-    args = [ctx.printer.expr(step.in_channels), f"eps={_attr(step, ctx, 'eps')}"]
-    return "InstanceNorm", args + _kw("affine", _attr(step, ctx, "affine"), "False")
+    args = [ctx.printer.expr(step.in_channels), *_kw("affine", _attr(step, ctx, "affine"), "False")]
+    return _norm(step, ctx, "InstanceNorm", args)
+
+
+_NORMS = {"batch_norm": "BatchNorm", "layer_norm": "LayerNorm", "instance_norm": "InstanceNorm"}
+
+
+def _norm_defaults(model: CodeModel) -> dict[str, str]:
+    """The defaults of the normalization classes' eps and decay: the number the file
+    passes most often (so most calls leave them out)."""
+    counts: dict[str, Counter[str]] = {}
+    printer = common.Printer()
+    for unit in model.units:
+        for step in unit.steps:
+            if step.op in _NORMS:
+                for key, value in _norm_args(step, printer).items():
+                    if _is_number(value):
+                        counts.setdefault(f"{_NORMS[step.op]}.{key}", Counter())[value] += 1
+    return {key: c.most_common(1)[0][0] for key, c in counts.items()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _call(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
@@ -676,19 +735,23 @@ def emit(model: CodeModel) -> str:
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
         raise CodegenError(f"tensorflow: no rule for ops {sorted(missing)}")
     model = _renamed(model)
-    ctx = Ctx(common.Printer(), training=_needs_training(model))
+    ctx = Ctx(common.Printer(), training=_needs_training(model), defaults=_norm_defaults(model))
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
-    helpers = ctx.helpers
+    helpers, features = ctx.helpers, ctx.features
     if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm"}):
         helpers.add("glorot_uniform")
-    if helpers & {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}:
+    if any("explicit" in features.get(c, ()) for c in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")):
         helpers.add("tf_padding")
+    if any("pair" in f for f in features.values()) or "explicit" in features.get("Conv1D", ()):
+        helpers.add("pair")
     source = render_template(
         "tensorflow.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "TensorFlow", "tensorflow") + "\n" + _io_doc(model) + "\n",
         classes=classes,
         helpers=helpers,
+        features=features,
+        defaults=ctx.defaults,
         needs=ctx.printer.needs,
     )
     return common.unique_names(source, model, TARGET)

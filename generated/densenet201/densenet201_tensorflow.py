@@ -32,15 +32,11 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
@@ -75,33 +71,32 @@ def make_stage(
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -109,14 +104,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -129,7 +123,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-05, decay: float = 0.9, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -155,9 +149,9 @@ class DenseLayer(tf.Module):
 
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int, *, name: str) -> None:
         super().__init__()
-        self.norm1 = BatchNorm(in_channels, eps=1e-05, decay=0.9, name=f"{name}.norm1")
+        self.norm1 = BatchNorm(in_channels, name=f"{name}.norm1")
         self.conv1 = Conv2D(in_channels, bn_size * growth_rate, 1, bias=False, name=f"{name}.conv1")
-        self.norm2 = BatchNorm(bn_size * growth_rate, eps=1e-05, decay=0.9, name=f"{name}.norm2")
+        self.norm2 = BatchNorm(bn_size * growth_rate, name=f"{name}.norm2")
         self.conv2 = Conv2D(bn_size * growth_rate, growth_rate, 3, padding="SAME", bias=False, name=f"{name}.conv2")
         self.out_channels = in_channels + growth_rate
 
@@ -177,7 +171,7 @@ class Transition(tf.Module):
 
     def __init__(self, in_channels: int, compression: float, *, name: str) -> None:
         super().__init__()
-        self.norm = BatchNorm(in_channels, eps=1e-05, decay=0.9, name=f"{name}.norm")
+        self.norm = BatchNorm(in_channels, name=f"{name}.norm")
         self.conv = Conv2D(in_channels, int(in_channels * compression), 1, bias=False, name=f"{name}.conv")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -206,7 +200,7 @@ class DenseNet201(tf.Module):
         super().__init__()
         self.logits = logits
         self.conv0 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv0")
-        self.norm0 = BatchNorm(64, eps=1e-05, decay=0.9, name="norm0")
+        self.norm0 = BatchNorm(64, name="norm0")
         self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4, name="denseblock1")
         self.transition1 = Transition(256, compression=0.5, name="transition1")
         self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=4, name="denseblock2")
@@ -214,7 +208,7 @@ class DenseNet201(tf.Module):
         self.denseblock3 = make_stage(DenseLayer, 256, 48, growth_rate=32, bn_size=4, name="denseblock3")
         self.transition3 = Transition(1792, compression=0.5, name="transition3")
         self.denseblock4 = make_stage(DenseLayer, 896, 32, growth_rate=32, bn_size=4, name="denseblock4")
-        self.norm5 = BatchNorm(1920, eps=1e-05, decay=0.9, name="norm5")
+        self.norm5 = BatchNorm(1920, name="norm5")
         self.classifier = Dense(1920, num_classes, name="classifier")
 
     @tf.function

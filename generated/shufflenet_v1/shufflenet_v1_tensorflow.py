@@ -32,15 +32,11 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
@@ -95,53 +91,52 @@ class Conv2D(tf.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels // groups, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
 class DepthwiseConv2D(tf.Module):
-    """Depthwise 2-D convolution of an NHWC tensor: `multiplier` filters per input channel.
+    """Depthwise 2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels, multiplier), the canonical weight (in * multiplier, 1,
-    kh, kw) reshaped to (in, multiplier, kh, kw) and transposed by (2, 3, 0, 1); bias:
-    (in_channels * multiplier,).
+    kernel: (kh, kw, in_channels, 1), the canonical weight (in, 1,
+    kh, kw) reshaped to (in, 1, kh, kw) and transposed by (2, 3, 0, 1); bias:
+    (in_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        multiplier: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.strides, self.padding, self.dilation = (1, *pair(stride), 1), tf_padding(padding), pair(dilation)
-        self.kernel = tf.Variable(glorot_uniform((*pair(kernel), in_channels, multiplier)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(in_channels * multiplier), name=f"{name}.bias") if bias else None
+        self.strides = (1, stride, stride, 1)
+        self.padding = tf_padding(padding)
+        self.kernel = tf.Variable(glorot_uniform((kernel, kernel, in_channels, 1)), name=f"{name}.weight")
+        self.bias = tf.Variable(tf.zeros(in_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding, dilations=self.dilation)
+        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -149,14 +144,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -169,7 +163,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-05, decay: float = 0.9, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -205,14 +199,14 @@ class ShuffleUnit(tf.Module):
             bias=False,
             name=f"{name}.conv1",
         )
-        self.bn1 = BatchNorm(out // 4, eps=1e-05, decay=0.9, name=f"{name}.bn1")
+        self.bn1 = BatchNorm(out // 4, name=f"{name}.bn1")
         self.shuffle_groups = groups
         self.conv2 = DepthwiseConv2D(out // 4, 3, stride=stride, padding=1, bias=False, name=f"{name}.conv2")
-        self.bn2 = BatchNorm(out // 4, eps=1e-05, decay=0.9, name=f"{name}.bn2")
+        self.bn2 = BatchNorm(out // 4, name=f"{name}.bn2")
         self.conv3 = Conv2D(
             out // 4, out - in_channels if stride == 2 else out, 1, groups=groups, bias=False, name=f"{name}.conv3"
         )
-        self.bn3 = BatchNorm(out - in_channels if stride == 2 else out, eps=1e-05, decay=0.9, name=f"{name}.bn3")
+        self.bn3 = BatchNorm(out - in_channels if stride == 2 else out, name=f"{name}.bn3")
         self.use_shortcut = stride == 2
         self.use_concat = stride == 2
         self.use_add = stride == 1
@@ -259,7 +253,7 @@ class ShuffleNetV1(tf.Module):
         super().__init__()
         self.logits = logits
         self.conv1 = Conv2D(3, 24, 3, stride=2, padding=1, bias=False, name="conv1")
-        self.bn1 = BatchNorm(24, eps=1e-05, decay=0.9, name="bn1")
+        self.bn1 = BatchNorm(24, name="bn1")
         self.stage2 = make_stage(
             ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1), name="stage2"
         )
