@@ -259,59 +259,30 @@ class EfficientNetB0(tf.Module):
         super().__init__()
         self.logits = logits
         self.stem = ConvBNSilu(3, out=32, kernel=3, stride=2, name="stem")
-        self.stage1 = make_stage(
-            Mbconv, 32, math.ceil(1 * depth_mult), t=1, kernel=3, c=16, width_mult=1.0, name="stage1"
-        )
-        self.stage2 = make_stage(
-            Mbconv,
-            16,
-            math.ceil(2 * depth_mult),
-            t=6,
-            kernel=3,
-            c=24,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage2",
-        )
-        self.stage3 = make_stage(
-            Mbconv,
-            24,
-            math.ceil(2 * depth_mult),
-            t=6,
-            kernel=5,
-            c=40,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage3",
-        )
-        self.stage4 = make_stage(
-            Mbconv,
-            40,
-            math.ceil(3 * depth_mult),
-            t=6,
-            kernel=3,
-            c=80,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage4",
-        )
-        self.stage5 = make_stage(
-            Mbconv, 80, math.ceil(3 * depth_mult), t=6, kernel=5, c=112, width_mult=1.0, name="stage5"
-        )
-        self.stage6 = make_stage(
-            Mbconv,
-            112,
-            math.ceil(4 * depth_mult),
-            t=6,
-            kernel=5,
-            c=192,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage6",
-        )
-        self.stage7 = make_stage(
-            Mbconv, 192, math.ceil(1 * depth_mult), t=6, kernel=3, c=320, width_mult=1.0, name="stage7"
-        )
+        # in_channels, units, t, kernel, c; stride of the first unit
+        settings = [
+            (32, math.ceil(1 * depth_mult), 1, 3, 16, 1),
+            (16, math.ceil(2 * depth_mult), 6, 3, 24, 2),
+            (24, math.ceil(2 * depth_mult), 6, 5, 40, 2),
+            (40, math.ceil(3 * depth_mult), 6, 3, 80, 2),
+            (80, math.ceil(3 * depth_mult), 6, 5, 112, 1),
+            (112, math.ceil(4 * depth_mult), 6, 5, 192, 2),
+            (192, math.ceil(1 * depth_mult), 6, 3, 320, 1),
+        ]
+        for i, (in_channels, units, t, kernel, c, stride) in enumerate(settings, start=1):
+            name = f"stage{i}"
+            stage = make_stage(
+                Mbconv,
+                in_channels,
+                units,
+                t=t,
+                kernel=kernel,
+                c=c,
+                width_mult=1.0,
+                first=dict(stride=stride),
+                name=name,
+            )
+            setattr(self, name, stage)
         self.head = ConvBNSilu(320, out=1280, name="head")
         self.dropout_rate = dropout
         self.fc = Dense(1280, num_classes, name="fc")

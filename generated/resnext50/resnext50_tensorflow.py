@@ -230,39 +230,26 @@ class ResNeXt50(tf.Module):
         super().__init__()
         self.conv1 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv1")
         self.bn1 = BatchNorm(64, name="bn1")
-        self.layer1 = make_stage(
-            Bottleneck, 64, 3, planes=64, groups=32, width_per_group=4, first=dict(project=True), name="layer1"
-        )
-        self.layer2 = make_stage(
-            Bottleneck,
-            256,
-            4,
-            planes=128,
-            groups=32,
-            width_per_group=4,
-            first=dict(stride=2, project=True),
-            name="layer2",
-        )
-        self.layer3 = make_stage(
-            Bottleneck,
-            512,
-            6,
-            planes=256,
-            groups=32,
-            width_per_group=4,
-            first=dict(stride=2, project=True),
-            name="layer3",
-        )
-        self.layer4 = make_stage(
-            Bottleneck,
-            1024,
-            3,
-            planes=512,
-            groups=32,
-            width_per_group=4,
-            first=dict(stride=2, project=True),
-            name="layer4",
-        )
+        # in_channels, units, planes; stride of the first unit
+        settings = [
+            (64, 3, 64, 1),
+            (256, 4, 128, 2),
+            (512, 6, 256, 2),
+            (1024, 3, 512, 2),
+        ]
+        for i, (in_channels, units, planes, stride) in enumerate(settings, start=1):
+            name = f"layer{i}"
+            stage = make_stage(
+                Bottleneck,
+                in_channels,
+                units,
+                planes=planes,
+                groups=32,
+                width_per_group=4,
+                first=dict(project=True, stride=stride),
+                name=name,
+            )
+            setattr(self, name, stage)
         self.fc = Dense(2048, num_classes, name="fc")
 
     @tf.function

@@ -254,11 +254,24 @@ class ShuffleNetV1(tf.Module):
         self.logits = logits
         self.conv1 = Conv2D(3, 24, 3, stride=2, padding=1, bias=False, name="conv1")
         self.bn1 = BatchNorm(24, name="bn1")
-        self.stage2 = make_stage(
-            ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1), name="stage2"
-        )
-        self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2), name="stage3")
-        self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=groups, first=dict(stride=2), name="stage4")
+        # in_channels, units, out; first_groups of the first unit
+        settings = [
+            (24, 4, 240, 1),
+            (240, 8, 480, 0),
+            (480, 4, 960, 0),
+        ]
+        for i, (in_channels, units, out, first_groups) in enumerate(settings, start=2):
+            name = f"stage{i}"
+            stage = make_stage(
+                ShuffleUnit,
+                in_channels,
+                units,
+                out=out,
+                groups=groups,
+                first=dict(stride=2, first_groups=first_groups),
+                name=name,
+            )
+            setattr(self, name, stage)
         self.fc = Dense(960, num_classes, name="fc")
 
     @tf.function
