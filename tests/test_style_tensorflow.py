@@ -19,9 +19,10 @@ def unused_training(tree: ast.Module) -> list[str]:
     """Functions that take `training` and never read it."""
     out = []
     for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef) and "training" in [a.arg for a in fn.args.args + fn.args.kwonlyargs]:
-            if not any(isinstance(n, ast.Name) and n.id == "training" for n in ast.walk(fn)):
-                out.append(fn.name)
+        if not isinstance(fn, ast.FunctionDef) or "training" not in [a.arg for a in fn.args.args + fn.args.kwonlyargs]:
+            continue
+        if not any(isinstance(n, ast.Name) and n.id == "training" for n in ast.walk(fn)):
+            out.append(fn.name)
     return out
 
 
@@ -74,16 +75,17 @@ def one_iteration_loops(tree: ast.Module) -> list[int]:
         if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "enumerate":
             it = it.args[0]
         if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range":
-            if len(it.args) == 1 and isinstance(it.args[0], ast.Constant) and it.args[0].value == 1:
-                out.append(it.lineno)
-        elif isinstance(it, (ast.List, ast.Tuple)) and len(it.elts) == 1:
-            out.append(it.lineno)
-        elif isinstance(it, ast.Name) and literals.get(it.id) == 1:
+            items = it.args[0].value if len(it.args) == 1 and isinstance(it.args[0], ast.Constant) else None
+        elif isinstance(it, (ast.List, ast.Tuple)):
+            items = len(it.elts)
+        else:
+            items = literals.get(it.id) if isinstance(it, ast.Name) else None
+        if items == 1:
             out.append(it.lineno)
     return out
 
 
-BAD = '''
+BAD = """
 import tensorflow as tf
 
 
@@ -111,7 +113,7 @@ class Net(tf.Module):
 
     def __call__(self, x, training: bool = False):
         return self.fc(x) if training else x
-'''
+"""
 
 
 def test_the_checks_find_what_they_look_for():
