@@ -2,8 +2,11 @@
 
 The generated file holds ``tf.Module`` classes: small layer modules that own
 ``tf.Variable``s (``Conv2D``, ``BatchNorm``, ``Dense``..., written into the file,
-only those it uses), one module per spec block, and the network, whose
-``__call__`` runs under ``tf.function``. Tensors are channels-last (NHWC, or
+only those it uses and with only the arguments it passes, normalization's eps
+and decay defaulting to the file's most used values), a ``Sequential`` for
+stages, one module per spec block, and the network, whose ``__call__`` runs
+under ``tf.function``. Only the classes with batch norm or dropout inside take
+``training``. Tensors are channels-last (NHWC, or
 NLC for sequences); everything that has no variables is a ``tf.nn`` call in
 ``__call__``.
 
@@ -668,7 +671,7 @@ def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: 
     return [call]  # an absent stage is an empty Sequential: it passes its input through
 
 
-def _table_row(step: Step, ctx: Ctx, defaults: dict[str, E.Expr]) -> dict[str, str] | None:
+def _table_row(step: Step, ctx: Ctx) -> dict[str, str] | None:
     """A stage's arguments as source text by name (``in_channels``, ``units``,
     block arguments, first-unit overrides), or None when no table can hold it."""
     if step.unit is None or step.units is None or step.cond is not None or step.varies_with_i:
@@ -691,7 +694,7 @@ def _stage_tables(unit: Unit, model: CodeModel, ctx: Ctx) -> dict[str, list[str]
     callees = {u.class_name: u for u in model.units}
     runs: list[list[tuple[Step, dict[str, str]]]] = [[]]
     for step in unit.steps:
-        row = _table_row(step, ctx, {})
+        row = _table_row(step, ctx)
         run = runs[-1]
         if row is None or (run and (run[0][0].unit != step.unit or _plain(run[0][1]) != _plain(row))):
             runs.append([])
