@@ -2,8 +2,11 @@
 
 The generated file holds ``tf.Module`` classes: small layer modules that own
 ``tf.Variable``s (``Conv2D``, ``BatchNorm``, ``Dense``..., written into the file,
-only those it uses), one module per spec block, and the network, whose
-``__call__`` runs under ``tf.function``. Tensors are channels-last (NHWC, or
+only those it uses and with only the arguments it passes, normalization's eps
+and decay defaulting to the file's most used values), a ``Sequential`` for
+stages, one module per spec block, and the network, whose ``__call__`` runs
+under ``tf.function``. Only the classes with batch norm or dropout inside take
+``training``. Tensors are channels-last (NHWC, or
 NLC for sequences); everything that has no variables is a ``tf.nn`` call in
 ``__call__``.
 
@@ -17,6 +20,8 @@ they map to the canonical (PyTorch) layout.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -34,6 +39,11 @@ class Ctx:
     helpers: set[str] = field(default_factory=set)  # helper definitions the file needs
     in_model: bool = False
     training: set[str] = field(default_factory=set)  # classes whose call takes ``training``
+    # Per layer class, the optional constructor arguments some call passes
+    # ("stride", "padding", "explicit" padding, "pair" sizes, "nobias"...):
+    # the file's layer classes take only those.
+    features: dict[str, set[str]] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)  # "BatchNorm.eps" -> "1e-05"
 
     def name(self, step: Step, suffix: str = "") -> str:
         """The ``name=`` of a module: its IR path (an f-string inside blocks)."""
@@ -98,17 +108,53 @@ def _sides(step: Step, ctx: Ctx) -> tuple[str, ...] | None:
     return tuple(str(s) for s in p.sides)
 
 
+def _tf_same(step: Step, ctx: Ctx, extra: tuple[int, int] = (0, 0)) -> bool:
+    """Whether the step's padding, with ``extra`` rows and columns at the bottom and
+    right (ceil_mode), is what TensorFlow's "SAME" gives its input: the IR's 'same'
+    is TensorFlow's rule; explicit pads are compared with the rule, at stride 1 for
+    any input size, at a larger stride for the input size every instance has."""
+    p = step.padding
+    if p is None or p.mode in ("causal", "keyword"):
+        return False
+    if p.mode == "same" and not any(extra):
+        return True
+    if p.sides is None:
+        return False
+    sides = list(p.sides)
+    for axis, more in enumerate(extra[: len(sides) // 2]):
+        sides[2 * axis + 1] += more
+    if not any(sides):
+        return False  # "VALID"
+    kernel = _pair_const(step, ctx, "kernel")
+    stride = _pair_const(step, ctx, "stride") if "stride" in step.attrs else kernel
+    dilation = _pair_const(step, ctx, "dilation") if "dilation" in step.attrs else (1, 1)
+    if kernel is None or stride is None or dilation is None:
+        return False
+    for axis in range(len(sides) // 2):
+        span = (kernel[axis] - 1) * dilation[axis] + 1
+        if stride[axis] == 1:
+            total = span - 1
+        elif step.in_shape is None:
+            return False
+        else:
+            size = step.in_shape[1 + axis]
+            total = max((-(-size // stride[axis]) - 1) * stride[axis] + span - size, 0)
+        if (sides[2 * axis], sides[2 * axis + 1]) != (total // 2, total - total // 2):
+            return False
+    return True
+
+
 def _layer_padding(step: Step, ctx: Ctx) -> list[str]:
     """The ``padding=`` of a convolution module (see ``tf_padding`` in the template)."""
     p = step.padding
     if p is None or p.mode in ("none", "valid"):
         return []
-    if p.mode == "same":
-        return ['padding="SAME"']  # the IR's 'same' is TensorFlow's rule
+    if _tf_same(step, ctx):
+        return ['padding="SAME"']
     if p.mode == "causal":
         return ['padding="causal"']
     if p.mode == "keyword":
-        return [f"padding={_keyword(p, ctx)}"]
+        return [f"padding={_keyword(p, ctx)}.upper()"]
     if p.expr is not None:
         return [f"padding={ctx.printer.pair(p.expr)}"]
     return [f"padding={_compact(p)}"]
@@ -143,61 +189,113 @@ Module = Callable[[Step, Ctx], tuple[str, list[str]] | None]
 Forward = Callable[[Step, Ctx, list[str], str], str]
 
 
+def _layer(ctx: Ctx, cls: str, args: list[str]) -> tuple[str, list[str]]:
+    """The constructor of a layer class; records the optional arguments it takes."""
+    ctx.helpers.add(cls)
+    f = ctx.features.setdefault(cls, set())
+    for i, arg in enumerate(args):
+        keyword = re.match(r"(\w+)=(?!=)", arg)
+        if keyword is None:  # a positional size: a tuple one needs pair()
+            if i > 0 and arg.startswith("("):
+                f.add("pair")
+            continue
+        key, value = keyword.group(1), arg[keyword.end() :]
+        if key == "padding":
+            word = value.startswith('"') or value.endswith(".upper()")
+            f.add("causal" if value == '"causal"' else "padding" if word else "explicit")
+        elif key in ("eps", "decay", "affine"):
+            continue
+        else:
+            f.add("nobias" if key == "bias" else key)
+            if value.startswith("("):
+                f.add("pair")
+    return cls, args
+
+
 def _conv_common(step: Step, ctx: Ctx) -> list[str]:
     kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_layer_padding(step, ctx)]
     return kw + _kw("dilation", _attr(step, ctx, "dilation"), "1")
 
 
 def conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Conv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("groups", _attr(step, ctx, "groups"), "1")
-    return "Conv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Conv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def depthwise_conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("DepthwiseConv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
-    return "DepthwiseConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "DepthwiseConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def separable_conv2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("SeparableConv2D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("multiplier", _attr(step, ctx, "multiplier"), "1")
-    return "SeparableConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "SeparableConv2D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def conv1d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Conv1D")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
     kw = _conv_common(step, ctx) + _kw("groups", _attr(step, ctx, "groups"), "1")
-    return "Conv1D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Conv1D", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True"))
 
 
 def dense(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("Dense")
     args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out")]
-    return "Dense", args + _kw("bias", _attr(step, ctx, "bias"), "True")
+    return _layer(ctx, "Dense", args + _kw("bias", _attr(step, ctx, "bias"), "True"))
+
+
+def _norm_args(step: Step, printer: common.Printer) -> dict[str, str]:
+    """A normalization's eps (and batch norm's decay) as source text."""
+    args = {"eps": printer.pair(step.attrs["eps"])}
+    if step.op == "batch_norm":
+        args["decay"] = common.decay(step.attrs["momentum"], lambda e: printer.expr(fold(e)))
+    return args
+
+
+def _norm(step: Step, ctx: Ctx, cls: str, args: list[str]) -> tuple[str, list[str]]:
+    for key, value in _norm_args(step, ctx.printer).items():
+        args += _kw(key, value, ctx.defaults.get(f"{cls}.{key}", ""))
+    return _layer(ctx, cls, args)
 
 
 def batch_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("BatchNorm")
-    decay = common.decay(step.attrs["momentum"], lambda e: _expr(e, ctx))
-    eps = _attr(step, ctx, "eps")
-    return "BatchNorm", [ctx.printer.expr(step.in_channels), f"eps={eps}", f"decay={decay}"]
+    return _norm(step, ctx, "BatchNorm", [ctx.printer.expr(step.in_channels)])
 
 
 def layer_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("LayerNorm")
-    return "LayerNorm", [ctx.printer.expr(step.in_channels), f"eps={_attr(step, ctx, 'eps')}"]
+    return _norm(step, ctx, "LayerNorm", [ctx.printer.expr(step.in_channels)])
 
 
 def instance_norm(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
-    ctx.helpers.add("InstanceNorm")
-    args = [ctx.printer.expr(step.in_channels), f"eps={_attr(step, ctx, 'eps')}"]
-    return "InstanceNorm", args + _kw("affine", _attr(step, ctx, "affine"), "False")
+    args = [ctx.printer.expr(step.in_channels), *_kw("affine", _attr(step, ctx, "affine"), "False")]
+    return _norm(step, ctx, "InstanceNorm", args)
+
+
+_NORMS = {"batch_norm": "BatchNorm", "layer_norm": "LayerNorm", "instance_norm": "InstanceNorm"}
+
+
+def _norm_defaults(model: CodeModel) -> dict[str, str]:
+    """The defaults of the normalization classes' eps and decay: the number the file
+    passes most often (so most calls leave them out)."""
+    counts: dict[str, Counter[str]] = {}
+    printer = common.Printer()
+    for unit in model.units:
+        for step in unit.steps:
+            if step.op in _NORMS:
+                for key, value in _norm_args(step, printer).items():
+                    if _is_number(value):
+                        counts.setdefault(f"{_NORMS[step.op]}.{key}", Counter())[value] += 1
+    return {key: c.most_common(1)[0][0] for key, c in counts.items()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _call(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
@@ -257,7 +355,7 @@ def _max_pool(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     p = step.padding
     eh, ew = _ceil_extra(step, ctx)
     x = ins[0]
-    if p is not None and p.mode == "same" and not (eh or ew):
+    if _tf_same(step, ctx, (eh, ew)):
         padding = '"SAME"'  # TensorFlow's 'same' ignores the padded positions, as -inf does
     elif p is not None and p.mode == "keyword":
         padding = f"{_keyword(p, ctx)}.upper()"
@@ -284,7 +382,8 @@ def _avg_pool(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     include = _const(step, ctx, "count_include_pad")
     x = ins[0]
     ceil = bool(eh or ew)
-    if p is not None and p.mode == "same" and include is False and not ceil:
+    counted = include is True and (p is None or p.sides is None or any(p.sides))  # padding that counts
+    if not counted and _tf_same(step, ctx, (eh, ew)):
         # TensorFlow's 'same' average leaves the padded positions out of the count.
         return f'tf.nn.avg_pool2d({x}, {kernel}, {stride}, "SAME")'
     if p is not None and p.mode == "keyword" and include is False:
@@ -432,7 +531,10 @@ class ClassCode:
 
 def _comment(step: Step, ctx: Ctx) -> str | None:
     """A line that says what a call does that its arguments do not show."""
-    if step.op in ("max_pool2d", "avg_pool2d") and any(_ceil_extra(step, ctx)):
+    extra = _ceil_extra(step, ctx) if step.op in ("max_pool2d", "avg_pool2d") else (0, 0)
+    if any(extra) and _tf_same(step, ctx, extra):
+        return "ceil_mode: the windows of TensorFlow's 'SAME' here"
+    if any(extra):
         return "ceil_mode: padded at the bottom and right so that the last window fits"
     if step.op == "flatten" and step.in_shape and any(d != 1 for d in step.in_shape[1:]):
         return "Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect"
@@ -444,9 +546,14 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     ctx.in_model = unit.is_model
     init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
+    tables = _stage_tables(unit, model, ctx)
     for step in unit.steps:
         attr = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
+        if step.name in tables:  # built by its table's loop
+            forward += _stage(step, unit, ctx, attr, cond, [])
+            init += tables[step.name]
+            continue
         if step.unit is not None and step.units is not None:
             forward += _stage(step, unit, ctx, attr, cond, init)
             continue
@@ -495,7 +602,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     else:
         doc = common.docstring(unit.doc or f"The spec's {unit.name} block.", indent="    ")
         signature = f"{common.signature(unit)}, *, name: str"
-    train = unit.is_model or unit.class_name in ctx.training
+    train = unit.class_name in ctx.training
     call_signature = "self, x: tf.Tensor, training: bool = False" if train else "self, x: tf.Tensor"
     return ClassCode(unit.class_name, doc, signature, call_signature, init, forward, returns, unit.is_model)
 
@@ -528,34 +635,136 @@ def _block_ctor(step: Step, ctx: Ctx) -> str:
 
 
 def _stage(step: Step, unit: Unit, ctx: Ctx, attr: str, cond: str | None, init: list[str]) -> list[str]:
-    """A stage is a list of modules built in a loop, run in a loop."""
+    """A stage is a ``Sequential`` of its units, called as one layer; one whose
+    units' side outputs are read is run unit by unit."""
     p = ctx.printer
     cin = p.expr(step.in_channels)
     kwargs = [f"{k}={p.expr(v)}" for k, v in step.attrs.items()]
     units = p.expr(step.units)  # type: ignore[arg-type]
+    by_unit = bool(step.unpacks or step.collect)
     if step.varies_with_i:
         cin = p.expr(step.unit_in_channels or step.in_channels)
         unit_name = ctx.name(step, ".{i}").replace('name="', 'name=f"')
         ctor = f"[{step.unit}({', '.join([cin, *kwargs, unit_name])}) for i in range({units})]"
+        if not by_unit:
+            ctor = f"Sequential({ctor})"
     else:
-        ctx.helpers.add("make_stage")
         first = [f"{k}={p.expr(v)}" for k, v in step.first.items()]
         extra = [f"first=dict({', '.join(first)})"] if first else []
         ctor = f"make_stage({', '.join([step.unit, cin, units, *kwargs, *extra, ctx.name(step)])})"  # type: ignore[list-item]
-    init.append(f"{attr} = {ctor} if {cond} else []" if cond else f"{attr} = {ctor}")
+        ctx.helpers |= {"make_stage", "Sequential"}
+    listed = by_unit and step.varies_with_i  # a list, not a Sequential
+    if not listed:
+        ctx.helpers.add("Sequential")
+    empty = "[]" if listed else "Sequential([])"
+    init.append(f"{attr} = {ctor} if {cond} else {empty}" if cond else f"{attr} = {ctor}")
     out, inp = step.output, step.inputs[0]
     train = ", training=training" if step.unit in ctx.training else ""
-    if step.unpacks or step.collect:
+    if by_unit:
         if cond:  # pragma: no cover - the spec's checks refuse 'when' there
             raise CodegenError(f"{step.name}: a stage whose outputs are read, under a condition")
-        return common.run_units(step, f"block in {attr}", lambda x: f"block({x}{train})")
-    loop = [f"for block in {attr}:", f"    {out} = block({out}{train})"]
-    lines = ([f"{out} = {inp}"] if out != inp else []) + loop
-    if cond is None:
-        return lines
-    if unit.is_model and step.is_output:
-        return [f"{out} = None", f"if {attr}:", *(f"    {line}" for line in lines)]
-    return lines  # an absent stage is an empty list: the loop passes its input through
+        units_of = attr if listed else f"{attr}.layers"
+        return common.run_units(step, f"block in {units_of}", lambda x: f"block({x}{train})")
+    call = f"{out} = {attr}({inp}{train})"
+    if cond is not None and unit.is_model and step.is_output:
+        return [f"{out} = None", f"if {attr}.layers:", f"    {call}"]
+    return [call]  # an absent stage is an empty Sequential: it passes its input through
+
+
+def _table_row(step: Step, ctx: Ctx) -> dict[str, str] | None:
+    """A stage's arguments as source text by name (``in_channels``, ``units``,
+    block arguments, first-unit overrides), or None when no table can hold it."""
+    if step.unit is None or step.units is None or step.cond is not None or step.varies_with_i:
+        return None
+    if step.unpacks or step.collect or set(step.first) & set(step.attrs):
+        return None
+    p = ctx.printer
+    row = {"in_channels": p.expr(step.in_channels), "units": p.expr(step.units)}
+    row |= {k: p.expr(v) for k, v in step.attrs.items()}
+    return row | {f"first.{k}": p.expr(v) for k, v in step.first.items()}
+
+
+def _stage_tables(unit: Unit, model: CodeModel, ctx: Ctx) -> dict[str, list[str]]:
+    """Runs of three or more stages of one block that differ only in numbers, and
+    whose calls do not fit one line each, as a settings table and one loop (as
+    torchvision's ``inverted_residual_setting``). Returns the ``__init__`` lines by
+    stage: the table's under the first stage, none under the others."""
+    if not unit.is_model:
+        return {}  # a block's stages are few, and named after the block's own name
+    callees = {u.class_name: u for u in model.units}
+    runs: list[list[tuple[Step, dict[str, str]]]] = [[]]
+    for step in unit.steps:
+        row = _table_row(step, ctx)
+        run = runs[-1]
+        if row is None or (run and (run[0][0].unit != step.unit or _plain(run[0][1]) != _plain(row))):
+            runs.append([])
+        if row is not None:
+            runs[-1].append((step, row))
+    out: dict[str, list[str]] = {}
+    for run in runs:
+        if len(run) < 3 or not any(_too_long(step, unit, ctx) for step, _ in run):
+            continue
+        lines = _table(run, unit, callees[run[0][0].unit], ctx)
+        if lines:
+            out |= {step.name: [] for step, _ in run}
+            out[run[0][0].name] = lines
+    return out
+
+
+def _plain(row: dict[str, str]) -> list[str]:
+    """A row's keys but the first-unit overrides."""
+    return [k for k in row if not k.startswith("first.")]
+
+
+def _too_long(step: Step, unit: Unit, ctx: Ctx) -> bool:
+    line: list[str] = []
+    _stage(step, unit, ctx, f"self.{step.name}", None, line)
+    return len(line[0]) + 8 > 120
+
+
+def _table(run: list[tuple[Step, dict[str, str]]], unit: Unit, block: Unit, ctx: Ctx) -> list[str]:
+    """The table of a run of stages and the loop that builds them (empty when the
+    table's column names would shadow an argument of the class)."""
+    firsts = list(dict.fromkeys(k for _, row in run for k in row if k.startswith("first.")))
+    defaults = {f"first.{k}": ctx.printer.expr(v) for k, v in block.defaults.items()}
+    if not set(firsts) <= set(defaults):
+        return []
+    rows = [{**row, **{k: row.get(k, defaults[k]) for k in firsts}} for _, row in run]
+    columns = [k for k in rows[0] if k in ("in_channels", "units") or len({r[k] for r in rows}) > 1]
+    names = [k.removeprefix("first.") for k in columns]
+    taken = {a.name for a in unit.args} | {"i", "settings", "name", "stage", "self"}
+    if taken & set(names) or len(set(names)) < len(names):
+        return []
+    match = [re.fullmatch(r"(\D\w*?)(\d+)", step.name) for step, _ in run]
+    numbered = all(match) and len({m.group(1) for m in match}) == 1  # type: ignore[union-attr]
+    start = int(match[0].group(2)) if numbered else 0  # type: ignore[union-attr]
+    numbered = numbered and [int(m.group(2)) for m in match] == list(range(start, start + len(run)))  # type: ignore[union-attr]
+    if not numbered:
+        names.insert(0, "name")
+        columns.insert(0, "name")
+        rows = [{"name": f'"{step.name}"', **row} for (step, _), row in zip(run, rows)]
+    kwargs = [
+        f"{k}={k if k in columns else rows[0][k]}" for k in _plain(rows[0]) if k not in ("name", "in_channels", "units")
+    ]
+    first = [f"{k[6:]}={k[6:] if k in columns else rows[0][k]}" for k in firsts]  # k: "first.<argument>"
+    stage = f'f"{match[0].group(1)}{{i}}"' if numbered else "name"  # type: ignore[union-attr]
+    args = [run[0][0].unit, "in_channels", "units", *kwargs, *([f"first=dict({', '.join(first)})"] if first else [])]
+    comment = ", ".join(n for k, n in zip(columns, names) if not k.startswith("first."))
+    first_columns = [n for k, n in zip(columns, names) if k.startswith("first.")]
+    if first_columns:
+        comment += f"; {', '.join(first_columns)} of the first unit"
+    loop = f"enumerate(settings, start={start})" if numbered else "settings"
+    target = f"i, ({', '.join(names)})" if numbered else f"{', '.join(names)}"
+    return [
+        f"# {comment}",
+        "settings = [",
+        *(f"    ({', '.join(row[k] for k in columns)})," for row in rows),
+        "]",
+        f"for {target} in {loop}:",
+        *([f"    name = {stage}"] if numbered else []),
+        f"    stage = make_stage({', '.join([*args, 'name=name'])})",
+        "    setattr(self, name, stage)",
+    ]
 
 
 # ----------------------------------------------------------------------------
@@ -590,6 +799,7 @@ def _io_doc(model: CodeModel) -> str:
 
 # The layer classes the template can define.
 _LAYER_CLASSES = {
+    "Sequential",
     "Conv2D",
     "DepthwiseConv2D",
     "SeparableConv2D",
@@ -629,19 +839,23 @@ def emit(model: CodeModel) -> str:
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
         raise CodegenError(f"tensorflow: no rule for ops {sorted(missing)}")
     model = _renamed(model)
-    ctx = Ctx(common.Printer(), training=_needs_training(model))
+    ctx = Ctx(common.Printer(), training=_needs_training(model), defaults=_norm_defaults(model))
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
-    helpers = ctx.helpers
-    if helpers & (_LAYER_CLASSES - {"BatchNorm", "LayerNorm", "InstanceNorm"}):
+    helpers, features = ctx.helpers, ctx.features
+    if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm"}):
         helpers.add("glorot_uniform")
-    if helpers & {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}:
+    if any("explicit" in features.get(c, ()) for c in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")):
         helpers.add("tf_padding")
+    if any("pair" in f for f in features.values()) or "explicit" in features.get("Conv1D", ()):
+        helpers.add("pair")
     source = render_template(
         "tensorflow.py.j2",
         header=common.header(model, TARGET),
         module_doc=common.module_doc(model, "TensorFlow", "tensorflow") + "\n" + _io_doc(model) + "\n",
         classes=classes,
         helpers=helpers,
+        features=features,
+        defaults=ctx.defaults,
         needs=ctx.printer.needs,
     )
     return common.unique_names(source, model, TARGET)

@@ -4,8 +4,9 @@ The generated layer classes (``tf.Module`` subclasses) keep their tensors in
 attributes and name each variable after its canonical key; each class's
 docstring states its layout, and :data:`LAYOUTS` is the same table in code:
 (layer class, attribute) -> layout. A variable that no entry covers is an
-error, never a guess. Blocks are modules and stages lists of modules at their
-IR paths, so the modules of a model are found by walking its attributes.
+error, never a guess. Blocks are modules and stages ``Sequential``s (or lists) of modules at their
+IR paths (a ``Sequential``'s layer i at its path ``.i``), so the modules of a
+model are found by walking its attributes.
 
 Models run eagerly here (``tf.config.run_functions_eagerly``): tracing a deep
 network into a graph costs more than running it once, and eager execution is
@@ -15,6 +16,7 @@ what lets :func:`softmax_bypassed` and :func:`intermediates` see every call.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -75,6 +77,9 @@ def modules(model: tf.Module) -> dict[str, tf.Module]:
             seen.add(id(obj))
             if path:
                 found[path] = obj
+            if type(obj).__name__ == "Sequential":  # the generated one: layer i is at path.i
+                walk(obj.layers, path)
+                return
             for name, value in vars(obj).items():
                 if not name.startswith("_"):
                     walk(value, f"{path}.{name}" if path else name)
@@ -122,6 +127,14 @@ def export_weights(model: tf.Module) -> Weights:
 
 def build(module: ModuleType, class_name: str, **kwargs: Any) -> tf.Module:
     return getattr(module, class_name)(**kwargs)
+
+
+def call_training(model: tf.Module, x: tf.Tensor) -> Any:
+    """The model's output in training mode: ``training=True`` goes to a model whose
+    ``__call__`` takes it; one without batch norm or dropout computes the same either way."""
+    if "training" in inspect.signature(model.__call__).parameters:
+        return model(x, training=True)
+    return model(x)
 
 
 def param_counts(model: tf.Module) -> tuple[int, int]:

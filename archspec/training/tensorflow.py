@@ -3,7 +3,7 @@
 Batches come from a ``tf.data`` pipeline over sample indices (shuffled with the
 seed, the last partial batch of each pass dropped) mapped through the archspec
 dataset with ``tf.numpy_function``. A step calls the model with
-``training=True``, so batch norm normalizes with the batch statistics and
+``training=True`` (when it takes it), so batch norm normalizes with the batch statistics and
 updates its moving ones (in the generated ``BatchNorm``, PyTorch's rule).
 
 The optimizer is :class:`Optimizer`, written here with tf ops in PyTorch's
@@ -145,7 +145,7 @@ class Trainer(RuntimeModel):
     def _gradients(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor | None], tf.Tensor]:
         """The loss of a batch, its gradients and how many the main output classified right."""
         with tf.GradientTape() as tape:
-            out = self.model(x, training=True)
+            out = rt.call_training(self.model, x)
             outs = out if isinstance(out, tuple | list) else (out,)
             loss = tf.add_n(
                 [

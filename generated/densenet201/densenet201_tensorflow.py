@@ -32,61 +32,71 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -94,14 +104,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -114,7 +123,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-05, decay: float = 0.9, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -140,10 +149,10 @@ class DenseLayer(tf.Module):
 
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int, *, name: str) -> None:
         super().__init__()
-        self.norm1 = BatchNorm(in_channels, eps=1e-05, decay=0.9, name=f"{name}.norm1")
+        self.norm1 = BatchNorm(in_channels, name=f"{name}.norm1")
         self.conv1 = Conv2D(in_channels, bn_size * growth_rate, 1, bias=False, name=f"{name}.conv1")
-        self.norm2 = BatchNorm(bn_size * growth_rate, eps=1e-05, decay=0.9, name=f"{name}.norm2")
-        self.conv2 = Conv2D(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False, name=f"{name}.conv2")
+        self.norm2 = BatchNorm(bn_size * growth_rate, name=f"{name}.norm2")
+        self.conv2 = Conv2D(bn_size * growth_rate, growth_rate, 3, padding="SAME", bias=False, name=f"{name}.conv2")
         self.out_channels = in_channels + growth_rate
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -162,7 +171,7 @@ class Transition(tf.Module):
 
     def __init__(self, in_channels: int, compression: float, *, name: str) -> None:
         super().__init__()
-        self.norm = BatchNorm(in_channels, eps=1e-05, decay=0.9, name=f"{name}.norm")
+        self.norm = BatchNorm(in_channels, name=f"{name}.norm")
         self.conv = Conv2D(in_channels, int(in_channels * compression), 1, bias=False, name=f"{name}.conv")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -191,7 +200,7 @@ class DenseNet201(tf.Module):
         super().__init__()
         self.logits = logits
         self.conv0 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv0")
-        self.norm0 = BatchNorm(64, eps=1e-05, decay=0.9, name="norm0")
+        self.norm0 = BatchNorm(64, name="norm0")
         self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4, name="denseblock1")
         self.transition1 = Transition(256, compression=0.5, name="transition1")
         self.denseblock2 = make_stage(DenseLayer, 128, 12, growth_rate=32, bn_size=4, name="denseblock2")
@@ -199,7 +208,7 @@ class DenseNet201(tf.Module):
         self.denseblock3 = make_stage(DenseLayer, 256, 48, growth_rate=32, bn_size=4, name="denseblock3")
         self.transition3 = Transition(1792, compression=0.5, name="transition3")
         self.denseblock4 = make_stage(DenseLayer, 896, 32, growth_rate=32, bn_size=4, name="denseblock4")
-        self.norm5 = BatchNorm(1920, eps=1e-05, decay=0.9, name="norm5")
+        self.norm5 = BatchNorm(1920, name="norm5")
         self.classifier = Dense(1920, num_classes, name="classifier")
 
     @tf.function
@@ -208,17 +217,13 @@ class DenseNet201(tf.Module):
         x = self.norm0(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        for block in self.denseblock1:
-            x = block(x, training=training)
+        x = self.denseblock1(x, training=training)
         x = self.transition1(x, training=training)
-        for block in self.denseblock2:
-            x = block(x, training=training)
+        x = self.denseblock2(x, training=training)
         x = self.transition2(x, training=training)
-        for block in self.denseblock3:
-            x = block(x, training=training)
+        x = self.denseblock3(x, training=training)
         x = self.transition3(x, training=training)
-        for block in self.denseblock4:
-            x = block(x, training=training)
+        x = self.denseblock4(x, training=training)
         x = self.norm5(x, training=training)
         x = tf.nn.relu(x)
         x = tf.reduce_mean(x, axis=(1, 2))

@@ -39,91 +39,82 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
 
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
 
-def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
-    if isinstance(padding, str):
-        return padding.upper()
-    if isinstance(padding, int):
-        padding = (padding, padding)
-    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
-    return [[0, 0], [top, bottom], [left, right], [0, 0]]
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
 
 
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
+        kernel: int,
+        stride: int = 1,
+        padding: str = "VALID",
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = padding
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
 class DepthwiseConv2D(tf.Module):
-    """Depthwise 2-D convolution of an NHWC tensor: `multiplier` filters per input channel.
+    """Depthwise 2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels, multiplier), the canonical weight (in * multiplier, 1,
-    kh, kw) reshaped to (in, multiplier, kh, kw) and transposed by (2, 3, 0, 1); bias:
-    (in_channels * multiplier,).
+    kernel: (kh, kw, in_channels, 1), the canonical weight (in, 1,
+    kh, kw) reshaped to (in, 1, kh, kw) and transposed by (2, 3, 0, 1); bias:
+    (in_channels,).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        multiplier: int = 1,
-        bias: bool = True,
-        *,
-        name: str,
+        self, in_channels: int, kernel: int, stride: int = 1, padding: str = "VALID", bias: bool = True, *, name: str
     ) -> None:
         super().__init__()
-        self.strides, self.padding, self.dilation = (1, *pair(stride), 1), tf_padding(padding), pair(dilation)
-        self.kernel = tf.Variable(glorot_uniform((*pair(kernel), in_channels, multiplier)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(in_channels * multiplier), name=f"{name}.bias") if bias else None
+        self.strides = (1, stride, stride, 1)
+        self.padding = padding
+        self.kernel = tf.Variable(glorot_uniform((kernel, kernel, in_channels, 1)), name=f"{name}.weight")
+        self.bias = tf.Variable(tf.zeros(in_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding, dilations=self.dilation)
+        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -131,14 +122,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -151,7 +141,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 0.001, decay: float = 0.99, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -177,7 +167,7 @@ class ConvBNSilu(tf.Module):
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -218,10 +208,10 @@ class Mbconv(tf.Module):
         self.dwconv = DepthwiseConv2D(
             t * in_channels, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv"
         )
-        self.dw_bn = BatchNorm(t * in_channels, eps=0.001, decay=0.99, name=f"{name}.dw_bn")
+        self.dw_bn = BatchNorm(t * in_channels, name=f"{name}.dw_bn")
         self.se = SqueezeExcitation(t * in_channels, squeeze=max(1, in_channels // 4), name=f"{name}.se")
         self.project = Conv2D(t * in_channels, make_divisible(c * width_mult, 8), 1, bias=False, name=f"{name}.project")
-        self.project_bn = BatchNorm(make_divisible(c * width_mult, 8), eps=0.001, decay=0.99, name=f"{name}.project_bn")
+        self.project_bn = BatchNorm(make_divisible(c * width_mult, 8), name=f"{name}.project_bn")
         self.use_add = stride == 1 and in_channels == make_divisible(c * width_mult, 8)
         self.out_channels = make_divisible(c * width_mult, 8)
 
@@ -269,59 +259,30 @@ class EfficientNetB0(tf.Module):
         super().__init__()
         self.logits = logits
         self.stem = ConvBNSilu(3, out=32, kernel=3, stride=2, name="stem")
-        self.stage1 = make_stage(
-            Mbconv, 32, math.ceil(1 * depth_mult), t=1, kernel=3, c=16, width_mult=1.0, name="stage1"
-        )
-        self.stage2 = make_stage(
-            Mbconv,
-            16,
-            math.ceil(2 * depth_mult),
-            t=6,
-            kernel=3,
-            c=24,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage2",
-        )
-        self.stage3 = make_stage(
-            Mbconv,
-            24,
-            math.ceil(2 * depth_mult),
-            t=6,
-            kernel=5,
-            c=40,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage3",
-        )
-        self.stage4 = make_stage(
-            Mbconv,
-            40,
-            math.ceil(3 * depth_mult),
-            t=6,
-            kernel=3,
-            c=80,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage4",
-        )
-        self.stage5 = make_stage(
-            Mbconv, 80, math.ceil(3 * depth_mult), t=6, kernel=5, c=112, width_mult=1.0, name="stage5"
-        )
-        self.stage6 = make_stage(
-            Mbconv,
-            112,
-            math.ceil(4 * depth_mult),
-            t=6,
-            kernel=5,
-            c=192,
-            width_mult=1.0,
-            first=dict(stride=2),
-            name="stage6",
-        )
-        self.stage7 = make_stage(
-            Mbconv, 192, math.ceil(1 * depth_mult), t=6, kernel=3, c=320, width_mult=1.0, name="stage7"
-        )
+        # in_channels, units, t, kernel, c; stride of the first unit
+        settings = [
+            (32, math.ceil(1 * depth_mult), 1, 3, 16, 1),
+            (16, math.ceil(2 * depth_mult), 6, 3, 24, 2),
+            (24, math.ceil(2 * depth_mult), 6, 5, 40, 2),
+            (40, math.ceil(3 * depth_mult), 6, 3, 80, 2),
+            (80, math.ceil(3 * depth_mult), 6, 5, 112, 1),
+            (112, math.ceil(4 * depth_mult), 6, 5, 192, 2),
+            (192, math.ceil(1 * depth_mult), 6, 3, 320, 1),
+        ]
+        for i, (in_channels, units, t, kernel, c, stride) in enumerate(settings, start=1):
+            name = f"stage{i}"
+            stage = make_stage(
+                Mbconv,
+                in_channels,
+                units,
+                t=t,
+                kernel=kernel,
+                c=c,
+                width_mult=1.0,
+                first=dict(stride=stride),
+                name=name,
+            )
+            setattr(self, name, stage)
         self.head = ConvBNSilu(320, out=1280, name="head")
         self.dropout_rate = dropout
         self.fc = Dense(1280, num_classes, name="fc")
@@ -329,20 +290,13 @@ class EfficientNetB0(tf.Module):
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.stem(x, training=training)
-        for block in self.stage1:
-            x = block(x, training=training)
-        for block in self.stage2:
-            x = block(x, training=training)
-        for block in self.stage3:
-            x = block(x, training=training)
-        for block in self.stage4:
-            x = block(x, training=training)
-        for block in self.stage5:
-            x = block(x, training=training)
-        for block in self.stage6:
-            x = block(x, training=training)
-        for block in self.stage7:
-            x = block(x, training=training)
+        x = self.stage1(x, training=training)
+        x = self.stage2(x, training=training)
+        x = self.stage3(x, training=training)
+        x = self.stage4(x, training=training)
+        x = self.stage5(x, training=training)
+        x = self.stage6(x, training=training)
+        x = self.stage7(x, training=training)
         x = self.head(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x

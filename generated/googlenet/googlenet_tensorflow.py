@@ -33,15 +33,11 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
@@ -49,48 +45,45 @@ def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
-        bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
+        return tf.nn.bias_add(x, self.bias)
 
 
 class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class ConvReLU(tf.Module):
@@ -127,7 +120,7 @@ class Inception(tf.Module):
         branch2 = self.branch2(branch2)
         branch3 = self.branch3_reduce(x)
         branch3 = self.branch3(branch3)
-        branch4 = tf.nn.max_pool2d(x, 3, 1, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        branch4 = tf.nn.max_pool2d(x, 3, 1, "SAME")
         branch4 = self.branch4(branch4)
         x = tf.concat([branch1, branch2, branch3, branch4], axis=-1)
         return x
@@ -196,18 +189,18 @@ class GoogLeNet(tf.Module):
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         x = self.conv1(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
         x = self.conv2(x)
         x = self.conv3(x)
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = self.inception3a(x)
         x = self.inception3b(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = self.inception4a(x)
         aux1 = self.aux1(x, training=training) if self.aux1 is not None else None
         x = self.inception4b(x)
@@ -215,8 +208,8 @@ class GoogLeNet(tf.Module):
         x = self.inception4d(x)
         aux2 = self.aux2(x, training=training) if self.aux2 is not None else None
         x = self.inception4e(x)
-        # ceil_mode: padded at the bottom and right so that the last window fits
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         x = self.inception5a(x)
         x = self.inception5b(x)
         x = tf.nn.avg_pool2d(x, 7, 1, "VALID")

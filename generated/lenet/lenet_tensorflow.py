@@ -32,64 +32,35 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
-    if isinstance(padding, str):
-        return padding.upper()
-    if isinstance(padding, int):
-        padding = (padding, padding)
-    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
-    return [[0, 0], [top, bottom], [left, right], [0, 0]]
-
-
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        *,
-        name: str,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, *, name: str) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        x = tf.nn.conv2d(x, self.kernel, 1, "VALID")
+        return tf.nn.bias_add(x, self.bias)
 
 
 class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class LeNet(tf.Module):
@@ -110,7 +81,7 @@ class LeNet(tf.Module):
         self.fc3 = Dense(64, num_classes, name="fc3")
 
     @tf.function
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = self.conv1(x)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         x = tf.sigmoid(x)

@@ -32,91 +32,82 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
 
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
 
-def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
-    if isinstance(padding, str):
-        return padding.upper()
-    if isinstance(padding, int):
-        padding = (padding, padding)
-    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
-    return [[0, 0], [top, bottom], [left, right], [0, 0]]
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
 
 
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
+        kernel: int,
+        stride: int = 1,
+        padding: str = "VALID",
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = padding
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
 class DepthwiseConv2D(tf.Module):
-    """Depthwise 2-D convolution of an NHWC tensor: `multiplier` filters per input channel.
+    """Depthwise 2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels, multiplier), the canonical weight (in * multiplier, 1,
-    kh, kw) reshaped to (in, multiplier, kh, kw) and transposed by (2, 3, 0, 1); bias:
-    (in_channels * multiplier,).
+    kernel: (kh, kw, in_channels, 1), the canonical weight (in, 1,
+    kh, kw) reshaped to (in, 1, kh, kw) and transposed by (2, 3, 0, 1); bias:
+    (in_channels,).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        multiplier: int = 1,
-        bias: bool = True,
-        *,
-        name: str,
+        self, in_channels: int, kernel: int, stride: int = 1, padding: str = "VALID", bias: bool = True, *, name: str
     ) -> None:
         super().__init__()
-        self.strides, self.padding, self.dilation = (1, *pair(stride), 1), tf_padding(padding), pair(dilation)
-        self.kernel = tf.Variable(glorot_uniform((*pair(kernel), in_channels, multiplier)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(in_channels * multiplier), name=f"{name}.bias") if bias else None
+        self.strides = (1, stride, stride, 1)
+        self.padding = padding
+        self.kernel = tf.Variable(glorot_uniform((kernel, kernel, in_channels, 1)), name=f"{name}.weight")
+        self.bias = tf.Variable(tf.zeros(in_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding, dilations=self.dilation)
+        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -130,7 +121,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 0.001, decay: float = 0.99, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -156,7 +147,7 @@ class ConvBNReLU6(tf.Module):
     def __init__(self, in_channels: int, out: int, stride: int = 1, *, name: str) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, 3, stride=stride, padding="SAME", bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -172,9 +163,9 @@ class DepthwiseSeparable(tf.Module):
     def __init__(self, in_channels: int, out: int, stride: int = 1, *, name: str) -> None:
         super().__init__()
         self.dw = DepthwiseConv2D(in_channels, 3, stride=stride, padding="SAME", bias=False, name=f"{name}.dw")
-        self.dw_bn = BatchNorm(in_channels, eps=0.001, decay=0.99, name=f"{name}.dw_bn")
+        self.dw_bn = BatchNorm(in_channels, name=f"{name}.dw_bn")
         self.pw = Conv2D(in_channels, out, 1, bias=False, name=f"{name}.pw")
-        self.pw_bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.pw_bn")
+        self.pw_bn = BatchNorm(out, name=f"{name}.pw_bn")
         self.out_channels = out
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -229,8 +220,7 @@ class MobileNetV1(tf.Module):
         x = self.block4(x, training=training)
         x = self.block5(x, training=training)
         x = self.block6(x, training=training)
-        for block in self.block7:
-            x = block(x, training=training)
+        x = self.block7(x, training=training)
         x = self.block12(x, training=training)
         x = self.block13(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2), keepdims=True)

@@ -32,61 +32,71 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -94,14 +104,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -114,7 +123,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-05, decay: float = 0.9, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -140,7 +149,7 @@ class ConvBN(tf.Module):
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, kernel, stride=stride, bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, eps=1e-05, decay=0.9, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -155,11 +164,11 @@ class Bottleneck(tf.Module):
     def __init__(self, in_channels: int, width: int, stride: int = 1, project: bool = False, *, name: str) -> None:
         super().__init__()
         self.conv1 = Conv2D(in_channels, width, 1, bias=False, name=f"{name}.conv1")
-        self.bn1 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn1")
+        self.bn1 = BatchNorm(width, name=f"{name}.bn1")
         self.conv2 = Conv2D(width, width, 3, stride=stride, padding=1, bias=False, name=f"{name}.conv2")
-        self.bn2 = BatchNorm(width, eps=1e-05, decay=0.9, name=f"{name}.bn2")
+        self.bn2 = BatchNorm(width, name=f"{name}.bn2")
         self.conv3 = Conv2D(width, width * 4, 1, bias=False, name=f"{name}.conv3")
-        self.bn3 = BatchNorm(width * 4, eps=1e-05, decay=0.9, name=f"{name}.bn3")
+        self.bn3 = BatchNorm(width * 4, name=f"{name}.bn3")
         self.downsample = (
             ConvBN(in_channels, out=width * 4, stride=stride, name=f"{name}.downsample") if project else None
         )
@@ -193,7 +202,7 @@ class ResNet50(tf.Module):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = Conv2D(3, 64, 7, stride=2, padding=3, bias=False, name="conv1")
-        self.bn1 = BatchNorm(64, eps=1e-05, decay=0.9, name="bn1")
+        self.bn1 = BatchNorm(64, name="bn1")
         self.layer1 = make_stage(Bottleneck, 64, 3, width=64, first=dict(project=True), name="layer1")
         self.layer2 = make_stage(Bottleneck, 256, 4, width=128, first=dict(stride=2, project=True), name="layer2")
         self.layer3 = make_stage(Bottleneck, 512, 6, width=256, first=dict(stride=2, project=True), name="layer3")
@@ -206,14 +215,10 @@ class ResNet50(tf.Module):
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        for block in self.layer1:
-            x = block(x, training=training)
-        for block in self.layer2:
-            x = block(x, training=training)
-        for block in self.layer3:
-            x = block(x, training=training)
-        for block in self.layer4:
-            x = block(x, training=training)
+        x = self.layer1(x, training=training)
+        x = self.layer2(x, training=training)
+        x = self.layer3(x, training=training)
+        x = self.layer4(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
         return x

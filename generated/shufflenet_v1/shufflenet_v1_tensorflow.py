@@ -32,15 +32,11 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
@@ -57,16 +53,31 @@ def channel_shuffle(x: tf.Tensor, groups: int) -> tf.Tensor:
     return tf.reshape(x, [-1, *positions, channels])
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
@@ -80,53 +91,52 @@ class Conv2D(tf.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels // groups, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
 class DepthwiseConv2D(tf.Module):
-    """Depthwise 2-D convolution of an NHWC tensor: `multiplier` filters per input channel.
+    """Depthwise 2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels, multiplier), the canonical weight (in * multiplier, 1,
-    kh, kw) reshaped to (in, multiplier, kh, kw) and transposed by (2, 3, 0, 1); bias:
-    (in_channels * multiplier,).
+    kernel: (kh, kw, in_channels, 1), the canonical weight (in, 1,
+    kh, kw) reshaped to (in, 1, kh, kw) and transposed by (2, 3, 0, 1); bias:
+    (in_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        multiplier: int = 1,
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.strides, self.padding, self.dilation = (1, *pair(stride), 1), tf_padding(padding), pair(dilation)
-        self.kernel = tf.Variable(glorot_uniform((*pair(kernel), in_channels, multiplier)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(in_channels * multiplier), name=f"{name}.bias") if bias else None
+        self.strides = (1, stride, stride, 1)
+        self.padding = tf_padding(padding)
+        self.kernel = tf.Variable(glorot_uniform((kernel, kernel, in_channels, 1)), name=f"{name}.weight")
+        self.bias = tf.Variable(tf.zeros(in_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding, dilations=self.dilation)
+        x = tf.nn.depthwise_conv2d(x, self.kernel, self.strides, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -134,14 +144,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -154,7 +163,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-05, decay: float = 0.9, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -190,14 +199,14 @@ class ShuffleUnit(tf.Module):
             bias=False,
             name=f"{name}.conv1",
         )
-        self.bn1 = BatchNorm(out // 4, eps=1e-05, decay=0.9, name=f"{name}.bn1")
+        self.bn1 = BatchNorm(out // 4, name=f"{name}.bn1")
         self.shuffle_groups = groups
         self.conv2 = DepthwiseConv2D(out // 4, 3, stride=stride, padding=1, bias=False, name=f"{name}.conv2")
-        self.bn2 = BatchNorm(out // 4, eps=1e-05, decay=0.9, name=f"{name}.bn2")
+        self.bn2 = BatchNorm(out // 4, name=f"{name}.bn2")
         self.conv3 = Conv2D(
             out // 4, out - in_channels if stride == 2 else out, 1, groups=groups, bias=False, name=f"{name}.conv3"
         )
-        self.bn3 = BatchNorm(out - in_channels if stride == 2 else out, eps=1e-05, decay=0.9, name=f"{name}.bn3")
+        self.bn3 = BatchNorm(out - in_channels if stride == 2 else out, name=f"{name}.bn3")
         self.use_shortcut = stride == 2
         self.use_concat = stride == 2
         self.use_add = stride == 1
@@ -244,12 +253,25 @@ class ShuffleNetV1(tf.Module):
         super().__init__()
         self.logits = logits
         self.conv1 = Conv2D(3, 24, 3, stride=2, padding=1, bias=False, name="conv1")
-        self.bn1 = BatchNorm(24, eps=1e-05, decay=0.9, name="bn1")
-        self.stage2 = make_stage(
-            ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1), name="stage2"
-        )
-        self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2), name="stage3")
-        self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=groups, first=dict(stride=2), name="stage4")
+        self.bn1 = BatchNorm(24, name="bn1")
+        # in_channels, units, out; first_groups of the first unit
+        settings = [
+            (24, 4, 240, 1),
+            (240, 8, 480, 0),
+            (480, 4, 960, 0),
+        ]
+        for i, (in_channels, units, out, first_groups) in enumerate(settings, start=2):
+            name = f"stage{i}"
+            stage = make_stage(
+                ShuffleUnit,
+                in_channels,
+                units,
+                out=out,
+                groups=groups,
+                first=dict(stride=2, first_groups=first_groups),
+                name=name,
+            )
+            setattr(self, name, stage)
         self.fc = Dense(960, num_classes, name="fc")
 
     @tf.function
@@ -258,12 +280,9 @@ class ShuffleNetV1(tf.Module):
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        for block in self.stage2:
-            x = block(x, training=training)
-        for block in self.stage3:
-            x = block(x, training=training)
-        for block in self.stage4:
-            x = block(x, training=training)
+        x = self.stage2(x, training=training)
+        x = self.stage3(x, training=training)
+        x = self.stage4(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
         x = self.fc(x)
         if not self.logits:

@@ -32,16 +32,11 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 class Conv1D(tf.Module):
-    """1-D convolution of an NLC tensor, grouped when groups > 1. padding: "SAME",
-    "VALID", "causal" ((kernel - 1) * dilation on the left), p or (left, right).
+    """1-D convolution of an NLC tensor. padding: "SAME", "VALID", "causal" ((kernel - 1) * dilation on the left).
 
-    kernel: (k, in_channels / groups, out_channels), the canonical weight (out, in /
-    groups, k) transposed by (2, 1, 0); bias: (out_channels,).
+    kernel: (k, in_channels, out_channels), the canonical weight (out, in, k)
+    transposed by (2, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
@@ -49,28 +44,25 @@ class Conv1D(tf.Module):
         in_channels: int,
         out_channels: int,
         kernel: int,
-        stride: int = 1,
         padding: str | int | tuple[int, int] = "VALID",
         dilation: int = 1,
-        groups: int = 1,
-        bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        if isinstance(padding, str) and padding.lower() == "causal":
+        if padding == "causal":
             padding = ((kernel - 1) * dilation, 0)
-        self.stride, self.dilation = stride, dilation
-        self.padding = padding.upper() if isinstance(padding, str) else pair(padding)
-        self.kernel = tf.Variable(glorot_uniform((kernel, in_channels // groups, out_channels)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
+        self.dilation = dilation
+        self.padding = padding
+        self.kernel = tf.Variable(glorot_uniform((kernel, in_channels, out_channels)), name=f"{name}.weight")
+        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         padding = self.padding
         if not isinstance(padding, str):
             x, padding = tf.pad(x, [[0, 0], padding, [0, 0]]), "VALID"
-        x = tf.nn.conv1d(x, self.kernel, self.stride, padding, dilations=self.dilation)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        x = tf.nn.conv1d(x, self.kernel, 1, padding, dilations=self.dilation)
+        return tf.nn.bias_add(x, self.bias)
 
 
 class ResidualLayer(tf.Module):
@@ -153,7 +145,7 @@ class WaveNet(tf.Module):
         self.conv2 = Conv1D(256, num_classes, 1, name="conv2")
 
     @tf.function
-    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = self.causal(x)
         stack_skips = []
         for block in self.stack:

@@ -32,61 +32,60 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
 
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
 
-def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
-    if isinstance(padding, str):
-        return padding.upper()
-    if isinstance(padding, int):
-        padding = (padding, padding)
-    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
-    return [[0, 0], [top, bottom], [left, right], [0, 0]]
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
 
 
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
+        kernel: int,
+        stride: int = 1,
+        padding: str = "VALID",
         bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = padding
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -94,38 +93,26 @@ class SeparableConv2D(tf.Module):
     """Depthwise 2-D convolution followed by a 1x1 pointwise one, of an NHWC tensor; the
     bias is the pointwise one's.
 
-    depthwise_kernel: (kh, kw, in_channels, multiplier), the canonical depthwise.weight
-    (in * multiplier, 1, kh, kw) reshaped to (in, multiplier, kh, kw) and transposed by
-    (2, 3, 0, 1); pointwise_kernel: (1, 1, in * multiplier, out), the canonical
-    pointwise.weight (out, in * multiplier, 1, 1) transposed by (2, 3, 1, 0); bias:
+    depthwise_kernel: (kh, kw, in_channels, 1), the canonical depthwise.weight
+    (in, 1, kh, kw) reshaped to (in, 1, kh, kw) and transposed by
+    (2, 3, 0, 1); pointwise_kernel: (1, 1, in, out), the canonical
+    pointwise.weight (out, in, 1, 1) transposed by (2, 3, 1, 0); bias:
     pointwise.bias.
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        multiplier: int = 1,
-        bias: bool = True,
-        *,
-        name: str,
+        self, in_channels: int, out_channels: int, kernel: int, padding: str = "VALID", bias: bool = True, *, name: str
     ) -> None:
         super().__init__()
-        self.strides, self.padding, self.dilation = (1, *pair(stride), 1), tf_padding(padding), pair(dilation)
-        depthwise = (*pair(kernel), in_channels, multiplier)
+        self.padding = padding
+        depthwise = (kernel, kernel, in_channels, 1)
         self.depthwise_kernel = tf.Variable(glorot_uniform(depthwise), name=f"{name}.depthwise.weight")
-        pointwise = (1, 1, in_channels * multiplier, out_channels)
+        pointwise = (1, 1, in_channels, out_channels)
         self.pointwise_kernel = tf.Variable(glorot_uniform(pointwise), name=f"{name}.pointwise.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.pointwise.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.separable_conv2d(
-            x, self.depthwise_kernel, self.pointwise_kernel, self.strides, self.padding, dilations=self.dilation
-        )
+        x = tf.nn.separable_conv2d(x, self.depthwise_kernel, self.pointwise_kernel, (1, 1, 1, 1), self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
@@ -133,14 +120,13 @@ class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class BatchNorm(tf.Module):
@@ -153,7 +139,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float = 0.001, decay: float = 0.99, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -179,7 +165,7 @@ class ReLUSepBN(tf.Module):
     def __init__(self, in_channels: int, out: int, *, name: str) -> None:
         super().__init__()
         self.sepconv = SeparableConv2D(in_channels, out, 3, padding="SAME", bias=False, name=f"{name}.sepconv")
-        self.bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
         self.out_channels = out
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -195,7 +181,7 @@ class ConvBN(tf.Module):
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1, *, name: str) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -212,7 +198,7 @@ class DownsamplingModule(tf.Module):
         super().__init__()
         self.use_relu1 = relu_first
         self.sepconv1 = SeparableConv2D(in_channels, mid, 3, padding="SAME", bias=False, name=f"{name}.sepconv1")
-        self.bn1 = BatchNorm(mid, eps=0.001, decay=0.99, name=f"{name}.bn1")
+        self.bn1 = BatchNorm(mid, name=f"{name}.bn1")
         self.unit2 = ReLUSepBN(mid, out=out, name=f"{name}.unit2")
         self.shortcut = ConvBN(in_channels, out=out, kernel=1, stride=2, name=f"{name}.shortcut")
 
@@ -236,9 +222,7 @@ class MiddleModule(tf.Module):
         self.out_channels = width
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        y = x
-        for block in self.units:
-            y = block(y, training=training)
+        y = self.units(x, training=training)
         y = y + x
         return y
 
@@ -249,7 +233,7 @@ class SepBNReLU(tf.Module):
     def __init__(self, in_channels: int, out: int, *, name: str) -> None:
         super().__init__()
         self.sepconv = SeparableConv2D(in_channels, out, 3, padding="SAME", bias=False, name=f"{name}.sepconv")
-        self.bn = BatchNorm(out, eps=0.001, decay=0.99, name=f"{name}.bn")
+        self.bn = BatchNorm(out, name=f"{name}.bn")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.sepconv(x)
@@ -275,9 +259,9 @@ class Xception(tf.Module):
         super().__init__()
         self.logits = logits
         self.conv1 = Conv2D(3, 32, 3, stride=2, bias=False, name="conv1")
-        self.bn1 = BatchNorm(32, eps=0.001, decay=0.99, name="bn1")
+        self.bn1 = BatchNorm(32, name="bn1")
         self.conv2 = Conv2D(32, 64, 3, bias=False, name="conv2")
-        self.bn2 = BatchNorm(64, eps=0.001, decay=0.99, name="bn2")
+        self.bn2 = BatchNorm(64, name="bn2")
         self.block2 = DownsamplingModule(64, mid=128, out=128, relu_first=False, name="block2")
         self.block3 = DownsamplingModule(128, mid=256, out=256, name="block3")
         self.block4 = DownsamplingModule(256, mid=728, out=728, name="block4")
@@ -298,8 +282,7 @@ class Xception(tf.Module):
         x = self.block2(x, training=training)
         x = self.block3(x, training=training)
         x = self.block4(x, training=training)
-        for block in self.middle:
-            x = block(x, training=training)
+        x = self.middle(x, training=training)
         x = self.block13(x, training=training)
         x = self.conv3(x, training=training)
         x = self.conv4(x, training=training)

@@ -32,76 +32,84 @@ def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     return tf.random.uniform(shape, -1.0, 1.0) * math.sqrt(6 / (receptive * (shape[-2] + shape[-1])))
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def tf_padding(padding: str | int | tuple[int, ...]) -> str | list[list[int]]:
-    """The padding argument of tf.nn: "SAME" or "VALID" (either case), or p, (ph, pw) or
-    (top, bottom, left, right) as TensorFlow's explicit NHWC padding."""
+    """The padding argument of tf.nn: "SAME" or "VALID", or p, (ph, pw) or (top, bottom,
+    left, right) as TensorFlow's explicit NHWC padding."""
     if isinstance(padding, str):
-        return padding.upper()
+        return padding
     if isinstance(padding, int):
         padding = (padding, padding)
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     return [[0, 0], [top, bottom], [left, right], [0, 0]]
 
 
+class Sequential(tf.Module):
+    """Layers called in a row, as PyTorch's nn.Sequential: layer i is `name.i`. Keyword
+    arguments (training=) go to every layer."""
+
+    def __init__(self, layers: list[tf.Module]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __call__(self, x: tf.Tensor, **kwargs: bool) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x, **kwargs)
+        return x
+
+
 def make_stage(
     block: type[tf.Module], in_channels: int, units: int, first: dict | None = None, *, name: str, **args
-) -> list[tf.Module]:
+) -> Sequential:
     """A stage: `units` blocks in a row, each taking the previous one's output channels;
     `first` overrides arguments of the first unit (stride, projection). Unit i is `name.i`."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}, name=f"{name}.{i}"))
+        kwargs = {**args, **(first or {})} if i == 0 else args
+        blocks.append(block(in_channels, **kwargs, name=f"{name}.{i}"))
         in_channels = blocks[-1].out_channels
-    return blocks
+    return Sequential(blocks)
 
 
 class Conv2D(tf.Module):
-    """2-D convolution of an NHWC tensor, grouped when groups > 1.
+    """2-D convolution of an NHWC tensor.
 
-    kernel: (kh, kw, in_channels / groups, out_channels) (HWIO), the canonical weight
-    (out, in / groups, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
+    kernel: (kh, kw, in_channels, out_channels) (HWIO), the canonical weight
+    (out, in, kh, kw) transposed by (2, 3, 1, 0); bias: (out_channels,).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
+        kernel: int,
+        stride: int = 1,
         padding: str | int | tuple[int, ...] = "VALID",
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
-        bias: bool = True,
         *,
         name: str,
     ) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation = pair(stride), tf_padding(padding), pair(dilation)
-        shape = (*pair(kernel), in_channels // groups, out_channels)
+        self.stride = stride
+        self.padding = tf_padding(padding)
+        shape = (kernel, kernel, in_channels, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding, dilations=self.dilation)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
+        return tf.nn.bias_add(x, self.bias)
 
 
 class Dense(tf.Module):
     """Fully connected layer. kernel: (in_features, out_features), the canonical weight
     (out, in) transposed; bias: (out_features,)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, name: str) -> None:
+    def __init__(self, in_features: int, out_features: int, *, name: str) -> None:
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform((in_features, out_features)), name=f"{name}.weight")
-        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias") if bias else None
+        self.bias = tf.Variable(tf.zeros(out_features), name=f"{name}.bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.matmul(x, self.kernel)
-        return x if self.bias is None else tf.nn.bias_add(x, self.bias)
+        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
 
 
 class ConvReLU(tf.Module):
@@ -171,8 +179,7 @@ class ZFNet(tf.Module):
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
         x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 6400))
-        for block in self.classifier:
-            x = block(x, training=training)
+        x = self.classifier(x, training=training)
         x = self.fc(x)
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
