@@ -571,18 +571,8 @@ def _needs_training(model: CodeModel) -> set[str]:
 
 
 def _io_doc(model: CodeModel) -> str:
-    g = model.compiled.graph
-
-    def nhwc(shape: tuple[int, ...]) -> str:
-        dims = ["N", *map(str, shape[1:]), str(shape[0])]
-        return "(" + ", ".join(dims) + ")"
-
-    outs = [nhwc(s) for s in g.output_shapes]
-    returns = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
-    layout = "NHWC" if len(g.input_shape) == 3 else "NLC" if len(g.input_shape) == 2 else "(N, C)"
     return common.docstring(
-        f"TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. "
-        f"The model takes {layout} input, {nhwc(g.input_shape)}, channels last, and returns {returns}. "
+        "TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. "
         "Variables are named after the canonical weight keys (IR path and weight name); they hold "
         "TensorFlow's layouts, and each layer class says how they map to the canonical one."
     )

@@ -25,6 +25,8 @@ from archspec.schema import expr as E
 from archspec.schema.yamlload import YList, YMap, load_yaml
 
 PARAM_TYPES = ("int", "float", "bool", "str")
+# A description is the network class's docstring: the paper, table and variant.
+DESCRIPTION_LINES, DESCRIPTION_CHARS = 3, 300
 TOP_KEYS = ("name", "source", "description", "input", "params", "blocks", "layers", "outputs")
 BLOCK_KEYS = ("params", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
@@ -202,6 +204,19 @@ class _Parser:
             return ""
         return v
 
+    def short(self, description: str, pos: Pos) -> None:
+        """A description is the network class's docstring: 1-3 lines."""
+        lines = description.strip().count("\n") + 1
+        chars = len(" ".join(description.split()))
+        if lines > DESCRIPTION_LINES or chars > DESCRIPTION_CHARS:
+            size = f"{lines} lines" if lines > DESCRIPTION_LINES else f"{chars} characters"
+            self.err(
+                pos,
+                "E107",
+                f"'description' has {size}: it is the network class's docstring, at most {DESCRIPTION_LINES} lines "
+                f"and {DESCRIPTION_CHARS} characters (paper, table, variant); move the rest to 'source'",
+            )
+
     def name_ok(self, name: Any, pos: Pos, what: str) -> bool:
         if not isinstance(name, str) or not IDENT.match(name) or keyword.iskeyword(name):
             self.err(
@@ -303,6 +318,8 @@ class _Parser:
             self.name_ok(name, top.val_pos["name"], "spec")
         source = self.text(top, "source", "the spec", hint=": the paper or seed table it follows, and any deviation")
         description = self.text(top, "description", "the spec", required=False)
+        if description:
+            self.short(description, top.val_pos["description"])
 
         params = self.params(top.get("params"), top.val_pos.get("params"), spec_level=True)
         global_scope = set(params)
