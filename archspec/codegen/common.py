@@ -112,7 +112,9 @@ def docstring(text: str, width: int = 88, indent: str = "") -> str:
         text = head + '\\"'  # no quote next to the closing ones
     if not text:
         return ""
-    return textwrap.fill(text, width=width - len(indent), subsequent_indent=indent, break_long_words=False)
+    return textwrap.fill(
+        text, width=width - len(indent), subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _in_docstring(text: str) -> str:

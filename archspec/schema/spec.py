@@ -316,7 +316,7 @@ class _Parser:
         name = self.text(top, "name", "the spec", hint=": an identifier that names the generated files")
         if name:
             self.name_ok(name, top.val_pos["name"], "spec")
-        source = self.text(top, "source", "the spec", hint=": the paper or seed table it follows, and any deviation")
+        source = self.text(top, "source", "the spec", hint=": the paper or table it follows, and any deviation")
         description = self.text(top, "description", "the spec", required=False)
         if description:
             self.short(description, top.val_pos["description"])
