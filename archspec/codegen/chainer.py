@@ -748,5 +748,13 @@ def emit(model: CodeModel) -> str:
         helpers=ctx.helpers,
         needs=ctx.printer.needs,
         uses=uses,
+        weights=_weight_kinds(model),
     )
     return common.unique_names(source, model, TARGET)
+
+
+def _weight_kinds(model: CodeModel) -> set[str]:
+    """What the header's weight-name key must explain: "norm" (gamma, beta),
+    "batch_norm" (the running statistics)."""
+    ops = model.ops_used
+    return ({"norm"} if ops & {"batch_norm", "layer_norm", "instance_norm"} else set()) | (ops & {"batch_norm"})

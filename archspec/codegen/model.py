@@ -243,8 +243,11 @@ def class_name(name: str) -> str:
 
 def flat_size(shape: tuple[int, ...]) -> E.Expr:
     """The length of a flattened (C, H, W) tensor written as the product of
-    its shape, as torchvision writes it: ``256 * 6 * 6``, not ``9216``."""
+    its shape, as torchvision writes it: ``256 * 6 * 6``, not ``9216``; a
+    (C, 1, 1) tensor is C long."""
     out = num(shape[0])
+    if all(n == 1 for n in shape[1:]):
+        return out
     for n in shape[1:]:
         out = E.Binary("*", out, num(n), 0)
     return out

@@ -335,11 +335,9 @@ def _flatten(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
         return ins[0]
     if step.in_shape is None:  # pragma: no cover - the code model refuses it
         raise CodegenError(f"{step.name}: flatten of an input whose size varies")
-    size = 1
-    for d in step.in_shape:
-        size *= d
     if all(d == 1 for d in step.in_shape[1:]):
-        return f"tf.reshape({ins[0]}, (-1, {size}))"
+        return f"tf.reshape({ins[0]}, (-1, {step.in_shape[0]}))"
+    size = " * ".join(map(str, step.in_shape))  # as its shape: 256 * 6 * 6
     # The spec flattens channels first: (C, H, W), not TensorFlow's (H, W, C).
     perm = "(0, 3, 1, 2)" if rank == 3 else "(0, 2, 1)"
     return f"tf.reshape(tf.transpose({ins[0]}, {perm}), (-1, {size}))"

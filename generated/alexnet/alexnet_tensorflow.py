@@ -166,7 +166,7 @@ class AlexNet(tf.Module):
         x = self.conv5(x)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
-        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 6400))
+        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 256 * 5 * 5))
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)

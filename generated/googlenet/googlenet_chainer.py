@@ -19,8 +19,7 @@ with Chainer alone:
 
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
-(W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics
-avg_mean, avg_var -> running_mean, running_var).
+(W, b -> weight, bias).
 """
 
 from __future__ import annotations
@@ -126,7 +125,7 @@ class GoogLeNet(chainer.Chain):
             self.inception4e = Inception(528, ch1x1=256, ch3x3red=160, ch3x3=320, ch5x5red=32, ch5x5=128, pool_proj=128)
             self.inception5a = Inception(832, ch1x1=256, ch3x3red=160, ch3x3=320, ch5x5red=32, ch5x5=128, pool_proj=128)
             self.inception5b = Inception(832, ch1x1=384, ch3x3red=192, ch3x3=384, ch5x5red=48, ch5x5=128, pool_proj=128)
-            self.fc = L.Linear(1024 * 1 * 1, num_classes)
+            self.fc = L.Linear(1024, num_classes)
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable, chainer.Variable]:

@@ -125,7 +125,7 @@ class GoogLeNet(nn.Module):
         self.inception5b = Inception(832, ch1x1=384, ch3x3red=192, ch3x3=384, ch5x5red=48, ch5x5=128, pool_proj=128)
         self.avgpool = nn.AvgPool2d(7, stride=1)
         self.dropout = nn.Dropout(0.4)
-        self.fc = nn.Linear(1024 * 1 * 1, num_classes)
+        self.fc = nn.Linear(1024, num_classes)
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -161,7 +161,7 @@ class AuxClassifier(tf.Module):
         x = tf.nn.avg_pool2d(x, 5, 3, "VALID")
         x = self.conv(x)
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
-        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 2048))
+        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 128 * 4 * 4))
         x = self.fc1(x)
         x = tf.nn.relu(x)
         x = tf.nn.dropout(x, rate=0.7) if training else x
@@ -212,7 +212,7 @@ class GoogLeNet(tf.Module):
         self.inception5b = Inception(
             832, ch1x1=384, ch3x3red=192, ch3x3=384, ch5x5red=48, ch5x5=128, pool_proj=128, name="inception5b"
         )
-        self.fc = Dense(1024 * 1 * 1, num_classes, name="fc")
+        self.fc = Dense(1024, num_classes, name="fc")
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

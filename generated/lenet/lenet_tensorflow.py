@@ -118,7 +118,7 @@ class LeNet(tf.Module):
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         x = tf.sigmoid(x)
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
-        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 400))
+        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 16 * 5 * 5))
         x = self.fc1(x)
         x = self.fc2(x)
         x = self.fc3(x)

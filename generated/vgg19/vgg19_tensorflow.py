@@ -171,7 +171,7 @@ class VGG19(tf.Module):
             x = block(x)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
-        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 25088))
+        x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 512 * 7 * 7))
         for block in self.classifier:
             x = block(x, training=training)
         x = self.fc(x)

@@ -18,8 +18,7 @@ with Chainer alone:
 
 Links are named after the spec's node paths, so a parameter's path is its
 canonical weight key in Chainer's spelling: /layer1/0/conv1/W is layer1.0.conv1.weight
-(W, b -> weight, bias; gamma, beta -> weight, bias; the batch-norm statistics
-avg_mean, avg_var -> running_mean, running_var).
+(W, b -> weight, bias).
 """
 
 from __future__ import annotations
