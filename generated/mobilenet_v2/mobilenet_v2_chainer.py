@@ -71,6 +71,8 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
 
 
 class ConvBNReLU6(chainer.Chain):
+    """A convolution without bias ('same' padding), batch norm and ReLU6."""
+
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         with self.init_scope():

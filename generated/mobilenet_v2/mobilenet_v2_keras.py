@@ -24,6 +24,7 @@ from keras import layers
 
 
 def conv_bn_relu6(x, out: int, kernel: int = 1, stride: int = 1, *, name: str):
+    """A convolution without bias ('same' padding), batch norm and ReLU6."""
     x = layers.Conv2D(out, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv")(x)
     x = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.bn")(x)
     x = layers.ReLU(6.0, name=f"{name}.relu")(x)

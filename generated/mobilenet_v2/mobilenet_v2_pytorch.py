@@ -57,6 +57,8 @@ def make_stage(
 
 
 class ConvBNReLU6(nn.Module):
+    """A convolution without bias ('same' padding), batch norm and ReLU6."""
+
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, bias=False)

@@ -167,7 +167,7 @@ class BatchNorm(tf.Module):
 
 
 class ConvBNReLU6(tf.Module):
-    """The spec's conv_bn_relu6 block."""
+    """A convolution without bias ('same' padding), batch norm and ReLU6."""
 
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
         super().__init__()

@@ -116,6 +116,8 @@ class ReLUSepBN(chainer.Chain):
 
 
 class ConvBN(chainer.Chain):
+    """A convolution without bias ('same' padding) and batch norm."""
+
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
         with self.init_scope():
@@ -169,6 +171,8 @@ class MiddleModule(chainer.Chain):
 
 
 class SepBNReLU(chainer.Chain):
+    """A 3x3 separable convolution, batch norm, then ReLU."""
+
     def __init__(self, in_channels: int, out: int) -> None:
         super().__init__()
         with self.init_scope():

@@ -31,6 +31,7 @@ def relu_sep_bn(x, out: int, *, name: str):
 
 
 def conv_bn(x, out: int, kernel: int, stride: int = 1, *, name: str):
+    """A convolution without bias ('same' padding) and batch norm."""
     x = layers.Conv2D(out, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv")(x)
     x = layers.BatchNormalization(epsilon=0.001, name=f"{name}.bn")(x)
     return x
@@ -62,6 +63,7 @@ def middle_module(x, width: int, *, name: str):
 
 
 def sep_bn_relu(x, out: int, *, name: str):
+    """A 3x3 separable convolution, batch norm, then ReLU."""
     x = layers.SeparableConv2D(out, 3, padding="same", use_bias=False, name=f"{name}.sepconv")(x)
     x = layers.BatchNormalization(epsilon=0.001, name=f"{name}.bn")(x)
     x = layers.ReLU(name=f"{name}.relu")(x)

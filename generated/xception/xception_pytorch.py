@@ -106,6 +106,8 @@ class ReLUSepBN(nn.Module):
 
 
 class ConvBN(nn.Module):
+    """A convolution without bias ('same' padding) and batch norm."""
+
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=0, bias=False)
@@ -157,6 +159,8 @@ class MiddleModule(nn.Module):
 
 
 class SepBNReLU(nn.Module):
+    """A 3x3 separable convolution, batch norm, then ReLU."""
+
     def __init__(self, in_channels: int, out: int) -> None:
         super().__init__()
         self.sepconv = SeparableConv2d(in_channels, out, 3, padding=1, bias=False)

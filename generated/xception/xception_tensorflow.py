@@ -192,7 +192,7 @@ class ReLUSepBN(tf.Module):
 
 
 class ConvBN(tf.Module):
-    """The spec's conv_bn block."""
+    """A convolution without bias ('same' padding) and batch norm."""
 
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1, *, name: str) -> None:
         super().__init__()
@@ -246,7 +246,7 @@ class MiddleModule(tf.Module):
 
 
 class SepBNReLU(tf.Module):
-    """The spec's sep_bn_relu block."""
+    """A 3x3 separable convolution, batch norm, then ReLU."""
 
     def __init__(self, in_channels: int, out: int, *, name: str) -> None:
         super().__init__()
