@@ -141,3 +141,17 @@ def test_no_attribute_that_nothing_reads_in_separable_convolutions():
 def test_block_parameters_are_named_as_the_anchors_name_them(names, params):
     spec = compiled(names).spec
     assert params <= {p for b in spec.blocks.values() for p in b.params}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_network_forward_shows_its_shapes_in_the_target_layout(target):
+    """torchvision's ``# N x 2048 x 7 x 7`` where the shape changes, channels
+    last in Keras and TensorFlow; block classes (whose shapes vary) have none."""
+    source = (GENERATED / "resnet50" / f"resnet50_{target}.py").read_text()
+    last = target in ("tensorflow", "keras")
+    assert ("# N x 7 x 7 x 2048" if last else "# N x 2048 x 7 x 7") in source
+    assert ("# N x 224 x 224 x 3" if last else "# N x 3 x 224 x 224") in source
+    assert "# N x 1000\n" in source
+    block = (source.split("class Bottleneck", 1) + [""])[1].split("class ResNet50", 1)[0]
+    block = block or source.split("def bottleneck", 1)[1].split("def ResNet50", 1)[0]
+    assert "# N x" not in block

@@ -228,6 +228,30 @@ def model_doc(model: CodeModel) -> str:
 LOGITS_DOC = "logits=True: outputs skip their final softmax and return the logits (to train on)."
 
 
+def shape_comments(unit: Unit, target: str) -> list[list[str]]:
+    """torchvision's shape comments for the network's forward, in the target's
+    layout: ``[input comment, comment after step 0, after step 1, ...]``. A
+    step gets one where its output's shape differs from the last one shown
+    (``# N x 256 x 56 x 56``), not where it keeps it (a ReLU) or returns
+    several tensors; blocks get none."""
+    if not unit.is_model or not unit.steps:
+        return [[] for _ in range(len(unit.steps) + 1)]
+    shown = unit.steps[0].in_shape
+    out = [_shape_comment(shown, target)]
+    for st in unit.steps:
+        several = st.unpacks or bool(st.collect)
+        out.append(_shape_comment(st.out_shape, target) if st.out_shape != shown and not several else [])
+        shown = st.out_shape
+    return out
+
+
+def _shape_comment(shape: tuple[int, ...] | None, target: str) -> list[str]:
+    if shape is None:
+        return []
+    dims = [*shape[1:], shape[0]] if target in CHANNELS_LAST else list(shape)
+    return ["# " + " x ".join(["N", *map(str, dims)])]
+
+
 def arg(a: Arg) -> str:
     """One argument of a generated signature: ``width: int`` or ``stride: int = 1``."""
     return f"{a.name}: {a.type}" if a.default is REQUIRED else f"{a.name}: {a.type} = {a.default!r}"

@@ -379,7 +379,11 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     names_used = {n.id for s in unit.steps for e in step_exprs(s, channels=False) for n in E.free_names(e)}
     if not unit.is_model and "in_channels" in names_used:
         body.append("in_channels = x.shape[-1]")
-    for step in unit.steps:
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, after in zip(unit.steps, comments[1:]):
+        body += pending
+        pending = after
         cond = p.expr(step.cond) if step.cond is not None else None
         ins, out = step.inputs, step.output
         if step.unit is not None:
@@ -405,6 +409,7 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
                 body += [f"{out} = {ins[0]}", f"if {cond}:", *(f"    {line}" for line in lines)]
         else:
             body += lines
+    body += pending
     outs = unit.output_vars
     if unit.is_model:
         g = model.compiled.graph

@@ -313,7 +313,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     p = ctx.printer
     init: list[str] = []
     forward: list[str] = []
-    for step in unit.steps:
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, after in zip(unit.steps, comments[1:]):
+        forward += pending
+        pending = after
         module = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None:
@@ -354,6 +358,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
+    forward += pending
     outs = unit.output_vars
     forward.append(f"return {', '.join(outs)}")
     returns = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"

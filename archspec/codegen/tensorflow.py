@@ -442,7 +442,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     ctx.in_model = unit.is_model
     init: list[str] = []
     forward: list[str] = []
-    for step in unit.steps:
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, after in zip(unit.steps, comments[1:]):
+        forward += pending
+        pending = after
         attr = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None and step.units is not None:
@@ -484,6 +488,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
+    forward += pending
     outs = unit.output_vars
     forward.append(f"return {', '.join(outs)}")
     returns = "tf.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['tf.Tensor'] * len(outs))}]"

@@ -64,21 +64,32 @@ def AlexNet(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) ->
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(227, 227, 3), name="input")
     x = inputs
+    # N x 227 x 227 x 3
     x = conv_relu(x, out=96, kernel=11, stride=4, name="conv1")
+    # N x 55 x 55 x 96
     x = LocalResponseNormalization(size=5, alpha=0.0001, beta=0.75, k=2.0, name="lrn1")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    # N x 27 x 27 x 96
     x = conv_relu(x, out=256, kernel=5, padding=1, name="conv2")
+    # N x 25 x 25 x 256
     x = LocalResponseNormalization(size=5, alpha=0.0001, beta=0.75, k=2.0, name="lrn2")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    # N x 12 x 12 x 256
     x = conv_relu(x, out=384, kernel=3, padding=1, name="conv3")
+    # N x 12 x 12 x 384
     x = conv_relu(x, out=384, kernel=3, padding=1, name="conv4")
     x = conv_relu(x, out=256, kernel=3, padding=1, name="conv5")
+    # N x 12 x 12 x 256
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+    # N x 5 x 5 x 256
     x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
+    # N x 6400
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
+    # N x 4096
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 2
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="alexnet")

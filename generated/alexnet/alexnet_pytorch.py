@@ -88,19 +88,30 @@ class AlexNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 227 x 227
         x = self.conv1(x)
+        # N x 96 x 55 x 55
         x = self.lrn1(x)
         x = self.pool1(x)
+        # N x 96 x 27 x 27
         x = self.conv2(x)
+        # N x 256 x 25 x 25
         x = self.lrn2(x)
         x = self.pool2(x)
+        # N x 256 x 12 x 12
         x = self.conv3(x)
+        # N x 384 x 12 x 12
         x = self.conv4(x)
         x = self.conv5(x)
+        # N x 256 x 12 x 12
         x = self.pool5(x)
+        # N x 256 x 5 x 5
         x = torch.flatten(x, 1)
+        # N x 6400
         x = self.classifier(x)
+        # N x 4096
         x = self.fc(x)
+        # N x 2
         if not self.logits:
             x = self.prob(x)
         return x

@@ -119,21 +119,33 @@ class DenseNet121(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv0(x)
+        # N x 64 x 112 x 112
         x = self.norm0(x)
         x = F.relu(x)
         x = F.max_pooling_2d(x, 3, stride=2, pad=1, cover_all=False)
+        # N x 64 x 56 x 56
         x = self.denseblock1(x)
+        # N x 256 x 56 x 56
         x = self.transition1(x)
+        # N x 128 x 28 x 28
         x = self.denseblock2(x)
+        # N x 512 x 28 x 28
         x = self.transition2(x)
+        # N x 256 x 14 x 14
         x = self.denseblock3(x)
+        # N x 1024 x 14 x 14
         x = self.transition3(x)
+        # N x 512 x 7 x 7
         x = self.denseblock4(x)
+        # N x 1024 x 7 x 7
         x = self.norm5(x)
         x = F.relu(x)
         x = F.mean(x, axis=(2, 3))
+        # N x 1024
         x = self.classifier(x)
+        # N x 1000
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

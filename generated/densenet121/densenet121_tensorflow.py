@@ -198,25 +198,37 @@ class DenseNet121(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.conv0(x)
+        # N x 112 x 112 x 64
         x = self.norm0(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        # N x 56 x 56 x 64
         for block in self.denseblock1:
             x = block(x, training=training)
+        # N x 56 x 56 x 256
         x = self.transition1(x, training=training)
+        # N x 28 x 28 x 128
         for block in self.denseblock2:
             x = block(x, training=training)
+        # N x 28 x 28 x 512
         x = self.transition2(x, training=training)
+        # N x 14 x 14 x 256
         for block in self.denseblock3:
             x = block(x, training=training)
+        # N x 14 x 14 x 1024
         x = self.transition3(x, training=training)
+        # N x 7 x 7 x 512
         for block in self.denseblock4:
             x = block(x, training=training)
+        # N x 7 x 7 x 1024
         x = self.norm5(x, training=training)
         x = tf.nn.relu(x)
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 1024
         x = self.classifier(x)
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -68,27 +68,39 @@ def DenseNet169(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = layers.ZeroPadding2D(3, name="conv0.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv0")(x)
+    # N x 112 x 112 x 64
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="norm0")(x)
     x = layers.ReLU(name="relu0")(x)
     x = NegInfPadding2D(1, name="pool0.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool0")(x)
+    # N x 56 x 56 x 64
     for i in range(6):
         x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock1.{i}")
+    # N x 56 x 56 x 256
     x = transition(x, compression=0.5, name="transition1")
+    # N x 28 x 28 x 128
     for i in range(12):
         x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock2.{i}")
+    # N x 28 x 28 x 512
     x = transition(x, compression=0.5, name="transition2")
+    # N x 14 x 14 x 256
     for i in range(32):
         x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock3.{i}")
+    # N x 14 x 14 x 1280
     x = transition(x, compression=0.5, name="transition3")
+    # N x 7 x 7 x 640
     for i in range(32):
         x = dense_layer(x, growth_rate=32, bn_size=4, name=f"denseblock4.{i}")
+    # N x 7 x 7 x 1664
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="norm5")(x)
     x = layers.ReLU(name="relu5")(x)
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 1664
     x = layers.Dense(num_classes, name="classifier")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="densenet169")

@@ -104,21 +104,33 @@ class DenseNet169(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv0(x)
+        # N x 64 x 112 x 112
         x = self.norm0(x)
         x = self.relu0(x)
         x = self.pool0(x)
+        # N x 64 x 56 x 56
         x = self.denseblock1(x)
+        # N x 256 x 56 x 56
         x = self.transition1(x)
+        # N x 128 x 28 x 28
         x = self.denseblock2(x)
+        # N x 512 x 28 x 28
         x = self.transition2(x)
+        # N x 256 x 14 x 14
         x = self.denseblock3(x)
+        # N x 1280 x 14 x 14
         x = self.transition3(x)
+        # N x 640 x 7 x 7
         x = self.denseblock4(x)
+        # N x 1664 x 7 x 7
         x = self.norm5(x)
         x = self.relu5(x)
         x = x.mean((2, 3))
+        # N x 1664
         x = self.classifier(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

@@ -82,25 +82,37 @@ def EfficientNetB0(
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = conv_bn_silu(x, out=32, kernel=3, stride=2, name="stem")
+    # N x 112 x 112 x 32
     for i in range(math.ceil(1 * depth_mult)):
         x = mbconv(x, expand_ratio=1, kernel=3, out=16, width_mult=1.0, name=f"stage1.{i}")
+    # N x 112 x 112 x 16
     for i in range(math.ceil(2 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=3, out=24, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage2.{i}")
+    # N x 56 x 56 x 24
     for i in range(math.ceil(2 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=5, out=40, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage3.{i}")
+    # N x 28 x 28 x 40
     for i in range(math.ceil(3 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=3, out=80, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage4.{i}")
+    # N x 14 x 14 x 80
     for i in range(math.ceil(3 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=5, out=112, width_mult=1.0, name=f"stage5.{i}")
+    # N x 14 x 14 x 112
     for i in range(math.ceil(4 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=5, out=192, width_mult=1.0, stride=2 if i == 0 else 1, name=f"stage6.{i}")
+    # N x 7 x 7 x 192
     for i in range(math.ceil(1 * depth_mult)):
         x = mbconv(x, expand_ratio=6, kernel=3, out=320, width_mult=1.0, name=f"stage7.{i}")
+    # N x 7 x 7 x 320
     x = conv_bn_silu(x, out=1280, name="head")
+    # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 1280
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="efficientnet_b0")

@@ -328,25 +328,37 @@ class EfficientNetB0(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.stem(x, training=training)
+        # N x 112 x 112 x 32
         for block in self.stage1:
             x = block(x, training=training)
+        # N x 112 x 112 x 16
         for block in self.stage2:
             x = block(x, training=training)
+        # N x 56 x 56 x 24
         for block in self.stage3:
             x = block(x, training=training)
+        # N x 28 x 28 x 40
         for block in self.stage4:
             x = block(x, training=training)
+        # N x 14 x 14 x 80
         for block in self.stage5:
             x = block(x, training=training)
+        # N x 14 x 14 x 112
         for block in self.stage6:
             x = block(x, training=training)
+        # N x 7 x 7 x 192
         for block in self.stage7:
             x = block(x, training=training)
+        # N x 7 x 7 x 320
         x = self.head(x, training=training)
+        # N x 7 x 7 x 1280
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 1280
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -103,48 +103,67 @@ def GoogLeNet(num_classes: int = 1000, aux_logits: bool = True, logits: bool = F
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = conv_relu(x, out=64, kernel=7, stride=2, padding=3, name="conv1")
+    # N x 112 x 112 x 64
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool1.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+    # N x 56 x 56 x 64
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn1")(x)
     x = conv_relu(x, out=64, name="conv2")
     x = conv_relu(x, out=192, kernel=3, padding=1, name="conv3")
+    # N x 56 x 56 x 192
     x = LocalResponseNormalization(size=5, alpha=2e-05, beta=0.75, k=1.0, name="lrn2")(x)
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool2.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool2")(x)
+    # N x 28 x 28 x 192
     x = inception(x, ch1x1=64, ch3x3red=96, ch3x3=128, ch5x5red=16, ch5x5=32, pool_proj=32, name="inception3a")
+    # N x 28 x 28 x 256
     x = inception(x, ch1x1=128, ch3x3red=128, ch3x3=192, ch5x5red=32, ch5x5=96, pool_proj=64, name="inception3b")
+    # N x 28 x 28 x 480
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool3.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool3")(x)
+    # N x 14 x 14 x 480
     inception4a = inception(
         x, ch1x1=192, ch3x3red=96, ch3x3=208, ch5x5red=16, ch5x5=48, pool_proj=64, name="inception4a"
     )
+    # N x 14 x 14 x 512
     aux1 = None
     if aux_logits:
         aux1 = aux_classifier(inception4a, num_classes=num_classes, logits=logits, name="aux1")
+    # N x 1000
     inception4b = inception(
         inception4a, ch1x1=160, ch3x3red=112, ch3x3=224, ch5x5red=24, ch5x5=64, pool_proj=64, name="inception4b"
     )
+    # N x 14 x 14 x 512
     x = inception(
         inception4b, ch1x1=128, ch3x3red=128, ch3x3=256, ch5x5red=24, ch5x5=64, pool_proj=64, name="inception4c"
     )
     inception4d = inception(
         x, ch1x1=112, ch3x3red=144, ch3x3=288, ch5x5red=32, ch5x5=64, pool_proj=64, name="inception4d"
     )
+    # N x 14 x 14 x 528
     aux2 = None
     if aux_logits:
         aux2 = aux_classifier(inception4d, num_classes=num_classes, logits=logits, name="aux2")
+    # N x 1000
     inception4e = inception(
         inception4d, ch1x1=256, ch3x3red=160, ch3x3=320, ch5x5red=32, ch5x5=128, pool_proj=128, name="inception4e"
     )
+    # N x 14 x 14 x 832
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(inception4e)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
+    # N x 7 x 7 x 832
     x = inception(x, ch1x1=256, ch3x3red=160, ch3x3=320, ch5x5red=32, ch5x5=128, pool_proj=128, name="inception5a")
     x = inception(x, ch1x1=384, ch3x3red=192, ch3x3=384, ch5x5red=48, ch5x5=128, pool_proj=128, name="inception5b")
+    # N x 7 x 7 x 1024
     x = layers.AveragePooling2D(7, strides=1, name="avgpool")(x)
+    # N x 1 x 1 x 1024
     x = layers.Flatten(name="flatten")(x)
+    # N x 1024
     x = layers.Dropout(0.4, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     outputs = [y for y in (x, aux1, aux2) if y is not None]

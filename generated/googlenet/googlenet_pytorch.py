@@ -129,30 +129,49 @@ class GoogLeNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 64 x 112 x 112
         x = self.maxpool1(x)
+        # N x 64 x 56 x 56
         x = self.lrn1(x)
         x = self.conv2(x)
         x = self.conv3(x)
+        # N x 192 x 56 x 56
         x = self.lrn2(x)
         x = self.maxpool2(x)
+        # N x 192 x 28 x 28
         x = self.inception3a(x)
+        # N x 256 x 28 x 28
         x = self.inception3b(x)
+        # N x 480 x 28 x 28
         x = self.maxpool3(x)
+        # N x 480 x 14 x 14
         inception4a = self.inception4a(x)
+        # N x 512 x 14 x 14
         aux1 = self.aux1(inception4a) if self.aux1 is not None else None
+        # N x 1000
         inception4b = self.inception4b(inception4a)
+        # N x 512 x 14 x 14
         x = self.inception4c(inception4b)
         inception4d = self.inception4d(x)
+        # N x 528 x 14 x 14
         aux2 = self.aux2(inception4d) if self.aux2 is not None else None
+        # N x 1000
         inception4e = self.inception4e(inception4d)
+        # N x 832 x 14 x 14
         x = self.maxpool4(inception4e)
+        # N x 832 x 7 x 7
         x = self.inception5a(x)
         x = self.inception5b(x)
+        # N x 1024 x 7 x 7
         x = self.avgpool(x)
+        # N x 1024 x 1 x 1
         x = torch.flatten(x, 1)
+        # N x 1024
         x = self.dropout(x)
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x, aux1, aux2

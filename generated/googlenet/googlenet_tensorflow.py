@@ -216,34 +216,53 @@ class GoogLeNet(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        # N x 224 x 224 x 3
         x = self.conv1(x)
+        # N x 112 x 112 x 64
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # N x 56 x 56 x 64
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
         x = self.conv2(x)
         x = self.conv3(x)
+        # N x 56 x 56 x 192
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75)
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # N x 28 x 28 x 192
         x = self.inception3a(x)
+        # N x 28 x 28 x 256
         x = self.inception3b(x)
+        # N x 28 x 28 x 480
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # N x 14 x 14 x 480
         inception4a = self.inception4a(x)
+        # N x 14 x 14 x 512
         aux1 = self.aux1(inception4a, training=training) if self.aux1 is not None else None
+        # N x 1000
         inception4b = self.inception4b(inception4a)
+        # N x 14 x 14 x 512
         x = self.inception4c(inception4b)
         inception4d = self.inception4d(x)
+        # N x 14 x 14 x 528
         aux2 = self.aux2(inception4d, training=training) if self.aux2 is not None else None
+        # N x 1000
         inception4e = self.inception4e(inception4d)
+        # N x 14 x 14 x 832
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(inception4e, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # N x 7 x 7 x 832
         x = self.inception5a(x)
         x = self.inception5b(x)
+        # N x 7 x 7 x 1024
         x = tf.nn.avg_pool2d(x, 7, 1, "VALID")
+        # N x 1 x 1 x 1024
         x = tf.reshape(x, (-1, 1024))
+        # N x 1024
         x = tf.nn.dropout(x, rate=0.4) if training else x
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x, aux1, aux2

@@ -121,27 +121,42 @@ def InceptionV3(num_classes: int = 1000, dropout: float = 0.5, logits: bool = Fa
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(299, 299, 3), name="input")
     x = inputs
+    # N x 299 x 299 x 3
     x = conv_bn(x, out=32, kernel=3, stride=2, padding="valid", name="Conv2d_1a_3x3")
+    # N x 149 x 149 x 32
     x = conv_bn(x, out=32, kernel=3, padding="valid", name="Conv2d_2a_3x3")
+    # N x 147 x 147 x 32
     x = conv_bn(x, out=64, kernel=3, name="Conv2d_2b_3x3")
+    # N x 147 x 147 x 64
     x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+    # N x 73 x 73 x 64
     x = conv_bn(x, out=80, name="Conv2d_3b_1x1")
+    # N x 73 x 73 x 80
     x = conv_bn(x, out=192, kernel=3, padding="valid", name="Conv2d_4a_3x3")
+    # N x 71 x 71 x 192
     x = layers.MaxPooling2D(3, strides=2, name="maxpool2")(x)
+    # N x 35 x 35 x 192
     x = inception_a(x, pool_features=32, name="Mixed_5b")
+    # N x 35 x 35 x 256
     x = inception_a(x, pool_features=64, name="Mixed_5c")
+    # N x 35 x 35 x 288
     x = inception_a(x, pool_features=64, name="Mixed_5d")
     x = inception_b(x, name="Mixed_6a")
+    # N x 17 x 17 x 768
     x = inception_c(x, channels_7x7=128, name="Mixed_6b")
     x = inception_c(x, channels_7x7=160, name="Mixed_6c")
     x = inception_c(x, channels_7x7=160, name="Mixed_6d")
     x = inception_c(x, channels_7x7=192, name="Mixed_6e")
     x = inception_d(x, name="Mixed_7a")
+    # N x 8 x 8 x 1280
     x = inception_e(x, name="Mixed_7b")
+    # N x 8 x 8 x 2048
     x = inception_e(x, name="Mixed_7c")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 2048
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="inception_v3")

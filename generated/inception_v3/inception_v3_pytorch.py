@@ -217,27 +217,42 @@ class InceptionV3(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 299 x 299
         x = self.Conv2d_1a_3x3(x)
+        # N x 32 x 149 x 149
         x = self.Conv2d_2a_3x3(x)
+        # N x 32 x 147 x 147
         x = self.Conv2d_2b_3x3(x)
+        # N x 64 x 147 x 147
         x = self.maxpool1(x)
+        # N x 64 x 73 x 73
         x = self.Conv2d_3b_1x1(x)
+        # N x 80 x 73 x 73
         x = self.Conv2d_4a_3x3(x)
+        # N x 192 x 71 x 71
         x = self.maxpool2(x)
+        # N x 192 x 35 x 35
         x = self.Mixed_5b(x)
+        # N x 256 x 35 x 35
         x = self.Mixed_5c(x)
+        # N x 288 x 35 x 35
         x = self.Mixed_5d(x)
         x = self.Mixed_6a(x)
+        # N x 768 x 17 x 17
         x = self.Mixed_6b(x)
         x = self.Mixed_6c(x)
         x = self.Mixed_6d(x)
         x = self.Mixed_6e(x)
         x = self.Mixed_7a(x)
+        # N x 1280 x 8 x 8
         x = self.Mixed_7b(x)
+        # N x 2048 x 8 x 8
         x = self.Mixed_7c(x)
         x = x.mean((2, 3))
+        # N x 2048
         x = self.dropout(x)
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

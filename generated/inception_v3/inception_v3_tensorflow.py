@@ -324,27 +324,42 @@ class InceptionV3(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 299 x 299 x 3
         x = self.Conv2d_1a_3x3(x, training=training)
+        # N x 149 x 149 x 32
         x = self.Conv2d_2a_3x3(x, training=training)
+        # N x 147 x 147 x 32
         x = self.Conv2d_2b_3x3(x, training=training)
+        # N x 147 x 147 x 64
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 73 x 73 x 64
         x = self.Conv2d_3b_1x1(x, training=training)
+        # N x 73 x 73 x 80
         x = self.Conv2d_4a_3x3(x, training=training)
+        # N x 71 x 71 x 192
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 35 x 35 x 192
         x = self.Mixed_5b(x, training=training)
+        # N x 35 x 35 x 256
         x = self.Mixed_5c(x, training=training)
+        # N x 35 x 35 x 288
         x = self.Mixed_5d(x, training=training)
         x = self.Mixed_6a(x, training=training)
+        # N x 17 x 17 x 768
         x = self.Mixed_6b(x, training=training)
         x = self.Mixed_6c(x, training=training)
         x = self.Mixed_6d(x, training=training)
         x = self.Mixed_6e(x, training=training)
         x = self.Mixed_7a(x, training=training)
+        # N x 8 x 8 x 1280
         x = self.Mixed_7b(x, training=training)
+        # N x 8 x 8 x 2048
         x = self.Mixed_7c(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 2048
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

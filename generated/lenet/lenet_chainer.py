@@ -50,16 +50,25 @@ class LeNet(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 32 x 32
         x = self.conv1(x)
+        # N x 6 x 28 x 28
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 6 x 14 x 14
         x = F.sigmoid(x)
         x = self.conv2(x)
+        # N x 16 x 10 x 10
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 16 x 5 x 5
         x = F.sigmoid(x)
         x = F.reshape(x, (x.shape[0], -1))
+        # N x 400
         x = self.fc1(x)
+        # N x 120
         x = self.fc2(x)
+        # N x 64
         x = self.fc3(x)
+        # N x 2
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

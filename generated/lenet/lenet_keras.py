@@ -29,17 +29,26 @@ def LeNet(num_classes: int = 2, logits: bool = False) -> keras.Model:
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(32, 32, 3), name="input")
     x = inputs
+    # N x 32 x 32 x 3
     x = layers.Conv2D(6, 5, name="conv1")(x)
+    # N x 28 x 28 x 6
     x = layers.MaxPooling2D(2, strides=2, name="pool1")(x)
+    # N x 14 x 14 x 6
     x = layers.Activation("sigmoid", name="act1")(x)
     x = layers.Conv2D(16, 5, name="conv2")(x)
+    # N x 10 x 10 x 16
     x = layers.MaxPooling2D(2, strides=2, name="pool2")(x)
+    # N x 5 x 5 x 16
     x = layers.Activation("sigmoid", name="act2")(x)
     x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
+    # N x 400
     x = layers.Dense(120, name="fc1")(x)
+    # N x 120
     x = layers.Dense(64, name="fc2")(x)
+    # N x 64
     x = layers.Dense(num_classes, name="fc3")(x)
+    # N x 2
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="lenet")

@@ -43,16 +43,25 @@ class LeNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 32 x 32
         x = self.conv1(x)
+        # N x 6 x 28 x 28
         x = self.pool1(x)
+        # N x 6 x 14 x 14
         x = self.act1(x)
         x = self.conv2(x)
+        # N x 16 x 10 x 10
         x = self.pool2(x)
+        # N x 16 x 5 x 5
         x = self.act2(x)
         x = torch.flatten(x, 1)
+        # N x 400
         x = self.fc1(x)
+        # N x 120
         x = self.fc2(x)
+        # N x 64
         x = self.fc3(x)
+        # N x 2
         if not self.logits:
             x = self.prob(x)
         return x

@@ -111,17 +111,26 @@ class LeNet(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 32 x 32 x 3
         x = self.conv1(x)
+        # N x 28 x 28 x 6
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 14 x 14 x 6
         x = tf.sigmoid(x)
         x = self.conv2(x)
+        # N x 10 x 10 x 16
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 5 x 5 x 16
         x = tf.sigmoid(x)
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
         x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 16 * 5 * 5))
+        # N x 400
         x = self.fc1(x)
+        # N x 120
         x = self.fc2(x)
+        # N x 64
         x = self.fc3(x)
+        # N x 2
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

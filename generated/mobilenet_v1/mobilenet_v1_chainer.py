@@ -133,20 +133,30 @@ class MobileNetV1(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 32 x 112 x 112
         x = self.block1(x)
+        # N x 64 x 112 x 112
         x = self.block2(x)
+        # N x 128 x 56 x 56
         x = self.block3(x)
         x = self.block4(x)
+        # N x 256 x 28 x 28
         x = self.block5(x)
         x = self.block6(x)
+        # N x 512 x 14 x 14
         x = self.block7(x)
         x = self.block12(x)
+        # N x 1024 x 7 x 7
         x = self.block13(x)
         x = F.mean(x, axis=(2, 3), keepdims=True)
+        # N x 1024 x 1 x 1
         x = F.dropout(x, ratio=self.dropout)
         x = self.conv_preds(x)
+        # N x 1000 x 1 x 1
         x = F.reshape(x, (x.shape[0], -1))
+        # N x 1000
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

@@ -50,21 +50,31 @@ def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001, logits: bool = 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = conv_bn_relu6(x, out=32, stride=2, name="conv1")
+    # N x 112 x 112 x 32
     x = depthwise_separable(x, out=64, name="block1")
+    # N x 112 x 112 x 64
     x = depthwise_separable(x, out=128, stride=2, name="block2")
+    # N x 56 x 56 x 128
     x = depthwise_separable(x, out=128, name="block3")
     x = depthwise_separable(x, out=256, stride=2, name="block4")
+    # N x 28 x 28 x 256
     x = depthwise_separable(x, out=256, name="block5")
     x = depthwise_separable(x, out=512, stride=2, name="block6")
+    # N x 14 x 14 x 512
     for i in range(5):
         x = depthwise_separable(x, out=512, name=f"block7.{i}")
     x = depthwise_separable(x, out=1024, stride=2, name="block12")
+    # N x 7 x 7 x 1024
     x = depthwise_separable(x, out=1024, name="block13")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
+    # N x 1 x 1 x 1024
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Conv2D(num_classes, 1, name="conv_preds")(x)
+    # N x 1 x 1 x 1000
     x = layers.Flatten(name="flatten")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="mobilenet_v1")

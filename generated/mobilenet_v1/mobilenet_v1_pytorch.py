@@ -120,20 +120,30 @@ class MobileNetV1(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 32 x 112 x 112
         x = self.block1(x)
+        # N x 64 x 112 x 112
         x = self.block2(x)
+        # N x 128 x 56 x 56
         x = self.block3(x)
         x = self.block4(x)
+        # N x 256 x 28 x 28
         x = self.block5(x)
         x = self.block6(x)
+        # N x 512 x 14 x 14
         x = self.block7(x)
         x = self.block12(x)
+        # N x 1024 x 7 x 7
         x = self.block13(x)
         x = x.mean((2, 3), keepdim=True)
+        # N x 1024 x 1 x 1
         x = self.dropout(x)
         x = self.conv_preds(x)
+        # N x 1000 x 1 x 1
         x = torch.flatten(x, 1)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

@@ -213,21 +213,31 @@ class MobileNetV1(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.conv1(x, training=training)
+        # N x 112 x 112 x 32
         x = self.block1(x, training=training)
+        # N x 112 x 112 x 64
         x = self.block2(x, training=training)
+        # N x 56 x 56 x 128
         x = self.block3(x, training=training)
         x = self.block4(x, training=training)
+        # N x 28 x 28 x 256
         x = self.block5(x, training=training)
         x = self.block6(x, training=training)
+        # N x 14 x 14 x 512
         for block in self.block7:
             x = block(x, training=training)
         x = self.block12(x, training=training)
+        # N x 7 x 7 x 1024
         x = self.block13(x, training=training)
         x = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
+        # N x 1 x 1 x 1024
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.conv_preds(x)
+        # N x 1 x 1 x 1000
         x = tf.reshape(x, (-1, 1000))
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -57,24 +57,36 @@ def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = conv_bn_relu6(x, out=32, kernel=3, stride=2, name="stem")
+    # N x 112 x 112 x 32
     for i in range(1):
         x = inverted_residual(x, expand_ratio=1, out=16, name=f"stage1.{i}")
+    # N x 112 x 112 x 16
     for i in range(2):
         x = inverted_residual(x, expand_ratio=6, out=24, stride=2 if i == 0 else 1, name=f"stage2.{i}")
+    # N x 56 x 56 x 24
     for i in range(3):
         x = inverted_residual(x, expand_ratio=6, out=32, stride=2 if i == 0 else 1, name=f"stage3.{i}")
+    # N x 28 x 28 x 32
     for i in range(4):
         x = inverted_residual(x, expand_ratio=6, out=64, stride=2 if i == 0 else 1, name=f"stage4.{i}")
+    # N x 14 x 14 x 64
     for i in range(3):
         x = inverted_residual(x, expand_ratio=6, out=96, name=f"stage5.{i}")
+    # N x 14 x 14 x 96
     for i in range(3):
         x = inverted_residual(x, expand_ratio=6, out=160, stride=2 if i == 0 else 1, name=f"stage6.{i}")
+    # N x 7 x 7 x 160
     for i in range(1):
         x = inverted_residual(x, expand_ratio=6, out=320, name=f"stage7.{i}")
+    # N x 7 x 7 x 320
     x = conv_bn_relu6(x, out=1280, name="head")
+    # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="pool")(x)
+    # N x 1280
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="mobilenet_v2")

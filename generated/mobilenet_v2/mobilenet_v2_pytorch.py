@@ -130,17 +130,29 @@ class MobileNetV2(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.stem(x)
+        # N x 32 x 112 x 112
         x = self.stage1(x)
+        # N x 16 x 112 x 112
         x = self.stage2(x)
+        # N x 24 x 56 x 56
         x = self.stage3(x)
+        # N x 32 x 28 x 28
         x = self.stage4(x)
+        # N x 64 x 14 x 14
         x = self.stage5(x)
+        # N x 96 x 14 x 14
         x = self.stage6(x)
+        # N x 160 x 7 x 7
         x = self.stage7(x)
+        # N x 320 x 7 x 7
         x = self.head(x)
+        # N x 1280 x 7 x 7
         x = x.mean((2, 3))
+        # N x 1280
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

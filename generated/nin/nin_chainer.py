@@ -80,14 +80,21 @@ class NIN(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 128 x 128
         x = self.mlpconv1(x)
+        # N x 96 x 128 x 128
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
+        # N x 96 x 63 x 63
         x = F.dropout(x, ratio=self.dropout)
         x = self.mlpconv2(x)
+        # N x 192 x 63 x 63
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
+        # N x 192 x 31 x 31
         x = F.dropout(x, ratio=self.dropout)
         x = self.mlpconv3(x)
+        # N x 2 x 31 x 31
         x = F.mean(x, axis=(2, 3))
+        # N x 2
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

@@ -46,14 +46,21 @@ def NIN(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> ker
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(128, 128, 3), name="input")
     x = inputs
+    # N x 128 x 128 x 3
     x = mlpconv(x, out=192, kernel=5, mid=160, last=96, name="mlpconv1")
+    # N x 128 x 128 x 96
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    # N x 63 x 63 x 96
     x = layers.Dropout(dropout, name="drop1")(x)
     x = mlpconv(x, out=192, kernel=5, mid=192, last=192, name="mlpconv2")
+    # N x 63 x 63 x 192
     x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    # N x 31 x 31 x 192
     x = layers.Dropout(dropout, name="drop2")(x)
     x = mlpconv(x, out=192, kernel=3, mid=192, last=num_classes, name="mlpconv3")
+    # N x 31 x 31 x 2
     x = layers.GlobalAveragePooling2D(name="gap")(x)
+    # N x 2
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="nin")

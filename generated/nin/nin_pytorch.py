@@ -71,14 +71,21 @@ class NIN(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 128 x 128
         x = self.mlpconv1(x)
+        # N x 96 x 128 x 128
         x = self.pool1(x)
+        # N x 96 x 63 x 63
         x = self.drop1(x)
         x = self.mlpconv2(x)
+        # N x 192 x 63 x 63
         x = self.pool2(x)
+        # N x 192 x 31 x 31
         x = self.drop2(x)
         x = self.mlpconv3(x)
+        # N x 2 x 31 x 31
         x = x.mean((2, 3))
+        # N x 2
         if not self.logits:
             x = self.prob(x)
         return x

@@ -125,14 +125,21 @@ class NIN(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 128 x 128 x 3
         x = self.mlpconv1(x)
+        # N x 128 x 128 x 96
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 63 x 63 x 96
         x = tf.nn.dropout(x, rate=self.drop1_rate) if training else x
         x = self.mlpconv2(x)
+        # N x 63 x 63 x 192
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 31 x 31 x 192
         x = tf.nn.dropout(x, rate=self.drop2_rate) if training else x
         x = self.mlpconv3(x)
+        # N x 31 x 31 x 2
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 2
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -198,18 +198,27 @@ class ResNet101(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.conv1(x)
+        # N x 112 x 112 x 64
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        # N x 56 x 56 x 64
         for block in self.layer1:
             x = block(x, training=training)
+        # N x 56 x 56 x 256
         for block in self.layer2:
             x = block(x, training=training)
+        # N x 28 x 28 x 512
         for block in self.layer3:
             x = block(x, training=training)
+        # N x 14 x 14 x 1024
         for block in self.layer4:
             x = block(x, training=training)
+        # N x 7 x 7 x 2048
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         return x

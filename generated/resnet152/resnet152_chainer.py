@@ -117,14 +117,23 @@ class ResNet152(chainer.Chain):
             self.fc = L.Linear(2048, num_classes)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 64 x 112 x 112
         x = self.bn1(x)
         x = F.relu(x)
         x = F.max_pooling_2d(x, 3, stride=2, pad=1, cover_all=False)
+        # N x 64 x 56 x 56
         x = self.layer1(x)
+        # N x 256 x 56 x 56
         x = self.layer2(x)
+        # N x 512 x 28 x 28
         x = self.layer3(x)
+        # N x 1024 x 14 x 14
         x = self.layer4(x)
+        # N x 2048 x 7 x 7
         x = F.mean(x, axis=(2, 3))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         return x

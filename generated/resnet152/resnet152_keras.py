@@ -69,20 +69,29 @@ def ResNet152(num_classes: int = 1000) -> keras.Model:
     torchvision's resnet152 (v1.5, the stride on the 3x3)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = layers.ZeroPadding2D(3, name="conv1.pad")(x)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1")(x)
+    # N x 112 x 112 x 64
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
     x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    # N x 56 x 56 x 64
     for i in range(3):
         x = bottleneck(x, width=64, project=i == 0, name=f"layer1.{i}")
+    # N x 56 x 56 x 256
     for i in range(8):
         x = bottleneck(x, width=128, stride=2 if i == 0 else 1, project=i == 0, name=f"layer2.{i}")
+    # N x 28 x 28 x 512
     for i in range(36):
         x = bottleneck(x, width=256, stride=2 if i == 0 else 1, project=i == 0, name=f"layer3.{i}")
+    # N x 14 x 14 x 1024
     for i in range(3):
         x = bottleneck(x, width=512, stride=2 if i == 0 else 1, project=i == 0, name=f"layer4.{i}")
+    # N x 7 x 7 x 2048
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 2048
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     return keras.Model(inputs, x, name="resnet152")

@@ -99,14 +99,23 @@ class ResNet50(nn.Module):
         self.fc = nn.Linear(2048, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 64 x 112 x 112
         x = self.bn1(x)
         x = self.relu(x)
         x = self.maxpool(x)
+        # N x 64 x 56 x 56
         x = self.layer1(x)
+        # N x 256 x 56 x 56
         x = self.layer2(x)
+        # N x 512 x 28 x 28
         x = self.layer3(x)
+        # N x 1024 x 14 x 14
         x = self.layer4(x)
+        # N x 2048 x 7 x 7
         x = x.mean((2, 3))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         return x

@@ -121,15 +121,23 @@ class ShuffleNetV1(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 24 x 112 x 112
         x = self.bn1(x)
         x = F.relu(x)
         x = F.max_pooling_2d(x, 3, stride=2, pad=1, cover_all=False)
+        # N x 24 x 56 x 56
         x = self.stage2(x)
+        # N x 240 x 28 x 28
         x = self.stage3(x)
+        # N x 480 x 14 x 14
         x = self.stage4(x)
+        # N x 960 x 7 x 7
         x = F.mean(x, axis=(2, 3))
+        # N x 960
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

@@ -92,22 +92,30 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False)
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = layers.ZeroPadding2D(1, name="conv1.pad")(x)
     x = layers.Conv2D(24, 3, strides=2, use_bias=False, name="conv1")(x)
+    # N x 112 x 112 x 24
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
     x = NegInfPadding2D(1, name="maxpool.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    # N x 56 x 56 x 24
     for i in range(4):
         x = shuffle_unit(
             x, out=240, groups=groups, stride=2 if i == 0 else 1, first_groups=1 if i == 0 else 0, name=f"stage2.{i}"
         )
+    # N x 28 x 28 x 240
     for i in range(8):
         x = shuffle_unit(x, out=480, groups=groups, stride=2 if i == 0 else 1, name=f"stage3.{i}")
+    # N x 14 x 14 x 480
     for i in range(4):
         x = shuffle_unit(x, out=960, groups=groups, stride=2 if i == 0 else 1, name=f"stage4.{i}")
+    # N x 7 x 7 x 960
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 960
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="shufflenet_v1")

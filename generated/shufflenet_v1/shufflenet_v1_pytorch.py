@@ -94,15 +94,23 @@ class ShuffleNetV1(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 24 x 112 x 112
         x = self.bn1(x)
         x = self.relu(x)
         x = self.maxpool(x)
+        # N x 24 x 56 x 56
         x = self.stage2(x)
+        # N x 240 x 28 x 28
         x = self.stage3(x)
+        # N x 480 x 14 x 14
         x = self.stage4(x)
+        # N x 960 x 7 x 7
         x = x.mean((2, 3))
+        # N x 960
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

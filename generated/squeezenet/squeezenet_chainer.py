@@ -90,22 +90,33 @@ class SqueezeNet(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 96 x 109 x 109
         x = F.relu(x)
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
+        # N x 96 x 54 x 54
         x = self.fire2(x)
+        # N x 128 x 54 x 54
         x = self.fire3(x)
         x = self.fire4(x)
+        # N x 256 x 54 x 54
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
+        # N x 256 x 27 x 27
         x = self.fire5(x)
         x = self.fire6(x)
+        # N x 384 x 27 x 27
         x = self.fire7(x)
         x = self.fire8(x)
+        # N x 512 x 27 x 27
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
+        # N x 512 x 13 x 13
         x = self.fire9(x)
         x = F.dropout(x, ratio=self.dropout)
         x = self.conv10(x)
+        # N x 1000 x 13 x 13
         x = F.mean(x, axis=(2, 3))
+        # N x 1000
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

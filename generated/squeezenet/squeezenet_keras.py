@@ -64,23 +64,34 @@ def SqueezeNet(num_classes: int = 1000, dropout: float = 0.5, logits: bool = Fal
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = layers.Conv2D(96, 7, strides=2, name="conv1")(x)
+    # N x 109 x 109 x 96
     x = layers.ReLU(name="relu1")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+    # N x 54 x 54 x 96
     x = fire(x, squeeze_planes=16, expand_planes=64, name="fire2")
+    # N x 54 x 54 x 128
     x = fire(x, squeeze_planes=16, expand_planes=64, name="fire3")
     x = fire(x, squeeze_planes=32, expand_planes=128, name="fire4")
+    # N x 54 x 54 x 256
     x = NegInfPadding2D(((0, 1), (0, 1)), name="maxpool4.pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="maxpool4")(x)
+    # N x 27 x 27 x 256
     x = fire(x, squeeze_planes=32, expand_planes=128, name="fire5")
     x = fire(x, squeeze_planes=48, expand_planes=192, name="fire6")
+    # N x 27 x 27 x 384
     x = fire(x, squeeze_planes=48, expand_planes=192, name="fire7")
     x = fire(x, squeeze_planes=64, expand_planes=256, name="fire8")
+    # N x 27 x 27 x 512
     x = layers.MaxPooling2D(3, strides=2, name="maxpool8")(x)
+    # N x 13 x 13 x 512
     x = fire(x, squeeze_planes=64, expand_planes=256, name="fire9")
     x = layers.Dropout(dropout, name="dropout")(x)
     x = conv_relu(x, out=num_classes, name="conv10")
+    # N x 13 x 13 x 1000
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="squeezenet")

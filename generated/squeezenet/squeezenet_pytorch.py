@@ -82,22 +82,33 @@ class SqueezeNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 96 x 109 x 109
         x = self.relu1(x)
         x = self.maxpool1(x)
+        # N x 96 x 54 x 54
         x = self.fire2(x)
+        # N x 128 x 54 x 54
         x = self.fire3(x)
         x = self.fire4(x)
+        # N x 256 x 54 x 54
         x = self.maxpool4(x)
+        # N x 256 x 27 x 27
         x = self.fire5(x)
         x = self.fire6(x)
+        # N x 384 x 27 x 27
         x = self.fire7(x)
         x = self.fire8(x)
+        # N x 512 x 27 x 27
         x = self.maxpool8(x)
+        # N x 512 x 13 x 13
         x = self.fire9(x)
         x = self.dropout(x)
         x = self.conv10(x)
+        # N x 1000 x 13 x 13
         x = x.mean((2, 3))
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

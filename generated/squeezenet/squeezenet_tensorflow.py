@@ -134,23 +134,34 @@ class SqueezeNet(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.conv1(x)
+        # N x 109 x 109 x 96
         x = tf.nn.relu(x)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 54 x 54 x 96
         x = self.fire2(x)
+        # N x 54 x 54 x 128
         x = self.fire3(x)
         x = self.fire4(x)
+        # N x 54 x 54 x 256
         # ceil_mode: padded at the bottom and right so that the last window fits
         x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [0, 1], [0, 1], [0, 0]])
+        # N x 27 x 27 x 256
         x = self.fire5(x)
         x = self.fire6(x)
+        # N x 27 x 27 x 384
         x = self.fire7(x)
         x = self.fire8(x)
+        # N x 27 x 27 x 512
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 13 x 13 x 512
         x = self.fire9(x)
         x = tf.nn.dropout(x, rate=self.dropout_rate) if training else x
         x = self.conv10(x)
+        # N x 13 x 13 x 1000
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -104,19 +104,32 @@ class VGG16(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.stage1(x)
+        # N x 64 x 224 x 224
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 64 x 112 x 112
         x = self.stage2(x)
+        # N x 128 x 112 x 112
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 128 x 56 x 56
         x = self.stage3(x)
+        # N x 256 x 56 x 56
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 256 x 28 x 28
         x = self.stage4(x)
+        # N x 512 x 28 x 28
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 512 x 14 x 14
         x = self.stage5(x)
         x = F.max_pooling_2d(x, 2, stride=2, cover_all=False)
+        # N x 512 x 7 x 7
         x = F.reshape(x, (x.shape[0], -1))
+        # N x 25088
         x = self.classifier(x)
+        # N x 4096
         x = self.fc(x)
+        # N x 2
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

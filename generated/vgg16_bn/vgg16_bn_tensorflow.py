@@ -187,26 +187,39 @@ class VGG16BN(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         for block in self.stage1:
             x = block(x, training=training)
+        # N x 224 x 224 x 64
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 112 x 112 x 64
         for block in self.stage2:
             x = block(x, training=training)
+        # N x 112 x 112 x 128
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 56 x 56 x 128
         for block in self.stage3:
             x = block(x, training=training)
+        # N x 56 x 56 x 256
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 28 x 28 x 256
         for block in self.stage4:
             x = block(x, training=training)
+        # N x 28 x 28 x 512
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 14 x 14 x 512
         for block in self.stage5:
             x = block(x, training=training)
         x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        # N x 7 x 7 x 512
         # Flatten in the spec's channels-first order, (C, H, W), as the canonical dense weights expect
         x = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (-1, 512 * 7 * 7))
+        # N x 25088
         for block in self.classifier:
             x = block(x, training=training)
+        # N x 4096
         x = self.fc(x)
+        # N x 2
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

@@ -44,26 +44,39 @@ def VGG19(num_classes: int = 2, dropout: float = 0.5, logits: bool = False) -> k
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     for i in range(2):
         x = conv_relu(x, out=64, name=f"stage1.{i}")
+    # N x 224 x 224 x 64
     x = layers.MaxPooling2D(2, strides=2, name="pool1")(x)
+    # N x 112 x 112 x 64
     for i in range(2):
         x = conv_relu(x, out=128, name=f"stage2.{i}")
+    # N x 112 x 112 x 128
     x = layers.MaxPooling2D(2, strides=2, name="pool2")(x)
+    # N x 56 x 56 x 128
     for i in range(4):
         x = conv_relu(x, out=256, name=f"stage3.{i}")
+    # N x 56 x 56 x 256
     x = layers.MaxPooling2D(2, strides=2, name="pool3")(x)
+    # N x 28 x 28 x 256
     for i in range(4):
         x = conv_relu(x, out=512, name=f"stage4.{i}")
+    # N x 28 x 28 x 512
     x = layers.MaxPooling2D(2, strides=2, name="pool4")(x)
+    # N x 14 x 14 x 512
     for i in range(4):
         x = conv_relu(x, out=512, name=f"stage5.{i}")
     x = layers.MaxPooling2D(2, strides=2, name="pool5")(x)
+    # N x 7 x 7 x 512
     x = layers.Permute((3, 1, 2), name="flatten.channels_first")(x)
     x = layers.Flatten(name="flatten")(x)
+    # N x 25088
     for i in range(2):
         x = classifier_unit(x, out=4096, dropout=dropout, name=f"classifier.{i}")
+    # N x 4096
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 2
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="vgg19")

@@ -90,19 +90,32 @@ class VGG19(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.stage1(x)
+        # N x 64 x 224 x 224
         x = self.pool1(x)
+        # N x 64 x 112 x 112
         x = self.stage2(x)
+        # N x 128 x 112 x 112
         x = self.pool2(x)
+        # N x 128 x 56 x 56
         x = self.stage3(x)
+        # N x 256 x 56 x 56
         x = self.pool3(x)
+        # N x 256 x 28 x 28
         x = self.stage4(x)
+        # N x 512 x 28 x 28
         x = self.pool4(x)
+        # N x 512 x 14 x 14
         x = self.stage5(x)
         x = self.pool5(x)
+        # N x 512 x 7 x 7
         x = torch.flatten(x, 1)
+        # N x 25088
         x = self.classifier(x)
+        # N x 4096
         x = self.fc(x)
+        # N x 2
         if not self.logits:
             x = self.prob(x)
         return x

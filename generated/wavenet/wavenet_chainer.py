@@ -105,12 +105,15 @@ class WaveNet(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 256 x 16000
         x = self.causal(F.pad(x, ((0, 0), (0, 0), (1, 0)), "constant"))
+        # N x 32 x 16000
         stack_skips = []
         for block in self.stack:
             x, skip = block(x)
             stack_skips.append(skip)
         x = F.add(*stack_skips)
+        # N x 256 x 16000
         x = F.relu(x)
         x = self.conv1(x)
         x = F.relu(x)

@@ -58,7 +58,9 @@ def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10,
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(16000, 256), name="input")
     x = inputs
+    # N x 16000 x 256
     x = layers.Conv1D(32, 2, padding="causal", name="causal")(x)
+    # N x 16000 x 32
     stack_skips = []
     for i in range(stacks * layers_per_stack):
         x, skip = residual_layer(
@@ -72,6 +74,7 @@ def WaveNet(num_classes: int = 256, stacks: int = 2, layers_per_stack: int = 10,
         )
         stack_skips.append(skip)
     x = layers.Add(name="skips")(stack_skips)
+    # N x 16000 x 256
     x = layers.ReLU(name="relu1")(x)
     x = layers.Conv1D(256, 1, name="conv1")(x)
     x = layers.ReLU(name="relu2")(x)

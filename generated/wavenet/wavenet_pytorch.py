@@ -94,12 +94,15 @@ class WaveNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 256 x 16000
         x = self.causal(F.pad(x, (1, 0)))
+        # N x 32 x 16000
         stack_skips = []
         for block in self.stack:
             x, skip = block(x)
             stack_skips.append(skip)
         x = sum(stack_skips)
+        # N x 256 x 16000
         x = self.relu1(x)
         x = self.conv1(x)
         x = self.relu2(x)

@@ -142,12 +142,15 @@ class WaveNet(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 16000 x 256
         x = self.causal(x)
+        # N x 16000 x 32
         stack_skips = []
         for block in self.stack:
             x, skip = block(x)
             stack_skips.append(skip)
         x = tf.add_n(stack_skips)
+        # N x 16000 x 256
         x = tf.nn.relu(x)
         x = self.conv1(x)
         x = tf.nn.relu(x)

@@ -211,21 +211,32 @@ class Xception(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 299 x 299
         x = self.conv1(x)
+        # N x 32 x 149 x 149
         x = self.bn1(x)
         x = F.relu(x)
         x = self.conv2(x)
+        # N x 64 x 147 x 147
         x = self.bn2(x)
         x = F.relu(x)
         x = self.block2(x)
+        # N x 128 x 74 x 74
         x = self.block3(x)
+        # N x 256 x 37 x 37
         x = self.block4(x)
+        # N x 728 x 19 x 19
         x = self.middle(x)
         x = self.block13(x)
+        # N x 1024 x 10 x 10
         x = self.conv3(x)
+        # N x 1536 x 10 x 10
         x = self.conv4(x)
+        # N x 2048 x 10 x 10
         x = F.mean(x, axis=(2, 3))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

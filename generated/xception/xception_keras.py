@@ -78,22 +78,33 @@ def Xception(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(299, 299, 3), name="input")
     x = inputs
+    # N x 299 x 299 x 3
     x = layers.Conv2D(32, 3, strides=2, use_bias=False, name="conv1")(x)
+    # N x 149 x 149 x 32
     x = layers.BatchNormalization(epsilon=0.001, name="bn1")(x)
     x = layers.ReLU(name="relu1")(x)
     x = layers.Conv2D(64, 3, use_bias=False, name="conv2")(x)
+    # N x 147 x 147 x 64
     x = layers.BatchNormalization(epsilon=0.001, name="bn2")(x)
     x = layers.ReLU(name="relu2")(x)
     x = downsampling_module(x, mid=128, out=128, relu_first=False, name="block2")
+    # N x 74 x 74 x 128
     x = downsampling_module(x, mid=256, out=256, name="block3")
+    # N x 37 x 37 x 256
     x = downsampling_module(x, mid=728, out=728, name="block4")
+    # N x 19 x 19 x 728
     for i in range(8):
         x = middle_module(x, width=728, name=f"middle.{i}")
     x = downsampling_module(x, mid=728, out=1024, name="block13")
+    # N x 10 x 10 x 1024
     x = sep_bn_relu(x, out=1536, name="conv3")
+    # N x 10 x 10 x 1536
     x = sep_bn_relu(x, out=2048, name="conv4")
+    # N x 10 x 10 x 2048
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    # N x 2048
     x = layers.Dense(num_classes, name="fc")(x)
+    # N x 1000
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="xception")

@@ -201,21 +201,32 @@ class Xception(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 299 x 299
         x = self.conv1(x)
+        # N x 32 x 149 x 149
         x = self.bn1(x)
         x = self.relu1(x)
         x = self.conv2(x)
+        # N x 64 x 147 x 147
         x = self.bn2(x)
         x = self.relu2(x)
         x = self.block2(x)
+        # N x 128 x 74 x 74
         x = self.block3(x)
+        # N x 256 x 37 x 37
         x = self.block4(x)
+        # N x 728 x 19 x 19
         x = self.middle(x)
         x = self.block13(x)
+        # N x 1024 x 10 x 10
         x = self.conv3(x)
+        # N x 1536 x 10 x 10
         x = self.conv4(x)
+        # N x 2048 x 10 x 10
         x = x.mean((2, 3))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = self.prob(x)
         return x

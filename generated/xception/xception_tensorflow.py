@@ -285,22 +285,33 @@ class Xception(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 299 x 299 x 3
         x = self.conv1(x)
+        # N x 149 x 149 x 32
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
         x = self.conv2(x)
+        # N x 147 x 147 x 64
         x = self.bn2(x, training=training)
         x = tf.nn.relu(x)
         x = self.block2(x, training=training)
+        # N x 74 x 74 x 128
         x = self.block3(x, training=training)
+        # N x 37 x 37 x 256
         x = self.block4(x, training=training)
+        # N x 19 x 19 x 728
         for block in self.middle:
             x = block(x, training=training)
         x = self.block13(x, training=training)
+        # N x 10 x 10 x 1024
         x = self.conv3(x, training=training)
+        # N x 10 x 10 x 1536
         x = self.conv4(x, training=training)
+        # N x 10 x 10 x 2048
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 2048
         x = self.fc(x)
+        # N x 1000
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x

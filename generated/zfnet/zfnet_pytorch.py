@@ -88,19 +88,30 @@ class ZFNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 96 x 109 x 109
         x = self.lrn1(x)
         x = self.pool1(x)
+        # N x 96 x 54 x 54
         x = self.conv2(x)
+        # N x 256 x 26 x 26
         x = self.lrn2(x)
         x = self.pool2(x)
+        # N x 256 x 12 x 12
         x = self.conv3(x)
+        # N x 384 x 12 x 12
         x = self.conv4(x)
         x = self.conv5(x)
+        # N x 256 x 12 x 12
         x = self.pool5(x)
+        # N x 256 x 5 x 5
         x = torch.flatten(x, 1)
+        # N x 6400
         x = self.classifier(x)
+        # N x 4096
         x = self.fc(x)
+        # N x 2
         if not self.logits:
             x = self.prob(x)
         return x

@@ -66,18 +66,28 @@ class ZFNetGAP(chainer.Chain):
         self.logits = logits
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
+        # N x 3 x 224 x 224
         x = self.conv1(x)
+        # N x 96 x 109 x 109
         x = F.local_response_normalization(x, n=5, k=2.0, alpha=0.0001, beta=0.75)
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
+        # N x 96 x 54 x 54
         x = self.conv2(x)
+        # N x 256 x 26 x 26
         x = F.local_response_normalization(x, n=5, k=2.0, alpha=0.0001, beta=0.75)
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
+        # N x 256 x 12 x 12
         x = self.conv3(x)
+        # N x 384 x 12 x 12
         x = self.conv4(x)
         x = self.conv5(x)
+        # N x 256 x 12 x 12
         x = F.max_pooling_2d(x, 3, stride=2, cover_all=False)
+        # N x 256 x 5 x 5
         x = self.conv_out(x)
+        # N x 2 x 5 x 5
         x = F.mean(x, axis=(2, 3))
+        # N x 2
         if not self.logits:
             x = F.softmax(x, axis=1)
         return x

@@ -57,18 +57,28 @@ def ZFNetGAP(num_classes: int = 2, logits: bool = False) -> keras.Model:
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
+    # N x 224 x 224 x 3
     x = conv_relu(x, out=96, kernel=7, stride=2, name="conv1")
+    # N x 109 x 109 x 96
     x = LocalResponseNormalization(size=5, alpha=0.0001, beta=0.75, k=2.0, name="lrn1")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    # N x 54 x 54 x 96
     x = conv_relu(x, out=256, kernel=5, stride=2, padding=1, name="conv2")
+    # N x 26 x 26 x 256
     x = LocalResponseNormalization(size=5, alpha=0.0001, beta=0.75, k=2.0, name="lrn2")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    # N x 12 x 12 x 256
     x = conv_relu(x, out=384, kernel=3, padding=1, name="conv3")
+    # N x 12 x 12 x 384
     x = conv_relu(x, out=384, kernel=3, padding=1, name="conv4")
     x = conv_relu(x, out=256, kernel=3, padding=1, name="conv5")
+    # N x 12 x 12 x 256
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+    # N x 5 x 5 x 256
     x = layers.Conv2D(num_classes, 1, name="conv_out")(x)
+    # N x 5 x 5 x 2
     x = layers.GlobalAveragePooling2D(name="gap")(x)
+    # N x 2
     if not logits:
         x = layers.Softmax(name="prob")(x)
     return keras.Model(inputs, x, name="zfnet_gap")

@@ -113,18 +113,28 @@ class ZFNetGAP(tf.Module):
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # N x 224 x 224 x 3
         x = self.conv1(x)
+        # N x 109 x 109 x 96
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=0.0001, beta=0.75)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 54 x 54 x 96
         x = self.conv2(x)
+        # N x 26 x 26 x 256
         x = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=0.0001, beta=0.75)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 12 x 12 x 256
         x = self.conv3(x)
+        # N x 12 x 12 x 384
         x = self.conv4(x)
         x = self.conv5(x)
+        # N x 12 x 12 x 256
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
+        # N x 5 x 5 x 256
         x = self.conv_out(x)
+        # N x 5 x 5 x 2
         x = tf.reduce_mean(x, axis=(1, 2))
+        # N x 2
         if not self.logits:
             x = tf.nn.softmax(x, axis=-1)
         return x
