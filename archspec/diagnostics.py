@@ -28,6 +28,7 @@ CODES: dict[str, str] = {
     "E104": "duplicate key",
     "E105": "invalid name",
     "E106": "duplicate name",
+    "E107": "description too long",
     # References
     "E201": "unknown op",
     "E202": "unknown attribute",

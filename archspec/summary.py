@@ -132,7 +132,7 @@ def separable_lines(c: Compiled) -> list[str]:
         f"({standard / macs:.1f}x fewer). Per layer, a Dk x Dk depthwise convolution over M channels "
         "followed by a 1x1 pointwise one to N channels on a Df x Df map costs "
         "Dk^2 M Df^2 + M N Df^2 against Dk^2 M N Df^2, a ratio of 1/N + 1/Dk^2 (the MobileNet paper's "
-        "derivation, followed by seeds 001, 002 and 004).",
+        "derivation, Section 3.1).",
         "",
         "| Layer | Pointwise | Dk | M | N | Df | MACs | Standard MACs | Ratio | 1/N + 1/Dk^2 |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",

@@ -38,6 +38,11 @@ def test_every_op_has_a_rule_in_every_target(target):
         ("mobilenet_v2", "MobileNetV2"),
         ("se_resnet50", "SEResNet50"),
         ("googlenet", "GoogLeNet"),
+        ("mbconv", "MBConv"),
+        ("conv_bn_silu", "ConvBNSiLU"),
+        ("mlpconv", "MLPConv"),
+        ("squeezenet1_1", "SqueezeNet1_1"),
+        ("shufflenet_v2_x1_0", "ShuffleNetV2X1_0"),
     ],
 )
 def test_class_names(spec_name, expected):

@@ -157,7 +157,7 @@ def test_folded_stage_draws_the_residual_unit_too():
     """MobileNetV2's first unit of a stage has no residual; the first unit
     with one is drawn as well, so the skip connection stays visible."""
     dot = to_dot(_compile("mobilenet_v2"))
-    assert "stage2.1: inverted_residual(t=6, out=24)" in dot
+    assert "stage2.1: inverted_residual(expand_ratio=6, out=24)" in dot.replace("\\l", " ")  # a long label wraps
     members = _members(dot)
     assert members["stage2.1.add"] == "stage2.1.add"
     edges = {(s, d) for s, d, _ in _edges(dot)}

@@ -230,7 +230,7 @@ def test_free_text_becomes_docstrings_and_nothing_else(text):
 
 def test_template_syntax_in_text_is_written_literally():
     doc = copy.deepcopy(BASE)
-    doc["source"] = "{{ 7*7 }} {% for x in range(3) %}loop{% endfor %}"
+    doc["description"] = "{{ 7*7 }} {% for x in range(3) %}loop{% endfor %}"
     for source in generate(doc).values():
         assert "{{ 7*7 }} {% for x in range(3) %}loop{% endfor %}" in source
         assert "49" not in source and "looplooploop" not in source

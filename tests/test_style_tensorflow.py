@@ -175,6 +175,6 @@ def test_stages_of_numbers_are_a_table():
     """efficientnet_b0's seven stages: one settings table, one loop, one call line each."""
     text = (ROOT / "generated/efficientnet_b0/efficientnet_b0_tensorflow.py").read_text()
     assert text.count("make_stage(") == 2  # the definition and the loop's call
-    assert "# in_channels, units, t, kernel, c; stride of the first unit" in text
+    assert "# in_channels, units, expand_ratio, kernel, out; stride of the first unit" in text
     for i in range(1, 8):
         assert f"x = self.stage{i}(x, training=training)" in text

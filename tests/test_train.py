@@ -358,7 +358,7 @@ def test_zfnet_trains_and_tests_at_112(tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["input_shape"] == [3, 112, 112] and info["options"]["input"] == [3, 112, 112]
     assert info["params"]["trainable"] == 24_747_146  # 1,024 features into fc1, 10 digit classes
-    assert "Input 3x112x112" in (out / "zfnet_pytorch.py").read_text()
+    assert "Input (N, 3, 112, 112)" in (out / "zfnet_pytorch.py").read_text()
     result = run_cli("test", zfnet, "-t", "pytorch", "--weights", str(out), "--json")
     assert result.exit_code == 0, result.output
     held_out = load_data(None, (3, 112, 112), split="test")

@@ -640,7 +640,11 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     links: list[str] = []
     flags: list[str] = []
     forward: list[str] = []
-    for step, ctor in zip(unit.steps, ctors):
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, ctor, after in zip(unit.steps, ctors, comments[1:]):
+        forward += pending
+        pending = after
         attr = f"self.{step.name}"
         cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
         ins, out = [var(v) for v in step.inputs], var(step.output)
@@ -675,6 +679,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {ctx.expr(unit.out_channels)}")
+    forward += pending
     outs = [var(v) for v in unit.output_vars]
     forward.append(f"return {', '.join(outs)}")
     returns = "chainer.Variable" if len(outs) == 1 else f"tuple[{', '.join(['chainer.Variable'] * len(outs))}]"
@@ -750,5 +755,13 @@ def emit(model: CodeModel) -> str:
         helpers=ctx.helpers,
         needs=ctx.printer.needs,
         uses=uses,
+        weights=_weight_kinds(model),
     )
     return common.unique_names(source, model, TARGET)
+
+
+def _weight_kinds(model: CodeModel) -> set[str]:
+    """What the header's weight-name key must explain: "norm" (gamma, beta),
+    "batch_norm" (the running statistics)."""
+    ops = model.ops_used
+    return ({"norm"} if ops & {"batch_norm", "layer_norm", "instance_norm"} else set()) | (ops & {"batch_norm"})

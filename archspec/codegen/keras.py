@@ -604,10 +604,15 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
         table = stage_table(unit.steps[start:stop], ctx, functions, taken)
         if table is not None:
             tables[start] = (table, stop)
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
     skip_to = 0
-    for k, step in enumerate(unit.steps):
-        if k < skip_to:
+    for k, (step, after) in enumerate(zip(unit.steps, comments[1:])):
+        if k < skip_to:  # a stage in a table: the comment after the table is the last one's
+            pending = after
             continue
+        body += pending
+        pending = after
         if k in tables:
             lines, skip_to = tables[k]
             body += lines
@@ -641,6 +646,7 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
                 body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {ins[0]}"]
         else:
             body += lines
+    body += pending
     outs = unit.output_vars
     if unit.is_model:
         shape = _channels_last(g.input_shape)

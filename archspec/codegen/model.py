@@ -25,7 +25,6 @@ never written.
 from __future__ import annotations
 
 import keyword
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -197,39 +196,66 @@ def has_logits_switch(graph: Graph) -> bool:
     return bool(logits_outputs(graph))
 
 
+# How the anchors (the papers, torchvision, keras.applications) write the
+# words that are not plain capitalized English: acronyms and coined names.
+_WORDS = {
+    "alexnet": "AlexNet",
+    "bn": "BN",
+    "densenet": "DenseNet",
+    "efficientnet": "EfficientNet",
+    "fc": "FC",
+    "gap": "GAP",
+    "googlenet": "GoogLeNet",
+    "lenet": "LeNet",
+    "lrn": "LRN",
+    "mbconv": "MBConv",
+    "mlpconv": "MLPConv",
+    "mobilenet": "MobileNet",
+    "nin": "NIN",
+    "relu": "ReLU",
+    "resnet": "ResNet",
+    "resnext": "ResNeXt",
+    "se": "SE",
+    "shufflenet": "ShuffleNet",
+    "silu": "SiLU",
+    "squeezenet": "SqueezeNet",
+    "vgg": "VGG",
+    "wavenet": "WaveNet",
+    "xception": "Xception",
+    "zfnet": "ZFNet",
+}
+
+
 def class_name(name: str) -> str:
-    """``inverted_residual`` -> ``InvertedResidual``; ``resnet50`` -> ``ResNet50``."""
-    special = {
-        "resnet": "ResNet",
-        "resnext": "ResNeXt",
-        "vgg": "VGG",
-        "densenet": "DenseNet",
-        "mobilenet": "MobileNet",
-        "shufflenet": "ShuffleNet",
-        "squeezenet": "SqueezeNet",
-        "googlenet": "GoogLeNet",
-        "lenet": "LeNet",
-        "alexnet": "AlexNet",
-        "zfnet": "ZFNet",
-        "nin": "NIN",
-        "wavenet": "WaveNet",
-        "efficientnet": "EfficientNet",
-        "se": "SE",
-        "bn": "BN",
-        "gap": "GAP",
-        "xception": "Xception",
-        "relu": "ReLU",
-        "relu6": "ReLU6",
-    }
-    parts = []
+    """The class of a block or network: each ``_``-separated word capitalized,
+    or written as the anchors write it (``conv_bn_silu`` -> ``ConvBNSiLU``,
+    ``mbconv`` -> ``MBConv``, ``resnet50`` -> ``ResNet50``), a word's trailing
+    digits kept. Where a word starting with a digit follows one ending in one,
+    the underscore stays, as in torchvision's function names, so that the
+    numbers stay apart: ``squeezenet1_1`` -> ``SqueezeNet1_1``,
+    ``shufflenet_v2_x1_0`` -> ``ShuffleNetV2X1_0`` (not ``SqueezeNet11``)."""
+    out = ""
     for part in name.split("_"):
         head = part.rstrip("0123456789")
-        parts.append(special.get(head, head.capitalize()) + part[len(head) :] if head else part)
-    return "".join(parts)
+        word = _WORDS.get(head, head.capitalize()) + part[len(head) :]
+        out += "_" + word if out[-1:].isdigit() and word[:1].isdigit() else word
+    return out
 
 
 # ----------------------------------------------------------------------------
 # Expression helpers
+
+
+def flat_size(shape: tuple[int, ...]) -> E.Expr:
+    """The length of a flattened (C, H, W) tensor written as the product of
+    its shape, as torchvision writes it: ``256 * 6 * 6``, not ``9216``; a
+    (C, 1, 1) tensor is C long."""
+    out = num(shape[0])
+    if all(n == 1 for n in shape[1:]):
+        return out
+    for n in shape[1:]:
+        out = E.Binary("*", out, num(n), 0)
+    return out
 
 
 def num(v: int | float | bool) -> E.Expr:
@@ -841,7 +867,7 @@ class _Builder:
         if op == "flatten":
             if step.in_shape is None:
                 raise CodegenError(f"{nd.name}: flatten inside a block whose input size varies")
-            return num(math.prod(step.in_shape))
+            return flat_size(step.in_shape)
         return in_ch
 
     def unit_envs(self, step: Step, callee: Unit, live, where: str) -> tuple[list[dict[str, E.Expr]], E.Expr]:

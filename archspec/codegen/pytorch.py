@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from archspec.codegen import common
 from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, mul
 from archspec.codegen.render import render_template
+from archspec.schema import expr as E
 
 TARGET = "pytorch"
 
@@ -78,6 +79,8 @@ def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> 
         return f"pad_causal({inp}, {module})"
     if p.sides is None:  # 'same' resolved differently per instance: pad at run time
         ctx.helpers.add("pad_same")
+        if step.op == "separable_conv2d":  # SeparableConv2d then shows pad_same its kernel, stride, dilation
+            ctx.helpers.add("pad_same_separable")
         return f"pad_same({inp}, {module}{fill})"
     ctx.functional = True
     s = p.sides
@@ -183,10 +186,11 @@ def instance_norm(step: Step, ctx: Ctx) -> str:
 
 
 def lrn(step: Step, ctx: Ctx) -> str:
+    """``nn.LocalResponseNorm(5, alpha=5 * 0.0001, ...)``: PyTorch divides
+    alpha by size, the IR's alpha is undivided, so the size multiplies it."""
     size, alpha = step.attrs["size"], step.attrs["alpha"]
-    # PyTorch divides alpha by size; the IR's alpha is undivided.
     kw = [
-        f"alpha={ctx.printer.expr(mul(alpha, size))}",
+        f"alpha={ctx.printer.expr(E.Binary('*', size, alpha, 0))}",
         *_kw("beta", _attr(step, ctx, "beta"), "0.75"),
         *_kw("k", _attr(step, ctx, "k"), "1.0"),
     ]
@@ -256,6 +260,7 @@ def _add(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
 class Rule:
     module: Module | None
     forward: Forward = _call
+    note: str = ""  # a comment on the module's line: why its numbers differ from the spec's
 
 
 OPS: dict[str, Rule] = {
@@ -271,7 +276,7 @@ OPS: dict[str, Rule] = {
     "batch_norm": Rule(batch_norm),
     "layer_norm": Rule(layer_norm),
     "instance_norm": Rule(instance_norm),
-    "lrn": Rule(lrn),
+    "lrn": Rule(lrn, note="PyTorch divides alpha by size"),
     "dropout": Rule(dropout),
     "relu": Rule(_simple("nn.ReLU()")),
     "relu6": Rule(_simple("nn.ReLU6()")),
@@ -308,7 +313,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     p = ctx.printer
     init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
-    for step in unit.steps:
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, after in zip(unit.steps, comments[1:]):
+        forward += pending
+        pending = after
         module = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.unit is not None:
@@ -329,6 +338,8 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             continue
         if has_module:
             init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
+            if step.unit is None and OPS[step.op].note:
+                init[-1] += f"  # {OPS[step.op].note}"
             call = (
                 f"{module}({step.inputs[0]})"
                 if step.unit is not None
@@ -347,6 +358,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
+    forward += pending
     outs = unit.output_vars
     forward.append(f"return {', '.join(outs)}")
     returns = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"

@@ -434,11 +434,9 @@ def _flatten(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
         return ins[0]
     if step.in_shape is None:  # pragma: no cover - the code model refuses it
         raise CodegenError(f"{step.name}: flatten of an input whose size varies")
-    size = 1
-    for d in step.in_shape:
-        size *= d
     if all(d == 1 for d in step.in_shape[1:]):
-        return f"tf.reshape({ins[0]}, (-1, {size}))"
+        return f"tf.reshape({ins[0]}, (-1, {step.in_shape[0]}))"
+    size = " * ".join(map(str, step.in_shape))  # as its shape: 256 * 6 * 6
     # The spec flattens channels first: (C, H, W), not TensorFlow's (H, W, C).
     perm = "(0, 3, 1, 2)" if rank == 3 else "(0, 2, 1)"
     return f"tf.reshape(tf.transpose({ins[0]}, {perm}), (-1, {size}))"
@@ -547,7 +545,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
     tables = _stage_tables(unit, model, ctx)
-    for step in unit.steps:
+    comments = common.shape_comments(unit, TARGET)
+    pending = comments[0]  # a step's shape comment follows its lines
+    for step, after in zip(unit.steps, comments[1:]):
+        forward += pending
+        pending = after
         attr = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.name in tables:  # built by its table's loop
@@ -593,6 +595,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {p.expr(unit.out_channels)}")
+    forward += pending
     outs = unit.output_vars
     forward.append(f"return {', '.join(outs)}")
     returns = "tf.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['tf.Tensor'] * len(outs))}]"
@@ -780,18 +783,8 @@ def _needs_training(model: CodeModel) -> set[str]:
 
 
 def _io_doc(model: CodeModel) -> str:
-    g = model.compiled.graph
-
-    def nhwc(shape: tuple[int, ...]) -> str:
-        dims = ["N", *map(str, shape[1:]), str(shape[0])]
-        return "(" + ", ".join(dims) + ")"
-
-    outs = [nhwc(s) for s in g.output_shapes]
-    returns = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
-    layout = "NHWC" if len(g.input_shape) == 3 else "NLC" if len(g.input_shape) == 2 else "(N, C)"
     return common.docstring(
-        f"TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. "
-        f"The model takes {layout} input, {nhwc(g.input_shape)}, channels last, and returns {returns}. "
+        "TensorFlow without Keras: tf.Module classes holding tf.Variables, tf.nn ops. "
         "Variables are named after the canonical weight keys (IR path and weight name); they hold "
         "TensorFlow's layouts, and each layer class says how they map to the canonical one."
     )

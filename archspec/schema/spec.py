@@ -26,6 +26,9 @@ from archspec.schema.yamlload import YList, YMap, load_yaml
 
 PARAM_TYPES = ("int", "float", "bool", "str")
 YEARS = (1900, 2100)  # the range a spec's ``year`` may take
+# A description is the network class's docstring: the paper, table and
+# variant in about 3 lines.
+DESCRIPTION_CHARS = 300
 TOP_KEYS = ("name", "family", "year", "source", "description", "input", "params", "blocks", "layers", "outputs")
 BLOCK_KEYS = ("params", "let", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
@@ -208,6 +211,18 @@ class _Parser:
             return ""
         return v
 
+    def short(self, description: str, pos: Pos) -> None:
+        """A description is the network class's docstring, rewrapped: its
+        length, not its YAML line breaks, is what makes it 1-3 lines."""
+        chars = len(" ".join(description.split()))
+        if chars > DESCRIPTION_CHARS:
+            self.err(
+                pos,
+                "E107",
+                f"'description' has {chars} characters: it is the network class's docstring, at most "
+                f"{DESCRIPTION_CHARS} (about 3 lines: paper, table, variant); move the rest to 'source'",
+            )
+
     def name_ok(self, name: Any, pos: Pos, what: str) -> bool:
         if not isinstance(name, str) or not IDENT.match(name) or keyword.iskeyword(name):
             self.err(
@@ -307,10 +322,12 @@ class _Parser:
         name = self.text(top, "name", "the spec", hint=": an identifier that names the generated files")
         if name:
             self.name_ok(name, top.val_pos["name"], "spec")
-        source = self.text(top, "source", "the spec", hint=": the paper or seed table it follows, and any deviation")
+        source = self.text(top, "source", "the spec", hint=": the paper or table it follows, and any deviation")
         description = self.text(top, "description", "the spec", required=False)
         family = self.text(top, "family", "the spec", required=False)
         year = self.year(top)
+        if description:
+            self.short(description, top.val_pos["description"])
 
         params = self.params(top.get("params"), top.val_pos.get("params"), spec_level=True)
         global_scope = set(params)
