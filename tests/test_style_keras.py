@@ -125,7 +125,8 @@ def test_consecutive_stages_are_one_loop_over_a_table():
     assert "# stage, expand_ratio, out, n, stride (n units; stride: the first unit's, then 1)" in text
     assert '("stage2", 6, 24, 2, 2),' in text and '("stage7", 6, 320, 1, 1),' in text
     assert text.count("for i in range(") == 1
-    assert 'x, expand_ratio=expand_ratio, out=out, stride=stride if i == 0 else 1, name=f"{stage}.{i}"' in text
+    # the width multiplier stays in the loop, the table keeps the base widths
+    assert "out=make_divisible(int(out * alpha), 8)," in text and "stride=stride if i == 0 else 1," in text
     text = (ROOT / "generated/efficientnet_b0/efficientnet_b0_keras.py").read_text()
     assert text.count("for i in range(") == 1 and "for i in range(math.ceil(n * depth_mult)):" in text
     assert '("stage6", 6, 5, 192, 4, 2),' in text

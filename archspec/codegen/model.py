@@ -489,9 +489,10 @@ class _Builder:
     def model_unit(self) -> Unit:
         """The network class. Its constructor takes the spec parameters that do
         not size anything (``num_classes``, switches such as ``aux_logits``,
-        dropout rates); the others (``alpha``, ``growth_rate``...) are written
-        in as the values this file is generated for, so that the class reads
-        with plain channel counts, as hand-written models do."""
+        dropout rates) and the structural options (``option: true``: width
+        multipliers such as ``alpha``); the others (``growth_rate``...) are
+        written in as the values this file is generated for, so that the class
+        reads with plain channel counts, as hand-written models do."""
         unit = self.model_pass()
         sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)}
         # A spec parameter that a block uses as a channel count sizes layers too.
@@ -502,7 +503,7 @@ class _Builder:
                     if isinstance(e, E.Expr):
                         e = substitute(e, lets)
                         sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}
-        sizing -= {"num_classes"}
+        sizing -= {"num_classes"} | {p.name for p in self.spec.params.values() if p.option}
         if sizing:
             self.bake = {p: literal(self.graph.params[p]) for p in sizing}
             unit = self.model_pass()
@@ -584,7 +585,7 @@ class _Builder:
                 step, nd, envs, present, in_ch, {**channels, **totals}, ins, f"{unit.name}.{nd.name}"
             )
             channels[nd.name] = self.writable(
-                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), out_ch, envs),
+                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), envs),
                 lambda nd=nd: [self.shape_at(path, nd.name, defs)[0] for path, _ in envs],
                 f"{unit.name}.{nd.name}",
             )
@@ -926,13 +927,19 @@ class _Builder:
             )
         return num(found.pop())
 
-    def simplify_choice(self, choice: E.Expr, first: E.Expr, envs) -> E.Expr:
-        """``a if cond else b`` -> ``a`` when both agree in every instance."""
-        try:
-            if all(E.evaluate(choice, env) == E.evaluate(first, env) for _, env in envs):
-                return first
-        except E.ExprError:
-            pass
+    def simplify_choice(self, choice: E.IfElse, envs) -> E.Expr:
+        """``a if cond else b`` -> ``a`` (or ``b``) when it agrees with the
+        choice in every instance; the branches simplified under their guard
+        first (``in_channels + (out - in_channels if stride == 2 else out) if
+        stride == 2 else in_channels`` -> ``out`` where a stride-1 unit keeps
+        its width)."""
+        choice = guarded(choice)
+        for branch in (choice.then, choice.other) if isinstance(choice, E.IfElse) else ():
+            try:
+                if all(E.evaluate(choice, env) == E.evaluate(branch, env) for _, env in envs):
+                    return branch
+            except E.ExprError:
+                pass
         return choice
 
     def verified(self, e: E.Expr, checks, what: str) -> E.Expr:
@@ -1120,6 +1127,26 @@ class _Builder:
 def _join(*parts: str) -> str:
     """An IR path: the dot-joined non-empty parts (``""`` is the top level)."""
     return ".".join(p for p in parts if p)
+
+
+def guarded(choice: E.IfElse) -> E.Expr:
+    """``a if c else b`` with the same test inside each branch decided by the
+    branch (``(x if c else y) if c else z`` -> ``x if c else z``), then
+    ``p + (q - p)`` -> ``q``."""
+
+    def decide(e: E.Expr, value: bool) -> E.Expr:
+        if isinstance(e, E.IfElse):
+            if source(e.cond) == source(choice.cond):
+                return decide(e.then if value else e.other, value)
+            return E.IfElse(e.cond, decide(e.then, value), decide(e.other, value), 0)
+        if isinstance(e, E.Binary):
+            left, right = decide(e.left, value), decide(e.right, value)
+            if e.op == "+" and isinstance(right, E.Binary) and right.op == "-" and source(right.right) == source(left):
+                return right.left
+            return E.Binary(e.op, left, right, 0)
+        return e
+
+    return E.IfElse(choice.cond, decide(choice.then, True), decide(choice.other, False), 0)
 
 
 def first_unit_choice(first: E.Expr, rest: E.Expr) -> E.Expr:

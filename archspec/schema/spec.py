@@ -109,6 +109,9 @@ class ParamDef:
     default: Any  # ops.REQUIRED when there is none
     pos: Pos
     doc: str = ""
+    # A structural option (a spec parameter only): the generated network's
+    # constructor takes it even where it sizes layers (a width multiplier).
+    option: bool = False
 
 
 @dataclass
@@ -397,9 +400,14 @@ class _Parser:
             if pname in RESERVED_PARAMS:
                 self.err(kpos, "E105", f"'{pname}' is a reserved name; choose another parameter name")
                 continue
-            ptype, default, doc = None, ops.REQUIRED, ""
+            ptype, default, doc, option = None, ops.REQUIRED, "", False
             if isinstance(decl, YMap):
-                self.check_keys(decl, ("type", "default", "doc"), f"parameter '{pname}'")
+                keys = ("type", "default", "doc", "option") if spec_level else ("type", "default", "doc")
+                self.check_keys(decl, keys, f"parameter '{pname}'")
+                if "option" in decl:
+                    option = decl["option"] is True
+                    if not isinstance(decl["option"], bool):
+                        self.err(decl.val_pos["option"], "E101", f"'option' of '{pname}' must be true or false")
                 ptype = decl.get("type")
                 if ptype is not None and ptype not in PARAM_TYPES:
                     self.err(
@@ -445,7 +453,7 @@ class _Parser:
                     vpos, "E102", f"spec parameter '{pname}' needs a default, so that the spec builds without --set"
                 )
                 continue
-            out[pname] = ParamDef(pname, ptype, default, kpos, doc)
+            out[pname] = ParamDef(pname, ptype, default, kpos, doc, option)
         self.rejected |= {k for k in m if isinstance(k, str)} - set(out)
         return out
 

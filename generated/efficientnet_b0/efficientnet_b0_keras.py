@@ -58,30 +58,36 @@ def mbconv(x, expand_ratio: int, kernel: int, out: int, width_mult: float, strid
     1), kxk depthwise carrying the stride, SE, linear 1x1 projection, and a residual
     connection when the shape is kept."""
     in_channels = x.shape[-1]
-    y = conv_bn_silu(x, out=expand_ratio * in_channels, name=f"{name}.expand") if expand_ratio != 1 else x
+    hidden = expand_ratio * in_channels
+    width = make_divisible(out * width_mult, 8)
+    y = conv_bn_silu(x, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else x
     y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
     y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.dw_bn")(y)
     y = layers.Activation("silu", name=f"{name}.dw_act")(y)
     y = squeeze_excitation(y, squeeze=max(1, in_channels // 4), name=f"{name}.se")
-    y = layers.Conv2D(make_divisible(out * width_mult, 8), 1, use_bias=False, name=f"{name}.project")(y)
+    y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.project")(y)
     y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.project_bn")(y)
-    if stride == 1 and in_channels == make_divisible(out * width_mult, 8):
+    if stride == 1 and in_channels == width:
         y = layers.Add(name=f"{name}.add")([y, x])
     return y
 
 
 def EfficientNetB0(
-    num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    depth_mult: float = 1.0,
+    dropout: float = 0.2,
+    logits: bool = False,
 ) -> keras.Model:
     """EfficientNet-B0 (Tan and Le 2019, Table 1): MBConv stages with squeeze-and-
-    excitation and swish, as keras.applications.EfficientNetB0; width_mult,
-    depth_mult and resolution scale it.
+    excitation and swish, as keras.applications.EfficientNetB0; width_mult and
+    depth_mult scale it.
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
-    x = conv_bn_silu(x, out=32, kernel=3, stride=2, name="stem")
+    x = conv_bn_silu(x, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, name="stem")
     # N x 112 x 112 x 32
     # stage, expand_ratio, kernel, out, n, stride (math.ceil(n * depth_mult) units; stride: the first unit's, then 1)
     stages = [
@@ -100,12 +106,12 @@ def EfficientNetB0(
                 expand_ratio=expand_ratio,
                 kernel=kernel,
                 out=out,
-                width_mult=1.0,
+                width_mult=width_mult,
                 stride=stride if i == 0 else 1,
                 name=f"{stage}.{i}",
             )
     # N x 7 x 7 x 320
-    x = conv_bn_silu(x, out=1280, name="head")
+    x = conv_bn_silu(x, out=make_divisible(1280 * width_mult, 8), name="head")
     # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     # N x 1280

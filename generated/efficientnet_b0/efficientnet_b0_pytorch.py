@@ -109,22 +109,17 @@ class MBConv(nn.Module):
         self, in_channels: int, expand_ratio: int, kernel: int, out: int, width_mult: float, stride: int = 1
     ) -> None:
         super().__init__()
-        self.expand = ConvBNSiLU(in_channels, out=expand_ratio * in_channels) if expand_ratio != 1 else None
-        self.dwconv = nn.Conv2d(
-            expand_ratio * in_channels,
-            expand_ratio * in_channels,
-            kernel,
-            stride=stride,
-            groups=expand_ratio * in_channels,
-            bias=False,
-        )
-        self.dw_bn = nn.BatchNorm2d(expand_ratio * in_channels, eps=0.001, momentum=0.01)
+        hidden = expand_ratio * in_channels
+        width = make_divisible(out * width_mult, 8)
+        self.expand = ConvBNSiLU(in_channels, out=hidden) if expand_ratio != 1 else None
+        self.dwconv = nn.Conv2d(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False)
+        self.dw_bn = nn.BatchNorm2d(hidden, eps=0.001, momentum=0.01)
         self.dw_act = nn.SiLU()
-        self.se = SqueezeExcitation(expand_ratio * in_channels, squeeze=max(1, in_channels // 4))
-        self.project = nn.Conv2d(expand_ratio * in_channels, make_divisible(out * width_mult, 8), 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(make_divisible(out * width_mult, 8), eps=0.001, momentum=0.01)
-        self.use_add = stride == 1 and in_channels == make_divisible(out * width_mult, 8)
-        self.out_channels = make_divisible(out * width_mult, 8)
+        self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4))
+        self.project = nn.Conv2d(hidden, width, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(width, eps=0.001, momentum=0.01)
+        self.use_add = stride == 1 and in_channels == width
+        self.out_channels = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(x) if self.expand is not None else x
@@ -141,69 +136,92 @@ class MBConv(nn.Module):
 
 class EfficientNetB0(nn.Module):
     """EfficientNet-B0 (Tan and Le 2019, Table 1): MBConv stages with squeeze-and-
-    excitation and swish, as keras.applications.EfficientNetB0; width_mult,
-    depth_mult and resolution scale it.
+    excitation and swish, as keras.applications.EfficientNetB0; width_mult and
+    depth_mult scale it.
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
     def __init__(
-        self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+        self,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        depth_mult: float = 1.0,
+        dropout: float = 0.2,
+        logits: bool = False,
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNSiLU(3, out=32, kernel=3, stride=2)
+        self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2)
         self.stage1 = make_stage(
-            MBConv, 32, math.ceil(1 * depth_mult), expand_ratio=1, kernel=3, out=16, width_mult=1.0
+            MBConv,
+            make_divisible(32 * width_mult, 8),
+            math.ceil(1 * depth_mult),
+            expand_ratio=1,
+            kernel=3,
+            out=16,
+            width_mult=width_mult,
         )
         self.stage2 = make_stage(
             MBConv,
-            16,
+            make_divisible(16 * width_mult, 8),
             math.ceil(2 * depth_mult),
             expand_ratio=6,
             kernel=3,
             out=24,
-            width_mult=1.0,
+            width_mult=width_mult,
             first=dict(stride=2),
         )
         self.stage3 = make_stage(
             MBConv,
-            24,
+            make_divisible(24 * width_mult, 8),
             math.ceil(2 * depth_mult),
             expand_ratio=6,
             kernel=5,
             out=40,
-            width_mult=1.0,
+            width_mult=width_mult,
             first=dict(stride=2),
         )
         self.stage4 = make_stage(
             MBConv,
-            40,
+            make_divisible(40 * width_mult, 8),
             math.ceil(3 * depth_mult),
             expand_ratio=6,
             kernel=3,
             out=80,
-            width_mult=1.0,
+            width_mult=width_mult,
             first=dict(stride=2),
         )
         self.stage5 = make_stage(
-            MBConv, 80, math.ceil(3 * depth_mult), expand_ratio=6, kernel=5, out=112, width_mult=1.0
+            MBConv,
+            make_divisible(80 * width_mult, 8),
+            math.ceil(3 * depth_mult),
+            expand_ratio=6,
+            kernel=5,
+            out=112,
+            width_mult=width_mult,
         )
         self.stage6 = make_stage(
             MBConv,
-            112,
+            make_divisible(112 * width_mult, 8),
             math.ceil(4 * depth_mult),
             expand_ratio=6,
             kernel=5,
             out=192,
-            width_mult=1.0,
+            width_mult=width_mult,
             first=dict(stride=2),
         )
         self.stage7 = make_stage(
-            MBConv, 192, math.ceil(1 * depth_mult), expand_ratio=6, kernel=3, out=320, width_mult=1.0
+            MBConv,
+            make_divisible(192 * width_mult, 8),
+            math.ceil(1 * depth_mult),
+            expand_ratio=6,
+            kernel=3,
+            out=320,
+            width_mult=width_mult,
         )
-        self.head = ConvBNSiLU(320, out=1280)
+        self.head = ConvBNSiLU(make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8))
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(1280, num_classes)
+        self.fc = nn.Linear(make_divisible(1280 * width_mult, 8), num_classes)
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

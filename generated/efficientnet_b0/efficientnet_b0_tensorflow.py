@@ -214,22 +214,16 @@ class MBConv(tf.Module):
         name: str,
     ) -> None:
         super().__init__()
-        self.expand = (
-            ConvBNSiLU(in_channels, out=expand_ratio * in_channels, name=f"{name}.expand")
-            if expand_ratio != 1
-            else None
-        )
-        self.dwconv = DepthwiseConv2D(
-            expand_ratio * in_channels, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv"
-        )
-        self.dw_bn = BatchNorm(expand_ratio * in_channels, name=f"{name}.dw_bn")
-        self.se = SqueezeExcitation(expand_ratio * in_channels, squeeze=max(1, in_channels // 4), name=f"{name}.se")
-        self.project = Conv2D(
-            expand_ratio * in_channels, make_divisible(out * width_mult, 8), 1, bias=False, name=f"{name}.project"
-        )
-        self.project_bn = BatchNorm(make_divisible(out * width_mult, 8), name=f"{name}.project_bn")
-        self.use_add = stride == 1 and in_channels == make_divisible(out * width_mult, 8)
-        self.out_channels = make_divisible(out * width_mult, 8)
+        hidden = expand_ratio * in_channels
+        width = make_divisible(out * width_mult, 8)
+        self.expand = ConvBNSiLU(in_channels, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else None
+        self.dwconv = DepthwiseConv2D(hidden, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv")
+        self.dw_bn = BatchNorm(hidden, name=f"{name}.dw_bn")
+        self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4), name=f"{name}.se")
+        self.project = Conv2D(hidden, width, 1, bias=False, name=f"{name}.project")
+        self.project_bn = BatchNorm(width, name=f"{name}.project_bn")
+        self.use_add = stride == 1 and in_channels == width
+        self.out_channels = width
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         y = self.expand(x, training=training) if self.expand is not None else x
@@ -246,26 +240,31 @@ class MBConv(tf.Module):
 
 class EfficientNetB0(tf.Module):
     """EfficientNet-B0 (Tan and Le 2019, Table 1): MBConv stages with squeeze-and-
-    excitation and swish, as keras.applications.EfficientNetB0; width_mult,
-    depth_mult and resolution scale it.
+    excitation and swish, as keras.applications.EfficientNetB0; width_mult and
+    depth_mult scale it.
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
     def __init__(
-        self, num_classes: int = 1000, depth_mult: float = 1.0, dropout: float = 0.2, logits: bool = False
+        self,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        depth_mult: float = 1.0,
+        dropout: float = 0.2,
+        logits: bool = False,
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNSiLU(3, out=32, kernel=3, stride=2, name="stem")
+        self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, name="stem")
         # in_channels, units, expand_ratio, kernel, out; stride of the first unit
         settings = [
-            (32, math.ceil(1 * depth_mult), 1, 3, 16, 1),
-            (16, math.ceil(2 * depth_mult), 6, 3, 24, 2),
-            (24, math.ceil(2 * depth_mult), 6, 5, 40, 2),
-            (40, math.ceil(3 * depth_mult), 6, 3, 80, 2),
-            (80, math.ceil(3 * depth_mult), 6, 5, 112, 1),
-            (112, math.ceil(4 * depth_mult), 6, 5, 192, 2),
-            (192, math.ceil(1 * depth_mult), 6, 3, 320, 1),
+            (make_divisible(32 * width_mult, 8), math.ceil(1 * depth_mult), 1, 3, 16, 1),
+            (make_divisible(16 * width_mult, 8), math.ceil(2 * depth_mult), 6, 3, 24, 2),
+            (make_divisible(24 * width_mult, 8), math.ceil(2 * depth_mult), 6, 5, 40, 2),
+            (make_divisible(40 * width_mult, 8), math.ceil(3 * depth_mult), 6, 3, 80, 2),
+            (make_divisible(80 * width_mult, 8), math.ceil(3 * depth_mult), 6, 5, 112, 1),
+            (make_divisible(112 * width_mult, 8), math.ceil(4 * depth_mult), 6, 5, 192, 2),
+            (make_divisible(192 * width_mult, 8), math.ceil(1 * depth_mult), 6, 3, 320, 1),
         ]
         for i, (in_channels, units, expand_ratio, kernel, out, stride) in enumerate(settings, start=1):
             name = f"stage{i}"
@@ -276,14 +275,16 @@ class EfficientNetB0(tf.Module):
                 expand_ratio=expand_ratio,
                 kernel=kernel,
                 out=out,
-                width_mult=1.0,
+                width_mult=width_mult,
                 first=dict(stride=stride),
                 name=name,
             )
             setattr(self, name, stage)
-        self.head = ConvBNSiLU(320, out=1280, name="head")
+        self.head = ConvBNSiLU(
+            make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8), name="head"
+        )
         self.dropout_rate = dropout
-        self.fc = Dense(1280, num_classes, name="fc")
+        self.fc = Dense(make_divisible(1280 * width_mult, 8), num_classes, name="fc")
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

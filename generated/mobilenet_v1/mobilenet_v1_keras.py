@@ -43,7 +43,9 @@ def depthwise_separable(x, out: int, stride: int = 1, *, name: str):
     return x
 
 
-def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> keras.Model:
+def MobileNetV1(
+    num_classes: int = 1000, alpha: float = 1.0, dropout: float = 0.001, logits: bool = False
+) -> keras.Model:
     """MobileNet v1 (Howard et al. 2017, Table 1): a stem and 13 depthwise separable
     layers, as keras.applications.MobileNet; alpha is the width multiplier.
 
@@ -51,23 +53,23 @@ def MobileNetV1(num_classes: int = 1000, dropout: float = 0.001, logits: bool = 
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
-    x = conv_bn_relu6(x, out=32, stride=2, name="conv1")
+    x = conv_bn_relu6(x, out=int(32 * alpha), stride=2, name="conv1")
     # N x 112 x 112 x 32
-    x = depthwise_separable(x, out=64, name="block1")
+    x = depthwise_separable(x, out=int(64 * alpha), name="block1")
     # N x 112 x 112 x 64
-    x = depthwise_separable(x, out=128, stride=2, name="block2")
+    x = depthwise_separable(x, out=int(128 * alpha), stride=2, name="block2")
     # N x 56 x 56 x 128
-    x = depthwise_separable(x, out=128, name="block3")
-    x = depthwise_separable(x, out=256, stride=2, name="block4")
+    x = depthwise_separable(x, out=int(128 * alpha), name="block3")
+    x = depthwise_separable(x, out=int(256 * alpha), stride=2, name="block4")
     # N x 28 x 28 x 256
-    x = depthwise_separable(x, out=256, name="block5")
-    x = depthwise_separable(x, out=512, stride=2, name="block6")
+    x = depthwise_separable(x, out=int(256 * alpha), name="block5")
+    x = depthwise_separable(x, out=int(512 * alpha), stride=2, name="block6")
     # N x 14 x 14 x 512
     for i in range(5):
-        x = depthwise_separable(x, out=512, name=f"block7.{i}")
-    x = depthwise_separable(x, out=1024, stride=2, name="block12")
+        x = depthwise_separable(x, out=int(512 * alpha), name=f"block7.{i}")
+    x = depthwise_separable(x, out=int(1024 * alpha), stride=2, name="block12")
     # N x 7 x 7 x 1024
-    x = depthwise_separable(x, out=1024, name="block13")
+    x = depthwise_separable(x, out=int(1024 * alpha), name="block13")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
     # N x 1 x 1 x 1024
     x = layers.Dropout(dropout, name="dropout")(x)

@@ -102,21 +102,23 @@ class MobileNetV1(nn.Module):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.001, logits: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 1000, alpha: float = 1.0, dropout: float = 0.001, logits: bool = False
+    ) -> None:
         super().__init__()
         self.logits = logits
-        self.conv1 = ConvBNReLU6(3, out=32, stride=2)
-        self.block1 = DepthwiseSeparable(32, out=64)
-        self.block2 = DepthwiseSeparable(64, out=128, stride=2)
-        self.block3 = DepthwiseSeparable(128, out=128)
-        self.block4 = DepthwiseSeparable(128, out=256, stride=2)
-        self.block5 = DepthwiseSeparable(256, out=256)
-        self.block6 = DepthwiseSeparable(256, out=512, stride=2)
-        self.block7 = make_stage(DepthwiseSeparable, 512, 5, out=512)
-        self.block12 = DepthwiseSeparable(512, out=1024, stride=2)
-        self.block13 = DepthwiseSeparable(1024, out=1024)
+        self.conv1 = ConvBNReLU6(3, out=int(32 * alpha), stride=2)
+        self.block1 = DepthwiseSeparable(int(32 * alpha), out=int(64 * alpha))
+        self.block2 = DepthwiseSeparable(int(64 * alpha), out=int(128 * alpha), stride=2)
+        self.block3 = DepthwiseSeparable(int(128 * alpha), out=int(128 * alpha))
+        self.block4 = DepthwiseSeparable(int(128 * alpha), out=int(256 * alpha), stride=2)
+        self.block5 = DepthwiseSeparable(int(256 * alpha), out=int(256 * alpha))
+        self.block6 = DepthwiseSeparable(int(256 * alpha), out=int(512 * alpha), stride=2)
+        self.block7 = make_stage(DepthwiseSeparable, int(512 * alpha), 5, out=int(512 * alpha))
+        self.block12 = DepthwiseSeparable(int(512 * alpha), out=int(1024 * alpha), stride=2)
+        self.block13 = DepthwiseSeparable(int(1024 * alpha), out=int(1024 * alpha))
         self.dropout = nn.Dropout(dropout)
-        self.conv_preds = nn.Conv2d(1024, num_classes, 1)
+        self.conv_preds = nn.Conv2d(int(1024 * alpha), num_classes, 1)
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

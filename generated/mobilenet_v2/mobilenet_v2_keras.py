@@ -23,6 +23,13 @@ import keras
 from keras import layers
 
 
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never down by more than 10%."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 def conv_bn_relu6(x, out: int, kernel: int = 1, stride: int = 1, *, name: str):
     """A convolution without bias ('same' padding), batch norm and ReLU6."""
     x = layers.Conv2D(out, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv")(x)
@@ -36,7 +43,8 @@ def inverted_residual(x, expand_ratio: int, out: int, stride: int = 1, *, name: 
     carrying the stride, linear 1x1 projection; a residual connection when the shape
     is kept."""
     in_channels = x.shape[-1]
-    y = conv_bn_relu6(x, out=expand_ratio * in_channels, name=f"{name}.expand") if expand_ratio != 1 else x
+    hidden = expand_ratio * in_channels
+    y = conv_bn_relu6(x, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else x
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
     y = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}.dw_relu")(y)
@@ -47,7 +55,7 @@ def inverted_residual(x, expand_ratio: int, out: int, stride: int = 1, *, name: 
     return y
 
 
-def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
+def MobileNetV2(num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> keras.Model:
     """MobileNetV2 (Sandler et al. 2018, Table 2): inverted residual bottlenecks with
     linear projections, as keras.applications.MobileNetV2; alpha is the width
     multiplier.
@@ -56,7 +64,7 @@ def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
-    x = conv_bn_relu6(x, out=32, kernel=3, stride=2, name="stem")
+    x = conv_bn_relu6(x, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, name="stem")
     # N x 112 x 112 x 32
     # stage, expand_ratio, out, n, stride (n units; stride: the first unit's, then 1)
     stages = [
@@ -71,10 +79,14 @@ def MobileNetV2(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     for stage, expand_ratio, out, n, stride in stages:
         for i in range(n):
             x = inverted_residual(
-                x, expand_ratio=expand_ratio, out=out, stride=stride if i == 0 else 1, name=f"{stage}.{i}"
+                x,
+                expand_ratio=expand_ratio,
+                out=make_divisible(int(out * alpha), 8),
+                stride=stride if i == 0 else 1,
+                name=f"{stage}.{i}",
             )
     # N x 7 x 7 x 320
-    x = conv_bn_relu6(x, out=1280, name="head")
+    x = conv_bn_relu6(x, out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, name="head")
     # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     # N x 1280

@@ -26,6 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never down by more than 10%."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 def pad_same(x: torch.Tensor, layer: nn.Module, value: float = 0.0) -> torch.Tensor:
     """Pad `x` as TensorFlow's 'same' does for `layer`: the output size is
     ceil(size / stride), and an odd total puts the extra pixel at the end."""
@@ -79,18 +86,12 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, in_channels: int, expand_ratio: int, out: int, stride: int = 1) -> None:
         super().__init__()
-        self.expand = ConvBNReLU6(in_channels, out=expand_ratio * in_channels) if expand_ratio != 1 else None
-        self.dwconv = nn.Conv2d(
-            expand_ratio * in_channels,
-            expand_ratio * in_channels,
-            3,
-            stride=stride,
-            groups=expand_ratio * in_channels,
-            bias=False,
-        )
-        self.dw_bn = nn.BatchNorm2d(expand_ratio * in_channels, eps=0.001, momentum=0.001)
+        hidden = expand_ratio * in_channels
+        self.expand = ConvBNReLU6(in_channels, out=hidden) if expand_ratio != 1 else None
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, stride=stride, groups=hidden, bias=False)
+        self.dw_bn = nn.BatchNorm2d(hidden, eps=0.001, momentum=0.001)
         self.dw_relu = nn.ReLU6()
-        self.project = nn.Conv2d(expand_ratio * in_channels, out, 1, bias=False)
+        self.project = nn.Conv2d(hidden, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.001)
         self.use_add = stride == 1 and in_channels == out
         self.out_channels = out
@@ -114,19 +115,63 @@ class MobileNetV2(nn.Module):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNReLU6(3, out=32, kernel=3, stride=2)
-        self.stage1 = make_stage(InvertedResidual, 32, 1, expand_ratio=1, out=16)
-        self.stage2 = make_stage(InvertedResidual, 16, 2, expand_ratio=6, out=24, first=dict(stride=2))
-        self.stage3 = make_stage(InvertedResidual, 24, 3, expand_ratio=6, out=32, first=dict(stride=2))
-        self.stage4 = make_stage(InvertedResidual, 32, 4, expand_ratio=6, out=64, first=dict(stride=2))
-        self.stage5 = make_stage(InvertedResidual, 64, 3, expand_ratio=6, out=96)
-        self.stage6 = make_stage(InvertedResidual, 96, 3, expand_ratio=6, out=160, first=dict(stride=2))
-        self.stage7 = make_stage(InvertedResidual, 160, 1, expand_ratio=6, out=320)
-        self.head = ConvBNReLU6(320, out=1280)
-        self.fc = nn.Linear(1280, num_classes)
+        self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2)
+        self.stage1 = make_stage(
+            InvertedResidual, make_divisible(32 * alpha, 8), 1, expand_ratio=1, out=make_divisible(int(16 * alpha), 8)
+        )
+        self.stage2 = make_stage(
+            InvertedResidual,
+            make_divisible(int(16 * alpha), 8),
+            2,
+            expand_ratio=6,
+            out=make_divisible(int(24 * alpha), 8),
+            first=dict(stride=2),
+        )
+        self.stage3 = make_stage(
+            InvertedResidual,
+            make_divisible(int(24 * alpha), 8),
+            3,
+            expand_ratio=6,
+            out=make_divisible(int(32 * alpha), 8),
+            first=dict(stride=2),
+        )
+        self.stage4 = make_stage(
+            InvertedResidual,
+            make_divisible(int(32 * alpha), 8),
+            4,
+            expand_ratio=6,
+            out=make_divisible(int(64 * alpha), 8),
+            first=dict(stride=2),
+        )
+        self.stage5 = make_stage(
+            InvertedResidual,
+            make_divisible(int(64 * alpha), 8),
+            3,
+            expand_ratio=6,
+            out=make_divisible(int(96 * alpha), 8),
+        )
+        self.stage6 = make_stage(
+            InvertedResidual,
+            make_divisible(int(96 * alpha), 8),
+            3,
+            expand_ratio=6,
+            out=make_divisible(int(160 * alpha), 8),
+            first=dict(stride=2),
+        )
+        self.stage7 = make_stage(
+            InvertedResidual,
+            make_divisible(int(160 * alpha), 8),
+            1,
+            expand_ratio=6,
+            out=make_divisible(int(320 * alpha), 8),
+        )
+        self.head = ConvBNReLU6(
+            make_divisible(int(320 * alpha), 8), out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+        )
+        self.fc = nn.Linear(make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, num_classes)
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,13 @@ import math
 import tensorflow as tf
 
 
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round `value` to a multiple of `divisor`, never down by more than 10%."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 def glorot_uniform(shape: tuple[int, ...]) -> tf.Tensor:
     """TensorFlow's default initializer: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out))."""
     receptive = math.prod(shape[:-2])
@@ -178,16 +185,11 @@ class InvertedResidual(tf.Module):
 
     def __init__(self, in_channels: int, expand_ratio: int, out: int, stride: int = 1, *, name: str) -> None:
         super().__init__()
-        self.expand = (
-            ConvBNReLU6(in_channels, out=expand_ratio * in_channels, name=f"{name}.expand")
-            if expand_ratio != 1
-            else None
-        )
-        self.dwconv = DepthwiseConv2D(
-            expand_ratio * in_channels, 3, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv"
-        )
-        self.dw_bn = BatchNorm(expand_ratio * in_channels, name=f"{name}.dw_bn")
-        self.project = Conv2D(expand_ratio * in_channels, out, 1, bias=False, name=f"{name}.project")
+        hidden = expand_ratio * in_channels
+        self.expand = ConvBNReLU6(in_channels, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else None
+        self.dwconv = DepthwiseConv2D(hidden, 3, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv")
+        self.dw_bn = BatchNorm(hidden, name=f"{name}.dw_bn")
+        self.project = Conv2D(hidden, out, 1, bias=False, name=f"{name}.project")
         self.project_bn = BatchNorm(out, name=f"{name}.project_bn")
         self.use_add = stride == 1 and in_channels == out
         self.out_channels = out
@@ -211,19 +213,38 @@ class MobileNetV2(tf.Module):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNReLU6(3, out=32, kernel=3, stride=2, name="stem")
-        self.stage1 = make_stage(InvertedResidual, 32, 1, expand_ratio=1, out=16, name="stage1")
-        self.stage2 = make_stage(InvertedResidual, 16, 2, expand_ratio=6, out=24, first=dict(stride=2), name="stage2")
-        self.stage3 = make_stage(InvertedResidual, 24, 3, expand_ratio=6, out=32, first=dict(stride=2), name="stage3")
-        self.stage4 = make_stage(InvertedResidual, 32, 4, expand_ratio=6, out=64, first=dict(stride=2), name="stage4")
-        self.stage5 = make_stage(InvertedResidual, 64, 3, expand_ratio=6, out=96, name="stage5")
-        self.stage6 = make_stage(InvertedResidual, 96, 3, expand_ratio=6, out=160, first=dict(stride=2), name="stage6")
-        self.stage7 = make_stage(InvertedResidual, 160, 1, expand_ratio=6, out=320, name="stage7")
-        self.head = ConvBNReLU6(320, out=1280, name="head")
-        self.fc = Dense(1280, num_classes, name="fc")
+        self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, name="stem")
+        # in_channels, units, expand_ratio, out; stride of the first unit
+        settings = [
+            (make_divisible(32 * alpha, 8), 1, 1, make_divisible(int(16 * alpha), 8), 1),
+            (make_divisible(int(16 * alpha), 8), 2, 6, make_divisible(int(24 * alpha), 8), 2),
+            (make_divisible(int(24 * alpha), 8), 3, 6, make_divisible(int(32 * alpha), 8), 2),
+            (make_divisible(int(32 * alpha), 8), 4, 6, make_divisible(int(64 * alpha), 8), 2),
+            (make_divisible(int(64 * alpha), 8), 3, 6, make_divisible(int(96 * alpha), 8), 1),
+            (make_divisible(int(96 * alpha), 8), 3, 6, make_divisible(int(160 * alpha), 8), 2),
+            (make_divisible(int(160 * alpha), 8), 1, 6, make_divisible(int(320 * alpha), 8), 1),
+        ]
+        for i, (in_channels, units, expand_ratio, out, stride) in enumerate(settings, start=1):
+            name = f"stage{i}"
+            stage = make_stage(
+                InvertedResidual,
+                in_channels,
+                units,
+                expand_ratio=expand_ratio,
+                out=out,
+                first=dict(stride=stride),
+                name=name,
+            )
+            setattr(self, name, stage)
+        self.head = ConvBNReLU6(
+            make_divisible(int(320 * alpha), 8),
+            out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280,
+            name="head",
+        )
+        self.fc = Dense(make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, num_classes, name="fc")
 
     @tf.function
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

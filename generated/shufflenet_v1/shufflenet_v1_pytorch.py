@@ -55,7 +55,7 @@ class ShuffleUnit(nn.Module):
         self.use_concat = stride == 2
         self.use_add = stride == 1
         self.relu = nn.ReLU()
-        self.out_channels = in_channels + (out - in_channels if stride == 2 else out) if stride == 2 else in_channels
+        self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv1(x)

@@ -212,7 +212,7 @@ class ShuffleUnit(tf.Module):
         self.use_shortcut = stride == 2
         self.use_concat = stride == 2
         self.use_add = stride == 1
-        self.out_channels = in_channels + (out - in_channels if stride == 2 else out) if stride == 2 else in_channels
+        self.out_channels = out
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         y = self.conv1(x)
