@@ -66,7 +66,7 @@ def require(packages: tuple[str, ...] = PACKAGES) -> None:
 def check_opset(opset: int | None) -> None:
     if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
         raise OnnxExportError(
-            f"--opset {opset} is not supported: torch's exporter writes opsets {MIN_OPSET} to {MAX_OPSET}"
+            f"opset {opset} is not supported: torch's exporter writes opsets {MIN_OPSET} to {MAX_OPSET}; give one"
         )
 
 
