@@ -211,13 +211,23 @@ def test_export_refuses_an_unwritable_output(tmp_path: Path) -> None:
 
 
 def test_export_names_the_missing_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from archspec.export import onnx as export_onnx
-
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        export_onnx.importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     result = run_cli("export", LENET, "--format", "onnx", "-o", str(tmp_path / "lenet.onnx"))
     assert result.exit_code == 1
     assert "error: ONNX needs onnxscript, which is not installed: pip install 'archspec[onnx]'" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_onnx_target_names_the_missing_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What verify's onnx row says when onnxruntime is not installed."""
+    import sys
+
+    from archspec import runtime
+    from archspec.export.onnx import OnnxExportError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.delitem(sys.modules, "archspec.runtime.onnx", raising=False)
+    with pytest.raises(OnnxExportError, match=r"ONNX needs onnxruntime, .*: pip install 'archspec\[onnx\]'"):
+        runtime.get("onnx")
