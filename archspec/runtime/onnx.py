@@ -12,8 +12,9 @@ Parameter counts are not the ONNX model's to give: the exporter folds batch
 norm into the convolutions, so its tensors are not the network's parameters;
 :func:`param_counts` returns ``(None, None)`` and verify shows ``-``.
 :func:`softmax_bypassed` replaces every ``Softmax`` node of the ONNX graph by
-``Identity``. :func:`intermediates` records nothing (an ONNX graph has no
-modules to hook).
+``Identity``. :func:`intermediates` records nothing: after the folding, a
+convolution's value in the graph is its batch norm's, so values named by the
+exporter's module scopes would not be the nodes' values.
 """
 
 from __future__ import annotations
