@@ -3,8 +3,10 @@
 Every spec of the zoo is exported (dynamo exporter, checked with
 onnx.checker) and run in onnxruntime with the canonical weights, and must give
 PyTorch's outputs and pre-softmax values (`verify --targets pytorch,onnx`), at
-the smallest square input (or length) its layers take, to keep the exports
-cheap. The command line reports the opset written, writes one file whose batch
+the smallest square input (or length) its layers take. The export is the cost
+and hardly depends on the input: on one core the 30 specs take about 5 CPU
+minutes, the four DenseNets half of it (the exporter traces their many
+concatenations symbolically). The command line reports the opset written, writes one file whose batch
 axis is dynamic, refuses bad input with a message and leaves nothing behind
 when the export fails.
 """
