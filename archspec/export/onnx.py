@@ -92,12 +92,13 @@ def to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], outputs: list[
         )
 
 
-def opset_of(model_proto: Any) -> int:
-    """The default-domain opset an ONNX model imports."""
-    return next(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx"))
+def opset_of(program: Any) -> int:
+    """The default-domain opset an exported ``torch.onnx.ONNXProgram`` imports."""
+    imports = program.model.opset_imports
+    return imports.get("", imports.get("ai.onnx"))
 
 
-def pytorch_model(compiled: Compiled, directory: Path, **kwargs: Any) -> torch.nn.Module:
+def pytorch_model(compiled: Compiled, directory: Path) -> torch.nn.Module:
     """The spec's generated PyTorch model, its code written to ``directory``."""
     from archspec import runtime
     from archspec.verify import generate
@@ -105,7 +106,7 @@ def pytorch_model(compiled: Compiled, directory: Path, **kwargs: Any) -> torch.n
     module = generate(compiled, ["pytorch"], directory)["pytorch"]
     if isinstance(module, str):
         raise OnnxExportError(module)
-    return runtime.get("pytorch").build(module, class_name(compiled.graph.name), **kwargs)
+    return runtime.get("pytorch").build(module, class_name(compiled.graph.name))
 
 
 def export_onnx(compiled: Compiled, path: Path, opset: int | None = None) -> OnnxReport:
@@ -139,7 +140,7 @@ def export_onnx(compiled: Compiled, path: Path, opset: int | None = None) -> Onn
                 f"torch.onnx could not export {compiled.graph.name}: {type(exc).__name__}: {exc}. "
                 "This is a bug in archspec, not in your spec; please report it with the spec."
             ) from None
-        written = opset_of(program.model_proto)
+        written = opset_of(program)
         if opset is not None and written != opset:
             raise OnnxExportError(f"--opset {opset}: torch's exporter wrote opset {written}; give --opset {written}")
         moves = [(f, path.parent / f.name) for f in sorted(staged.parent.iterdir())]
