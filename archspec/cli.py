@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from archspec import diagram, extras, ops
-from archspec.codegen import EMITTERS
+from archspec.codegen import DERIVED, EMITTERS
 from archspec.diagnostics import SpecError
 from archspec.passes.expand import INPUT_FORMS, parse_input, parse_overrides
 from archspec.pipeline import Compiled, compile_spec
@@ -458,14 +458,17 @@ def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
 # verify: same weights, same outputs
 
 
-def _targets(value: str) -> list[str]:
+def _targets(value: str, train: bool) -> list[str]:
+    known = list(EMITTERS) if train else [*EMITTERS, *DERIVED]
     chosen = [t.strip() for t in value.split(",") if t.strip()]
     if chosen == ["all"]:
-        return list(EMITTERS)
-    unknown = [t for t in chosen if t not in EMITTERS]
+        return known
+    if train and any(t in DERIVED for t in chosen):
+        raise click.UsageError(f"--train: {', '.join(DERIVED)} runs inference only; drop it from --targets")
+    unknown = [t for t in chosen if t not in known]
     if unknown or not chosen:
         what = f"unknown target {unknown[0]!r}" if unknown else "no target given"
-        raise click.UsageError(f"--targets: {what}; choose from {', '.join(EMITTERS)} (comma-separated) or all")
+        raise click.UsageError(f"--targets: {what}; choose from {', '.join(known)} (comma-separated) or all")
     return chosen
 
 
@@ -477,7 +480,8 @@ def _targets(value: str) -> list[str]:
     default="pytorch,tensorflow,keras,chainer",
     show_default=True,
     metavar="LIST",
-    help="Comma-separated targets to check (pytorch, the reference, always runs), or all.",
+    help="Comma-separated targets to check (pytorch, the reference, always runs; onnx: the PyTorch model "
+    "exported to ONNX, run in onnxruntime), or all.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--trace", is_flag=True, help="Name the first node where each target departs from the reference.")
@@ -541,7 +545,7 @@ def verify_command(
 
     if train and trace:
         raise click.UsageError("--trace compares inference only; drop it or --train")
-    chosen = _targets(targets)
+    chosen = _targets(targets, train)
     extras.require("archspec verify", "pytorch", *chosen)
     from archspec.verify import format_table, verify
 
@@ -956,4 +960,44 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None
     for path in written:
+        click.echo(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------
+# export: the network in an exchange format
+
+
+def _opset(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    from archspec.export.onnx import OnnxExportError, check_opset
+
+    try:
+        check_opset(value)
+    except OnnxExportError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+@main.command(name="export")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), required=True, help="File format.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="File to write. [./<spec name>.onnx]")
+@click.option("--opset", type=int, callback=_opset, help="ONNX opset, 18 to 25. [the exporter's default, 20]")
+@set_option
+@input_option
+def export_command(spec: str, fmt: str, out: Path | None, opset: int | None, sets, input_shape) -> None:
+    """Export SPEC's generated PyTorch model (its outputs as the spec says, PyTorch's
+    initial weights) to ONNX with torch.onnx's dynamo exporter: one file, input
+    `input` with a dynamic batch axis, checked with onnx.checker. Prints the opset
+    written and the files."""
+    extras.require("archspec export", "onnx")
+    from archspec.export.onnx import OnnxExportError, export_onnx
+
+    compiled = load(spec, sets, input_shape)
+    try:
+        report = export_onnx(compiled, out or Path(f"{compiled.graph.name}.onnx"), opset)
+    except OnnxExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    click.echo(f"exported {compiled.graph.name} to ONNX opset {report.opset}")
+    for path in report.files:
         click.echo(f"wrote {path}")

@@ -126,6 +126,11 @@ CASES = [
     (1, ["weights", "export", "x.npz", "--spec", "broken.yaml", "-t", "pytorch", "-o", "x.pt"]),
     (2, ["weights", "export", "x.npz", "-t", "pytorch", "-o", "x.pt"]),  # no --spec
     (2, ["weights", "nope"]),
+    # export (real exports: tests/test_onnx.py)
+    (0, ["export", "--help"]),
+    (1, ["export", "broken.yaml", "--format", "onnx"]),
+    (2, ["export", "specs/lenet.yaml"]),  # no --format
+    (2, ["export", "specs/lenet.yaml", "--format", "onnx", "--opset", "7"]),
     # ops
     (0, ["ops"]),
     (2, ["ops", "conv2d"]),

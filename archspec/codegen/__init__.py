@@ -13,3 +13,6 @@ EMITTERS: dict[str, Callable[[CodeModel], str]] = {
     "keras": keras.emit,
     "chainer": chainer.emit,
 }
+
+# Targets without generated code of their own -> the target whose code they run.
+DERIVED = {"onnx": "pytorch"}

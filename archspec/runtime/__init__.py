@@ -1,10 +1,11 @@
 """Running generated models: weights in and out, inference, intermediate values.
 
 One module per target (:mod:`archspec.runtime.pytorch`, ``.tensorflow``,
-``.keras``, ``.chainer``), each driven only by the naming conventions of the
-generated code (attribute, variable, layer and link names are IR paths) and
-one table of layouts. The generated files stay standalone: nothing here is
-imported by them. Every module offers the same functions:
+``.keras``, ``.chainer``; ``.onnx`` runs the PyTorch code exported to ONNX),
+each driven only by the naming conventions of the generated code (attribute,
+variable, layer and link names are IR paths) and one table of layouts. The
+generated files stay standalone: nothing here is imported by them. Every
+module offers the same functions:
 
 ``load_weights(model, weights)``
     Copy a canonical weight set (:mod:`archspec.weights`) into a model. Every
@@ -38,17 +39,18 @@ from types import ModuleType
 
 import numpy as np
 
+from archspec.codegen import DERIVED, EMITTERS
 from archspec.weights import Weights, match
 
-TARGETS = ("pytorch", "tensorflow", "keras", "chainer")
+TARGETS = tuple(EMITTERS)
 
 
 def get(target: str) -> ModuleType:
     """The runtime module of a target (importing its framework: TensorFlow's C++
     start-up messages off unless TF_CPP_MIN_LOG_LEVEL says otherwise, and
     chainer's own import warnings silenced)."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if target not in TARGETS and target not in DERIVED:
+        raise ValueError(f"unknown target {target!r}; choose from {', '.join([*TARGETS, *DERIVED])}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
