@@ -20,9 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def pad_causal(x: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
-    """Pad the start of a sequence so that `layer` sees no future step: (kernel - 1) x dilation."""
-    return F.pad(x, ((layer.kernel_size[0] - 1) * layer.dilation[0], 0))
+class CausalConv1d(nn.Conv1d):
+    """nn.Conv1d that pads the start of the sequence by (kernel - 1) x dilation,
+    so that no output sees a later step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, ((self.kernel_size[0] - 1) * self.dilation[0], 0)))
 
 
 class ResidualLayer(nn.Module):
@@ -41,18 +44,18 @@ class ResidualLayer(nn.Module):
         last: bool = False,
     ) -> None:
         super().__init__()
-        self.filter = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
+        self.filter = CausalConv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.filter_tanh = nn.Tanh()
-        self.gate = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
+        self.gate = CausalConv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.gate_sigmoid = nn.Sigmoid()
         self.skip = nn.Conv1d(dilation_channels, skip_channels, 1)
         self.dense = nn.Conv1d(dilation_channels, residual_channels, 1) if not last else None
         self.use_residual = not last
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.filter(pad_causal(x, self.filter))
+        out = self.filter(x)
         filter_tanh = self.filter_tanh(out)
-        gate = self.gate(pad_causal(x, self.gate))
+        gate = self.gate(x)
         out = self.gate_sigmoid(gate)
         gated = filter_tanh * out
         skip = self.skip(gated)
@@ -85,7 +88,7 @@ class WaveNet(nn.Module):
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.causal = nn.Conv1d(256, 32, 2)
+        self.causal = CausalConv1d(256, 32, 2)
         self.stack = nn.ModuleList(
             ResidualLayer(
                 32,
@@ -104,7 +107,7 @@ class WaveNet(nn.Module):
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.causal(F.pad(x, (1, 0)))
+        x = self.causal(x)
         stack_skips = []
         for block in self.stack:
             x, skip = block(x)
