@@ -51,8 +51,10 @@ def main() -> None:
 
     os.chdir(ROOT)
     runs = [once() for _ in range(args.repeat)]
-    print(f"archspec build, whole zoo: {int(runs[0]['specs'])} specs, {int(runs[0]['files'])} files "
-          f"(median of {args.repeat} runs)")
+    print(
+        f"archspec build, whole zoo: {int(runs[0]['specs'])} specs, {int(runs[0]['files'])} files "
+        f"(median of {args.repeat} runs)"
+    )
     for key in runs[0]:
         if key in ("specs", "files"):
             continue
