@@ -1,4 +1,5 @@
-"""Generated PyTorch and Chainer code pads as a hand-writer would (issue 12, rule 4).
+"""Generated PyTorch and Chainer code pads as a hand-writer would (issue 12, rule 4),
+and PyTorch activations work in place where that is safe, as torchvision's do.
 
 A convolution whose padding is symmetric, or that has a 1x1 kernel, in every
 instance takes it as its own ``padding=``/``pad=`` (or none); only padding
@@ -128,3 +129,31 @@ def test_same_module_pads_only_where_the_size_matters() -> None:
     plain = torch.nn.Conv2d(4, 4, 3, stride=2, bias=False)
     plain.load_state_dict(strided.state_dict())
     assert torch.equal(strided(x), plain(torch.nn.functional.pad(x, (0, 1, 0, 1))))
+
+
+INPLACE = """
+name: inplace
+source: test
+input: [3, 8, 8]
+layers:
+  - conv: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  - bn: {op: batch_norm}
+  - relu: {op: relu}
+  - conv2: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  - relu2: {op: relu}
+  - add: {op: add, in: [relu2, conv2]}
+  - relu3: {op: relu6, in: input}
+  - pool: {op: global_avg_pool, in: add}
+"""
+
+
+def test_activations_overwrite_only_tensors_nobody_else_reads(tmp_path) -> None:
+    """``inplace=True`` (as torchvision) where the activation's input is a fresh
+    tensor that only it reads: not where the value is read again (conv2, by add)
+    or is the network's input."""
+    (tmp_path / "inplace.yaml").write_text(INPLACE)
+    model = build(compile_spec(tmp_path / "inplace.yaml"))
+    assert pytorch_emitter.inplace_steps(model.model) == {"relu"}
+    src = pytorch_emitter.emit(model)
+    assert "self.relu = nn.ReLU(inplace=True)" in src
+    assert "self.relu2 = nn.ReLU()" in src and "self.relu3 = nn.ReLU6()" in src

@@ -26,6 +26,7 @@ class Ctx:
     unit: Unit | None = None  # the unit being written
     helpers: set[str] = field(default_factory=set)  # names of helper definitions used
     same_modules: set[str] = field(default_factory=set)  # base classes of the 'same' padding modules used
+    inplace: set[str] = field(default_factory=set)  # steps of the unit that overwrite their input
     functional: bool = False  # torch.nn.functional is needed
 
 
@@ -255,8 +256,47 @@ def _simple(ctor: str) -> Module:
     return lambda step, ctx: ctor
 
 
+def _activation(cls: str) -> Module:
+    """``nn.ReLU()``, or ``nn.ReLU(inplace=True)`` where the step may overwrite its input."""
+    return lambda step, ctx: f"{cls}(inplace=True)" if step.name in ctx.inplace else f"{cls}()"
+
+
 def leaky_relu(step: Step, ctx: Ctx) -> str:
-    return f"nn.LeakyReLU({_attr(step, ctx, 'negative_slope')})"
+    inplace = ", inplace=True" if step.name in ctx.inplace else ""
+    return f"nn.LeakyReLU({_attr(step, ctx, 'negative_slope')}{inplace})"
+
+
+# Activations that PyTorch can apply in place, and the ops whose output they
+# may overwrite: a new tensor that the op's backward does not read.
+INPLACE_OPS = {"relu", "relu6", "leaky_relu", "silu", "hard_swish"}
+FRESH_OUTPUT = {
+    "conv2d",
+    "depthwise_conv2d",
+    "separable_conv2d",
+    "conv1d",
+    "dense",
+    "batch_norm",
+    "layer_norm",
+    "instance_norm",
+    "add",
+    "concat",
+    "multiply",
+}
+
+
+def inplace_steps(unit: Unit) -> set[str]:
+    """The activations that overwrite their input, as torchvision writes them
+    (``nn.ReLU(inplace=True)``): the input is the output of the step just
+    before, an op that is always there and makes a new tensor, and the
+    activation's result takes its variable, so nothing else sees the old value."""
+    return {
+        step.name
+        for prev, step in zip(unit.steps, unit.steps[1:])
+        if step.op in INPLACE_OPS
+        and prev.op in FRESH_OUTPUT
+        and prev.cond is None
+        and step.inputs == [prev.output] == [step.output]
+    }
 
 
 def dropout(step: Step, ctx: Ctx) -> str:
@@ -331,13 +371,13 @@ OPS: dict[str, Rule] = {
     "instance_norm": Rule(instance_norm),
     "lrn": Rule(lrn),
     "dropout": Rule(dropout),
-    "relu": Rule(_simple("nn.ReLU()")),
-    "relu6": Rule(_simple("nn.ReLU6()")),
+    "relu": Rule(_activation("nn.ReLU")),
+    "relu6": Rule(_activation("nn.ReLU6")),
     "leaky_relu": Rule(leaky_relu),
     "sigmoid": Rule(_simple("nn.Sigmoid()")),
     "tanh": Rule(_simple("nn.Tanh()")),
-    "silu": Rule(_simple("nn.SiLU()")),
-    "hard_swish": Rule(_simple("nn.Hardswish()")),
+    "silu": Rule(_activation("nn.SiLU")),
+    "hard_swish": Rule(_activation("nn.Hardswish")),
     "softmax": Rule(_simple("nn.Softmax(dim=1)")),
     "flatten": Rule(None, lambda step, ctx, ins, m: f"torch.flatten({ins[0]}, 1)"),
     "add": Rule(None, _add),
@@ -365,6 +405,7 @@ class ClassCode:
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     p = ctx.printer
     ctx.unit = unit
+    ctx.inplace = inplace_steps(unit)
     init: list[str] = []
     forward: list[str] = []
     for step in unit.steps:

@@ -96,7 +96,7 @@ class ConvBNSilu(nn.Module):
         super().__init__()
         self.conv = Conv2dSame(in_channels, out, kernel, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -112,7 +112,7 @@ class SqueezeExcitation(nn.Module):
     def __init__(self, in_channels: int, squeeze: int) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, squeeze, 1)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)
         self.expand = nn.Conv2d(squeeze, in_channels, 1)
         self.gate = nn.Sigmoid()
 
@@ -138,7 +138,7 @@ class Mbconv(nn.Module):
             t * in_channels, t * in_channels, kernel, stride=stride, groups=t * in_channels, bias=False
         )
         self.dw_bn = nn.BatchNorm2d(t * in_channels, eps=0.001, momentum=0.01)
-        self.dw_act = nn.SiLU()
+        self.dw_act = nn.SiLU(inplace=True)
         self.se = SqueezeExcitation(t * in_channels, squeeze=max(1, in_channels // 4))
         self.project = nn.Conv2d(t * in_channels, make_divisible(c * width_mult, 8), 1, bias=False)
         self.project_bn = nn.BatchNorm2d(make_divisible(c * width_mult, 8), eps=0.001, momentum=0.01)

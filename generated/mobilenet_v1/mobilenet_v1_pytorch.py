@@ -89,7 +89,7 @@ class ConvBNReLU6(nn.Module):
         super().__init__()
         self.conv = Conv2dSame(in_channels, out, 3, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.relu = nn.ReLU6()
+        self.relu = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -106,10 +106,10 @@ class DepthwiseSeparable(nn.Module):
         super().__init__()
         self.dw = Conv2dSame(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False)
         self.dw_bn = nn.BatchNorm2d(in_channels, eps=0.001, momentum=0.01)
-        self.dw_relu = nn.ReLU6()
+        self.dw_relu = nn.ReLU6(inplace=True)
         self.pw = nn.Conv2d(in_channels, out, 1, bias=False)
         self.pw_bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.pw_relu = nn.ReLU6()
+        self.pw_relu = nn.ReLU6(inplace=True)
         self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

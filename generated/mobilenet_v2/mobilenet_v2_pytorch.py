@@ -87,7 +87,7 @@ class ConvBNReLU6(nn.Module):
         super().__init__()
         self.conv = Conv2dSame(in_channels, out, kernel, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.001)
-        self.relu = nn.ReLU6()
+        self.relu = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -105,7 +105,7 @@ class InvertedResidual(nn.Module):
         self.expand = ConvBNReLU6(in_channels, out=t * in_channels) if t != 1 else None
         self.dwconv = Conv2dSame(t * in_channels, t * in_channels, 3, stride=stride, groups=t * in_channels, bias=False)
         self.dw_bn = nn.BatchNorm2d(t * in_channels, eps=0.001, momentum=0.001)
-        self.dw_relu = nn.ReLU6()
+        self.dw_relu = nn.ReLU6(inplace=True)
         self.project = nn.Conv2d(t * in_channels, out, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.001)
         self.use_add = stride == 1 and in_channels == out

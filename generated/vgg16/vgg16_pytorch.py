@@ -39,7 +39,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ class ClassifierUnit(nn.Module):
     def __init__(self, in_channels: int, out: int, dropout: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.out_channels = out
 

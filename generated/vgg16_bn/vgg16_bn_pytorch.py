@@ -41,7 +41,7 @@ class ConvBNReLU(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
         self.bn = nn.BatchNorm2d(out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class ClassifierUnit(nn.Module):
     def __init__(self, in_channels: int, out: int, dropout: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.out_channels = out
 

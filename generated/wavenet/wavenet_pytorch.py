@@ -100,9 +100,9 @@ class WaveNet(nn.Module):
             )
             for i in range(stacks * layers_per_stack)
         )
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv1d(256, 256, 1)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv1d(256, num_classes, 1)
         self.prob = nn.Softmax(dim=1)
 

@@ -192,7 +192,7 @@ class SepBNReLU(nn.Module):
         super().__init__()
         self.sepconv = SeparableConv2d(in_channels, out, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sepconv(x)
@@ -219,10 +219,10 @@ class Xception(nn.Module):
         self.logits = logits
         self.conv1 = nn.Conv2d(3, 32, 3, stride=2, bias=False)
         self.bn1 = nn.BatchNorm2d(32, eps=0.001, momentum=0.01)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(32, 64, 3, bias=False)
         self.bn2 = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.block2 = DownsamplingModule(64, mid=128, out=128, relu_first=False)
         self.block3 = DownsamplingModule(128, mid=256, out=256)
         self.block4 = DownsamplingModule(256, mid=728, out=728)

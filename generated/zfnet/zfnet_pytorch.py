@@ -38,7 +38,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=padding)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -52,7 +52,7 @@ class ClassifierUnit(nn.Module):
     def __init__(self, in_channels: int, out: int, dropout: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.out_channels = out
 
