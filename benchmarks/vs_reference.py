@@ -1,7 +1,8 @@
-"""Time generated PyTorch models against their torchvision twins.
+"""Time generated models against their twins: PyTorch against torchvision, and
+(with --keras) Keras against keras.applications.
 
     .venv/bin/python benchmarks/vs_reference.py [--nets resnet18,mobilenet_v2] [--threads 1]
-        [--rounds 5] [--batch 8] [--size 160]
+        [--rounds 5] [--batch 8] [--size 160] [--no-train] [--keras]
 
 Per pair: inference (eval, no_grad) and one training step (SGD, cross-entropy
 on the logits: the generated model is built with logits=True where it ends in
@@ -38,6 +39,8 @@ PAIRS: dict[str, tuple[str, dict, int]] = {
     "efficientnet_b0": ("efficientnet_b0", {}, 224),
     "inception_v3": ("inception_v3", {"aux_logits": False, "init_weights": False}, 299),
 }
+# Spec name -> keras.applications constructor, for --keras.
+KERAS_PAIRS = {"xception": "Xception", "mobilenet_v2": "MobileNetV2", "densenet121": "DenseNet121"}
 
 
 def generated_model(name: str, size: int, workdir: Path):
@@ -58,6 +61,44 @@ def generated_model(name: str, size: int, workdir: Path):
     params = inspect.signature(cls).parameters
     kwargs = {"num_classes": 1000, **({"logits": True} if "logits" in params else {})}
     return cls(**kwargs)
+
+
+def generated_keras_model(name: str, size: int, workdir: Path):
+    """The generated Keras network for a size x size input, 1000 classes, returning logits."""
+    from archspec.codegen import keras as keras_emitter
+    from archspec.codegen.model import build, class_name
+    from archspec.pipeline import compile_spec
+
+    compiled = compile_spec(ROOT / "specs" / f"{name}.yaml", input_shape=(3, size, size))
+    path = workdir / f"{name}_keras.py"
+    path.write_text(keras_emitter.emit(build(compiled)))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_keras", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    fn = getattr(module, class_name(name))
+    params = inspect.signature(fn).parameters
+    return fn(num_classes=1000, **({"logits": True} if "logits" in params else {}))
+
+
+def keras_twin(name: str, size: int):
+    import keras
+
+    ctor = getattr(keras.applications, KERAS_PAIRS[name])
+    return ctor(weights=None, input_shape=(size, size, 3), classes=1000, classifier_activation=None)
+
+
+def keras_modes(ours, twin, x, y, train: bool) -> list[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """Inference (``predict_on_batch``) and one SGD step (``train_on_batch``, cross-entropy on logits)."""
+    import keras
+
+    modes = [("infer", lambda: ours.predict_on_batch(x), lambda: twin.predict_on_batch(x))]
+    if train:
+        for model in (ours, twin):
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+        modes.append(("train", lambda: ours.train_on_batch(x, y), lambda: twin.train_on_batch(x, y)))
+    return modes
 
 
 def twin_model(name: str):
@@ -114,22 +155,27 @@ def compare(pair: tuple[Callable[[], None], Callable[[], None]], rounds: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nets", default=",".join(PAIRS), help=f"comma-separated, of: {', '.join(PAIRS)}")
+    parser.add_argument("--nets", default="", help=f"comma-separated (default: all), of: {', '.join(PAIRS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steady on a busy machine)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per measurement (default 5)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     parser.add_argument("--size", type=int, default=0, help="input height and width (default: each spec's own)")
     parser.add_argument("--no-train", action="store_true", help="time inference only")
+    parser.add_argument("--keras", action="store_true", help=f"Keras pairs instead: {', '.join(KERAS_PAIRS)}")
     args = parser.parse_args()
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    unknown = [n for n in nets if n not in PAIRS]
+    pairs = KERAS_PAIRS if args.keras else PAIRS
+    nets = [n.strip() for n in (args.nets or ",".join(pairs)).split(",") if n.strip()]
+    unknown = [n for n in nets if n not in pairs]
     if unknown or not nets:
-        parser.error(f"--nets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(PAIRS)}")
+        parser.error(f"--nets: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(pairs)}")
     for flag in ("threads", "rounds", "batch"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
     if args.size < 0:
         parser.error("--size must be positive (0: each spec's own)")
+    if args.keras:
+        keras_main(nets, args)
+        return
 
     import torch
 
@@ -152,6 +198,32 @@ def main() -> None:
             if not args.no_train:
                 modes.append(("train", train_step(ours, x, y), train_step(twin, x, y)))
             for mode, a, b in modes:
+                ms_ours, ms_twin = compare((a, b), args.rounds)
+                print(f"{name:<16} {mode:<6} {size:>4} {ms_ours:13.1f} {ms_twin:9.1f} {ms_ours / ms_twin:6.3f}")
+                sys.stdout.flush()
+
+
+def keras_main(nets: list[str], args: argparse.Namespace) -> None:
+    """The Keras pairs, on the TensorFlow backend with fixed threads."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    print(f"tensorflow {tf.__version__}, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} rounds")
+    print(f"{'net':<16} {'mode':<6} {'size':>4} {'generated ms':>13} {'twin ms':>9} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in nets:
+            size = args.size or (299 if name == "xception" else 224)
+            ours, twin = generated_keras_model(name, size, Path(tmp)), keras_twin(name, size)
+            x = rng.standard_normal((args.batch, size, size, 3), dtype=np.float32)
+            y = rng.integers(0, 1000, args.batch)
+            for mode, a, b in keras_modes(ours, twin, x, y, not args.no_train):
                 ms_ours, ms_twin = compare((a, b), args.rounds)
                 print(f"{name:<16} {mode:<6} {size:>4} {ms_ours:13.1f} {ms_twin:9.1f} {ms_ours / ms_twin:6.3f}")
                 sys.stdout.flush()
