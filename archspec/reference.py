@@ -21,7 +21,7 @@ _SCHEMAS = (
 _LIBRARY = []  # keeps the defining library alive: its definitions die with it
 
 
-class ReferenceError(Exception):
+class ReferenceUnavailable(Exception):
     """torchvision cannot be imported here; the message says why."""
 
 
@@ -31,7 +31,7 @@ def torchvision() -> ModuleType:
     try:
         import torch
     except ImportError as exc:
-        raise ReferenceError(f"torchvision needs torch, which is not installed ({exc})") from None
+        raise ReferenceUnavailable(f"torchvision needs torch, which is not installed ({exc})") from None
     if not _declared(torch):
         lib = torch.library.Library("torchvision", "DEF")
         for schema in _SCHEMAS:
@@ -40,7 +40,7 @@ def torchvision() -> ModuleType:
     try:
         import torchvision as module
     except ImportError as exc:
-        raise ReferenceError(f"torchvision is not installed ({exc}); pip install archspec[reference]") from None
+        raise ReferenceUnavailable(f"torchvision is not installed ({exc}); pip install archspec[reference]") from None
     return module
 
 

@@ -13,6 +13,12 @@ input, one after the other in each round (the order alternates between
 rounds), with a fixed number of threads. The generated code is compiled from
 specs/ at the input size asked for (--size changes the spec's input, as
 `archspec compile --input` does). Figures, not assertions.
+
+mobilenet_v2 and efficientnet_b0 follow Keras: their stride-2 layers pad
+'same' by TensorFlow's rule, one pixel more at the bottom and right, which
+PyTorch's layers cannot say, so Conv2dSame pads a copy of the input there.
+torchvision pads those layers symmetrically (a different function, cheaper
+here): that copy is most of what separates the two.
 """
 
 from __future__ import annotations
@@ -179,7 +185,9 @@ def main() -> None:
 
     import torch
 
-    from archspec.reference import ReferenceError
+    from archspec.codegen.model import CodegenError
+    from archspec.diagnostics import SpecError
+    from archspec.reference import ReferenceUnavailable
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} rounds")
@@ -189,8 +197,8 @@ def main() -> None:
             size = args.size or PAIRS[name][2]
             try:
                 ours, twin = generated_model(name, size, Path(tmp)), twin_model(name)
-            except ReferenceError as exc:
-                sys.exit(f"vs_reference: {exc}")
+            except (ReferenceUnavailable, SpecError, CodegenError) as exc:
+                sys.exit(f"vs_reference: {name} at {size}x{size}: {exc}")
             gen = torch.Generator().manual_seed(0)
             x = torch.randn(args.batch, 3, size, size, generator=gen)
             y = torch.randint(0, 1000, (args.batch,), generator=gen)
@@ -210,17 +218,27 @@ def keras_main(nets: list[str], args: argparse.Namespace) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import numpy as np
-    import tensorflow as tf
+
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        sys.exit(f"vs_reference: --keras needs tensorflow and keras ({exc}); pip install archspec[keras]")
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     print(f"tensorflow {tf.__version__}, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} rounds")
     print(f"{'net':<16} {'mode':<6} {'size':>4} {'generated ms':>13} {'twin ms':>9} {'ratio':>6}")
+    from archspec.codegen.model import CodegenError
+    from archspec.diagnostics import SpecError
+
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for name in nets:
             size = args.size or (299 if name == "xception" else 224)
-            ours, twin = generated_keras_model(name, size, Path(tmp)), keras_twin(name, size)
+            try:
+                ours, twin = generated_keras_model(name, size, Path(tmp)), keras_twin(name, size)
+            except (SpecError, CodegenError, ValueError) as exc:  # ValueError: keras.applications' size checks
+                sys.exit(f"vs_reference: {name} at {size}x{size}: {exc}")
             x = rng.standard_normal((args.batch, size, size, 3), dtype=np.float32)
             y = rng.integers(0, 1000, args.batch)
             for mode, a, b in keras_modes(ours, twin, x, y, not args.no_train):
