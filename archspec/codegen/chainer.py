@@ -28,8 +28,11 @@ Semantics that differ from Chainer's defaults, handled here: batch-norm
 ``decay`` is 1 - the IR momentum; max pooling says ``cover_all=False`` unless
 the IR's ``ceil_mode`` output size is what ``cover_all=True`` gives; average
 pooling that does not count padded zeros is ``F.average_pooling_nd(...,
-pad_value=None)``; padding Chainer cannot express (asymmetric, per-input
-'same', causal) is an explicit ``F.pad`` in ``forward`` (-inf for max pooling).
+pad_value=None)``. Padding ``pad=`` cannot express (asymmetric, or 'same'
+that depends on the input size, causal) is done by a small subclass of the
+convolution link (``Convolution2DSame``, ``CausalConvolution1D``) or, for max
+pooling, a helper function; what remains (explicit asymmetric padding, a
+separable convolution's or an average pooling's) is an ``F.pad`` in forward.
 """
 
 from __future__ import annotations
@@ -115,14 +118,19 @@ _CHAIN_ATTRS = frozenset(
 
 # Module-level names of a generated file that forward reads or that classes use.
 _MODULE_NAMES = frozenset(
-    ["F", "L", "np", "math", "chainer", "make_divisible", "pad_same", "pad_causal", "same_pad"]
+    ["F", "L", "np", "math", "chainer", "make_divisible", "pad_same", "same_pad", "fixed_same_pad"]
+    + ["Convolution2DSame", "Convolution1DSame", "CausalConvolution1D", "max_pooling_2d_same"]
     + ["channel_shuffle", "instance_norm", "make_stage", "Stage", "SeparableConvolution2D", "ChannelLayerNormalization"]
 )
 
 # Helpers written into the generated file, and what each one uses.
 _HELPER_USES = {
     "pad_same": {"F", "math"},
-    "pad_causal": {"F", "L"},
+    "fixed_same_pad": set(),
+    "Convolution2DSame": {"L"},
+    "Convolution1DSame": {"L"},
+    "CausalConvolution1D": {"F", "L"},
+    "max_pooling_2d_same": {"F", "np"},
     "same_pad": set(),
     "channel_shuffle": {"F"},
     "instance_norm": {"F"},
@@ -168,17 +176,8 @@ class Ctx:
 
     def instances(self, step: Step) -> list[tuple[dict[str, Any], Node]]:
         """(environment, IR node) of every instance of an op step."""
-        g = self.model.compiled.graph
-        unit = self.unit
-        assert unit is not None
-        if unit.is_model:
-            return [(dict(g.params), self.nodes[step.name])] if step.name in self.nodes else []
-        out = []
-        for inst in g.instances:
-            path = f"{inst.path}.{step.name}"
-            if inst.block == unit.name and not inst.units and path in self.nodes:
-                out.append(({**g.params, **inst.args, "in_channels": inst.in_shape[0]}, self.nodes[path]))
-        return out
+        assert self.unit is not None
+        return common.instances(self.model, self.unit, step, self.nodes)
 
 
 def _where(ctx: Ctx, step: Step) -> str:
@@ -197,23 +196,55 @@ def _symmetric(p: Padding) -> bool:
     return s[0] == s[1] if len(s) == 2 else (s[0] == s[1] and s[2] == s[3])
 
 
-def _in_forward(p: Padding | None) -> bool:
-    """True when the padding is done by an explicit pad in forward."""
+def _in_forward(step: Step, ctx: Ctx) -> bool:
+    """True when ``pad=`` cannot say the padding: a padding link
+    (:func:`_pad_link`), a padding helper or an explicit pad in forward does."""
+    p = step.padding
     if p is None or p.mode == "none" or p.expr is not None:
         return False
-    return not _symmetric(p)
+    return not _symmetric(p) and _same_expr(step, ctx) is None
+
+
+def _same_expr(step: Step, ctx: Ctx) -> E.Expr | tuple | None:
+    """Per-instance 'same' padding that one symmetric expression writes (``kernel // 2``)."""
+    p = step.padding
+    if p is None or p.mode != "same" or p.sides is not None:
+        return None
+    return common.symmetric_same(step, ctx.instances(step))
+
+
+# Links whose padding ``pad=`` cannot say, padded by a subclass instead (in its
+# forward, so that the network's stays ``h = self.conv(x)``): TensorFlow's
+# 'same' where it is asymmetric or depends on the input size, and causal padding.
+SAME_LINKS = {"L.Convolution2D": "Convolution2DSame", "L.Convolution1D": "Convolution1DSame"}
+
+
+def _pad_link(step: Step, ctx: Ctx, base: str) -> str:
+    """The link class of a convolution: ``base``, or the subclass that pads for it."""
+    p = step.padding
+    if p is None or not _in_forward(step, ctx):
+        return base
+    if p.mode == "causal" and base == "L.Convolution1D":
+        ctx.helpers.add("CausalConvolution1D")
+        return "CausalConvolution1D"
+    if p.mode == "same" and base in SAME_LINKS:
+        ctx.helpers |= {"pad_same", "fixed_same_pad", SAME_LINKS[base]}
+        return SAME_LINKS[base]
+    return base
 
 
 def _pad_kw(step: Step, ctx: Ctx, runtime: bool) -> list[str]:
     """The ``pad=`` keyword of a convolution or pooling (symmetric padding)."""
     p = step.padding
-    if p is None or p.mode == "none" or _in_forward(p):
+    if p is None or p.mode == "none" or _in_forward(step, ctx):
         return []
     show = ctx.runtime if runtime else ctx.expr
     if p.mode == "keyword":
         return [f"pad={_keyword_pad(step, ctx, show)}"]
     if p.expr is not None:
         return [f"pad={show(p.expr)}"]
+    if p.sides is None:  # 'same' that one expression writes
+        return [f"pad={show(_same_expr(step, ctx))}"]  # type: ignore[arg-type]
     sides = p.sides
     if len(sides) == 2:
         return [f"pad={sides[0]}"] if sides[0] else []
@@ -267,12 +298,11 @@ def _all_const(value: E.Expr | tuple) -> bool:
 def _pad_input(step: Step, ctx: Ctx, inp: str, link: str | None, value: str = "") -> str:
     """Wrap the input in an explicit pad when ``pad=`` cannot say it."""
     p = step.padding
-    if not _in_forward(p):
+    if not _in_forward(step, ctx):
         return inp
+    if link is not None and _pad_link(step, ctx, _LINK_BASE[step.op]) != _LINK_BASE[step.op]:
+        return inp  # the link pads
     fill = f", value={value}" if value else ""
-    if p.sides is None and p.mode == "causal":
-        ctx.helpers.add("pad_causal")
-        return f"pad_causal({inp}, {link})"
     if p.sides is None:  # 'same' resolved differently per instance: pad at run time
         ctx.helpers.add("pad_same")
         if link is not None:
@@ -284,6 +314,15 @@ def _pad_input(step: Step, ctx: Ctx, inp: str, link: str | None, value: str = ""
     widths = ((0, 0), (0, 0), *((s[k], s[k + 1]) for k in range(0, len(s), 2)))
     const = f", constant_values={value}" if value else ""
     return f'F.pad({inp}, {widths}, "constant"{const})'
+
+
+# The link class of each convolution op (see _pad_link).
+_LINK_BASE = {
+    "conv2d": "L.Convolution2D",
+    "depthwise_conv2d": "L.Convolution2D",
+    "conv1d": "L.Convolution1D",
+    "separable_conv2d": "SeparableConvolution2D",
+}
 
 
 def _is_one(value: E.Expr | tuple | None) -> bool:
@@ -321,7 +360,7 @@ def conv2d(step: Step, ctx: Ctx) -> str:
     kw += _nobias(step, ctx)
     kw += _kw("dilate", ctx.expr(step.attrs["dilation"]), "1")
     kw += _kw("groups", ctx.expr(step.attrs["groups"]), "1")
-    return f"L.Convolution2D({', '.join(args + kw)})"
+    return f"{_pad_link(step, ctx, 'L.Convolution2D')}({', '.join(args + kw)})"
 
 
 def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
@@ -332,7 +371,7 @@ def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
     kw += _nobias(step, ctx)
     kw += _kw("dilate", ctx.expr(step.attrs["dilation"]), "1")
     kw.append(f"groups={cin}")
-    return f"L.Convolution2D({', '.join([cin, cout, ctx.expr(step.attrs['kernel']), *kw])})"
+    return f"{_pad_link(step, ctx, 'L.Convolution2D')}({', '.join([cin, cout, ctx.expr(step.attrs['kernel']), *kw])})"
 
 
 def separable_conv2d(step: Step, ctx: Ctx) -> str:
@@ -351,7 +390,7 @@ def conv1d(step: Step, ctx: Ctx) -> str:
     kw += _nobias(step, ctx)
     kw += _kw("dilate", ctx.expr(step.attrs["dilation"]), "1")
     kw += _kw("groups", ctx.expr(step.attrs["groups"]), "1")
-    return f"L.Convolution1D({', '.join(args + kw)})"
+    return f"{_pad_link(step, ctx, 'L.Convolution1D')}({', '.join(args + kw)})"
 
 
 def dense(step: Step, ctx: Ctx) -> str:
@@ -400,12 +439,12 @@ def _padded_call(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
     return f"{link}({_pad_input(step, ctx, ins[0], link)})"
 
 
-def _window_sizes(step: Step, node: Node) -> list[tuple[int, int, int, int, int]]:
+def _window_sizes(step: Step, ctx: Ctx, node: Node) -> list[tuple[int, int, int, int, int]]:
     """Per spatial axis of one instance: (padded size, pad per side given to
     Chainer, kernel, stride, IR output size)."""
     out = []
     t, b, left, r = node.attrs["padding"]
-    explicit = _in_forward(step.padding)
+    explicit = _in_forward(step, ctx)
     for axis, (before, after) in enumerate(((t, b), (left, r))):
         size = node.in_shapes[0][1 + axis]
         k, s = node.attrs["kernel"][axis], node.attrs["stride"][axis]
@@ -420,7 +459,7 @@ def _floor_fits(step: Step, ctx: Ctx) -> bool:
     return all(
         (n + 2 * p - k) // s + 1 == want
         for _, node in ctx.instances(step)
-        for n, p, k, s, want in _window_sizes(step, node)
+        for n, p, k, s, want in _window_sizes(step, ctx, node)
     )
 
 
@@ -436,7 +475,7 @@ def _cover_all(step: Step, ctx: Ctx) -> bool | None:
     if ceil == "True" and all(
         (n + 2 * p - k + s - 1) // s + 1 == want
         for _, node in ctx.instances(step)
-        for n, p, k, s, want in _window_sizes(step, node)
+        for n, p, k, s, want in _window_sizes(step, ctx, node)
     ):
         return True
     return False if _floor_fits(step, ctx) else None
@@ -480,6 +519,11 @@ def max_pool2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
         if "stride" in step.attrs:
             args.append(f"stride={ctx.runtime(step.attrs['stride'])}")
         return f"F.max_pooling_2d({', '.join([*args, 'cover_all=False'])})"
+    p = step.padding
+    if p is not None and p.mode == "same" and _in_forward(step, ctx) and not cover:
+        ctx.helpers |= {"pad_same", "max_pooling_2d_same"}
+        stride = step.attrs.get("stride", step.attrs["kernel"])
+        return f"max_pooling_2d_same({ins[0]}, {ctx.runtime(step.attrs['kernel'])}, {ctx.runtime(stride)})"
     inp = _pad_input(step, ctx, ins[0], None, "-np.inf")
     return f"F.max_pooling_2d({', '.join([*_pool_args(step, ctx, inp), f'cover_all={cover}'])})"
 
@@ -499,7 +543,7 @@ def avg_pool2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
         return f"F.average_pooling_2d({', '.join(_pool_args(step, ctx, inp))})"
     if count_pad != "False":
         raise CodegenError(f"{where}: count_include_pad must be the same in every instance")
-    if _in_forward(step.padding):
+    if _in_forward(step, ctx):
         raise CodegenError(
             f"{where}: average pooling that does not count padded zeros needs symmetric padding in Chainer "
             "(F.average_pooling_nd's pad_value=None); an explicit pad would be counted"

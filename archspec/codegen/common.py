@@ -6,10 +6,22 @@ import ast
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from archspec.codegen.model import Arg, CodegenError, CodeModel, Step, Unit, const_value, is_const, logits_outputs
+from archspec.codegen.model import (
+    Arg,
+    CodegenError,
+    CodeModel,
+    Step,
+    Unit,
+    const_value,
+    fold,
+    is_const,
+    logits_outputs,
+    source,
+)
 from archspec.diagnostics import one_line
-from archspec.ir import INPUT
+from archspec.ir import INPUT, Node
 from archspec.ops import REQUIRED
 from archspec.schema import expr as E
 
@@ -81,6 +93,50 @@ def _as_bool(e: E.Expr) -> E.Expr:
     if isinstance(e, E.Compare) or (isinstance(e, E.Unary) and e.op == "not") or _is_bool(e):
         return e
     return E.Call("bool", (e,), 0)
+
+
+def instances(model: CodeModel, unit: Unit, step: Step, nodes: dict[str, Node]) -> list[tuple[dict[str, Any], Node]]:
+    """(environment, IR node) of every instance of an op step of ``unit``."""
+    g = model.compiled.graph
+    if unit.is_model:
+        return [(dict(g.params), nodes[step.name])] if step.name in nodes else []
+    out = []
+    for inst in g.instances:
+        path = f"{inst.path}.{step.name}"
+        if inst.block == unit.name and not inst.units and path in nodes:
+            out.append(({**g.params, **inst.args, "in_channels": inst.in_shape[0]}, nodes[path]))
+    return out
+
+
+def symmetric_same(step: Step, found: list[tuple[dict[str, Any], Node]]) -> E.Expr | tuple | None:
+    """'same' padding that differs between instances but is symmetric in each,
+    as one expression over the unit's arguments (``kernel // 2``, or
+    ``(kernel - 1) * dilation // 2``) verified against every instance; None
+    where that expression does not give the IR's padding everywhere."""
+    kernel, dilation = step.attrs.get("kernel"), step.attrs.get("dilation")
+    if kernel is None or not found:
+        return None
+    axes = len(found[0][1].attrs["padding"]) // 2
+    kernels = kernel if isinstance(kernel, tuple) else (kernel,) * axes
+    dilations = dilation if isinstance(dilation, tuple) else (dilation,) * axes
+    exprs = tuple(_half_window(k, d) for k, d in zip(kernels, dilations))
+    for env, node in found:
+        sides = node.attrs["padding"]
+        try:
+            got = [E.evaluate(e, env) for e in exprs]
+        except E.ExprError:
+            return None
+        if any(sides[2 * a] != g or sides[2 * a + 1] != g for a, g in enumerate(got)):
+            return None
+    return exprs[0] if len({source(e) for e in exprs}) == 1 else exprs
+
+
+def _half_window(kernel: E.Expr, dilation: E.Expr | None) -> E.Expr:
+    """``kernel // 2``, or ``(kernel - 1) * dilation // 2`` where the dilation is not 1."""
+    if dilation is None or (is_const(dilation) and const_value(dilation) == 1):
+        return fold(E.Binary("//", kernel, E.Num(2, 0), 0))
+    span = E.Binary("*", E.Binary("-", kernel, E.Num(1, 0), 0), dilation, 0)
+    return fold(E.Binary("//", span, E.Num(2, 0), 0))
 
 
 def decay(momentum: E.Expr, show: Callable[[E.Expr], str]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from archspec.codegen import common
 from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, mul
 from archspec.codegen.render import render_template
+from archspec.ir import Node
 from archspec.schema import expr as E
 
 TARGET = "pytorch"
@@ -20,7 +21,12 @@ TARGET = "pytorch"
 @dataclass
 class Ctx:
     printer: common.Printer
+    model: CodeModel
+    nodes: dict[str, Node]  # IR nodes by path
+    unit: Unit | None = None  # the unit being written
     helpers: set[str] = field(default_factory=set)  # names of helper definitions used
+    same_modules: set[str] = field(default_factory=set)  # base classes of the 'same' padding modules used
+    inplace: set[str] = field(default_factory=set)  # steps of the unit that overwrite their input
     functional: bool = False  # torch.nn.functional is needed
 
 
@@ -45,19 +51,35 @@ def _const(step: Step, ctx: Ctx, name: str) -> object:
 
 
 def _conv_padding(step: Step, ctx: Ctx) -> list[str]:
-    """The padding keyword of a convolution or pooling module (symmetric only)."""
+    """The padding keyword of a convolution or pooling module: symmetric padding,
+    as a number or an expression verified in every instance; nothing where a
+    padding module (:func:`_pad_module`) or forward pads."""
     p = step.padding
     if p is None or p.mode == "none":
         return []
     if p.expr is not None:  # symmetric, or a 'same'/'valid' parameter (PyTorch takes both words)
         return [f"padding={ctx.printer.pair(p.expr)}"]
-    if p.sides is None or not _symmetric(p):
-        return []  # padded in forward
+    if p.sides is None:  # 'same' resolved differently per instance
+        expr = _same_expr(step, ctx)
+        return [] if expr is None else [f"padding={ctx.printer.pair(expr)}"]
+    if not _symmetric(p):
+        return []
     sides = p.sides
     if len(sides) == 2:
-        return [f"padding={sides[0]}"]
+        return [f"padding={sides[0]}"] if sides[0] else []
     t, _, left, _ = sides
+    if not t and not left:
+        return []
     return [f"padding={t if t == left else (t, left)}"]
+
+
+def _same_expr(step: Step, ctx: Ctx) -> E.Expr | tuple | None:
+    """Per-instance 'same' padding that one symmetric expression writes (``kernel // 2``)."""
+    p = step.padding
+    if p is None or p.mode != "same" or p.sides is not None:
+        return None
+    assert ctx.unit is not None
+    return common.symmetric_same(step, common.instances(ctx.model, ctx.unit, step, ctx.nodes))
 
 
 def _symmetric(p: Padding) -> bool:
@@ -67,17 +89,42 @@ def _symmetric(p: Padding) -> bool:
     return s[0] == s[1] if len(s) == 2 else (s[0] == s[1] and s[2] == s[3])
 
 
+# The module that pads for a layer whose padding its own ``padding=`` cannot
+# say: TensorFlow's 'same' where it is asymmetric or depends on the input size
+# (the module pads in its forward, so the network's stays ``x = self.conv(x)``),
+# and causal padding. Base class -> its 'same' padding module.
+SAME_MODULES = {"nn.Conv2d": "Conv2dSame", "nn.Conv1d": "Conv1dSame", "nn.MaxPool2d": "MaxPool2dSame"}
+PAD_FILL = {"MaxPool2dSame": 'float("-inf")'}  # max pooling pads with -inf
+
+
+def _pad_module(step: Step, ctx: Ctx, base: str) -> str | None:
+    """The padding module that replaces ``base`` for this step, or None."""
+    p = step.padding
+    if p is None or p.expr is not None or (p.sides is not None and _symmetric(p)):
+        return None
+    if p.mode == "causal" and base == "nn.Conv1d":
+        ctx.helpers.add("CausalConv1d")
+        return "CausalConv1d"
+    if p.mode == "same" and base in SAME_MODULES and _same_expr(step, ctx) is None:
+        ctx.helpers.add("pad_same")
+        ctx.same_modules.add(base)
+        return SAME_MODULES[base]
+    return None
+
+
 def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> str:
-    """Wrap the input of a padded module when the padding is asymmetric or
-    depends on the input size ('same' with a varying stride)."""
+    """Wrap the input of a padded module where neither its ``padding=`` nor a
+    padding module can say it: asymmetric explicit padding, and 'same' that
+    varies per instance on a separable convolution or an average pooling."""
     p = step.padding
     if p is None or p.mode == "none" or p.expr is not None or (p.sides is not None and _symmetric(p)):
         return inp
+    if step.op in PADDED_BY_MODULE and _pad_module(step, ctx, PADDED_BY_MODULE[step.op]) is not None:
+        return inp
     fill = f", value={value}" if value else ""
-    if p.sides is None and p.mode == "causal":  # left padding that grows with the dilation
-        ctx.helpers.add("pad_causal")
-        return f"pad_causal({inp}, {module})"
     if p.sides is None:  # 'same' resolved differently per instance: pad at run time
+        if _same_expr(step, ctx) is not None:
+            return inp
         ctx.helpers.add("pad_same")
         if step.op == "separable_conv2d":  # SeparableConv2d then shows pad_same its kernel, stride, dilation
             ctx.helpers.add("pad_same_separable")
@@ -86,6 +133,15 @@ def _pad_input(step: Step, ctx: Ctx, inp: str, module: str, value: str = "") -> 
     s = p.sides
     pads = (s[0], s[1]) if len(s) == 2 else (s[2], s[3], s[0], s[1])  # F.pad: last axis first
     return f"F.pad({inp}, {pads}{fill})"
+
+
+# Ops whose module a padding module may replace, and the module's base class.
+PADDED_BY_MODULE = {
+    "conv2d": "nn.Conv2d",
+    "depthwise_conv2d": "nn.Conv2d",
+    "conv1d": "nn.Conv1d",
+    "max_pool2d": "nn.MaxPool2d",
+}
 
 
 def _conv_kwargs(step: Step, ctx: Ctx, *extra: str) -> list[str]:
@@ -109,7 +165,8 @@ def _conv(cls: str, *extra: str) -> Module:
         if cls == "SeparableConv2d":
             ctx.helpers.add(cls)
         args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
-        return f"{cls}({', '.join([*args, *_conv_kwargs(step, ctx, *extra), *_bias_kwarg(step, ctx)])})"
+        kw = [*_conv_kwargs(step, ctx, *extra), *_bias_kwarg(step, ctx)]
+        return f"{_pad_module(step, ctx, cls) or cls}({', '.join([*args, *kw])})"
 
     return make
 
@@ -118,7 +175,8 @@ def depthwise_conv2d(step: Step, ctx: Ctx) -> str:
     cin = ctx.printer.expr(step.in_channels)
     cout = ctx.printer.expr(mul(step.in_channels, step.attrs["multiplier"]))
     kw = [*_conv_kwargs(step, ctx), f"groups={cin}", *_bias_kwarg(step, ctx)]
-    return f"nn.Conv2d({', '.join([cin, cout, _attr(step, ctx, 'kernel'), *kw])})"
+    cls = _pad_module(step, ctx, "nn.Conv2d") or "nn.Conv2d"
+    return f"{cls}({', '.join([cin, cout, _attr(step, ctx, 'kernel'), *kw])})"
 
 
 def dense(step: Step, ctx: Ctx) -> str:
@@ -142,7 +200,7 @@ def _pool(cls: str) -> Module:
         args += _kw("ceil_mode", _attr(step, ctx, "ceil_mode"), "False")
         if "count_include_pad" in step.attrs:
             args += _kw("count_include_pad", _attr(step, ctx, "count_include_pad"), "True")
-        return f"nn.{cls}({', '.join(args)})"
+        return f"{_pad_module(step, ctx, f'nn.{cls}') or f'nn.{cls}'}({', '.join(args)})"
 
     return make
 
@@ -201,8 +259,47 @@ def _simple(ctor: str) -> Module:
     return lambda step, ctx: ctor
 
 
+def _activation(cls: str) -> Module:
+    """``nn.ReLU()``, or ``nn.ReLU(inplace=True)`` where the step may overwrite its input."""
+    return lambda step, ctx: f"{cls}(inplace=True)" if step.name in ctx.inplace else f"{cls}()"
+
+
 def leaky_relu(step: Step, ctx: Ctx) -> str:
-    return f"nn.LeakyReLU({_attr(step, ctx, 'negative_slope')})"
+    inplace = ", inplace=True" if step.name in ctx.inplace else ""
+    return f"nn.LeakyReLU({_attr(step, ctx, 'negative_slope')}{inplace})"
+
+
+# Activations that PyTorch can apply in place, and the ops whose output they
+# may overwrite: a new tensor that the op's backward does not read.
+INPLACE_OPS = {"relu", "relu6", "leaky_relu", "silu", "hard_swish"}
+FRESH_OUTPUT = {
+    "conv2d",
+    "depthwise_conv2d",
+    "separable_conv2d",
+    "conv1d",
+    "dense",
+    "batch_norm",
+    "layer_norm",
+    "instance_norm",
+    "add",
+    "concat",
+    "multiply",
+}
+
+
+def inplace_steps(unit: Unit) -> set[str]:
+    """The activations that overwrite their input, as torchvision writes them
+    (``nn.ReLU(inplace=True)``): the input is the output of the step just
+    before, an op that is always there and makes a new tensor, and the
+    activation's result takes its variable, so nothing else sees the old value."""
+    return {
+        step.name
+        for prev, step in zip(unit.steps, unit.steps[1:])
+        if step.op in INPLACE_OPS
+        and prev.op in FRESH_OUTPUT
+        and prev.cond is None
+        and step.inputs == [prev.output] == [step.output]
+    }
 
 
 def dropout(step: Step, ctx: Ctx) -> str:
@@ -278,13 +375,13 @@ OPS: dict[str, Rule] = {
     "instance_norm": Rule(instance_norm),
     "lrn": Rule(lrn, note="PyTorch divides alpha by size"),
     "dropout": Rule(dropout),
-    "relu": Rule(_simple("nn.ReLU()")),
-    "relu6": Rule(_simple("nn.ReLU6()")),
+    "relu": Rule(_activation("nn.ReLU")),
+    "relu6": Rule(_activation("nn.ReLU6")),
     "leaky_relu": Rule(leaky_relu),
     "sigmoid": Rule(_simple("nn.Sigmoid()")),
     "tanh": Rule(_simple("nn.Tanh()")),
-    "silu": Rule(_simple("nn.SiLU()")),
-    "hard_swish": Rule(_simple("nn.Hardswish()")),
+    "silu": Rule(_activation("nn.SiLU")),
+    "hard_swish": Rule(_activation("nn.Hardswish")),
     "softmax": Rule(_simple("nn.Softmax(dim=1)")),
     "flatten": Rule(None, lambda step, ctx, ins, m: f"torch.flatten({ins[0]}, 1)"),
     "add": Rule(None, _add),
@@ -311,6 +408,8 @@ class ClassCode:
 
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     p = ctx.printer
+    ctx.unit = unit
+    ctx.inplace = inplace_steps(unit)
     init = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     forward: list[str] = []
     comments = common.shape_comments(unit, TARGET)
@@ -388,7 +487,7 @@ def emit(model: CodeModel) -> str:
     missing = model.ops_used - set(OPS)
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
         raise CodegenError(f"pytorch: no rule for ops {sorted(missing)}")
-    ctx = Ctx(common.Printer())
+    ctx = Ctx(common.Printer(), model, {n.path: n for n in model.compiled.graph.nodes})
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
     source = render_template(
         "pytorch.py.j2",
@@ -396,7 +495,8 @@ def emit(model: CodeModel) -> str:
         module_doc=common.module_doc(model, "PyTorch", "pytorch"),
         classes=classes,
         helpers=ctx.helpers,
+        same_modules=[(SAME_MODULES[b], b, PAD_FILL.get(SAME_MODULES[b], "")) for b in sorted(ctx.same_modules)],
         needs=ctx.printer.needs,
-        functional=ctx.functional or bool({"pad_same", "pad_causal"} & ctx.helpers),
+        functional=ctx.functional or bool({"pad_same", "CausalConv1d"} & ctx.helpers),
     )
     return common.unique_names(source, model, TARGET)

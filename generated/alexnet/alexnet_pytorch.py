@@ -28,7 +28,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -39,7 +40,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=padding)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -53,7 +54,7 @@ class ClassifierUnit(nn.Module):
     def __init__(self, in_channels: int, out: int, dropout: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.out_channels = out
 

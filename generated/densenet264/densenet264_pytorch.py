@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -42,10 +43,10 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(in_channels)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, 1, bias=False)
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)
         self.out_channels = in_channels + growth_rate
 
@@ -66,7 +67,7 @@ class Transition(nn.Module):
     def __init__(self, in_channels: int, compression: float) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(in_channels)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.conv = nn.Conv2d(in_channels, int(in_channels * compression), 1, bias=False)
         self.pool = nn.AvgPool2d(2, stride=2)
 
@@ -89,7 +90,7 @@ class DenseNet264(nn.Module):
         self.logits = logits
         self.conv0 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.norm0 = nn.BatchNorm2d(64)
-        self.relu0 = nn.ReLU()
+        self.relu0 = nn.ReLU(inplace=True)
         self.pool0 = nn.MaxPool2d(3, stride=2, padding=1)
         self.denseblock1 = make_stage(DenseLayer, 64, 6, growth_rate=32, bn_size=4)
         self.transition1 = Transition(256, compression=0.5)
@@ -99,7 +100,7 @@ class DenseNet264(nn.Module):
         self.transition3 = Transition(2304, compression=0.5)
         self.denseblock4 = make_stage(DenseLayer, 1152, 48, growth_rate=32, bn_size=4)
         self.norm5 = nn.BatchNorm2d(2688)
-        self.relu5 = nn.ReLU()
+        self.relu5 = nn.ReLU(inplace=True)
         self.classifier = nn.Linear(2688, num_classes)
         self.prob = nn.Softmax(dim=1)
 

@@ -57,6 +57,34 @@ def pad_same(
     return F.pad(x, pads, "constant", constant_values=value)
 
 
+def fixed_same_pad(ksize: int | tuple, stride: int | tuple, dilate: int | tuple, axes: int) -> tuple | None:
+    """The pad 'same' gives at every input size, where it is symmetric: each axis
+    at stride 1 or with a kernel of 1, and an even total; else None."""
+    pad = []
+    for axis in range(axes):
+        k, s, d = (v[axis] if isinstance(v, tuple) else v for v in (ksize, stride, dilate))
+        total = (k - 1) * d
+        if (k > 1 and s > 1) or total % 2:
+            return None
+        pad.append(total // 2)
+    return tuple(pad)
+
+
+class Convolution2DSame(L.Convolution2D):
+    """L.Convolution2D with TensorFlow's 'same' padding. Where that padding is symmetric
+    at every input size, it is the link's own pad; else forward pads first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fixed = fixed_same_pad(self.ksize, self.stride, self.dilate, 2)
+        self.pad_input = fixed is None
+        if fixed is not None:
+            self.pad = fixed
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        return super().forward(pad_same(x, self.ksize, self.stride, self.dilate) if self.pad_input else x)
+
+
 class Stage(chainer.ChainList):
     """Blocks applied in order, named 0, 1, ... as the spec's units. (Not
     chainer.Sequential: chainer 7 names its links out of order from the third on.)"""
@@ -72,7 +100,8 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return Stage(*blocks)
 
@@ -83,11 +112,11 @@ class ConvBNSiLU(chainer.Chain):
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         with self.init_scope():
-            self.conv = L.Convolution2D(in_channels, out, kernel, stride=stride, nobias=True)
+            self.conv = Convolution2DSame(in_channels, out, kernel, stride=stride, nobias=True)
             self.bn = L.BatchNormalization(out, eps=0.001, decay=0.99)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        x = self.conv(pad_same(x, self.conv.ksize, self.conv.stride))
+        x = self.conv(x)
         x = self.bn(x)
         x = x * F.sigmoid(x)
         return x
@@ -126,7 +155,7 @@ class MBConv(chainer.Chain):
         width = make_divisible(out * width_mult, 8)
         with self.init_scope():
             self.expand = ConvBNSiLU(in_channels, out=hidden) if expand_ratio != 1 else None
-            self.dwconv = L.Convolution2D(hidden, hidden, kernel, stride=stride, nobias=True, groups=hidden)
+            self.dwconv = Convolution2DSame(hidden, hidden, kernel, stride=stride, nobias=True, groups=hidden)
             self.dw_bn = L.BatchNormalization(hidden, eps=0.001, decay=0.99)
             self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4))
             self.project = L.Convolution2D(hidden, width, 1, nobias=True)
@@ -136,7 +165,7 @@ class MBConv(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         y = self.expand(x) if self.expand is not None else x
-        y = self.dwconv(pad_same(y, self.dwconv.ksize, self.dwconv.stride))
+        y = self.dwconv(y)
         y = self.dw_bn(y)
         y = y * F.sigmoid(y)
         y = self.se(y)

@@ -51,6 +51,34 @@ def _at(value: int | tuple[int, ...], axis: int) -> int:
     return value[axis] if isinstance(value, tuple) else value
 
 
+def fixed_same_padding(layer: nn.Module, axes: int) -> tuple[int, ...] | None:
+    """The padding 'same' gives `layer` at every input size, where it is symmetric:
+    each axis at stride 1 or with a kernel of 1, and an even total; else None."""
+    padding = []
+    for axis in range(axes):
+        kernel, stride = _at(layer.kernel_size, axis), _at(layer.stride, axis)
+        total = (kernel - 1) * _at(getattr(layer, "dilation", 1), axis)
+        if (kernel > 1 and stride > 1) or total % 2:
+            return None
+        padding.append(total // 2)
+    return tuple(padding)
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's 'same' padding, as in timm. Where that padding
+    is symmetric at every input size, it is the layer's own; else forward pads first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fixed = fixed_same_padding(self, 2)
+        self.pad_input = fixed is None
+        if fixed is not None:
+            self.padding = fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self) if self.pad_input else x)
+
+
 def make_stage(
     block: type[nn.Module], in_channels: int, units: int, first: dict | None = None, **args
 ) -> nn.Sequential:
@@ -58,7 +86,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -68,12 +97,12 @@ class ConvBNSiLU(nn.Module):
 
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, bias=False)
+        self.conv = Conv2dSame(in_channels, out, kernel, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(pad_same(x, self.conv))
+        x = self.conv(x)
         x = self.bn(x)
         x = self.act(x)
         return x
@@ -86,7 +115,7 @@ class SqueezeExcitation(nn.Module):
     def __init__(self, in_channels: int, squeeze: int) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, squeeze, 1)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)
         self.expand = nn.Conv2d(squeeze, in_channels, 1)
         self.gate = nn.Sigmoid()
 
@@ -112,9 +141,9 @@ class MBConv(nn.Module):
         hidden = expand_ratio * in_channels
         width = make_divisible(out * width_mult, 8)
         self.expand = ConvBNSiLU(in_channels, out=hidden) if expand_ratio != 1 else None
-        self.dwconv = nn.Conv2d(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False)
+        self.dwconv = Conv2dSame(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False)
         self.dw_bn = nn.BatchNorm2d(hidden, eps=0.001, momentum=0.01)
-        self.dw_act = nn.SiLU()
+        self.dw_act = nn.SiLU(inplace=True)
         self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4))
         self.project = nn.Conv2d(hidden, width, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(width, eps=0.001, momentum=0.01)
@@ -123,7 +152,7 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(x) if self.expand is not None else x
-        y = self.dwconv(pad_same(y, self.dwconv))
+        y = self.dwconv(y)
         y = self.dw_bn(y)
         y = self.dw_act(y)
         y = self.se(y)

@@ -30,7 +30,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=padding)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -76,7 +76,7 @@ class AuxClassifier(nn.Module):
         self.pool = nn.AvgPool2d(5, stride=3)
         self.conv = ConvReLU(in_channels, out=128)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(0.7)
         self.fc2 = nn.Linear(1024, num_classes)
         self.prob = nn.Softmax(dim=1)

@@ -36,7 +36,7 @@ class ConvBN(nn.Module):
             in_channels, out, (kernel, kernel if kw == 0 else kw), stride=stride, padding=padding, bias=False
         )
         self.bn = nn.BatchNorm2d(out, eps=0.001)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)

@@ -44,6 +44,34 @@ def _at(value: int | tuple[int, ...], axis: int) -> int:
     return value[axis] if isinstance(value, tuple) else value
 
 
+def fixed_same_padding(layer: nn.Module, axes: int) -> tuple[int, ...] | None:
+    """The padding 'same' gives `layer` at every input size, where it is symmetric:
+    each axis at stride 1 or with a kernel of 1, and an even total; else None."""
+    padding = []
+    for axis in range(axes):
+        kernel, stride = _at(layer.kernel_size, axis), _at(layer.stride, axis)
+        total = (kernel - 1) * _at(getattr(layer, "dilation", 1), axis)
+        if (kernel > 1 and stride > 1) or total % 2:
+            return None
+        padding.append(total // 2)
+    return tuple(padding)
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's 'same' padding, as in timm. Where that padding
+    is symmetric at every input size, it is the layer's own; else forward pads first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fixed = fixed_same_padding(self, 2)
+        self.pad_input = fixed is None
+        if fixed is not None:
+            self.padding = fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self) if self.pad_input else x)
+
+
 def make_stage(
     block: type[nn.Module], in_channels: int, units: int, first: dict | None = None, **args
 ) -> nn.Sequential:
@@ -51,7 +79,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -61,12 +90,12 @@ class ConvBNReLU6(nn.Module):
 
     def __init__(self, in_channels: int, out: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 3, stride=stride, bias=False)
+        self.conv = Conv2dSame(in_channels, out, 3, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.relu = nn.ReLU6()
+        self.relu = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(F.pad(x, (0, 1, 0, 1)))
+        x = self.conv(x)
         x = self.bn(x)
         x = self.relu(x)
         return x
@@ -78,16 +107,16 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, in_channels: int, out: int, stride: int = 1) -> None:
         super().__init__()
-        self.dw = nn.Conv2d(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False)
+        self.dw = Conv2dSame(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False)
         self.dw_bn = nn.BatchNorm2d(in_channels, eps=0.001, momentum=0.01)
-        self.dw_relu = nn.ReLU6()
+        self.dw_relu = nn.ReLU6(inplace=True)
         self.pw = nn.Conv2d(in_channels, out, 1, bias=False)
         self.pw_bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.pw_relu = nn.ReLU6()
+        self.pw_relu = nn.ReLU6(inplace=True)
         self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dw(pad_same(x, self.dw))
+        x = self.dw(x)
         x = self.dw_bn(x)
         x = self.dw_relu(x)
         x = self.pw(x)

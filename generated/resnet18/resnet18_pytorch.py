@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -58,11 +59,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.downsample = ConvBN(in_channels, out=width, stride=stride) if project else None
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.out_channels = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,7 @@ class ResNet18(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = make_stage(BasicBlock, 64, 2, width=64)
         self.layer2 = make_stage(BasicBlock, 64, 2, width=128, first=dict(stride=2, project=True))

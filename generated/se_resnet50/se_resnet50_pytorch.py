@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -42,7 +43,7 @@ class SqueezeExcitation(nn.Module):
     def __init__(self, in_channels: int, reduction: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(in_channels, in_channels // reduction, 1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(in_channels // reduction, in_channels, 1)
         self.sigmoid = nn.Sigmoid()
 
@@ -79,15 +80,15 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(width * 4)
         self.se = SqueezeExcitation(width * 4, reduction=reduction)
         self.downsample = ConvBN(in_channels, out=width * 4, stride=stride) if project else None
-        self.relu3 = nn.ReLU()
+        self.relu3 = nn.ReLU(inplace=True)
         self.out_channels = width * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class SEResNet50(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = make_stage(Bottleneck, 64, 3, width=64, reduction=16, first=dict(project=True))
         self.layer2 = make_stage(Bottleneck, 256, 4, width=128, reduction=16, first=dict(stride=2, project=True))

@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -45,7 +46,7 @@ class ShuffleUnit(nn.Module):
             in_channels, out // 4, 1, groups=first_groups if first_groups > 0 else groups, bias=False
         )
         self.bn1 = nn.BatchNorm2d(out // 4)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.shuffle = nn.ChannelShuffle(groups)
         self.conv2 = nn.Conv2d(out // 4, out // 4, 3, stride=stride, padding=1, groups=out // 4, bias=False)
         self.bn2 = nn.BatchNorm2d(out // 4)
@@ -85,7 +86,7 @@ class ShuffleNetV1(nn.Module):
         self.logits = logits
         self.conv1 = nn.Conv2d(3, 24, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.stage2 = make_stage(ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1))
         self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2))

@@ -29,7 +29,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int, kernel: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, padding=padding)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -65,7 +65,7 @@ class SqueezeNet(nn.Module):
         super().__init__()
         self.logits = logits
         self.conv1 = nn.Conv2d(3, 96, 7, stride=2)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.fire2 = Fire(96, squeeze_planes=16, expand_planes=64)
         self.fire3 = Fire(128, squeeze_planes=16, expand_planes=64)

@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -42,7 +43,7 @@ class ConvBNReLU(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, 3, padding=1)
         self.bn = nn.BatchNorm2d(out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.out_channels = out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ class ClassifierUnit(nn.Module):
     def __init__(self, in_channels: int, out: int, dropout: float) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, out)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.out_channels = out
 

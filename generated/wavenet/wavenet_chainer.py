@@ -32,11 +32,13 @@ import chainer.functions as F  # noqa: E402
 import chainer.links as L  # noqa: E402
 
 
-def pad_causal(x: chainer.Variable, conv: L.ConvolutionND) -> chainer.Variable:
-    """Pad the start of the time axis by (ksize - 1) * dilate: every output of
-    `conv` then sees only the present and the past."""
-    ((k,), (d,)) = conv.ksize, conv.dilate
-    return F.pad(x, ((0, 0), (0, 0), ((k - 1) * d, 0)), "constant")
+class CausalConvolution1D(L.Convolution1D):
+    """L.Convolution1D that pads the start of the time axis by (ksize - 1) * dilate,
+    so that no output sees a later step."""
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        ((k,), (d,)) = self.ksize, self.dilate
+        return super().forward(F.pad(x, ((0, 0), (0, 0), ((k - 1) * d, 0)), "constant"))
 
 
 class ResidualLayer(chainer.Chain):
@@ -56,16 +58,16 @@ class ResidualLayer(chainer.Chain):
     ) -> None:
         super().__init__()
         with self.init_scope():
-            self.filter = L.Convolution1D(in_channels, dilation_channels, 2, dilate=dilation)
-            self.gate = L.Convolution1D(in_channels, dilation_channels, 2, dilate=dilation)
+            self.filter = CausalConvolution1D(in_channels, dilation_channels, 2, dilate=dilation)
+            self.gate = CausalConvolution1D(in_channels, dilation_channels, 2, dilate=dilation)
             self.skip = L.Convolution1D(dilation_channels, skip_channels, 1)
             self.dense = L.Convolution1D(dilation_channels, residual_channels, 1) if not last else None
         self.use_residual = not last
 
     def forward(self, x: chainer.Variable) -> tuple[chainer.Variable, chainer.Variable]:
-        out = self.filter(pad_causal(x, self.filter))
+        out = self.filter(x)
         out = F.tanh(out)
-        gate = self.gate(pad_causal(x, self.gate))
+        gate = self.gate(x)
         gate = F.sigmoid(gate)
         out = out * gate
         skip = self.skip(out)
@@ -87,7 +89,7 @@ class WaveNet(chainer.Chain):
     ) -> None:
         super().__init__()
         with self.init_scope():
-            self.causal = L.Convolution1D(256, 32, 2)
+            self.causal = CausalConvolution1D(256, 32, 2)
             self.stack = chainer.ChainList(
                 *[
                     ResidualLayer(
@@ -107,7 +109,7 @@ class WaveNet(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         # N x 256 x 16000
-        x = self.causal(F.pad(x, ((0, 0), (0, 0), (1, 0)), "constant"))
+        x = self.causal(x)
         # N x 32 x 16000
         stack_skips = []
         for block in self.stack:

@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def pad_causal(x: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
-    """Pad the start of a sequence so that `layer` sees no future step: (kernel - 1) x dilation."""
-    return F.pad(x, ((layer.kernel_size[0] - 1) * layer.dilation[0], 0))
+class CausalConv1d(nn.Conv1d):
+    """nn.Conv1d that pads the start of the sequence by (kernel - 1) x dilation,
+    so that no output sees a later step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, ((self.kernel_size[0] - 1) * self.dilation[0], 0)))
 
 
 class ResidualLayer(nn.Module):
@@ -43,18 +46,18 @@ class ResidualLayer(nn.Module):
         last: bool = False,
     ) -> None:
         super().__init__()
-        self.filter = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
+        self.filter = CausalConv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.filter_tanh = nn.Tanh()
-        self.gate = nn.Conv1d(in_channels, dilation_channels, 2, dilation=dilation)
+        self.gate = CausalConv1d(in_channels, dilation_channels, 2, dilation=dilation)
         self.gate_sigmoid = nn.Sigmoid()
         self.skip = nn.Conv1d(dilation_channels, skip_channels, 1)
         self.dense = nn.Conv1d(dilation_channels, residual_channels, 1) if not last else None
         self.use_residual = not last
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.filter(pad_causal(x, self.filter))
+        out = self.filter(x)
         out = self.filter_tanh(out)
-        gate = self.gate(pad_causal(x, self.gate))
+        gate = self.gate(x)
         gate = self.gate_sigmoid(gate)
         out = out * gate
         skip = self.skip(out)
@@ -76,7 +79,7 @@ class WaveNet(nn.Module):
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.causal = nn.Conv1d(256, 32, 2)
+        self.causal = CausalConv1d(256, 32, 2)
         self.stack = nn.ModuleList(
             ResidualLayer(
                 32,
@@ -88,15 +91,15 @@ class WaveNet(nn.Module):
             )
             for i in range(stacks * layers_per_stack)
         )
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv1d(256, 256, 1)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv1d(256, num_classes, 1)
         self.prob = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # N x 256 x 16000
-        x = self.causal(F.pad(x, (1, 0)))
+        x = self.causal(x)
         # N x 32 x 16000
         stack_skips = []
         for block in self.stack:

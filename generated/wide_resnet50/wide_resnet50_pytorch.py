@@ -30,7 +30,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -60,7 +61,7 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, int(planes * width_per_group / 64), 1, bias=False)
         self.bn1 = nn.BatchNorm2d(int(planes * width_per_group / 64))
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             int(planes * width_per_group / 64),
             int(planes * width_per_group / 64),
@@ -70,11 +71,11 @@ class Bottleneck(nn.Module):
             bias=False,
         )
         self.bn2 = nn.BatchNorm2d(int(planes * width_per_group / 64))
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(int(planes * width_per_group / 64), planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.downsample = ConvBN(in_channels, out=planes * 4, stride=stride) if project else None
-        self.relu3 = nn.ReLU()
+        self.relu3 = nn.ReLU(inplace=True)
         self.out_channels = planes * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ class WideResNet50(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = make_stage(Bottleneck, 64, 3, planes=64, width_per_group=128, first=dict(project=True))
         self.layer2 = make_stage(

@@ -50,6 +50,11 @@ def pad_same(
     return F.pad(x, pads, "constant", constant_values=value)
 
 
+def max_pooling_2d_same(x: chainer.Variable, ksize: int | tuple, stride: int | tuple) -> chainer.Variable:
+    """F.max_pooling_2d with TensorFlow's 'same' padding (padded with -inf)."""
+    return F.max_pooling_2d(pad_same(x, ksize, stride, value=-np.inf), ksize, stride=stride, cover_all=False)
+
+
 class Stage(chainer.ChainList):
     """Blocks applied in order, named 0, 1, ... as the spec's units. (Not
     chainer.Sequential: chainer 7 names its links out of order from the third on.)"""
@@ -65,7 +70,8 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return Stage(*blocks)
 
@@ -149,7 +155,7 @@ class DownsamplingModule(chainer.Chain):
         y = self.sepconv1(y)
         y = self.bn1(y)
         y = self.unit2(y)
-        y = F.max_pooling_2d(pad_same(y, 3, 2, value=-np.inf), 3, stride=2, cover_all=False)
+        y = max_pooling_2d_same(y, 3, 2)
         shortcut = self.shortcut(x)
         y = y + shortcut
         return y

@@ -44,6 +44,34 @@ def _at(value: int | tuple[int, ...], axis: int) -> int:
     return value[axis] if isinstance(value, tuple) else value
 
 
+def fixed_same_padding(layer: nn.Module, axes: int) -> tuple[int, ...] | None:
+    """The padding 'same' gives `layer` at every input size, where it is symmetric:
+    each axis at stride 1 or with a kernel of 1, and an even total; else None."""
+    padding = []
+    for axis in range(axes):
+        kernel, stride = _at(layer.kernel_size, axis), _at(layer.stride, axis)
+        total = (kernel - 1) * _at(getattr(layer, "dilation", 1), axis)
+        if (kernel > 1 and stride > 1) or total % 2:
+            return None
+        padding.append(total // 2)
+    return tuple(padding)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """nn.MaxPool2d with TensorFlow's 'same' padding, as in timm. Where that padding
+    is symmetric at every input size, it is the layer's own; else forward pads first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fixed = fixed_same_padding(self, 2)
+        self.pad_input = fixed is None
+        if fixed is not None:
+            self.padding = fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self, float("-inf")) if self.pad_input else x)
+
+
 def make_stage(
     block: type[nn.Module], in_channels: int, units: int, first: dict | None = None, **args
 ) -> nn.Sequential:
@@ -51,7 +79,8 @@ def make_stage(
     channels; `first` overrides arguments of the first unit (stride, projection)."""
     blocks = []
     for i in range(units):
-        blocks.append(block(in_channels, **{**args, **(first or {} if i == 0 else {})}))
+        kwargs = {**args, **first} if i == 0 and first else args
+        blocks.append(block(in_channels, **kwargs))
         in_channels = blocks[-1].out_channels
     return nn.Sequential(*blocks)
 
@@ -110,7 +139,7 @@ class ConvBN(nn.Module):
 
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=0, bias=False)
+        self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +159,7 @@ class DownsamplingModule(nn.Module):
         self.sepconv1 = SeparableConv2d(in_channels, mid, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid, eps=0.001, momentum=0.01)
         self.unit2 = ReLUSepBN(mid, out=out)
-        self.pool = nn.MaxPool2d(3, stride=2)
+        self.pool = MaxPool2dSame(3, stride=2)
         self.shortcut = ConvBN(in_channels, out=out, kernel=1, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +167,7 @@ class DownsamplingModule(nn.Module):
         y = self.sepconv1(y)
         y = self.bn1(y)
         y = self.unit2(y)
-        y = self.pool(pad_same(y, self.pool, value=float("-inf")))
+        y = self.pool(y)
         shortcut = self.shortcut(x)
         y = y + shortcut
         return y
@@ -165,7 +194,7 @@ class SepBNReLU(nn.Module):
         super().__init__()
         self.sepconv = SeparableConv2d(in_channels, out, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sepconv(x)
@@ -186,10 +215,10 @@ class Xception(nn.Module):
         self.logits = logits
         self.conv1 = nn.Conv2d(3, 32, 3, stride=2, bias=False)
         self.bn1 = nn.BatchNorm2d(32, eps=0.001, momentum=0.01)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(32, 64, 3, bias=False)
         self.bn2 = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=True)
         self.block2 = DownsamplingModule(64, mid=128, out=128, relu_first=False)
         self.block3 = DownsamplingModule(128, mid=256, out=256)
         self.block4 = DownsamplingModule(256, mid=728, out=728)

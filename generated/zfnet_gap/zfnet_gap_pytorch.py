@@ -29,7 +29,7 @@ class ConvReLU(nn.Module):
     def __init__(self, in_channels: int, out: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out, kernel, stride=stride, padding=padding)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
