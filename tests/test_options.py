@@ -88,3 +88,21 @@ def test_the_committed_pytorch_file_builds_other_widths() -> None:
         model = module.MobileNetV2(alpha=float(alpha))
         counts = compile_spec(ROOT / "specs" / "mobilenet_v2.yaml", {"alpha": alpha}).counts
         assert sum(p.numel() for p in model.parameters()) == counts.total.trainable
+
+
+def test_a_head_off_by_default_is_still_an_argument() -> None:
+    """inception_v3's auxiliary head is off by default (torchvision's
+    aux_logits=False count) and still a constructor argument, written from the
+    build with it on; the header's figures are those of the defaults."""
+    compiled = compile_spec(ROOT / "specs" / "inception_v3.yaml")
+    model = build(compiled)
+    args = {a.name: a.default for a in model.model.args}
+    assert args["aux_logits"] is False
+    assert model.defaults is compiled and model.compiled.graph.params["aux_logits"] is True
+    assert "AuxLogits" in {s.name for s in model.model.steps}
+    text = (ROOT / "generated" / "inception_v3" / "inception_v3_pytorch.py").read_text()
+    assert "aux_logits: bool = False" in text and "if aux_logits else None" in text
+    assert f"{compiled.counts.total.trainable:,} trainable parameters" in text
+    # Where the head cannot be built (an input too small for it), the switch stays out.
+    small = build(compile_spec(ROOT / "specs" / "inception_v3.yaml", input_shape=(3, 75, 75)))
+    assert "aux_logits" not in {a.name for a in small.model.args} and small.built is None

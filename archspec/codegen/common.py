@@ -253,7 +253,7 @@ def io_doc(model: CodeModel, target: str) -> str:
 def figures_doc(model: CodeModel) -> str:
     """Parameters (the batch-norm statistics counted apart, where the network
     has batch norm) and multiply-accumulates."""
-    t = model.compiled.counts.total
+    t = model.defaults.counts.total
     if t.non_trainable:
         params = f"{t.trainable:,} trainable parameters, {t.total:,} with the batch-norm statistics"
     else:

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
 from archspec import ops
+from archspec.diagnostics import SpecError
 from archspec.ir import INPUT, Graph, Instance, Node
 from archspec.names import GLOBAL_NAMES
+from archspec.passes.count import count
+from archspec.passes.expand import expand
 from archspec.pipeline import Compiled
 from archspec.schema import expr as E
 from archspec.schema.spec import BlockDef, NodeDef, Value
@@ -146,8 +149,17 @@ class Unit:
 
 @dataclass
 class CodeModel:
-    compiled: Compiled
+    compiled: Compiled  # what the code is written from
     units: list[Unit]  # blocks in dependency order, the model last
+    # The build the constructor's defaults describe, where it is not ``compiled``:
+    # a head switched off by default (``aux_logits: false``) is written from a
+    # build with it on, so that the switch is a real argument.
+    built: Compiled | None = None
+
+    @property
+    def defaults(self) -> Compiled:
+        """The build that the generated network's default arguments make."""
+        return self.built or self.compiled
 
     @property
     def model(self) -> Unit:
@@ -376,7 +388,48 @@ def evaluate(e: E.Expr | tuple, env: dict[str, Any]) -> Any:
 
 
 def build(compiled: Compiled) -> CodeModel:
-    return _Builder(compiled).run()
+    """The code model of a compiled spec. A network-level switch that is off in
+    this build (a node with ``when: aux_logits``, aux_logits false) is written
+    from the build with it on, its default kept: the constructor takes it, as
+    torchvision's ``InceptionV3(aux_logits=...)`` does. Where that build does
+    not compile (an auxiliary head too big for a small ``--input``), the
+    switch stays out of the file."""
+    on = _switched_on(compiled)
+    if on is None:
+        return _Builder(compiled).run()
+    model = _Builder(on).run()
+    defaults = compiled.graph.params
+    model.model.args = [replace(a, default=defaults[a.name]) if a.name in defaults else a for a in model.model.args]
+    model.built = compiled
+    return model
+
+
+def _switched_on(compiled: Compiled) -> Compiled | None:
+    """``compiled`` built again with its network-level switches that are off
+    turned on, or None when there is none (or that build fails)."""
+    spec, graph = compiled.spec, compiled.graph
+    off = {
+        nd.when.expr.id
+        for nd in spec.layers
+        if nd.when is not None
+        and isinstance(nd.when.expr, E.Name)
+        and spec.params.get(nd.when.expr.id) is not None
+        and spec.params[nd.when.expr.id].type == "bool"
+        and graph.params[nd.when.expr.id] is False
+    }
+    if not off:
+        return None
+    overrides = {k: _override_text(True if k in off else v) for k, v in graph.params.items()}
+    try:
+        on = expand(spec, overrides, graph.input_shape)
+    except SpecError:
+        return None
+    return Compiled(spec, on, count(on))
+
+
+def _override_text(value: Any) -> str:
+    """A parameter's value as ``--set`` writes it."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 class _Builder:

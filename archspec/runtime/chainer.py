@@ -104,7 +104,7 @@ def run(model, x: np.ndarray) -> list[np.ndarray]:
     with _inference():
         out = model(np.ascontiguousarray(x, dtype=np.float32))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [np.asarray(o.array) for o in outs]
+    return [np.asarray(o.array) for o in outs if o is not None]  # (None: a head switched off)
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ def run(model: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
     with torch.no_grad():
         out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o.detach().cpu().numpy() for o in outs]
+    return [o.detach().cpu().numpy() for o in outs if o is not None]  # (None: a head switched off)
 
 
 @contextlib.contextmanager

@@ -156,7 +156,7 @@ def run(model: tf.Module, x: np.ndarray) -> list[np.ndarray]:
     with eager():
         out = model(tf.constant(channels_last(np.asarray(x, dtype=np.float32))))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [channels_first(o.numpy()) for o in outs]
+    return [channels_first(o.numpy()) for o in outs if o is not None]  # (None: a head switched off)
 
 
 @contextlib.contextmanager
