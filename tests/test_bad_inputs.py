@@ -89,3 +89,102 @@ def test_a_key_written_twice_beside_a_merge_is_still_a_duplicate(tmp_path: Path)
     code, out = run("validate", str(path))
     assert code == 1
     assert ":6:30: error[E104]: duplicate key 'out' (first at line 6, column 21)" in out
+
+
+# ---------------------------------------------------------------------------
+# Output paths and option values
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A valid spec in a fresh working directory, beside a file named ``afile``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.yaml").write_text(SPEC)
+    (tmp_path / "afile").write_text("not a folder")
+    return "net.yaml"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compile", "net.yaml", "-t", "pytorch", "-o", "afile/sub"],
+        ["build", "--specs", ".", "-o", "afile/sub"],
+        ["diagram", "net.yaml", "--format", "dot", "-o", "afile/x.dot"],
+    ],
+)
+def test_an_output_under_a_file_is_a_usage_error(spec_file: str, args: list[str]):
+    code, out = run(*args)
+    assert code == 2
+    assert "afile is a file, not a folder" in out
+    assert Path("afile").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux' /proc")
+def test_an_output_that_cannot_be_created_is_one_line(spec_file: str):
+    code, out = run("compile", "net.yaml", "-t", "pytorch", "-o", "/proc/x")
+    assert code == 1
+    assert out.strip().splitlines()[-1].startswith("error: cannot write /proc/x: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "x.jpg"], "-o x.jpg: archspec draws svg, png, pdf, dot"),
+        (["-o", "x.svg", "--format", "png"], "-o x.svg names a .svg file but --format is png; name it .png"),
+        (["-o", "x", "--format", "dot"], "-o x: archspec draws"),
+    ],
+)
+def test_a_drawing_format_follows_its_suffix(spec_file: str, args: list[str], message: str):
+    code, out = run("diagram", "net.yaml", *args)
+    assert code == 2
+    assert message in out
+    assert not list(Path().glob("x*"))
+
+
+def test_the_format_is_taken_from_the_suffix(spec_file: str):
+    code, out = run("diagram", "net.yaml", "-o", "drawing.dot")
+    assert code == 0, out
+    assert "\ndigraph " in Path("drawing.dot").read_text()
+
+
+def test_a_negative_seed_is_a_usage_error(spec_file: str):
+    code, out = run("verify", "net.yaml", "--seed", "-1")
+    assert code == 2
+    assert "'--seed': -1 is not in the range 0<=x<=4294967295" in out
+
+
+@pytest.mark.parametrize("command", [["compile", "-t", "pytorch", "-o", "out"], ["build", "-o", "out"]])
+def test_two_specs_with_one_name_are_refused(spec_file: str, command: list[str]):
+    Path("specs").mkdir()
+    Path("specs/a.yaml").write_text(SPEC)
+    Path("specs/b.yaml").write_text(SPEC)
+    args = [*command, "specs/a.yaml", "specs/b.yaml"] if command[0] == "compile" else [*command, "--specs", "specs"]
+    code, out = run(*args)
+    assert code == 1
+    assert "specs/a.yaml:1:7: error[E106]: specs/b.yaml is also named 'net'" in out
+    assert "specs/b.yaml:1:7: error[E106]: specs/a.yaml is also named 'net'" in out
+    assert not Path("out/net").exists()
+
+
+def test_check_refuses_two_specs_with_one_name(spec_file: str):
+    Path("specs").mkdir()
+    Path("specs/a.yaml").write_text(SPEC)
+    assert run("build", "--specs", "specs", "-o", "out")[0] in (0, 1)  # 1 where Graphviz is missing
+    Path("specs/b.yaml").write_text(SPEC)
+    code, out = run("check", "--specs", "specs", "-o", "out")
+    assert code == 1
+    assert "is also named 'net'" in out
+
+
+def test_a_spec_given_twice_is_compiled_once(spec_file: str):
+    code, out = run("compile", "net.yaml", "net.yaml", "-t", "pytorch", "-o", "out")
+    assert code == 0, out
+    assert out.count("wrote out/net/net_pytorch.py") == 1
+
+
+def test_validate_prints_the_trainable_count(tmp_path: Path):
+    path = tmp_path / "bn.yaml"
+    path.write_text(SPEC + "  - bn: {op: batch_norm}\n")
+    code, out = run("validate", str(path))
+    assert code == 0
+    assert "(net: 2 nodes, 120 trainable parameters, 8 non-trainable, 128 total)" in out

@@ -163,6 +163,7 @@ class Spec:
     description: str = ""
     family: str = ""  # what the gallery groups by ("ResNet"); "" when not given
     year: int | None = None  # the year the architecture was published
+    name_pos: Pos | None = None  # where the value of 'name' is written
 
 
 def parse_spec(path: str | Path, text: str | bytes | None = None) -> Spec:
@@ -376,7 +377,22 @@ class _Parser:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
 
         self.diag.raise_if_any()
-        return Spec(name, source, self.file, top.pos, shape, params, blocks, layers, outputs, description, family, year)
+        name_pos = top.val_pos["name"]
+        return Spec(
+            name,
+            source,
+            self.file,
+            top.pos,
+            shape,
+            params,
+            blocks,
+            layers,
+            outputs,
+            description,
+            family,
+            year,
+            name_pos,
+        )
 
     def year(self, top: YMap) -> int | None:
         """The optional ``year``: a whole number from 1900 to 2100."""
