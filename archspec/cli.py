@@ -6,7 +6,7 @@ output, 2 usage error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
@@ -122,6 +122,7 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], input_shape: tuple[i
     for path in specs:
         try:
             c = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(c, EMITTERS)
         except SpecError as err:
             _report(err)
             failed += 1
@@ -172,14 +173,27 @@ def _internal(exc: Exception) -> Failed:
     return Failed()
 
 
+def _check_targets(c: Compiled, targets: Iterable[str]) -> None:
+    """Raise SpecError for what keeps ``c`` from being written in ``targets``."""
+    from archspec.passes.targets import check_targets
+
+    problems = check_targets(c, targets)
+    if problems:
+        raise SpecError(problems)
+
+
 def _compile_all(
-    paths: list[str], sets: tuple[str, ...], input_shape: tuple[int, ...] | None = None
+    paths: list[str], sets: tuple[str, ...], targets: Iterable[str], input_shape: tuple[int, ...] | None = None
 ) -> tuple[list[Compiled], int]:
+    """Compile specs to be written in ``targets``; report the invalid ones and
+    specs that share a name. Returns the valid ones and how many failed."""
     overrides = _overrides(sets)
     compiled, failed = [], 0
     for path in dict.fromkeys(paths):  # a file given twice is compiled once
         try:
-            compiled.append(compile_spec(path, overrides, input_shape=input_shape))
+            c = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(c, targets)
+            compiled.append(c)
         except SpecError as err:
             _report(err)
             failed += 1
@@ -300,7 +314,7 @@ def compile_command(
 
     chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
     check_output_dir(out_dir)
-    compiled, failed = _compile_all(list(specs), sets, input_shape)
+    compiled, failed = _compile_all(list(specs), sets, chosen, input_shape)
     files = _render(compiled, chosen, table=False)
 
     def progress(rel: str, did: bool) -> None:
@@ -323,7 +337,7 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     start = time.perf_counter()
     check_output_dir(out_dir)
     paths = _spec_files(specs_dir)
-    compiled, failed = _compile_all(paths, ())
+    compiled, failed = _compile_all(paths, (), EMITTERS)
     click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)}, tables and diagrams")
     files = _render(compiled, list(EMITTERS), table=True)
     no_dot = None
@@ -364,7 +378,7 @@ def check_command(specs_dir: str, out_dir: Path) -> None:
     """Exit 1 if generated/ differs from what `archspec build` would write."""
     from archspec.build import check
 
-    compiled, failed = _compile_all(_spec_files(specs_dir), ())
+    compiled, failed = _compile_all(_spec_files(specs_dir), (), EMITTERS)
     drift = check(_render(compiled, list(EMITTERS), table=True, drawings=True), out_dir)
     for kind, files in (("stale", drift.stale), ("missing", drift.missing), ("extra", drift.extra)):
         for rel in files:
@@ -639,6 +653,7 @@ def verify_command(
     for path in specs:
         try:
             compiled = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(compiled, chosen)
         except SpecError as err:
             _report(err)
             failed += 1
