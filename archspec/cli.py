@@ -554,6 +554,29 @@ def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
 # verify: same weights, same outputs
 
 
+DEFAULT_MAX_MEMORY_GIB = 8.0
+VERIFY_BATCH = 2  # archspec.verify.BATCH, without importing numpy
+
+
+def _check_memory(c: Compiled, batch: int, copies: int, limit_gib: float) -> None:
+    """Refuse (SpecError, at the spec's name) a network whose estimated
+    memory is over ``limit_gib``, before any framework builds it."""
+    from archspec.passes.count import memory
+
+    estimate = memory(c.graph, c.counts, batch, copies)
+    if estimate.bytes > limit_gib * 2**30:
+        raise SpecError(
+            [
+                Diagnostic(
+                    c.spec.name_pos or c.spec.pos,
+                    "E305",
+                    f"running {c.graph.name} in {copies - 1} framework(s) needs {estimate.explain()}; over the limit "
+                    f"of {limit_gib:g} GiB: use a smaller network (--set, --input), or raise --max-memory",
+                )
+            ]
+        )
+
+
 def _targets(value: str) -> list[str]:
     chosen = [t.strip() for t in value.split(",") if t.strip()]
     if chosen == ["all"]:
@@ -583,6 +606,14 @@ def _targets(value: str) -> list[str]:
     default=0,
     show_default=True,
     help="Seed of the random weights and input (0 to 2**32 - 1).",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_MAX_MEMORY_GIB,
+    show_default=True,
+    metavar="GIB",
+    help="Refuse a network whose estimated memory (weights per framework, activations x batch) is larger.",
 )
 @click.option("--train", is_flag=True, help="Compare training steps instead of inference (dropout off).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True, help="--train: optimizer steps.")
@@ -623,6 +654,7 @@ def verify_command(
     as_json: bool,
     trace: bool,
     seed: int,
+    max_memory: float,
     train: bool,
     steps: int,
     optimizer: str,
@@ -654,6 +686,7 @@ def verify_command(
         try:
             compiled = compile_spec(path, overrides, input_shape=input_shape)
             _check_targets(compiled, chosen)
+            _check_memory(compiled, batch if train else VERIFY_BATCH, 1 + len(chosen), max_memory)
         except SpecError as err:
             _report(err)
             failed += 1

@@ -6,6 +6,7 @@ output paths. Each ends in a clear message and exit 1 or 2, never a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from archspec.cli import main
 from archspec.schema.yamlload import load_yaml
+from tests.conftest import SPECS
 
 SPEC = "name: net\nsource: test\ninput: [3, 8, 8]\nlayers:\n  - conv: {op: conv2d, out: 4, kernel: 3}\n"
 
@@ -188,3 +190,48 @@ def test_validate_prints_the_trainable_count(tmp_path: Path):
     code, out = run("validate", str(path))
     assert code == 0
     assert "(net: 2 nodes, 120 trainable parameters, 8 non-trainable, 128 total)" in out
+
+
+# ---------------------------------------------------------------------------
+# Sizes: memory and depth
+
+
+def test_verify_refuses_a_network_too_large_for_memory():
+    code, out = run("verify", str(SPECS / "efficientnet_b0.yaml"), "--set", "width_mult=50")
+    assert code == 1
+    assert "efficientnet_b0.yaml:1:7: error[E305]: running efficientnet_b0 in 4 framework(s) needs about" in out
+    assert "9,511,093,600 weights x 5 copies" in out
+    assert "over the limit of 8 GiB" in out and "--max-memory" in out
+
+
+def test_the_memory_limit_is_an_option(tmp_path: Path):
+    path = tmp_path / "net.yaml"
+    path.write_text(SPEC)
+    code, out = run("verify", str(path), "--targets", "pytorch", "--max-memory", "1e-6")
+    assert code == 1
+    assert "112 weights x 2 copies + 144 activation values x batch 2, 4 bytes each; over the limit of 1e-06 GiB" in out
+
+
+@pytest.mark.slow
+def test_keras_runs_a_chain_deeper_than_pythons_recursion_limit(tmp_path: Path):
+    """Keras walks its functional graph recursively; the runtime makes room."""
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    from archspec.runtime import keras as runtime
+
+    depth = 1500
+    assert sys.getrecursionlimit() < depth
+    module = type(sys)("deep")
+    inputs = keras.Input((2, 2, 1))
+
+    def deep() -> keras.Model:
+        x = inputs
+        for _ in range(depth):
+            x = keras.layers.ReLU()(x)
+        return keras.Model(inputs, x)
+
+    module.Deep = deep
+    model = runtime.build(module, "Deep")
+    (out,) = runtime.run(model, -np.ones((1, 1, 2, 2), np.float32))
+    assert out.shape == (1, 1, 2, 2) and not out.any()
