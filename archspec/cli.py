@@ -7,6 +7,7 @@ output, 2 usage error.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -315,6 +316,10 @@ def compile_command(
     chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
     check_output_dir(out_dir)
     compiled, failed = _compile_all(list(specs), sets, chosen, input_shape)
+    options = ["-o", str(out_dir)] if out_dir != Path("generated") else []
+    options += [arg for kv in sets for arg in ("--set", kv)]
+    options += ["--input", "x".join(map(str, input_shape))] if input_shape else []
+    compiled = [replace(c, compile_options=tuple(options)) for c in compiled]
     files = _render(compiled, chosen, table=False)
 
     def progress(rel: str, did: bool) -> None:

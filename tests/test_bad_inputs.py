@@ -235,3 +235,22 @@ def test_keras_runs_a_chain_deeper_than_pythons_recursion_limit(tmp_path: Path):
     model = runtime.build(module, "Deep")
     (out,) = runtime.run(model, -np.ones((1, 1, 2, 2), np.float32))
     assert out.shape == (1, 1, 2, 2) and not out.any()
+
+
+# ---------------------------------------------------------------------------
+# The header of a file written by compile
+
+
+def test_the_header_names_the_command_that_wrote_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    Path("my specs").mkdir()
+    Path("my specs/net.yaml").write_text(SPEC)
+    code, out = run("compile", "my specs/net.yaml", "-t", "pytorch", "-o", "out dir", "--input", "3x9x9")
+    assert code == 0, out
+    second = Path("out dir/net/net_pytorch.py").read_text().splitlines()[1]
+    assert second == "# and run `archspec compile 'my specs/net.yaml' --target pytorch -o 'out dir' --input 3x9x9`."
+
+
+def test_the_header_of_a_built_file_names_build():
+    second = (SPECS.parent / "generated" / "lenet" / "lenet_keras.py").read_text().splitlines()[1]
+    assert second == "# and run `archspec build` (or `archspec compile specs/lenet.yaml --target keras`)."
