@@ -45,11 +45,15 @@ def _report(err: SpecError) -> None:
     click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
 
 
-def load(path: str, sets: tuple[str, ...] = (), input_shape: tuple[int, ...] | None = None) -> Compiled:
-    """Compile a spec for a command (``input_shape`` from :data:`input_option`);
-    print diagnostics and exit 1 on error."""
+def load(
+    path: str, sets: tuple[str, ...] = (), input_shape: tuple[int, ...] | None = None, targets: Iterable[str] = ()
+) -> Compiled:
+    """Compile a spec for a command (``input_shape`` from :data:`input_option`)
+    that writes or runs it in ``targets``; print diagnostics and exit 1 on error."""
     try:
-        return compile_spec(path, _overrides(sets), input_shape=input_shape)
+        c = compile_spec(path, _overrides(sets), input_shape=input_shape)
+        _check_targets(c, targets)
+        return c
     except SpecError as err:
         _report(err)
         raise Failed() from None
@@ -1090,7 +1094,7 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
     from archspec.export.native import ExportError, export_native
     from archspec.weights import WeightError
 
-    compiled = load(spec, sets, input_shape)
+    compiled = load(spec, sets, input_shape, [target])
     try:
         written = export_native(compiled, npz, target, out)
     except (ExportError, WeightError) as exc:
