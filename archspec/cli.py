@@ -6,13 +6,15 @@ output, 2 usage error.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from archspec import diagram, extras, ops
 from archspec.codegen import DERIVED, EMITTERS
-from archspec.diagnostics import SpecError
+from archspec.diagnostics import Diagnostic, SpecError
 from archspec.passes.expand import INPUT_FORMS, parse_input, parse_overrides
 from archspec.pipeline import Compiled, compile_spec
 
@@ -43,11 +45,15 @@ def _report(err: SpecError) -> None:
     click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
 
 
-def load(path: str, sets: tuple[str, ...] = (), input_shape: tuple[int, ...] | None = None) -> Compiled:
-    """Compile a spec for a command (``input_shape`` from :data:`input_option`);
-    print diagnostics and exit 1 on error."""
+def load(
+    path: str, sets: tuple[str, ...] = (), input_shape: tuple[int, ...] | None = None, targets: Iterable[str] = ()
+) -> Compiled:
+    """Compile a spec for a command (``input_shape`` from :data:`input_option`)
+    that writes or runs it in ``targets``; print diagnostics and exit 1 on error."""
     try:
-        return compile_spec(path, _overrides(sets), input_shape=input_shape)
+        c = compile_spec(path, _overrides(sets), input_shape=input_shape)
+        _check_targets(c, targets)
+        return c
     except SpecError as err:
         _report(err)
         raise Failed() from None
@@ -121,11 +127,16 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...], input_shape: tuple[i
     for path in specs:
         try:
             c = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(c, EMITTERS)
         except SpecError as err:
             _report(err)
             failed += 1
             continue
-        click.echo(f"{path}: ok ({c.graph.name}: {len(c.graph.nodes)} nodes, {c.counts.total.total:,} params)")
+        t = c.counts.total
+        frozen = f", {t.non_trainable:,} non-trainable, {t.total:,} total" if t.non_trainable else ""
+        click.echo(
+            f"{path}: ok ({c.graph.name}: {len(c.graph.nodes)} nodes, {t.trainable:,} trainable parameters{frozen})"
+        )
     if failed:
         raise Failed()
 
@@ -167,18 +178,58 @@ def _internal(exc: Exception) -> Failed:
     return Failed()
 
 
+def _check_targets(c: Compiled, targets: Iterable[str]) -> None:
+    """Raise SpecError for what keeps ``c`` from being written in ``targets``."""
+    from archspec.passes.targets import check_targets
+
+    problems = check_targets(c, targets)
+    if problems:
+        raise SpecError(problems)
+
+
 def _compile_all(
-    paths: list[str], sets: tuple[str, ...], input_shape: tuple[int, ...] | None = None
+    paths: list[str], sets: tuple[str, ...], targets: Iterable[str], input_shape: tuple[int, ...] | None = None
 ) -> tuple[list[Compiled], int]:
+    """Compile specs to be written in ``targets``; report the invalid ones and
+    specs that share a name. Returns the valid ones and how many failed."""
     overrides = _overrides(sets)
     compiled, failed = [], 0
-    for path in paths:
+    for path in dict.fromkeys(paths):  # a file given twice is compiled once
         try:
-            compiled.append(compile_spec(path, overrides, input_shape=input_shape))
+            c = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(c, targets)
+            compiled.append(c)
         except SpecError as err:
             _report(err)
             failed += 1
-    return compiled, failed
+    clashes = same_names(compiled)
+    for c in compiled:
+        if c.graph.name in clashes:
+            _report(SpecError([clashes[c.graph.name][c.spec.file]]))
+    return [c for c in compiled if c.graph.name not in clashes], failed + sum(map(len, clashes.values()))
+
+
+def same_names(compiled: list[Compiled]) -> dict[str, dict[str, Diagnostic]]:
+    """Specs that share a ``name`` (their files would overwrite each other):
+    name -> file -> a diagnostic at its ``name`` naming the other files."""
+    by_name: dict[str, list[Compiled]] = {}
+    for c in compiled:
+        by_name.setdefault(c.graph.name, []).append(c)
+    out: dict[str, dict[str, Diagnostic]] = {}
+    for name, group in by_name.items():
+        if len(group) < 2:
+            continue
+        files = [c.spec.file for c in group]
+        out[name] = {
+            c.spec.file: Diagnostic(
+                c.spec.name_pos or c.spec.pos,
+                "E106",
+                f"{', '.join(f for f in files if f != c.spec.file)} is also named '{name}'; "
+                f"both would write {name}/{name}_*.py, one over the other: rename one",
+            )
+            for c in group
+        }
+    return out
 
 
 def _spec_files(specs_dir: str) -> list[str]:
@@ -200,6 +251,26 @@ def _render(compiled: list[Compiled], targets: list[str], table: bool, drawings:
         raise Failed() from None
     except (CodegenError, FormatError, diagram.DiagramError) as exc:
         raise _internal(exc) from None
+
+
+def check_output_dir(out_dir: Path, given: Path | str | None = None) -> None:
+    """Refuse, before anything is written, an output folder that is a file or
+    lies under one (``-o afile/sub``): a usage error. ``given``: what -o said."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise click.UsageError(f"-o {given or out_dir}: {p} is a file, not a folder; give a path in a folder")
+            return
+
+
+def _write_or_fail(write: Callable[[], object], what: Path) -> None:
+    """Run ``write``; an OS error (``-o /proc/x``, a full disk, no
+    permission) is one line naming the file, exit 1."""
+    try:
+        write()
+    except OSError as exc:
+        click.echo(f"error: cannot write {what}: {exc.strerror or exc}; choose another output path", err=True)
+        raise Failed() from None
 
 
 specs_dir_option = click.option(
@@ -247,9 +318,18 @@ def compile_command(
     from archspec.build import write
 
     chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
-    compiled, failed = _compile_all(list(specs), sets, input_shape)
+    check_output_dir(out_dir)
+    compiled, failed = _compile_all(list(specs), sets, chosen, input_shape)
+    options = ["-o", str(out_dir)] if out_dir != Path("generated") else []
+    options += [arg for kv in sets for arg in ("--set", kv)]
+    options += ["--input", "x".join(map(str, input_shape))] if input_shape else []
+    compiled = [replace(c, compile_options=tuple(options)) for c in compiled]
     files = _render(compiled, chosen, table=False)
-    write(files, out_dir, lambda rel, did: click.echo(f"{'wrote' if did else 'unchanged'} {out_dir / rel}"))
+
+    def progress(rel: str, did: bool) -> None:
+        click.echo(f"{'wrote' if did else 'unchanged'} {out_dir / rel}")
+
+    _write_or_fail(lambda: write(files, out_dir, progress), out_dir)
     if failed:
         raise Failed()
 
@@ -264,8 +344,9 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     from archspec.build import diagrams, write
 
     start = time.perf_counter()
+    check_output_dir(out_dir)
     paths = _spec_files(specs_dir)
-    compiled, failed = _compile_all(paths, ())
+    compiled, failed = _compile_all(paths, (), EMITTERS)
     click.echo(f"compiled {len(compiled)} specs; generating {', '.join(EMITTERS)}, tables and diagrams")
     files = _render(compiled, list(EMITTERS), table=True)
     no_dot = None
@@ -281,7 +362,13 @@ def build_command(specs_dir: str, out_dir: Path) -> None:
     def progress(rel: str, did: bool) -> None:
         by_spec.setdefault(rel.split("/")[0], []).append(did)
 
-    changed = write(files, out_dir, progress)
+    changed = 0
+
+    def write_all() -> None:
+        nonlocal changed
+        changed = write(files, out_dir, progress)
+
+    _write_or_fail(write_all, out_dir)
     for name, flags in by_spec.items():
         click.echo(f"  {name:<18} {sum(flags)} of {len(flags)} files changed")
     click.echo(f"{changed} files changed in {out_dir}/ ({time.perf_counter() - start:.1f} s)")
@@ -300,7 +387,7 @@ def check_command(specs_dir: str, out_dir: Path) -> None:
     """Exit 1 if generated/ differs from what `archspec build` would write."""
     from archspec.build import check
 
-    compiled, failed = _compile_all(_spec_files(specs_dir), ())
+    compiled, failed = _compile_all(_spec_files(specs_dir), (), EMITTERS)
     drift = check(_render(compiled, list(EMITTERS), table=True, drawings=True), out_dir)
     for kind, files in (("stale", drift.stale), ("missing", drift.missing), ("extra", drift.extra)):
         for rel in files:
@@ -381,11 +468,9 @@ def diagram_command(
         specs = tuple(str(p) for p in found)
     if output is not None and len(specs) > 1:
         raise click.UsageError("-o/--output takes one SPEC; without -o each spec goes to generated/<name>/")
-    suffix = Path(output).suffix.lstrip(".").lower() if output else ""
-    if fmt is None:
-        fmt = suffix if suffix in diagram.FORMATS else "svg"
-    elif suffix == "dot" and fmt != "dot":
-        raise click.UsageError(f"-o {output} names a .dot file but --format is {fmt}; name it .{fmt}")
+    fmt = _diagram_format(output, fmt)
+    if output is not None:
+        check_output_dir(Path(output).parent, output)
 
     failed = False
     missing: diagram.GraphvizNotFound | None = None
@@ -400,6 +485,10 @@ def diagram_command(
         text = diagram.to_dot(c, depth=depth, expand=expand, direction=direction)
         try:
             written = diagram.render(text, target, fmt)
+        except OSError as exc:
+            click.echo(f"{spec}: cannot write {target}: {exc.strerror or exc}; choose another -o", err=True)
+            failed = True
+            continue
         except diagram.GraphvizNotFound as exc:
             missing = exc
             click.echo(
@@ -417,6 +506,22 @@ def diagram_command(
         )
     if failed:
         raise Failed()
+
+
+def _diagram_format(output: str | None, fmt: str | None) -> str:
+    """The drawing's format: ``--format``, else -o's suffix, else svg. A
+    suffix that is no format, or that is not ``--format``, is refused (a
+    PNG written into ``x.svg`` would not open)."""
+    if output is None:
+        return fmt or "svg"
+    suffix = Path(output).suffix.lstrip(".").lower()
+    if suffix not in diagram.FORMATS:
+        raise click.UsageError(
+            f"-o {output}: archspec draws {', '.join(diagram.FORMATS)}; name the file with one of those suffixes"
+        )
+    if fmt is not None and fmt != suffix:
+        raise click.UsageError(f"-o {output} names a .{suffix} file but --format is {fmt}; name it .{fmt}")
+    return suffix
 
 
 # ----------------------------------------------------------------------------
@@ -458,6 +563,29 @@ def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
 # verify: same weights, same outputs
 
 
+DEFAULT_MAX_MEMORY_GIB = 8.0
+VERIFY_BATCH = 2  # archspec.verify.BATCH, without importing numpy
+
+
+def _check_memory(c: Compiled, batch: int, copies: int, limit_gib: float) -> None:
+    """Refuse (SpecError, at the spec's name) a network whose estimated
+    memory is over ``limit_gib``, before any framework builds it."""
+    from archspec.passes.count import memory
+
+    estimate = memory(c.graph, c.counts, batch, copies)
+    if estimate.bytes > limit_gib * 2**30:
+        raise SpecError(
+            [
+                Diagnostic(
+                    c.spec.name_pos or c.spec.pos,
+                    "E305",
+                    f"running {c.graph.name} in {copies - 1} framework(s) needs {estimate.explain()}; over the limit "
+                    f"of {limit_gib:g} GiB: use a smaller network (--set, --input), or raise --max-memory",
+                )
+            ]
+        )
+
+
 def _targets(value: str, train: bool) -> list[str]:
     known = list(EMITTERS) if train else [*EMITTERS, *DERIVED]
     chosen = [t.strip() for t in value.split(",") if t.strip()]
@@ -485,7 +613,21 @@ def _targets(value: str, train: bool) -> list[str]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--trace", is_flag=True, help="Name the first node where each target departs from the reference.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and input.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the random weights and input (0 to 2**32 - 1).",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_MAX_MEMORY_GIB,
+    show_default=True,
+    metavar="GIB",
+    help="Refuse a network whose estimated memory (weights per framework, activations x batch) is larger.",
+)
 @click.option("--train", is_flag=True, help="Compare training steps instead of inference (dropout off).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True, help="--train: optimizer steps.")
 @click.option(
@@ -525,6 +667,7 @@ def verify_command(
     as_json: bool,
     trace: bool,
     seed: int,
+    max_memory: float,
     train: bool,
     steps: int,
     optimizer: str,
@@ -555,6 +698,8 @@ def verify_command(
     for path in specs:
         try:
             compiled = compile_spec(path, overrides, input_shape=input_shape)
+            _check_targets(compiled, dict.fromkeys(DERIVED.get(t, t) for t in chosen))
+            _check_memory(compiled, batch if train else VERIFY_BATCH, 1 + len(chosen), max_memory)
         except SpecError as err:
             _report(err)
             failed += 1
@@ -953,7 +1098,7 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
     from archspec.export.native import ExportError, export_native
     from archspec.weights import WeightError
 
-    compiled = load(spec, sets, input_shape)
+    compiled = load(spec, sets, input_shape, [target])
     try:
         written = export_native(compiled, npz, target, out)
     except (ExportError, WeightError) as exc:

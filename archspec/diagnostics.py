@@ -52,6 +52,8 @@ CODES: dict[str, str] = {
     "E403": "channels not divisible by groups",
     "E404": "wrong input rank",
     "E405": "empty output",
+    # Targets
+    "E501": "a target cannot express this",
 }
 
 

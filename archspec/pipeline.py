@@ -17,6 +17,9 @@ class Compiled:
     spec: Spec
     graph: Graph
     counts: Counts
+    # For the header of generated files: the options of `archspec compile`
+    # that write the code (-o, --set, --input); None: `archspec build` does.
+    compile_options: tuple[str, ...] | None = None
 
 
 def compile_spec(

@@ -48,7 +48,9 @@ def rows(c: Compiled, max_depth: int | None = None) -> list[Row]:
             out.append(Row(depth - 1, prefix, prefix, op, inst.shape, c.counts.scopes[prefix], False))
         depth = len(parts) - 1
         if max_depth is None or depth <= max_depth:
-            label = node.name if depth else node.path
+            # Under a stage unit or deeper, a node's own name repeats from unit to unit:
+            # its path says which it is (layer1.0.conv1, not conv1).
+            label = node.name if depth == 1 else node.path
             out.append(Row(depth, label, node.path, node.op, node.shape, c.counts.nodes[node.path], True))
     return out
 

@@ -277,7 +277,13 @@ def test_depth_zero_shows_the_top_level_with_block_sums():
 def test_nested_rows_are_indented():
     rows = parse_table(ok(spec("resnet50"), "--depth", "2").stdout).rows
     assert any(row.startswith("  layer1.0 ") for row in rows)
-    assert any(row.startswith("    conv1 ") for row in rows)  # layer1.0.conv1, by its own name
+    assert any(row.startswith("    layer1.0.conv1 ") for row in rows)  # its path: conv1 is in every unit
+    assert not any(row.strip().startswith("conv1 ") and row.startswith("    ") for row in rows)
+
+
+def test_nodes_of_a_block_at_the_top_level_are_named_by_name():
+    rows = parse_table(ok(spec("googlenet"), "--depth", "1").stdout).rows
+    assert any(row.startswith("  branch4_pool ") for row in rows)
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ def test_verify_reports_code_that_cannot_be_generated(tmp_path) -> None:
     target (exit 1) instead of failing with a traceback."""
     spec = tmp_path / "grow.yaml"
     spec.write_text(
-        "name: grow\nsource: test\ninput: [3, 8, 8]\n"
+        "name: growing\nsource: test\ninput: [3, 8, 8]\n"
         "blocks:\n  grow:\n    params: {k: int}\n    nodes:\n"
         "      - conv: {op: conv2d, out: in_channels + k, kernel: 1}\n"
         "layers:\n  - stage: {block: grow, repeat: 3, k: i + 1}\n"

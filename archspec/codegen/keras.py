@@ -213,11 +213,12 @@ def pool(layer: str, is_max: bool) -> Rule:
         if ceil is None:
             raise CodegenError(f"{step.name}: ceil_mode from a parameter; Keras pools pad for it per instance")
         if ceil:
-            if not is_max:
-                raise CodegenError(f"{step.name}: ceil-mode average pooling has no Keras equivalent")
             p = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
             eb, er = _ceil_extra(step, ctx)
-            step = _with_padding(step, (p[0], p[1] + eb, p[2], p[3] + er))
+            if is_max:
+                step = _with_padding(step, (p[0], p[1] + eb, p[2], p[3] + er))
+            elif eb or er:  # where ceil_mode changes nothing, the pool is written as floor-mode
+                raise CodegenError(f"{step.name}: ceil-mode average pooling has no Keras equivalent")
         keras_same = True
         if not is_max and step.padding and step.padding.mode not in ("none", "valid"):
             # Keras' padding="same" leaves the padded zeros out of the average.

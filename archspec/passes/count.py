@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from archspec import ops
@@ -51,3 +52,35 @@ def count(graph: Graph) -> Counts:
             prefix = ".".join(parts[:depth])
             scopes[prefix] = scopes.get(prefix, Count()) + c
     return Counts(per_node, scopes, total)
+
+
+BYTES_PER_VALUE = 4  # float32 everywhere
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A lower bound of the memory that running a network takes: its weights
+    held ``copies`` times (the canonical set and each framework's model) and
+    every node's output for ``batch`` samples, 4 bytes a value."""
+
+    weights: int  # values of one copy of the weights
+    copies: int
+    activations: int  # values of every node's output, one sample
+    batch: int
+
+    @property
+    def bytes(self) -> int:
+        return BYTES_PER_VALUE * (self.weights * self.copies + self.activations * self.batch)
+
+    def explain(self) -> str:
+        """The estimate in words, for a message."""
+        return (
+            f"about {self.bytes / 2**30:.1f} GiB: {self.weights:,} weights x {self.copies} copies + "
+            f"{self.activations:,} activation values x batch {self.batch}, 4 bytes each"
+        )
+
+
+def memory(graph: Graph, counts: Counts, batch: int, copies: int) -> Memory:
+    """Estimate the memory of running ``graph`` (see :class:`Memory`)."""
+    activations = sum(math.prod(n.shape) for n in graph.nodes)
+    return Memory(counts.total.total, copies, activations, batch)

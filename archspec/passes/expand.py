@@ -25,7 +25,7 @@ from archspec.ir import INPUT, Graph, Instance, Node, Shape
 from archspec.schema import expr as E
 from archspec.schema.spec import NodeDef, ParamDef, Spec, Value, key_hint
 
-MAX_NODES = 50_000
+MAX_NODES = 10_000  # benchmarks/node_limit.py: verify time grows with it
 MAX_REPEAT = 1_000
 MAX_SIZE = 1_000_000  # any single size: channels, kernel, spatial extent
 MAX_ELEMENTS = 2**31  # elements of one per-sample tensor
@@ -433,7 +433,12 @@ class _Expander:
             )
             return path, None
         if len(self.nodes) >= MAX_NODES:
-            self.err(nd.pos, "E305", f"the network expands to more than {MAX_NODES} nodes; reduce repeat counts")
+            self.err(
+                nd.pos,
+                "E305",
+                f"the network expands to more than {MAX_NODES:,} nodes, archspec's limit (densenet264 has 931); "
+                "reduce repeat counts",
+            )
             raise _Abort
         self.nodes.append(Node(path, nd.op, attrs, tuple(r for r, _ in ins), tuple(shapes), shape, nd.pos))
         return path, shape

@@ -30,6 +30,7 @@ channels-first before flattening.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from archspec.passes.expand import MAX_NODES
 from archspec.runtime import (
     DEPTHWISE,
     HWIO,
@@ -105,8 +107,22 @@ def export_weights(model: keras.Model) -> Weights:
     return export_slots(slots(model))
 
 
+@contextlib.contextmanager
+def _deep_graphs() -> Iterator[None]:
+    """Room for Keras' functional graph, which it walks recursively, a frame
+    or so per layer: Python's default limit of 1,000 frames stops a chain of
+    about 1,000 layers. The limit is raised to cover archspec's node limit."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 5 * MAX_NODES))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def build(module: ModuleType, class_name: str, **kwargs: Any) -> keras.Model:
-    return getattr(module, class_name)(**kwargs)
+    with _deep_graphs():
+        return getattr(module, class_name)(**kwargs)
 
 
 def param_counts(model: keras.Model) -> tuple[int, int]:
@@ -120,7 +136,8 @@ def _numpy(out) -> list[np.ndarray]:
 
 
 def run(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-    return _numpy(model(channels_last(np.asarray(x, dtype=np.float32)), training=False))
+    with _deep_graphs():
+        return _numpy(model(channels_last(np.asarray(x, dtype=np.float32)), training=False))
 
 
 @contextlib.contextmanager
@@ -139,6 +156,7 @@ def intermediates(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     channels-first: the same functional graph with every layer's output as an
     output of its own."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    probe = keras.Model(model.input, [layer.output for layer in layers])
-    values = _numpy(probe(channels_last(np.asarray(x, dtype=np.float32)), training=False))
+    with _deep_graphs():
+        probe = keras.Model(model.input, [layer.output for layer in layers])
+        values = _numpy(probe(channels_last(np.asarray(x, dtype=np.float32)), training=False))
     return {layer.name: v for layer, v in zip(layers, values, strict=True)}

@@ -408,6 +408,13 @@ def _number(value: Value, col: int, what: str) -> int | float:
     return value
 
 
+def _shown(value: Value) -> str:
+    """A value in a message: 'the number 3', 'true'."""
+    if isinstance(value, bool):
+        return "the boolean " + ("true" if value else "false")
+    return f"the number {value!r}"
+
+
 _COMPARE = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -477,6 +484,13 @@ def evaluate(node: Expr, env: Mapping[str, Value]) -> Value:
         left = evaluate(node.first, env)
         for op, rnode in node.rest:
             right = evaluate(rnode, env)
+            if isinstance(left, str) != isinstance(right, str):  # "relu" == 3 is false whatever the value
+                text, other = (left, right) if isinstance(left, str) else (right, left)
+                raise ExprError(
+                    f"cannot compare the string {text!r} with {_shown(other)} ({op}); "
+                    "compare a string parameter with a quoted string ('relu'), a number with a number",
+                    node.col,
+                )
             try:
                 ok = _COMPARE[op](left, right)
             except TypeError:

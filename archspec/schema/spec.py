@@ -166,6 +166,7 @@ class Spec:
     description: str = ""
     family: str = ""  # what the gallery groups by ("ResNet"); "" when not given
     year: int | None = None  # the year the architecture was published
+    name_pos: Pos | None = None  # where the value of 'name' is written
 
 
 def parse_spec(path: str | Path, text: str | bytes | None = None) -> Spec:
@@ -289,6 +290,14 @@ class _Parser:
                     f"{did_you_mean(n.id, [*literal_words, *scope])}; use a size, a parameter or one of those",
                 )
                 continue
+            if n.id == "i":
+                self.err(
+                    _shift(pos, n.col, exact),
+                    "E203",
+                    "'i' is the unit index of a stage: only the arguments of a block node with 'repeat' "
+                    "can use it; add 'repeat' to this node, or write the number",
+                )
+                continue
             if n.id.lower() in BOOL_WORDS:
                 tail = "for a boolean write true or false, without quotes"
             else:
@@ -371,7 +380,22 @@ class _Parser:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
 
         self.diag.raise_if_any()
-        return Spec(name, source, self.file, top.pos, shape, params, blocks, layers, outputs, description, family, year)
+        name_pos = top.val_pos["name"]
+        return Spec(
+            name,
+            source,
+            self.file,
+            top.pos,
+            shape,
+            params,
+            blocks,
+            layers,
+            outputs,
+            description,
+            family,
+            year,
+            name_pos,
+        )
 
     def year(self, top: YMap) -> int | None:
         """The optional ``year``: a whole number from 1900 to 2100."""
@@ -443,7 +467,14 @@ class _Parser:
                 if ptype is None:
                     ptype = inferred
                 elif not _fits(default, ptype):
-                    self.err(vpos, "E101", f"default {show(default)} of '{pname}' is not of type {ptype}")
+                    if isinstance(default, str) and ptype != "str" and _is_expression(default):
+                        message = (
+                            f"the default of '{pname}' must be a plain {ptype}, not an expression ({show(default)}); "
+                            "write its value, or compute it where the parameter is used"
+                        )
+                    else:
+                        message = f"default {show(default)} of '{pname}' is not of type {ptype}"
+                    self.err(vpos, "E101", message)
                     continue
             elif ptype is None:
                 self.err(vpos, "E102", f"parameter '{pname}' needs a 'type' or a 'default'")
@@ -547,7 +578,7 @@ class _Parser:
             if not self.name_ok(nname, npos, "node"):
                 continue
             if nname in RESERVED:
-                self.err(npos, "E105", f"'{nname}' is a reserved name; choose another node name")
+                self.err(npos, "E105", f"'{nname}' is a reserved name ({_why_reserved(nname)}); rename the node")
                 continue
             if nname in seen:
                 self.err(npos, "E106", f"duplicate node name '{nname}' (first at line {seen[nname].line}); rename one")
@@ -775,9 +806,17 @@ class _Parser:
     def outputs(self, raw: Any, pos: Pos, layers: list[NodeDef]) -> list[tuple[str, Pos]]:
         names = [n.name for n in layers]
         items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
-        out = []
+        out: list[tuple[str, Pos]] = []
         for ref, rpos in items:
-            if ref in names:
+            first = next((p for r, p in out if r == ref), None)
+            if first is not None:
+                self.err(
+                    rpos,
+                    "E106",
+                    f"output '{ref}' is listed twice (first at line {first.line}, column {first.col}); "
+                    "a network returns each output once: remove one",
+                )
+            elif ref in names:
                 out.append((ref, rpos))
             else:
                 self.err(
@@ -843,3 +882,22 @@ def _type_of(v: Any) -> str | None:
 def _fits(v: Any, ptype: str) -> bool:
     t = _type_of(v)
     return t == ptype or (ptype == "float" and t == "int")
+
+
+def _is_expression(text: str) -> bool:
+    """Whether ``text`` parses as an expression that is more than one word."""
+    try:
+        return not isinstance(E.parse(text), E.Name)
+    except E.ExprError:
+        return False
+
+
+def _why_reserved(name: str) -> str:
+    """Why a node cannot take the reserved ``name``, in a few words."""
+    if name == "input":
+        return "'in' lists use it for the network's input"
+    if name == "i":
+        return "it is a stage's unit index"
+    if name in ("in_channels", "out_channels", "num_classes"):
+        return "the generated constructors use it as an argument or attribute"
+    return "a method or attribute of the frameworks' module classes"

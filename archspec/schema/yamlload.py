@@ -4,12 +4,15 @@ The loader never evaluates anything: it composes the YAML node tree with
 PyYAML's safe loader and converts it itself, so that
 
 * every mapping and sequence knows where it, its keys and its items start,
-* duplicate keys are an error instead of a silent overwrite,
+* duplicate keys are an error instead of a silent overwrite (a key written
+  beside a merge key ``<<: *anchor`` overrides the merged one, as YAML 1.1 says),
 * aliases cannot blow up (the number of converted values is bounded).
 """
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ MAX_VALUES = 200_000
 # The tags PyYAML's safe loader gives plain YAML values; an explicit tag
 # (!!python/..., !!binary, !custom) is refused.
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
+MERGE_TAG = "tag:yaml.org,2002:merge"
 EMPTY = "the file is empty; a spec needs at least 'name', 'source', 'input' and 'layers'"
 
 
@@ -93,8 +97,12 @@ class _Converter:
         if isinstance(node, yaml.MappingNode):
             out = YMap()
             out.pos, out.key_pos, out.val_pos = _pos(self.file, node), {}, {}
+            explicit = sum(k.tag != MERGE_TAG for k, _ in node.value)
             self.constructor.flatten_mapping(node)
-            for key_node, value_node in node.value:
+            overridden = _overridden(node.value, len(node.value) - explicit)
+            for index, (key_node, value_node) in enumerate(node.value):
+                if index in overridden:
+                    continue
                 key = self.convert(key_node)
                 kpos = _pos(self.file, key_node)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
@@ -143,6 +151,46 @@ class _Converter:
         return value
 
 
+def _read_capped(path: Path, fail: Callable[..., SpecError], whole: Pos) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_FILE_BYTES`. A
+    directory, FIFO, socket or device is refused before it is opened (a FIFO
+    would block, ``/dev/zero`` never ends), and no more than the cap is read,
+    so a file that grows while it is read cannot exhaust memory."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise fail("E001", "is a directory, not a spec file", whole)
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise fail("E001", f"is {kind}, not a regular file; save the spec to a file and give its path", whole)
+    too_large = f"the file is larger than {MAX_FILE_BYTES:,} bytes; a spec is a short text"
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise fail("E005", too_large, whole)
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise fail("E005", too_large, whole)
+    return data
+
+
+def _overridden(pairs: list[tuple[yaml.Node, yaml.Node]], merged: int) -> set[int]:
+    """Indices of the merged pairs (the first ``merged`` of a flattened
+    mapping) that YAML 1.1's merge key drops: a key written in the mapping
+    itself overrides a merged one, and of keys merged twice the later pair
+    wins (PyYAML puts the first mapping of ``<<: [*a, *b]`` last)."""
+
+    def key(node: yaml.Node) -> object:
+        return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
+
+    seen = {key(k) for k, _ in pairs[merged:]}
+    dropped = set()
+    for index in range(merged - 1, -1, -1):
+        k = key(pairs[index][0])
+        if k in seen:
+            dropped.add(index)
+        seen.add(k)
+    return dropped
+
+
 def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, str]:
     """Read and parse a YAML file; returns ``(document, display_name)``.
 
@@ -158,12 +206,7 @@ def load_yaml(path: str | Path, text: str | bytes | None = None) -> tuple[Any, s
 
     if text is None:
         try:
-            p = Path(path)
-            if p.is_dir():
-                raise fail("E001", "is a directory, not a spec file", whole)
-            if p.stat().st_size > MAX_FILE_BYTES:
-                raise fail("E005", f"the file is larger than {MAX_FILE_BYTES} bytes; a spec is a short text", whole)
-            text = p.read_bytes()
+            text = _read_capped(Path(path), fail, whole)
         except FileNotFoundError:
             raise fail("E001", "no such file; check the path", whole) from None
         except PermissionError:
@@ -261,7 +304,10 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[Any, str]:
     pm, cm = exc.problem_mark, exc.context_mark
     at = f"line {cm.line + 1}, column {cm.column + 1}" if cm else ""
     if "'\\t'" in problem:  # PyYAML writes the character with repr()
-        return pm, "a tab character: indent YAML with spaces, not tabs"
+        line_start = pm.buffer.rfind("\n", 0, pm.pointer) + 1 if pm and pm.buffer else 0
+        if pm is None or not pm.buffer or not pm.buffer[line_start : pm.pointer].strip():
+            return pm, "a tab character: indent YAML with spaces, not tabs"
+        return pm, "a tab character between the items of a line: YAML separates them with spaces; replace the tab"
     if "cannot start any token" in problem:
         char = problem.split("character ", 1)[-1].split(" that", 1)[0]
         return pm, f"a value cannot start with {char}; put the value in quotes"

@@ -1,0 +1,127 @@
+"""What a valid network cannot be written as in a target: spec problems that
+code generation would otherwise meet, found before it, with positions.
+
+A pure function of the compiled spec and the chosen targets. ``validate``
+checks every target, ``compile`` the ones it writes; a failure of code
+generation after these checks is a bug in archspec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from archspec.codegen.chainer import _MODULE_NAMES as CHAINER_NAMES
+from archspec.codegen.model import class_name
+from archspec.codegen.tensorflow import _LAYER_CLASSES as TENSORFLOW_LAYERS
+from archspec.diagnostics import Diagnostic, Pos
+from archspec.ir import Node
+from archspec.pipeline import Compiled
+
+# Classes and modules a generated file may bind at the top level, by target
+# (the emitters' own lists where they keep one): a block or network class of
+# the same name would hide it. TensorFlow renames a block that takes a layer
+# class's name (DenseBlock), but not the network.
+TAKEN_CLASS_NAMES = {
+    "pytorch": frozenset({"F", "SeparableConv2d", "ChannelLayerNorm"}),
+    "chainer": CHAINER_NAMES,
+    "keras": frozenset({"NegInfPadding2D", "LocalResponseNormalization", "ChannelShuffle"}),
+}
+IMPORTED = {"F": "chainer.functions", "L": "chainer.links", "np": "numpy"}
+
+# Convolutions whose stride and dilation cannot both exceed 1 in a target:
+# TensorFlow's depthwise, separable and 1-D convolutions compute other values
+# (other sizes), Keras' Conv2D and Conv1D refuse it when the model is built.
+STRIDED_DILATION = {
+    "tensorflow": frozenset({"depthwise_conv2d", "separable_conv2d", "conv1d"}),
+    "keras": frozenset({"conv2d", "conv1d"}),
+}
+TARGET_TITLES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "Keras", "chainer": "Chainer"}
+
+
+def check_targets(compiled: Compiled, targets: Iterable[str]) -> list[Diagnostic]:
+    """Every problem that keeps ``compiled`` from being written in ``targets``."""
+    targets = list(targets)
+    out = _class_names(compiled, targets)
+    for node in compiled.graph.nodes:
+        for target in targets:
+            message = _node_problem(node, target)
+            if message:
+                out.append(Diagnostic(node.pos, "E501", f"{target}: {message}"))
+    return sorted(set(out))
+
+
+def _node_problem(node: Node, target: str) -> str:
+    """Why ``node`` cannot be written in ``target`` ("" when it can)."""
+    title = TARGET_TITLES[target]
+    if node.op in STRIDED_DILATION.get(target, ()):
+        stride, dilation = _axes(node.attrs["stride"]), _axes(node.attrs["dilation"])
+        if max(stride) > 1 and max(dilation) > 1:
+            return (
+                f"{node.op} with stride > 1 and dilation > 1: {title} cannot compute it "
+                f"({'the model fails to build' if target == 'keras' else 'it gives other values'}); "
+                "use stride 1 and subsample after it (a 1x1 pooling with that stride), or dilation 1"
+            )
+    ceil = node.op == "avg_pool2d" and node.attrs["ceil_mode"]
+    if ceil and target in ("keras", "chainer") and not _floor_fits(node):
+        return (
+            f"ceil-mode average pooling has no {title} equivalent (a padded window would change the divisor); "
+            "set ceil_mode: false and give the pooling explicit padding"
+        )
+    return ""
+
+
+def _axes(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _floor_fits(node: Node) -> bool:
+    """Whether rounding down gives the IR's output size (ceil_mode changes nothing)."""
+    top, bottom, left, right = node.attrs["padding"]
+    return all(
+        (node.in_shapes[0][1 + axis] + before + after - k) // s + 1 == node.shape[1 + axis]
+        for axis, (before, after, k, s) in enumerate(((top, bottom, *_pair(node, 0)), (left, right, *_pair(node, 1))))
+    )
+
+
+def _pair(node: Node, axis: int) -> tuple[int, int]:
+    return node.attrs["kernel"][axis], node.attrs["stride"][axis]
+
+
+def _class_names(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
+    """Blocks and the network whose generated class names collide with each
+    other (``conv_bn`` and ``conv_b_n`` are both ``ConvBN``) or with a name a
+    target's file needs (a network named ``l`` is class ``L``, Chainer's links)."""
+    spec = compiled.spec
+    used = dict.fromkeys(inst.block for inst in compiled.graph.instances)
+    owners: list[tuple[str, str, Pos]] = [(f"block '{b}'", class_name(b), spec.blocks[b].pos) for b in used]
+    owners.append((f"the network '{spec.name}'", class_name(spec.name), spec.name_pos or spec.pos))
+    out: list[Diagnostic] = []
+    first: dict[str, tuple[str, Pos]] = {}
+    for what, cls, pos in sorted(owners, key=lambda o: o[2]):
+        if cls in first:
+            other, at = first[cls]
+            out.append(
+                Diagnostic(
+                    pos,
+                    "E106",
+                    f"{what} and {other} (line {at.line}) would both be the class {cls} in the generated code; "
+                    "rename one",
+                )
+            )
+            continue
+        first[cls] = (what, pos)
+        for target in targets:
+            taken = TAKEN_CLASS_NAMES.get(target, frozenset())
+            if target == "tensorflow" and what.startswith("the network"):
+                taken = TENSORFLOW_LAYERS
+            if cls in taken:
+                held = f"{IMPORTED[cls]}, imported as {cls}" if cls in IMPORTED else f"its own {cls}"
+                out.append(
+                    Diagnostic(
+                        pos,
+                        "E501",
+                        f"{target}: {what} would be the class {cls}, which would hide {held} in the "
+                        f"{TARGET_TITLES[target]} file; rename it",
+                    )
+                )
+    return out
