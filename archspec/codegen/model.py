@@ -787,7 +787,7 @@ class _Builder:
         padding = None
         for aname in opdef.attrs:
             values = [n.attrs[aname] for n in irnodes]
-            if aname == "padding":
+            if aname == "padding" and nd.op != "conv_transpose2d":  # that one's padding crops: a plain pair
                 padding = self.padding(nd, values, live, irnodes)
                 continue
             v = nd.attrs.get(aname)
@@ -852,8 +852,10 @@ class _Builder:
                 return self.stage_out(step, callee, live, where)
             return fold(substitute(callee.out_channels, self.callee_env(step, callee, in_ch)))
         op = step.op
-        if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
+        if op in ("conv2d", "separable_conv2d", "conv1d", "dense", "conv_transpose2d"):
             return step.attrs["out"]
+        if op == "slice":
+            return fold(E.Binary("-", step.attrs["stop"], step.attrs["start"], 0))
         if op == "depthwise_conv2d":
             return mul(in_ch, step.attrs["multiplier"])
         if op == "concat":  # ``channels`` maps stage.*.out to the sum over the units
