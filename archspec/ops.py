@@ -13,7 +13,8 @@ against this table by the tests. Attribute values arrive here already
 evaluated and *resolved* (``kernel`` a tuple, ``padding`` explicit per side).
 
 Counting conventions: a MAC is one multiply-add. Convolutions (all kinds) and
-dense layers count ``outputs x inputs-per-output``; every other op (norms,
+dense layers count ``outputs x inputs-per-output``, a transposed convolution
+``inputs x outputs-per-input`` (as fvcore); every other op (norms,
 activations, pooling, element-wise ops) counts 0, as torchvision and fvcore
 do. Bias additions are not counted.
 """
@@ -46,7 +47,8 @@ class Attr:
 
     Kinds: ``int``, ``float``, ``bool``, ``pair`` (an int or a list of two),
     ``pad2d`` (int, [h, w], [top, bottom, left, right], ``same`` or ``valid``),
-    ``pad1d`` (int, [left, right], ``same``, ``valid`` or ``causal``).
+    ``pad1d`` (int, [left, right], ``same``, ``valid`` or ``causal``),
+    ``choice`` (one of the words in ``choices``, written bare: ``mode: bilinear``).
     """
 
     kind: str
@@ -54,6 +56,7 @@ class Attr:
     doc: str = ""
     min: float | None = None
     max: float | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -348,6 +351,57 @@ def _lrn_resolve(a: Attrs, ins: list[Shape]) -> Attrs:
     return a
 
 
+def _slice_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    c = ins[0][0]
+    if not a["start"] < a["stop"] <= c:
+        raise ShapeError(
+            f"slice [{a['start']}:{a['stop']}] is not a non-empty range of the input's {c} channels; "
+            f"choose 0 <= start < stop <= {c}",
+            "E303",
+        )
+    return (a["stop"] - a["start"], *ins[0][1:])
+
+
+def _upsample_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = ins[0]
+    return (c, h * a["scale"], w * a["scale"])
+
+
+def _resolve_conv_transpose(a: Attrs, ins: list[Shape]) -> Attrs:
+    a = {**a, "kernel": _pair(a["kernel"]), "stride": _pair(a["stride"])}
+    a["padding"], a["output_padding"] = _pair(a["padding"]), _pair(a["output_padding"])
+    for op, s in zip(a["output_padding"], a["stride"], strict=True):
+        if op >= s:
+            raise ShapeError(
+                f"output_padding {a['output_padding']} must be smaller than the stride {a['stride']} "
+                "(it only picks one of the sizes a stride can reach)",
+                "E303",
+            )
+    return a
+
+
+def _conv_transpose_shape(a: Attrs, ins: list[Shape]) -> Shape:
+    c, *size = ins[0]
+    _groups_check(c, a["groups"])
+    _groups_check(a["out"], a["groups"], "output channels")
+    out = [
+        (n - 1) * s - 2 * p + k + op
+        for n, s, p, k, op in zip(size, a["stride"], a["padding"], a["kernel"], a["output_padding"], strict=True)
+    ]
+    if min(out) < 1:
+        raise ShapeError(f"the padding {a['padding']} crops the whole output; use less padding", "E405")
+    return (a["out"], *out)
+
+
+def _conv_transpose_weights(a: Attrs, ins: list[Shape]) -> list[Weight]:
+    return [Weight("weight", (ins[0][0], a["out"] // a["groups"], *a["kernel"])), *_bias(a, a["out"])]
+
+
+def _conv_transpose_macs(a: Attrs, ins: list[Shape], out: Shape) -> int:
+    """Every input value times its filter: C_in x H x W x (C_out / groups) x kh x kw."""
+    return math.prod(ins[0]) * (a["out"] // a["groups"]) * a["kernel"][0] * a["kernel"][1]
+
+
 def _fmt(shape: Shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
@@ -404,6 +458,26 @@ _op_list = [
         weights=_sep_weights,
         macs=_sep_macs,
         resolve=_resolve_window2d,
+    ),
+    OpDef(
+        "conv_transpose2d",
+        "conv",
+        "2-D transposed convolution (PyTorch's ConvTranspose2d): output (n - 1) x stride - 2 x padding + "
+        "kernel + output_padding; weight (in, out / groups, kh, kw)",
+        {
+            "out": _OUT,
+            "kernel": _WINDOW2D["kernel"],
+            "stride": _WINDOW2D["stride"],
+            "padding": Attr("pair", 0, "rows and columns cropped from each side: p or [ph, pw]", min=0),
+            "output_padding": Attr("pair", 0, "rows and columns added at the bottom and right: p or [ph, pw]", min=0),
+            "groups": Attr("int", 1, "channel groups", min=1),
+            "bias": _BIAS,
+        },
+        ranks=(3,),
+        shape=_conv_transpose_shape,
+        weights=_conv_transpose_weights,
+        macs=_conv_transpose_macs,
+        resolve=_resolve_conv_transpose,
     ),
     OpDef(
         "conv1d",
@@ -511,6 +585,21 @@ _op_list = [
         resolve=_lrn_resolve,
     ),
     OpDef(
+        "drop_path",
+        "regularization",
+        "stochastic depth: while training, each sample's input is zeroed with probability rate and the "
+        "others scaled by 1 / (1 - rate); the identity at inference",
+        {"rate": Attr("float", 0.0, "probability of dropping a sample's path while training", min=0, max=0.999)},
+    ),
+    OpDef(
+        "scale",
+        "norm",
+        "learnable per-channel scale (layer scale): x * weight, weight of shape (C,) starting at init",
+        {"init": Attr("float", 1.0, "initial value of every channel's scale")},
+        ranks=(1, 2, 3),
+        weights=lambda a, ins: [Weight("weight", (ins[0][0],))],
+    ),
+    OpDef(
         "dropout",
         "regularization",
         "dropout (identity at inference)",
@@ -528,6 +617,18 @@ _op_list = [
     OpDef("tanh", "activation", "hyperbolic tangent"),
     OpDef("silu", "activation", "x * sigmoid(x), also called swish"),
     OpDef("hard_swish", "activation", "x * relu6(x + 3) / 6"),
+    OpDef(
+        "hard_sigmoid",
+        "activation",
+        "relu6(x + 3) / 6, PyTorch's nn.Hardsigmoid (and Keras 3's hard_sigmoid); Keras 2 / tf.keras "
+        "computed clip(0.2 x + 0.5, 0, 1), which differs: every target here computes relu6(x + 3) / 6",
+    ),
+    OpDef(
+        "gelu",
+        "activation",
+        "x * Phi(x), Phi the standard normal CDF (exact, with erf), or its tanh approximation",
+        {"approximate": Attr("choice", "none", "none (exact, with erf) or tanh", choices=("none", "tanh"))},
+    ),
     OpDef("softmax", "activation", "softmax over the channel axis"),
     OpDef(
         "flatten",
@@ -552,6 +653,30 @@ _op_list = [
         {"groups": Attr("int", doc="number of groups", min=1)},
         ranks=(2, 3),
         shape=_shuffle_shape,
+    ),
+    OpDef(
+        "slice",
+        "reshape",
+        "channels start to stop - 1 of the input (Python's x[start:stop] on the channel axis); two slices "
+        "split a tensor in two, as ShuffleNet v2's channel split",
+        {
+            "start": Attr("int", 0, "first channel taken", min=0),
+            "stop": Attr("int", doc="channel after the last one taken", min=1),
+        },
+        ranks=(1, 2, 3),
+        shape=_slice_shape,
+    ),
+    OpDef(
+        "upsample",
+        "reshape",
+        "spatial upsampling by an integer factor: nearest copies each pixel; bilinear interpolates "
+        "with half-pixel centres (PyTorch's align_corners=False, TensorFlow's half_pixel_centers)",
+        {
+            "scale": Attr("int", 2, "factor on height and width", min=1),
+            "mode": Attr("choice", "nearest", "nearest or bilinear", choices=("nearest", "bilinear")),
+        },
+        ranks=(3,),
+        shape=_upsample_shape,
     ),
     OpDef(
         "zero_pad2d",

@@ -177,6 +177,8 @@ _ACTIVATIONS = {
     "tanh": np.tanh,
     "silu": lambda x: x / (1 + np.exp(-x)),
     "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "hard_sigmoid": lambda x: np.clip(x + 3, 0, 6) / 6,
+    "gelu": lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x**3))),  # either form, roughly
 }
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -198,7 +200,7 @@ def _propagate(node: Node, ins: list[Moments]) -> Moments:
     depends on the weights or the data, good to a small factor, which is all
     the scale of random weights needs."""
     op, x = node.op, ins[0]
-    if op in ("conv2d", "conv1d", "dense", "depthwise_conv2d", "separable_conv2d"):
+    if op in ("conv2d", "conv1d", "dense", "depthwise_conv2d", "separable_conv2d", "conv_transpose2d"):
         # Kernels normalize their output (random_weights); offsets come from the
         # input's mean and offsets, and from the bias.
         bias = 0.01 if node.attrs.get("bias") else 0.0
@@ -243,7 +245,9 @@ def _propagate(node: Node, ins: list[Moments]) -> Moments:
         y = ins[1]
         mean = x.m * y.m
         return (x if x.var >= y.var else y).scaled(mean, max(x.square * y.square - mean**2, 0.0))
-    return x  # flatten, dropout, channel_shuffle, zero_pad2d
+    if op == "scale":  # weights drawn around 1 (random_weights)
+        return Moments(x.m, x.c * 1.08, x.v * 1.08)
+    return x  # flatten, dropout, drop_path, channel_shuffle, zero_pad2d, slice, upsample
 
 
 def moments(compiled: Compiled) -> dict[str, Moments]:
@@ -301,6 +305,15 @@ def random_weights(compiled: Compiled, seed: int = 0) -> Weights:
             out[key + "weight"] = normal(w, 1 / math.sqrt(math.prod(w[1:]) * square))
             if "bias" in tensors:
                 out[key + "bias"] = normal(tensors["bias"], 0.1)
+        elif node.op == "conv_transpose2d":
+            # Each output sums in x (kh / sh) x (kw / sw) products on average.
+            w, (sh, sw) = tensors["weight"], node.attrs["stride"]
+            fan_in = w[0] * max(w[2] / sh, 1) * max(w[3] / sw, 1)
+            out[key + "weight"] = normal(w, 1 / math.sqrt(fan_in * square))
+            if "bias" in tensors:
+                out[key + "bias"] = normal(tensors["bias"], 0.1)
+        elif node.op == "scale":  # around 1 whatever its init, so that verify sees the branch it scales
+            out[key + "weight"] = rng.uniform(0.5, 1.5, tensors["weight"]).astype(np.float32)
         elif node.op in ("batch_norm", "layer_norm", "instance_norm"):
             c = tensors["weight"]
             out[key + "weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)

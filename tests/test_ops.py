@@ -23,7 +23,18 @@ from archspec.ops import OPS, Weight, parameter_count, same_padding
 from archspec.passes.count import weights as node_weights
 from archspec.pipeline import Compiled, compile_spec
 
-ACTIVATIONS = ["relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hard_swish", "softmax"]
+ACTIVATIONS = [
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hard_swish",
+    "hard_sigmoid",
+    "gelu",
+    "softmax",
+]
 
 
 def spec_text(input_shape: tuple[int, ...], layers: tuple[str, ...] | list[str]) -> str:
@@ -649,7 +660,41 @@ MERGE_AND_RESHAPE = [
     ),
 ]
 
-CASES = CONV2D + DEPTHWISE_SEPARABLE + CONV1D + DENSE + POOLING + NORMALIZATION + ELEMENTWISE + MERGE_AND_RESHAPE
+NEW_OPS = [
+    # (n - 1) x stride - 2 x padding + kernel + output_padding: (5 - 1) * 2 - 2 + 3 + 1 = 10
+    case(
+        "conv-transpose",
+        (6, 5, 7),
+        "t: {op: conv_transpose2d, out: 8, kernel: 3, stride: 2, padding: 1, output_padding: 1}",
+        (8, 10, 14),
+        trainable=6 * 8 * 9 + 8,
+        macs=6 * 5 * 7 * 8 * 9,
+        attrs={"padding": (1, 1), "output_padding": (1, 1)},
+        weights={"weight": (6, 8, 3, 3), "bias": (8,)},
+    ),
+    case(
+        "conv-transpose-rect-nobias",
+        (4, 3, 3),
+        "t: {op: conv_transpose2d, out: 2, kernel: [2, 3], stride: [2, 1], bias: false}",
+        (2, 6, 5),
+        trainable=4 * 2 * 6,
+        macs=4 * 3 * 3 * 2 * 6,
+        weights={"weight": (4, 2, 2, 3)},
+    ),
+    case("gelu-tanh", (4, 6, 6), "t: {op: gelu, approximate: tanh}", (4, 6, 6), attrs={"approximate": "tanh"}),
+    case("gelu-exact-default", (4, 6, 6), "t: {op: gelu}", (4, 6, 6), attrs={"approximate": "none"}),
+    case("drop-path", (4, 6, 6), "t: {op: drop_path, rate: 0.2}", (4, 6, 6), attrs={"rate": 0.2}),
+    case("scale", (4, 6, 6), "t: {op: scale, init: 1.0e-6}", (4, 6, 6), trainable=4, weights={"weight": (4,)}),
+    case("scale-vector", (10,), "t: {op: scale}", (10,), trainable=10),
+    case("slice", (10, 6, 6), "t: {op: slice, start: 3, stop: 8}", (5, 6, 6)),
+    case("slice-from-zero", (10, 6), "t: {op: slice, stop: 5}", (5, 6), attrs={"start": 0}),
+    case("upsample-nearest", (4, 5, 7), "t: {op: upsample}", (4, 10, 14), attrs={"mode": "nearest", "scale": 2}),
+    case("upsample-bilinear", (4, 5, 7), "t: {op: upsample, scale: 3, mode: bilinear}", (4, 15, 21)),
+]
+
+CASES = (
+    NEW_OPS + CONV2D + DEPTHWISE_SEPARABLE + CONV1D + DENSE + POOLING + NORMALIZATION + ELEMENTWISE + MERGE_AND_RESHAPE
+)
 
 
 def test_every_op_is_covered_by_the_table():
@@ -796,6 +841,17 @@ ERRORS = [
         "E401",
         "input 2 has shape (144)",
     ),
+    ("slice-past-the-end", (4, 6, 6), ["t: {op: slice, start: 2, stop: 6}"], "E303", "slice [2:6] is not"),
+    ("slice-empty", (4, 6, 6), ["t: {op: slice, start: 3, stop: 3}"], "E303", "0 <= start < stop <= 4"),
+    (
+        "conv-transpose-output-padding",
+        (4, 6, 6),
+        ["t: {op: conv_transpose2d, out: 4, kernel: 3, stride: 2, output_padding: 2}"],
+        "E303",
+        "output_padding (2, 2) must be smaller than the stride (2, 2)",
+    ),
+    ("upsample-mode", (4, 6, 6), ["t: {op: upsample, mode: bicubic}"], "E203", "one of: nearest, bilinear"),
+    ("gelu-approximate", (4, 6, 6), ["t: {op: gelu, approximate: 1}"], "E101", "must be one of: none, tanh"),
     (
         "multiply-channel-mismatch",
         (4, 6, 6),
@@ -911,7 +967,7 @@ def test_parameter_count_splits_trainable():
 
 
 @pytest.mark.parametrize(
-    "name", sorted(set(OPS) - {"conv2d", "depthwise_conv2d", "separable_conv2d", "conv1d", "dense"})
+    "name", sorted(set(OPS) - {"conv2d", "depthwise_conv2d", "separable_conv2d", "conv1d", "dense", "conv_transpose2d"})
 )
 def test_only_convolutions_and_dense_count_macs(name):
     opdef = OPS[name]
@@ -928,7 +984,8 @@ def test_op_table_is_well_formed():
         assert set(opdef.ranks) <= {1, 2, 3}, name
         for aname, attr in opdef.attrs.items():
             assert attr.doc, f"{name}.{aname}"
-            assert attr.kind in {"int", "float", "bool", "pair", "pad2d", "pad1d"}, f"{name}.{aname}"
+            assert attr.kind in {"int", "float", "bool", "pair", "pad2d", "pad1d", "choice"}, f"{name}.{aname}"
+            assert (attr.kind == "choice") == bool(attr.choices), f"{name}.{aname}"
 
 
 def pytorch_pool_out(size: int, kernel: int, pad_l: int, pad_r: int, stride: int, ceil_mode: bool) -> int:

@@ -7,7 +7,9 @@ ports between frameworks: 'same' padding at stride 2 on an even input,
 ceil-mode pooling, LRN with a large alpha, average pooling with padding
 (counted and not), flatten before dense on a non-square map, depthwise and
 grouped convolutions, channel shuffle, SE's broadcast multiply and a causal
-dilated 1-D convolution, and blocks with several outputs. They run with --trace, which must find no
+dilated 1-D convolution, blocks with several outputs, and issue 14's ops
+(transposed convolution, upsampling, slice, layer scale, GELU, hard sigmoid,
+drop path). They run with --trace, which must find no
 divergence either (so the trace does not cry wolf).
 """
 
@@ -95,6 +97,16 @@ def test_converter_cases_cover_what_breaks_ports() -> None:
     assert any(i.side_outputs and i.index is None for i in instances)
     assert has(lambda n: n.op == "concat" and sum(".side" in r for r in n.inputs) >= 3)
     assert any(i.side_outputs and i.path.count(".") >= 3 for i in instances)  # a stage inside a stage's unit
+    # Issue 14's ops: transposed convolution cropped and grown, both upsamplings, a split, both GELUs.
+    assert has(lambda n: n.op == "conv_transpose2d" and any(n.attrs["padding"]) and any(n.attrs["output_padding"]))
+    for mode in ("nearest", "bilinear"):
+        assert has(lambda n, m=mode: n.op == "upsample" and n.attrs["mode"] == m)
+    assert has(lambda n: n.op == "slice" and n.attrs["start"] > 0)
+    for form in ("none", "tanh"):
+        assert has(lambda n, f=form: n.op == "gelu" and n.attrs["approximate"] == f)
+    assert (
+        has(lambda n: n.op == "scale") and has(lambda n: n.op == "drop_path") and has(lambda n: n.op == "hard_sigmoid")
+    )
 
 
 # ----------------------------------------------------------------------------

@@ -192,6 +192,28 @@ WAVENET = (
 WAVENET_MACS = 16000 * (256 * 32 * 2 + 20 * (2 * 32 * 32 * 2 + 32 * 256) + 19 * 32 * 32 + 2 * 256 * 256)
 
 
+def unet(widths=(16, 32, 64, 128, 256), size: int = 64, classes: int = 2) -> tuple[int, int]:
+    """The small U-Net's (trainable parameters, MACs): per level two 3x3 convolutions
+    with BN; a 2x2 stride-2 transposed convolution (with bias) per level up, whose MACs
+    are its input's positions x in x out x 4; a 1x1 head with bias."""
+    params = macs = 0
+    cin = 3
+    for level, c in enumerate(widths):  # the contracting path and the bottom
+        n = size >> level
+        params += conv(cin, c, 3) + bn(c) + conv(c, c, 3) + bn(c)
+        macs += conv_macs(cin, c, 3, n) + conv_macs(c, c, 3, n)
+        cin = c
+    for level in reversed(range(len(widths) - 1)):  # the expanding path
+        c, n = widths[level], size >> level
+        params += conv(cin, c, 2, True) + conv(2 * c, c, 3) + bn(c) + conv(c, c, 3) + bn(c)
+        macs += conv_macs(cin, c, 2, n // 2) + conv_macs(2 * c, c, 3, n) + conv_macs(c, c, 3, n)
+        cin = c
+    return params + conv(cin, classes, 1, True), macs + conv_macs(cin, classes, 1, size)
+
+
+UNET, UNET_MACS = unet()
+
+
 # -- the table -----------------------------------------------------------------
 # name -> [(overrides, {trainable, total, macs (exact), gmacs (published, 0.5%)}, reference)]
 
@@ -291,6 +313,7 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
     ],
     "xception": [({}, {"trainable": 22_855_952, "total": 22_910_480}, "references.md: Keras Xception")],
     "shufflenet_v1": [({}, {"trainable": shufflenet_g3(), "gmacs": 0.137}, "arithmetic; paper Table 1: 137 MFLOPs")],
+    "unet": [({}, {"trainable": UNET, "macs": UNET_MACS}, "arithmetic (no torchvision model)")],
     "squeezenet": [
         ({}, {"trainable": 1_248_424, "total": 1_248_424, "gmacs": 0.82}, "torchvision squeezenet1_0 (0.82 GFLOPS)")
     ],
@@ -413,3 +436,10 @@ def test_arithmetic_helpers_match_published_figures() -> None:
     assert INCEPTION_V3_AUX == 27_161_264 - 23_834_568
     assert bottleneck_resnet((3, 4, 23, 3), lambda p: p * 4 // 64 * 32, groups=32) == 44_177_704
     assert shufflenet_g3() == 1_865_728  # imgclsmob shufflenet_g3_w1 (paper: 1.9M)
+
+
+def test_unet_scores_every_pixel() -> None:
+    """The U-Net's output is one score per class and pixel, at the input's size."""
+    graph = compiled("unet").graph
+    assert graph.node("head").shape == (2, 64, 64)
+    assert [n.op for n in graph.nodes if n.op == "conv_transpose2d"] == ["conv_transpose2d"] * 4

@@ -121,6 +121,7 @@ _MODULE_NAMES = frozenset(
     ["F", "L", "np", "math", "chainer", "make_divisible", "pad_same", "same_pad", "fixed_same_pad"]
     + ["Convolution2DSame", "Convolution1DSame", "CausalConvolution1D", "max_pooling_2d_same"]
     + ["channel_shuffle", "instance_norm", "make_stage", "Stage", "SeparableConvolution2D", "ChannelLayerNormalization"]
+    + ["gelu", "drop_path", "upsample_bilinear", "LayerScale"]
 )
 
 # Helpers written into the generated file, and what each one uses.
@@ -138,6 +139,10 @@ _HELPER_USES = {
     "Stage": set(),
     "SeparableConvolution2D": {"L"},
     "ChannelLayerNormalization": {"F", "L"},
+    "gelu": {"F", "math"},
+    "drop_path": {"F"},
+    "upsample_bilinear": {"F", "np"},
+    "LayerScale": {"F"},
 }
 
 
@@ -614,6 +619,55 @@ def channel_shuffle(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
     return f"channel_shuffle({ins[0]}, {ctx.runtime(step.attrs['groups'])})"
 
 
+def conv_transpose2d(step: Step, ctx: Ctx) -> str:
+    """L.Deconvolution2D: PyTorch's ConvTranspose2d, W (in, out, kh, kw) as the canonical
+    weight. output_padding has no keyword: the output size (outsize) says it, for the
+    spec's input size."""
+    args = [ctx.expr(step.in_channels), ctx.expr(step.attrs["out"]), ctx.expr(step.attrs["kernel"])]
+    kw = [*_kw("stride", ctx.expr(step.attrs["stride"]), "1"), *_kw("pad", ctx.expr(step.attrs["padding"]), "0")]
+    kw += _nobias(step, ctx)
+    if ctx.expr(step.attrs["output_padding"]) != "0":
+        sizes = {node.shape[1:] for _, node in ctx.instances(step)}
+        if len(sizes) != 1:
+            raise CodegenError(f"{_where(ctx, step)}: output_padding on outputs whose size varies between instances")
+        kw.append(f"outsize={sizes.pop()}")
+    return f"L.Deconvolution2D({', '.join(args + kw)})"
+
+
+def _helper(name: str, template: str) -> Forward:
+    def call(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
+        ctx.helpers.add(name)
+        return template.format(x=ins[0], **{k: ctx.runtime(v) for k, v in step.attrs.items()})
+
+    return call
+
+
+def gelu(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
+    ctx.helpers.add("gelu")
+    tanh = ctx.expr(step.attrs["approximate"]) == "'tanh'" or ctx.expr(step.attrs["approximate"]) == '"tanh"'
+    return f"gelu({ins[0]}, approximate=True)" if tanh else f"gelu({ins[0]})"
+
+
+def upsample(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
+    """Nearest: F.unpooling_2d copies each pixel into a scale x scale square; bilinear: a
+    helper (Chainer's F.resize_images puts the corners on the corners, align_corners=True)."""
+    scale = ctx.runtime(step.attrs["scale"])
+    if ctx.expr(step.attrs["mode"]) in ("'bilinear'", '"bilinear"'):
+        ctx.helpers.add("upsample_bilinear")
+        return f"upsample_bilinear({ins[0]}, {scale})"
+    return f"F.unpooling_2d({ins[0]}, {scale}, cover_all=False)"
+
+
+def _slice(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
+    start = ctx.runtime(step.attrs["start"])
+    return f"{ins[0]}[:, {'' if start == '0' else start}:{ctx.runtime(step.attrs['stop'])}]"
+
+
+def layer_scale(step: Step, ctx: Ctx) -> str:
+    ctx.helpers.add("LayerScale")
+    return f"LayerScale({', '.join([ctx.expr(step.in_channels), *_kw('init', ctx.expr(step.attrs['init']), '1.0')])})"
+
+
 @dataclass(frozen=True)
 class Rule:
     link: LinkCtor | None
@@ -643,6 +697,13 @@ OPS: dict[str, Rule] = {
     "silu": Rule(None, _fn("{x} * F.sigmoid({x})")),
     "hard_swish": Rule(None, _fn("{x} * F.clipped_relu({x} + 3, 6.0) / 6")),
     "softmax": Rule(None, _fn("F.softmax({x}, axis=1)")),
+    "hard_sigmoid": Rule(None, _fn("F.clipped_relu({x} + 3, 6.0) / 6")),
+    "gelu": Rule(None, gelu),
+    "drop_path": Rule(None, _helper("drop_path", "drop_path({x}, {rate})")),
+    "scale": Rule(layer_scale),
+    "slice": Rule(None, _slice),
+    "upsample": Rule(None, upsample),
+    "conv_transpose2d": Rule(conv_transpose2d),
     "flatten": Rule(None, _fn("F.reshape({x}, ({x}.shape[0], -1))")),
     "add": Rule(None, lambda step, ctx, ins, link: _add(step, ins)),
     "concat": Rule(None, lambda step, ctx, ins, link: f"F.concat({common.items(step, ins)}, axis=1)"),

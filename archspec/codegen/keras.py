@@ -54,6 +54,9 @@ SIGN_KEEPING_OPS = {
     "global_avg_pool",
     "global_max_pool",
     "dropout",
+    "drop_path",
+    "slice",
+    "upsample",
     "flatten",
     "channel_shuffle",
     "zero_pad2d",
@@ -338,6 +341,58 @@ def zero_pad2d(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
     return [f"{out} = layers.ZeroPadding2D((({t}, {b}), ({left}, {r})), {ctx.name(step)})({ins[0]})"]
 
 
+def conv_transpose2d(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    """Conv2DTranspose without padding, with the output_padding that makes it long enough,
+    then cropped to PyTorch's (n - 1) * stride - 2 * padding + kernel + output_padding:
+    Keras' padding takes only "valid" and "same"."""
+    kernel, stride = _v(step, ctx, "kernel"), _v(step, ctx, "stride")
+    padding, extra = _v(step, ctx, "padding"), _v(step, ctx, "output_padding")
+    if None in (kernel, stride, padding, extra):
+        raise CodegenError(f"{step.name}: a transposed convolution's sizes must be constants in Keras")
+    kernel, stride, padding, extra = (v if isinstance(v, tuple) else (v, v) for v in (kernel, stride, padding, extra))
+    grow = tuple(max(o - p, 0) for o, p in zip(extra, padding, strict=True))
+    kw = [f"strides={_a(step, ctx, 'stride')}"] if stride != (1, 1) else []
+    if any(grow) or any(k < s for k, s in zip(kernel, stride, strict=True)):
+        kw.append(f"output_padding={grow if grow[0] != grow[1] else grow[0]}")
+    kw += _kw("use_bias", _a(step, ctx, "bias"), "True")
+    args = [_a(step, ctx, "out"), _a(step, ctx, "kernel"), *kw, ctx.name(step)]
+    lines = [f"{out} = layers.Conv2DTranspose({', '.join(args)})({ins[0]})"]
+    crop = tuple((p, p + g - o) for p, g, o in zip(padding, grow, extra, strict=True))
+    if any(any(c) for c in crop):
+        lines.append(f"{out} = layers.Cropping2D({crop}, {ctx.name(step, '.crop')})({out})")
+    return lines
+
+
+def gelu(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    if _v(step, ctx, "approximate") != "tanh":
+        return activation("gelu")(step, ctx, ins, out)
+    ctx.helpers.add("GELUTanh")
+    return [f"{out} = GELUTanh({ctx.name(step)})({ins[0]})"]
+
+
+def drop_path(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    """Dropout of one value per sample: noise_shape (None, 1, ...)."""
+    shape = "(None" + ", 1" * step.in_ranks[0] + ")"
+    return [f"{out} = layers.Dropout({_a(step, ctx, 'rate')}, noise_shape={shape}, {ctx.name(step)})({ins[0]})"]
+
+
+def layer_scale(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    ctx.helpers.add("LayerScale")
+    kw = _kw("init", _a(step, ctx, "init"), "1.0")
+    return [f"{out} = LayerScale({', '.join([*kw, ctx.name(step)])})({ins[0]})"]
+
+
+def channel_slice(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    ctx.helpers.add("ChannelSlice")
+    return [f"{out} = ChannelSlice({_a(step, ctx, 'start')}, {_a(step, ctx, 'stop')}, {ctx.name(step)})({ins[0]})"]
+
+
+def upsample(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    """UpSampling2D; its bilinear interpolation uses half-pixel centres (PyTorch's align_corners=False)."""
+    kw = ['interpolation="bilinear"'] if _v(step, ctx, "mode") == "bilinear" else []
+    return [f"{out} = layers.UpSampling2D({', '.join([_a(step, ctx, 'scale'), *kw, ctx.name(step)])})({ins[0]})"]
+
+
 OPS: dict[str, Rule] = {
     "conv2d": conv("Conv2D"),
     "depthwise_conv2d": conv("DepthwiseConv2D"),
@@ -361,6 +416,13 @@ OPS: dict[str, Rule] = {
     "silu": activation("silu"),
     "hard_swish": activation("hard_silu"),
     "softmax": lambda step, ctx, ins, out: [f"{out} = layers.Softmax({ctx.name(step)})({ins[0]})"],
+    "hard_sigmoid": activation("hard_sigmoid"),
+    "gelu": gelu,
+    "drop_path": drop_path,
+    "scale": layer_scale,
+    "slice": channel_slice,
+    "upsample": upsample,
+    "conv_transpose2d": conv_transpose2d,
     "flatten": flatten,
     "add": merge("Add"),
     "concat": merge("Concatenate"),

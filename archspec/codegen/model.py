@@ -840,7 +840,7 @@ class _Builder:
         padding = None
         for aname in opdef.attrs:
             values = [n.attrs[aname] for n in irnodes]
-            if aname == "padding":
+            if aname == "padding" and nd.op != "conv_transpose2d":  # that one's padding crops: a plain pair
                 padding = self.padding(nd, values, live, irnodes)
                 continue
             v = nd.attrs.get(aname)
@@ -905,8 +905,10 @@ class _Builder:
                 return self.stage_out(step, callee, live, where)
             return fold(substitute(callee.out_channels, self.callee_env(step, callee, in_ch)))
         op = step.op
-        if op in ("conv2d", "separable_conv2d", "conv1d", "dense"):
+        if op in ("conv2d", "separable_conv2d", "conv1d", "dense", "conv_transpose2d"):
             return step.attrs["out"]
+        if op == "slice":
+            return fold(E.Binary("-", step.attrs["stop"], step.attrs["start"], 0))
         if op == "depthwise_conv2d":
             return mul(in_ch, step.attrs["multiplier"])
         if op == "concat":  # ``channels`` maps stage.*.out to the sum over the units
@@ -1072,16 +1074,25 @@ class _Builder:
                 named[r] = fresh(f"{node}_{out}s" if mid else f"{node}_{out}")
 
         # The spine: the values on the way to the unit's value, following first
-        # inputs back. A side reader (an auxiliary head) never takes it over, and
-        # off the spine a value read twice (two sibling branches) is nobody's chain.
-        spine: set[str] = set()
-        r = results[0] if results else INPUT
+        # inputs back (an add's path rather than its input: x + residual; a
+        # concatenation's one fresh input beside kept ones: U-Net's decoder, not
+        # a skip; between sibling branches it ends). A side reader (an
+        # auxiliary head) never takes it over, and off the spine a value read
+        # twice (two sibling branches) is nobody's chain.
+        spine: dict[str, int] = {}  # value -> its successor on the spine
+        r, successor = (results[0] if results else INPUT), end
         while r != INPUT and "." not in r:
-            spine.add(r)
-            ins = reads[index[r]]
-            if defs[index[r]].op in ("add", "multiply"):  # x + residual: the residual is the path
+            spine[r] = successor
+            ins = [i for i in reads[index[r]] if "." not in i]
+            if defs[index[r]].op in ("add", "multiply"):
                 ins = [i for i in ins if i != INPUT] or ins
-            r = ins[0] if ins else INPUT
+            elif defs[index[r]].op == "concat":
+                fresh_ins = [i for i in ins if len(readers.get(i, ())) == 1]
+                ins = fresh_ins if len(fresh_ins) == 1 and len(ins) > 1 else []
+            r, successor = (ins[0] if ins else INPUT), index[r]
+        # A spine value read again after its successor (a skip connection) is kept
+        # in a variable of its own, named after it.
+        kept = {v for v, nxt in spine.items() if last.get(v, -1) > nxt}
         # Chains, in program order: chain_of maps a value (node name) to its chain.
         chains: list[list[int]] = []
         chain_of: dict[str, int] = {}
@@ -1094,10 +1105,11 @@ class _Builder:
                 for r in reads[k]
                 if "." not in r
                 and r != INPUT
+                and r not in kept
                 and last.get(r) == k
                 and (on_spine or (r not in spine and len(readers[r]) == 1))
             ]
-            if st.op == "concat":
+            if st.op == "concat" or defs[k].name in kept:
                 ins = []
             elif st.op not in ("add", "multiply"):
                 ins = ins[:1] if reads[k] and ins[:1] == reads[k][:1] else []
@@ -1109,17 +1121,21 @@ class _Builder:
                 chains.append([k])
             chain_of[defs[k].name] = c
 
-        main = chain_of.get(results[0]) if results and results[0] != INPUT else None
         names: dict[int, str] = {}
-        generic: list[int] = []  # chains whose steps share no name: named like the main path
+        generic: list[int] = []  # the spine's chains, and chains whose steps share no name
 
         def free(v: str) -> bool:
             return v not in taken and v not in names.values() and not keyword.iskeyword(v)
 
         for c, ks in enumerate(chains):
             tail = defs[ks[-1]].name
-            base = tail if tail in returned else _shared_prefix([defs[k].name for k in ks])
-            if c == main or not base:
+            if tail in kept or (tail in returned and tail != (results[0] if results else None)):
+                base = tail
+            elif all(defs[k].name in spine for k in ks):
+                base = ""
+            else:
+                base = _shared_prefix([defs[k].name for k in ks])
+            if not base:
                 generic.append(c)
                 continue
             while not free(base):

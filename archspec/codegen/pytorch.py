@@ -277,6 +277,7 @@ FRESH_OUTPUT = {
     "depthwise_conv2d",
     "separable_conv2d",
     "conv1d",
+    "conv_transpose2d",
     "dense",
     "batch_norm",
     "layer_norm",
@@ -348,6 +349,40 @@ def channel_shuffle(step: Step, ctx: Ctx) -> str:
     return f"nn.ChannelShuffle({_attr(step, ctx, 'groups')})"
 
 
+def conv_transpose2d(step: Step, ctx: Ctx) -> str:
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_kw("padding", _attr(step, ctx, "padding"), "0")]
+    kw += _kw("output_padding", _attr(step, ctx, "output_padding"), "0")
+    return f"nn.ConvTranspose2d({', '.join([*args, *kw, *_bias_kwarg(step, ctx)])})"
+
+
+def gelu(step: Step, ctx: Ctx) -> str:
+    return 'nn.GELU(approximate="tanh")' if _const(step, ctx, "approximate") == "tanh" else "nn.GELU()"
+
+
+def upsample(step: Step, ctx: Ctx) -> str:
+    """nn.Upsample; bilinear with align_corners=False (half-pixel centres), said explicitly."""
+    if _const(step, ctx, "mode") == "bilinear":
+        return f'nn.Upsample(scale_factor={_attr(step, ctx, "scale")}, mode="bilinear", align_corners=False)'
+    return f"nn.Upsample(scale_factor={_attr(step, ctx, 'scale')})"
+
+
+def _helper(cls: str, *attrs: str) -> Module:
+    """A module written into the file (``LayerScale(64, 1e-06)``)."""
+
+    def make(step: Step, ctx: Ctx) -> str:
+        ctx.helpers.add(cls)
+        args = [ctx.printer.expr(step.in_channels)] if cls == "LayerScale" else []
+        return f"{cls}({', '.join([*args, *(_attr(step, ctx, a) for a in attrs)])})"
+
+    return make
+
+
+def _slice(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    start = _attr(step, ctx, "start")
+    return f"{ins[0]}[:, {'' if start == '0' else start}:{_attr(step, ctx, 'stop')}]"
+
+
 def _add(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     """``a + b``; a list of every unit's output (``stage.*.skip``) is summed with sum."""
     return f"sum({common.items(step, ins)})" if any(step.starred) else " + ".join(ins)
@@ -382,7 +417,14 @@ OPS: dict[str, Rule] = {
     "tanh": Rule(_simple("nn.Tanh()")),
     "silu": Rule(_activation("nn.SiLU")),
     "hard_swish": Rule(_activation("nn.Hardswish")),
+    "hard_sigmoid": Rule(_simple("nn.Hardsigmoid()")),
+    "gelu": Rule(gelu),
     "softmax": Rule(_simple("nn.Softmax(dim=1)")),
+    "drop_path": Rule(_helper("DropPath", "rate")),
+    "scale": Rule(_helper("LayerScale", "init")),
+    "slice": Rule(None, _slice),
+    "upsample": Rule(upsample),
+    "conv_transpose2d": Rule(conv_transpose2d),
     "flatten": Rule(None, lambda step, ctx, ins, m: f"torch.flatten({ins[0]}, 1)"),
     "add": Rule(None, _add),
     "concat": Rule(None, lambda step, ctx, ins, m: f"torch.cat({common.items(step, ins)}, dim=1)"),

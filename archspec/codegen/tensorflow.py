@@ -465,6 +465,40 @@ def _zero_pad(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     return f"tf.pad({ins[0]}, {_pad_list(sides)})"
 
 
+def conv_transpose2d(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
+    args = [ctx.printer.expr(step.in_channels), _attr(step, ctx, "out"), _attr(step, ctx, "kernel")]
+    kw = [*_kw("stride", _attr(step, ctx, "stride"), "1"), *_kw("padding", _attr(step, ctx, "padding"), "0")]
+    kw += _kw("output_padding", _attr(step, ctx, "output_padding"), "0")
+    ctx.helpers.update({"Conv2DTranspose", "pair"})
+    return "Conv2DTranspose", args + kw + _kw("bias", _attr(step, ctx, "bias"), "True")
+
+
+def layer_scale(step: Step, ctx: Ctx) -> tuple[str, list[str]]:
+    ctx.helpers.add("LayerScale")
+    return "LayerScale", [ctx.printer.expr(step.in_channels), *_kw("init", _attr(step, ctx, "init"), "1.0")]
+
+
+def _gelu(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    tanh = _const(step, ctx, "approximate") == "tanh"
+    return f"tf.nn.gelu({ins[0]}, approximate=True)" if tanh else f"tf.nn.gelu({ins[0]})"
+
+
+def _drop_path(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    ctx.helpers.add("drop_path")
+    return f"drop_path({ins[0]}, {_attr(step, ctx, 'rate')}) if training else {ins[0]}"
+
+
+def _slice(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    start = _attr(step, ctx, "start")
+    return f"{ins[0]}[..., {'' if start == '0' else start}:{_attr(step, ctx, 'stop')}]"
+
+
+def _upsample(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
+    """tf.image.resize: half-pixel centres (TF 2's only rule), PyTorch's align_corners=False."""
+    method = "bilinear" if _const(step, ctx, "mode") == "bilinear" else "nearest"
+    return f'tf.image.resize({ins[0]}, tf.shape({ins[0]})[1:3] * {_attr(step, ctx, "scale")}, method="{method}")'
+
+
 def _add(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     """``a + b``; a list of every unit's output (``stage.*.skip``) is summed with tf.add_n."""
     return f"tf.add_n({common.items(step, ins)})" if any(step.starred) else " + ".join(ins)
@@ -498,7 +532,14 @@ OPS: dict[str, Rule] = {
     "tanh": Rule(None, _fn("tf.tanh({x})")),
     "silu": Rule(None, _fn("tf.nn.silu({x})")),
     "hard_swish": Rule(None, _fn("{x} * tf.nn.relu6({x} + 3.0) / 6.0")),
+    "hard_sigmoid": Rule(None, _fn("tf.nn.relu6({x} + 3.0) / 6.0")),
+    "gelu": Rule(None, _gelu),
     "softmax": Rule(None, _fn("tf.nn.softmax({x}, axis=-1)")),
+    "drop_path": Rule(None, _drop_path),
+    "scale": Rule(layer_scale),
+    "slice": Rule(None, _slice),
+    "upsample": Rule(None, _upsample),
+    "conv_transpose2d": Rule(conv_transpose2d),
     "flatten": Rule(None, _flatten),
     "add": Rule(None, _add),
     "concat": Rule(None, lambda step, ctx, ins, m: f"tf.concat({common.items(step, ins)}, axis=-1)"),
@@ -508,7 +549,7 @@ OPS: dict[str, Rule] = {
 }
 
 # Ops whose result depends on ``training``.
-_TRAINING_OPS = {"batch_norm", "dropout"}
+_TRAINING_OPS = {"batch_norm", "dropout", "drop_path"}
 
 
 # ----------------------------------------------------------------------------
@@ -801,6 +842,8 @@ _LAYER_CLASSES = {
     "BatchNorm",
     "LayerNorm",
     "InstanceNorm",
+    "Conv2DTranspose",
+    "LayerScale",
 }
 
 
@@ -835,7 +878,7 @@ def emit(model: CodeModel) -> str:
     ctx = Ctx(common.Printer(), training=_needs_training(model), defaults=_norm_defaults(model))
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
     helpers, features = ctx.helpers, ctx.features
-    if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm"}):
+    if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm", "LayerScale"}):
         helpers.add("glorot_uniform")
     if any("explicit" in features.get(c, ()) for c in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")):
         helpers.add("tf_padding")

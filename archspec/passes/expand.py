@@ -158,6 +158,10 @@ class _Expander:
                     return bad(f"must be at most {attr.max}", "E303")
                 return bad(f"must be between {attr.min} and {attr.max}", "E303")
             return float(value)
+        if kind == "choice":
+            if value not in attr.choices:
+                return bad(f"must be one of: {', '.join(attr.choices)}")
+            return value
         if kind in PAD_WORDS and isinstance(value, str):
             if value not in PAD_WORDS[kind]:
                 return bad(f"must be a size or one of: {', '.join(PAD_WORDS[kind])}")

@@ -20,6 +20,8 @@ BatchNormalization     gamma, beta,        weight, bias,
                        moving_variance     running_var
 LayerNormalization     gamma, beta         weight, bias
 GroupNormalization     gamma, beta         weight, bias         (instance norm)
+Conv2DTranspose        kernel, bias        weight, bias         (kh, kw, out, in)
+LayerScale             weight              weight               (channels,)
 =====================  ==================  ===================  ======================
 
 A weight that no entry covers is an error, never a guess. Flatten needs no
@@ -68,6 +70,8 @@ LAYOUTS: dict[str, dict[str, tuple[str, Layout]]] = {
         "bias": ("pointwise.bias", IDENTITY),
     },
     "Conv1D": {"kernel": ("weight", WIO), "bias": _BIAS},
+    "Conv2DTranspose": {"kernel": ("weight", HWIO), "bias": _BIAS},
+    "LayerScale": {"weight": ("weight", IDENTITY)},
     "Dense": {"kernel": ("weight", IO), "bias": _BIAS},
     "BatchNormalization": {
         **_NORM,
@@ -154,9 +158,13 @@ def softmax_bypassed() -> Iterator[None]:
 def intermediates(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run once and return every layer's output by layer name (an IR path),
     channels-first: the same functional graph with every layer's output as an
-    output of its own."""
+    output of its own. The crop after a transposed convolution (``up.crop``)
+    holds the output of its node (``up``)."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     with _deep_graphs():
         probe = keras.Model(model.input, [layer.output for layer in layers])
         values = _numpy(probe(channels_last(np.asarray(x, dtype=np.float32)), training=False))
-    return {layer.name: v for layer, v in zip(layers, values, strict=True)}
+    found = {layer.name: v for layer, v in zip(layers, values, strict=True)}
+    for name in [n for n in found if n.endswith(".crop")]:
+        found[name.removesuffix(".crop")] = found.pop(name)
+    return found

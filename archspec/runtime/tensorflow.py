@@ -61,6 +61,9 @@ LAYOUTS: dict[tuple[str, str], Layout] = {
     ("LayerNorm", "beta"): IDENTITY,
     ("InstanceNorm", "gamma"): IDENTITY,
     ("InstanceNorm", "beta"): IDENTITY,
+    ("Conv2DTranspose", "kernel"): HWIO,
+    ("Conv2DTranspose", "bias"): IDENTITY,
+    ("LayerScale", "weight"): IDENTITY,
 }
 
 

@@ -287,7 +287,9 @@ class _Parser:
                     _shift(pos, n.col, exact),
                     "E203",
                     f"'{n.id}' is neither a parameter nor one of: {', '.join(literal_words)}"
-                    f"{did_you_mean(n.id, [*literal_words, *scope])}; use a size, a parameter or one of those",
+                    f"{did_you_mean(n.id, [*literal_words, *scope])}; use "
+                    + ("a size, " if "same" in literal_words else "")
+                    + "a parameter or one of those",
                 )
                 continue
             if n.id == "i":
@@ -683,7 +685,7 @@ class _Parser:
                         + (f"{node.op} takes {', '.join(known)}" if known else f"{node.op} takes no attributes"),
                     )
                     continue
-                node.attrs[key] = self.value(raw, vpos, attr_scope, PAD_KEYWORDS.get(attr.kind, ()))
+                node.attrs[key] = self.value(raw, vpos, attr_scope, PAD_KEYWORDS.get(attr.kind, attr.choices))
             else:
                 node.attrs[key] = self.value(raw, vpos, attr_scope, ("same", "valid", "causal"), kpos)
         if "first" in m and node.block is not None:

@@ -96,8 +96,10 @@ class ShuffleUnit(chainer.Chain):
         y = self.bn2(y)
         y = self.conv3(y)
         y = self.bn3(y)
-        shortcut = F.average_pooling_2d(x, 3, stride=2, pad=1) if self.use_shortcut else x
-        x = F.concat([shortcut, y], axis=1) if self.use_concat else shortcut
+        if self.use_shortcut:
+            x = F.average_pooling_2d(x, 3, stride=2, pad=1)
+        if self.use_concat:
+            x = F.concat([x, y], axis=1)
         if self.use_add:
             x = x + y
         x = F.relu(x)

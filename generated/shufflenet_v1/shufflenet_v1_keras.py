@@ -58,11 +58,10 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     )(y)
     y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
     if stride == 2:
-        shortcut = layers.ZeroPadding2D(1, name=f"{name}.shortcut.pad")(x)
-        shortcut = layers.AveragePooling2D(3, strides=2, name=f"{name}.shortcut")(shortcut)
-    else:
-        shortcut = x
-    x = layers.Concatenate(name=f"{name}.concat")([shortcut, y]) if stride == 2 else shortcut
+        x = layers.ZeroPadding2D(1, name=f"{name}.shortcut.pad")(x)
+        x = layers.AveragePooling2D(3, strides=2, name=f"{name}.shortcut")(x)
+    if stride == 2:
+        x = layers.Concatenate(name=f"{name}.concat")([x, y])
     if stride == 1:
         x = layers.Add(name=f"{name}.add")([x, y])
     x = layers.ReLU(name=f"{name}.relu")(x)

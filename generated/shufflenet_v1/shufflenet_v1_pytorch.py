@@ -67,8 +67,10 @@ class ShuffleUnit(nn.Module):
         y = self.bn2(y)
         y = self.conv3(y)
         y = self.bn3(y)
-        shortcut = self.shortcut(x) if self.shortcut is not None else x
-        x = torch.cat([shortcut, y], dim=1) if self.use_concat else shortcut
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        if self.use_concat:
+            x = torch.cat([x, y], dim=1)
         if self.use_add:
             x = x + y
         x = self.relu(x)

@@ -223,10 +223,10 @@ class ShuffleUnit(tf.Module):
         y = self.bn2(y, training=training)
         y = self.conv3(y)
         y = self.bn3(y, training=training)
-        shortcut = (
-            tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID") if self.use_shortcut else x
-        )
-        x = tf.concat([shortcut, y], axis=-1) if self.use_concat else shortcut
+        if self.use_shortcut:
+            x = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID")
+        if self.use_concat:
+            x = tf.concat([x, y], axis=-1)
         if self.use_add:
             x = x + y
         x = tf.nn.relu(x)
