@@ -72,7 +72,7 @@ def test_branches_and_main_path_as_torchvision_writes_them() -> None:
     # The auxiliary heads read the main path without interrupting it.
     assert "aux1 = self.aux1(x) if self.aux1 is not None else None\n        x = self.inception4b(x)" in googlenet
     resnet = (GENERATED / "resnet50" / "resnet50_pytorch.py").read_text()
-    assert "y = self.bn3(y)" in resnet and "y = y + downsample" in resnet
+    assert "out = self.bn3(out)" in resnet and "out = out + downsample" in resnet
     wavenet = (GENERATED / "wavenet" / "wavenet_pytorch.py").read_text()
     assert "gate = self.gate_sigmoid(gate)" in wavenet and "out = out * gate" in wavenet
 

@@ -1050,14 +1050,9 @@ class _Builder:
                     last[r] = max(last.get(r, -1), k)
                     readers.setdefault(r, set()).add(k)
         # Variables share a scope with the unit's arguments in function-style
-        # targets (Keras), so no variable takes an argument's name, nor the name
-        # of a parameter of a block this unit calls (``out = conv_bn(out, out=c7)``).
+        # targets (Keras), so no variable takes an argument's name.
         taken = {"x", "self", "name", "inputs", "outputs", "block", "i", *(a.name for a in unit.args), *GLOBAL_NAMES}
         taken |= {u.class_name for u in self.units.values()} | set(self.spec.blocks)
-        for st in steps:
-            if st is not None and st.unit is not None:
-                callee = next(u for u in self.units.values() if u.class_name == st.unit)
-                taken |= {a.name for a in callee.args}
         node_names = set(index)
 
         def fresh(base: str) -> str:
@@ -1124,8 +1119,23 @@ class _Builder:
         names: dict[int, str] = {}
         generic: list[int] = []  # the spine's chains, and chains whose steps share no name
 
-        def free(v: str) -> bool:
-            return v not in taken and v not in names.values() and not keyword.iskeyword(v)
+        # A chain's variable is not the name of a parameter of a block it is
+        # passed to (``out = conv_bn(out, out=c7)`` reads as if it were the width).
+        # (A stage passes its own variable to each unit in turn.)
+        banned: dict[int, set[str]] = {}
+        for k, st in enumerate(steps):
+            if st is None or st.unit is None:
+                continue
+            params = {a.name for a in next(u for u in self.units.values() if u.class_name == st.unit).args}
+            passed = [reads[k][0]] if reads[k] else []
+            passed += [defs[k].name] if st.units is not None else []
+            for r in passed:
+                if r in chain_of:
+                    banned.setdefault(chain_of[r], set()).update(params)
+
+        def free(v: str, c: int) -> bool:
+            clash = v in taken or v in banned.get(c, ()) or v in names.values()
+            return not clash and not keyword.iskeyword(v)
 
         for c, ks in enumerate(chains):
             tail = defs[ks[-1]].name
@@ -1138,7 +1148,7 @@ class _Builder:
             if not base:
                 generic.append(c)
                 continue
-            while not free(base):
+            while not free(base, c):
                 base += "_"
             names[c] = base
         for c in generic:
@@ -1146,7 +1156,7 @@ class _Builder:
             # is unique, so only x can clash), else the first free of a few.
             tail = defs[chains[c][-1]].name
             for v in ("x", "out", "y", "h", "z", *(tail + "_" * n for n in range(len(defs) + 1))):
-                if v == "x" or free(v):
+                if v == "x" or free(v, c):
                     names[c] = v
                     if not _clobbers(chains, names, last, defs):
                         break

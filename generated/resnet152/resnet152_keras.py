@@ -32,19 +32,19 @@ def conv_bn(x, out: int, kernel: int = 1, stride: int = 1, *, name: str):
 def bottleneck(x, width: int, stride: int = 1, project: bool = False, *, name: str):
     """1x1 reduce, 3x3 (carrying the stride), 1x1 expand to 4x the width; the shortcut is
     the identity, or a strided 1x1 projection on a stage's first unit."""
-    y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
-    y = layers.ReLU(name=f"{name}.relu1")(y)
-    y = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(y)
-    y = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv2")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
-    y = layers.ReLU(name=f"{name}.relu2")(y)
-    y = layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}.conv3")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
+    out = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
+    out = layers.ReLU(name=f"{name}.relu1")(out)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
+    out = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv2")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
+    out = layers.ReLU(name=f"{name}.relu2")(out)
+    out = layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}.conv3")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(out)
     downsample = conv_bn(x, out=width * 4, stride=stride, name=f"{name}.downsample") if project else x
-    y = layers.Add(name=f"{name}.add")([y, downsample])
-    y = layers.ReLU(name=f"{name}.relu3")(y)
-    return y
+    out = layers.Add(name=f"{name}.add")([out, downsample])
+    out = layers.ReLU(name=f"{name}.relu3")(out)
+    return out
 
 
 def ResNet152(num_classes: int = 1000) -> keras.Model:

@@ -33,16 +33,16 @@ def basic_block(x, width: int, stride: int = 1, project: bool = False, *, name: 
     """Two 3x3 convolutions with batch norm (the first carrying the stride) around a
     shortcut: the identity, or a strided 1x1 projection on a stage's first unit
     where the shape changes."""
-    y = layers.ZeroPadding2D(1, name=f"{name}.conv1.pad")(x)
-    y = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
-    y = layers.ReLU(name=f"{name}.relu1")(y)
-    y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv1.pad")(x)
+    out = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
+    out = layers.ReLU(name=f"{name}.relu1")(out)
+    out = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
     downsample = conv_bn(x, out=width, stride=stride, name=f"{name}.downsample") if project else x
-    y = layers.Add(name=f"{name}.add")([y, downsample])
-    y = layers.ReLU(name=f"{name}.relu2")(y)
-    return y
+    out = layers.Add(name=f"{name}.add")([out, downsample])
+    out = layers.ReLU(name=f"{name}.relu2")(out)
+    return out
 
 
 def ResNet18(num_classes: int = 1000) -> keras.Model:

@@ -174,15 +174,15 @@ class BasicBlock(tf.Module):
         self.out_channels = width
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        y = self.conv1(x)
-        y = self.bn1(y, training=training)
-        y = tf.nn.relu(y)
-        y = self.conv2(y)
-        y = self.bn2(y, training=training)
+        out = self.conv1(x)
+        out = self.bn1(out, training=training)
+        out = tf.nn.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out, training=training)
         downsample = self.downsample(x, training=training) if self.downsample is not None else x
-        y = y + downsample
-        y = tf.nn.relu(y)
-        return y
+        out = out + downsample
+        out = tf.nn.relu(out)
+        return out
 
 
 class ResNet18(tf.Module):

@@ -69,18 +69,18 @@ class Bottleneck(nn.Module):
         self.out_channels = width * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv1(x)
-        y = self.bn1(y)
-        y = self.relu1(y)
-        y = self.conv2(y)
-        y = self.bn2(y)
-        y = self.relu2(y)
-        y = self.conv3(y)
-        y = self.bn3(y)
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu1(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu2(out)
+        out = self.conv3(out)
+        out = self.bn3(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        y = y + downsample
-        y = self.relu3(y)
-        return y
+        out = out + downsample
+        out = self.relu3(out)
+        return out
 
 
 class ResNet50(nn.Module):

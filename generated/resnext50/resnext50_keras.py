@@ -34,19 +34,19 @@ def bottleneck(x, planes: int, groups: int, width_per_group: int, stride: int = 
     1x1 expand to 4x the stage's planes; the shortcut is the identity, or a strided
     1x1 projection on a stage's first unit."""
     width = int(planes * width_per_group / 64) * groups
-    y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
-    y = layers.ReLU(name=f"{name}.relu1")(y)
-    y = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(y)
-    y = layers.Conv2D(width, 3, strides=stride, groups=groups, use_bias=False, name=f"{name}.conv2")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
-    y = layers.ReLU(name=f"{name}.relu2")(y)
-    y = layers.Conv2D(planes * 4, 1, use_bias=False, name=f"{name}.conv3")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
+    out = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.conv1")(x)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
+    out = layers.ReLU(name=f"{name}.relu1")(out)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv2.pad")(out)
+    out = layers.Conv2D(width, 3, strides=stride, groups=groups, use_bias=False, name=f"{name}.conv2")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
+    out = layers.ReLU(name=f"{name}.relu2")(out)
+    out = layers.Conv2D(planes * 4, 1, use_bias=False, name=f"{name}.conv3")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(out)
     downsample = conv_bn(x, out=planes * 4, stride=stride, name=f"{name}.downsample") if project else x
-    y = layers.Add(name=f"{name}.add")([y, downsample])
-    y = layers.ReLU(name=f"{name}.relu3")(y)
-    return y
+    out = layers.Add(name=f"{name}.add")([out, downsample])
+    out = layers.ReLU(name=f"{name}.relu3")(out)
+    return out
 
 
 def ResNeXt50(num_classes: int = 1000) -> keras.Model:

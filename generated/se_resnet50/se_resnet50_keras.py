@@ -47,19 +47,19 @@ def bottleneck(x, width: int, reduction: int, stride: int = 1, project: bool = F
     """1x1 reduce (carrying the stride), 3x3, 1x1 expand to 4x the width, SE on the branch;
     the shortcut is the identity, or a strided 1x1 projection on a stage's first
     unit."""
-    y = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}.conv1")(x)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(y)
-    y = layers.ReLU(name=f"{name}.relu1")(y)
-    y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
-    y = layers.ReLU(name=f"{name}.relu2")(y)
-    y = layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}.conv3")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(y)
-    y = squeeze_excitation(y, reduction=reduction, name=f"{name}.se")
+    out = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}.conv1")(x)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
+    out = layers.ReLU(name=f"{name}.relu1")(out)
+    out = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
+    out = layers.ReLU(name=f"{name}.relu2")(out)
+    out = layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}.conv3")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn3")(out)
+    out = squeeze_excitation(out, reduction=reduction, name=f"{name}.se")
     downsample = conv_bn(x, out=width * 4, stride=stride, name=f"{name}.downsample") if project else x
-    y = layers.Add(name=f"{name}.add")([y, downsample])
-    y = layers.ReLU(name=f"{name}.relu3")(y)
-    return y
+    out = layers.Add(name=f"{name}.add")([out, downsample])
+    out = layers.ReLU(name=f"{name}.relu3")(out)
+    return out
 
 
 def SEResNet50(num_classes: int = 1000) -> keras.Model:

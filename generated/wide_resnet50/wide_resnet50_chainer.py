@@ -98,18 +98,18 @@ class Bottleneck(chainer.Chain):
         self.out_channels = planes * 4
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        y = self.conv1(x)
-        y = self.bn1(y)
-        y = F.relu(y)
-        y = self.conv2(y)
-        y = self.bn2(y)
-        y = F.relu(y)
-        y = self.conv3(y)
-        y = self.bn3(y)
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = F.relu(out)
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = F.relu(out)
+        out = self.conv3(out)
+        out = self.bn3(out)
         downsample = self.downsample(x) if self.downsample is not None else x
-        y = y + downsample
-        y = F.relu(y)
-        return y
+        out = out + downsample
+        out = F.relu(out)
+        return out
 
 
 class WideResNet50(chainer.Chain):
