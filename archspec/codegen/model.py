@@ -503,6 +503,8 @@ class _Builder:
                     if isinstance(e, E.Expr):
                         e = substitute(e, lets)
                         sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}
+        # A convention (a str parameter with choices: padding rule, eps) is written in too.
+        sizing |= {p.name for p in self.spec.params.values() if p.choices}
         sizing -= {"num_classes"} | {p.name for p in self.spec.params.values() if p.option}
         if sizing:
             self.bake = {p: literal(self.graph.params[p]) for p in sizing}
@@ -818,6 +820,9 @@ class _Builder:
         same = all(x == values[0] for x in values)
         if v is not None and v.expr is not None:
             words = [E.evaluate(v.expr, env) for _, env in live]
+            if all(w == words[0] for w in words) and isinstance(words[0], str):
+                # One keyword in every instance (chosen by a spec parameter): as if written.
+                return Padding(words[0], values[0] if same else None)
             if all(isinstance(w, str) for w in words):
                 # A keyword chosen by a parameter ('same' or 'valid' per instance).
                 if any(

@@ -109,11 +109,13 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
 class ConvBNSiLU(chainer.Chain):
     """A convolution without bias, batch norm and swish."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         with self.init_scope():
             self.conv = Convolution2DSame(in_channels, out, kernel, stride=stride, nobias=True)
-            self.bn = L.BatchNormalization(out, eps=0.001, decay=0.99)
+            self.bn = L.BatchNormalization(
+                out, eps=0.001 if convention == "keras" else 1e-05, decay=1 - (0.01 if convention == "keras" else 0.1)
+            )
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv(x)
@@ -148,18 +150,31 @@ class MBConv(chainer.Chain):
     connection when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, width_mult: float, stride: int = 1
+        self,
+        in_channels: int,
+        expand_ratio: int,
+        kernel: int,
+        out: int,
+        convention: str,
+        width_mult: float,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         hidden = expand_ratio * in_channels
         width = make_divisible(out * width_mult, 8)
         with self.init_scope():
-            self.expand = ConvBNSiLU(in_channels, out=hidden) if expand_ratio != 1 else None
+            self.expand = ConvBNSiLU(in_channels, out=hidden, convention=convention) if expand_ratio != 1 else None
             self.dwconv = Convolution2DSame(hidden, hidden, kernel, stride=stride, nobias=True, groups=hidden)
-            self.dw_bn = L.BatchNormalization(hidden, eps=0.001, decay=0.99)
+            self.dw_bn = L.BatchNormalization(
+                hidden,
+                eps=0.001 if convention == "keras" else 1e-05,
+                decay=1 - (0.01 if convention == "keras" else 0.1),
+            )
             self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4))
             self.project = L.Convolution2D(hidden, width, 1, nobias=True)
-            self.project_bn = L.BatchNormalization(width, eps=0.001, decay=0.99)
+            self.project_bn = L.BatchNormalization(
+                width, eps=0.001 if convention == "keras" else 1e-05, decay=1 - (0.01 if convention == "keras" else 0.1)
+            )
         self.use_add = stride == 1 and in_channels == width
         self.out_channels = width
 
@@ -193,7 +208,7 @@ class EfficientNetB0(chainer.Chain):
     ) -> None:
         super().__init__()
         with self.init_scope():
-            self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2)
+            self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, convention="keras")
             self.stage1 = make_stage(
                 MBConv,
                 make_divisible(32 * width_mult, 8),
@@ -201,6 +216,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=1,
                 kernel=3,
                 out=16,
+                convention="keras",
                 width_mult=width_mult,
             )
             self.stage2 = make_stage(
@@ -210,6 +226,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=3,
                 out=24,
+                convention="keras",
                 width_mult=width_mult,
                 first=dict(stride=2),
             )
@@ -220,6 +237,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=5,
                 out=40,
+                convention="keras",
                 width_mult=width_mult,
                 first=dict(stride=2),
             )
@@ -230,6 +248,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=3,
                 out=80,
+                convention="keras",
                 width_mult=width_mult,
                 first=dict(stride=2),
             )
@@ -240,6 +259,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=5,
                 out=112,
+                convention="keras",
                 width_mult=width_mult,
             )
             self.stage6 = make_stage(
@@ -249,6 +269,7 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=5,
                 out=192,
+                convention="keras",
                 width_mult=width_mult,
                 first=dict(stride=2),
             )
@@ -259,9 +280,12 @@ class EfficientNetB0(chainer.Chain):
                 expand_ratio=6,
                 kernel=3,
                 out=320,
+                convention="keras",
                 width_mult=width_mult,
             )
-            self.head = ConvBNSiLU(make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8))
+            self.head = ConvBNSiLU(
+                make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8), convention="keras"
+            )
             self.fc = L.Linear(make_divisible(1280 * width_mult, 8), num_classes)
         self.dropout = dropout
         self.logits = logits

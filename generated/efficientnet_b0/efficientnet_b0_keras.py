@@ -32,10 +32,14 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def conv_bn_silu(x, out: int, kernel: int = 1, stride: int = 1, *, name: str):
+def conv_bn_silu(x, out: int, convention: str, kernel: int = 1, stride: int = 1, *, name: str):
     """A convolution without bias, batch norm and swish."""
     x = layers.Conv2D(out, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=0.001, name=f"{name}.bn")(x)
+    x = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.01 if convention == "keras" else 0.1),
+        name=f"{name}.bn",
+    )(x)
     x = layers.Activation("silu", name=f"{name}.act")(x)
     return x
 
@@ -53,20 +57,30 @@ def squeeze_excitation(x, squeeze: int, *, name: str):
     return out
 
 
-def mbconv(x, expand_ratio: int, kernel: int, out: int, width_mult: float, stride: int = 1, *, name: str):
+def mbconv(
+    x, expand_ratio: int, kernel: int, out: int, convention: str, width_mult: float, stride: int = 1, *, name: str
+):
     """Mobile inverted bottleneck with SE: expand 1x1 by expand_ratio (absent when it is
     1), kxk depthwise carrying the stride, SE, linear 1x1 projection, and a residual
     connection when the shape is kept."""
     in_channels = x.shape[-1]
     hidden = expand_ratio * in_channels
     width = make_divisible(out * width_mult, 8)
-    y = conv_bn_silu(x, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else x
+    y = conv_bn_silu(x, out=hidden, convention=convention, name=f"{name}.expand") if expand_ratio != 1 else x
     y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
-    y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.dw_bn")(y)
+    y = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.01 if convention == "keras" else 0.1),
+        name=f"{name}.dw_bn",
+    )(y)
     y = layers.Activation("silu", name=f"{name}.dw_act")(y)
     y = squeeze_excitation(y, squeeze=max(1, in_channels // 4), name=f"{name}.se")
     y = layers.Conv2D(width, 1, use_bias=False, name=f"{name}.project")(y)
-    y = layers.BatchNormalization(epsilon=0.001, name=f"{name}.project_bn")(y)
+    y = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.01 if convention == "keras" else 0.1),
+        name=f"{name}.project_bn",
+    )(y)
     if stride == 1 and in_channels == width:
         y = layers.Add(name=f"{name}.add")([y, x])
     return y
@@ -87,7 +101,7 @@ def EfficientNetB0(
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
-    x = conv_bn_silu(x, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, name="stem")
+    x = conv_bn_silu(x, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, convention="keras", name="stem")
     # N x 112 x 112 x 32
     # stage, expand_ratio, kernel, out, n, stride (math.ceil(n * depth_mult) units; stride: the first unit's, then 1)
     stages = [
@@ -106,12 +120,13 @@ def EfficientNetB0(
                 expand_ratio=expand_ratio,
                 kernel=kernel,
                 out=out,
+                convention="keras",
                 width_mult=width_mult,
                 stride=stride if i == 0 else 1,
                 name=f"{stage}.{i}",
             )
     # N x 7 x 7 x 320
-    x = conv_bn_silu(x, out=make_divisible(1280 * width_mult, 8), name="head")
+    x = conv_bn_silu(x, out=make_divisible(1280 * width_mult, 8), convention="keras", name="head")
     # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     # N x 1280

@@ -95,10 +95,12 @@ def make_stage(
 class ConvBNSiLU(nn.Module):
     """A convolution without bias, batch norm and swish."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         self.conv = Conv2dSame(in_channels, out, kernel, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.01)
+        self.bn = nn.BatchNorm2d(
+            out, eps=0.001 if convention == "keras" else 1e-05, momentum=0.01 if convention == "keras" else 0.1
+        )
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,18 +137,29 @@ class MBConv(nn.Module):
     connection when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, width_mult: float, stride: int = 1
+        self,
+        in_channels: int,
+        expand_ratio: int,
+        kernel: int,
+        out: int,
+        convention: str,
+        width_mult: float,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         hidden = expand_ratio * in_channels
         width = make_divisible(out * width_mult, 8)
-        self.expand = ConvBNSiLU(in_channels, out=hidden) if expand_ratio != 1 else None
+        self.expand = ConvBNSiLU(in_channels, out=hidden, convention=convention) if expand_ratio != 1 else None
         self.dwconv = Conv2dSame(hidden, hidden, kernel, stride=stride, groups=hidden, bias=False)
-        self.dw_bn = nn.BatchNorm2d(hidden, eps=0.001, momentum=0.01)
+        self.dw_bn = nn.BatchNorm2d(
+            hidden, eps=0.001 if convention == "keras" else 1e-05, momentum=0.01 if convention == "keras" else 0.1
+        )
         self.dw_act = nn.SiLU(inplace=True)
         self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4))
         self.project = nn.Conv2d(hidden, width, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(width, eps=0.001, momentum=0.01)
+        self.project_bn = nn.BatchNorm2d(
+            width, eps=0.001 if convention == "keras" else 1e-05, momentum=0.01 if convention == "keras" else 0.1
+        )
         self.use_add = stride == 1 and in_channels == width
         self.out_channels = width
 
@@ -180,7 +193,7 @@ class EfficientNetB0(nn.Module):
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2)
+        self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, convention="keras")
         self.stage1 = make_stage(
             MBConv,
             make_divisible(32 * width_mult, 8),
@@ -188,6 +201,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=1,
             kernel=3,
             out=16,
+            convention="keras",
             width_mult=width_mult,
         )
         self.stage2 = make_stage(
@@ -197,6 +211,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=3,
             out=24,
+            convention="keras",
             width_mult=width_mult,
             first=dict(stride=2),
         )
@@ -207,6 +222,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=5,
             out=40,
+            convention="keras",
             width_mult=width_mult,
             first=dict(stride=2),
         )
@@ -217,6 +233,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=3,
             out=80,
+            convention="keras",
             width_mult=width_mult,
             first=dict(stride=2),
         )
@@ -227,6 +244,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=5,
             out=112,
+            convention="keras",
             width_mult=width_mult,
         )
         self.stage6 = make_stage(
@@ -236,6 +254,7 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=5,
             out=192,
+            convention="keras",
             width_mult=width_mult,
             first=dict(stride=2),
         )
@@ -246,9 +265,12 @@ class EfficientNetB0(nn.Module):
             expand_ratio=6,
             kernel=3,
             out=320,
+            convention="keras",
             width_mult=width_mult,
         )
-        self.head = ConvBNSiLU(make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8))
+        self.head = ConvBNSiLU(
+            make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8), convention="keras"
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(make_divisible(1280 * width_mult, 8), num_classes)
         self.prob = nn.Softmax(dim=1)

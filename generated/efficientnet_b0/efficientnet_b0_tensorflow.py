@@ -143,7 +143,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float = 0.001, decay: float = 0.99, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -166,10 +166,17 @@ class BatchNorm(tf.Module):
 class ConvBNSiLU(tf.Module):
     """A convolution without bias, batch norm and swish."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
+    def __init__(
+        self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1, *, name: str
+    ) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, name=f"{name}.bn")
+        self.bn = BatchNorm(
+            out,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.01 if convention == "keras" else 0.1),
+            name=f"{name}.bn",
+        )
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -208,6 +215,7 @@ class MBConv(tf.Module):
         expand_ratio: int,
         kernel: int,
         out: int,
+        convention: str,
         width_mult: float,
         stride: int = 1,
         *,
@@ -216,12 +224,26 @@ class MBConv(tf.Module):
         super().__init__()
         hidden = expand_ratio * in_channels
         width = make_divisible(out * width_mult, 8)
-        self.expand = ConvBNSiLU(in_channels, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else None
+        self.expand = (
+            ConvBNSiLU(in_channels, out=hidden, convention=convention, name=f"{name}.expand")
+            if expand_ratio != 1
+            else None
+        )
         self.dwconv = DepthwiseConv2D(hidden, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv")
-        self.dw_bn = BatchNorm(hidden, name=f"{name}.dw_bn")
+        self.dw_bn = BatchNorm(
+            hidden,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.01 if convention == "keras" else 0.1),
+            name=f"{name}.dw_bn",
+        )
         self.se = SqueezeExcitation(hidden, squeeze=max(1, in_channels // 4), name=f"{name}.se")
         self.project = Conv2D(hidden, width, 1, bias=False, name=f"{name}.project")
-        self.project_bn = BatchNorm(width, name=f"{name}.project_bn")
+        self.project_bn = BatchNorm(
+            width,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.01 if convention == "keras" else 0.1),
+            name=f"{name}.project_bn",
+        )
         self.use_add = stride == 1 and in_channels == width
         self.out_channels = width
 
@@ -255,7 +277,9 @@ class EfficientNetB0(tf.Module):
     ) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, name="stem")
+        self.stem = ConvBNSiLU(
+            3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2, convention="keras", name="stem"
+        )
         # in_channels, units, expand_ratio, kernel, out; stride of the first unit
         settings = [
             (make_divisible(32 * width_mult, 8), math.ceil(1 * depth_mult), 1, 3, 16, 1),
@@ -275,13 +299,17 @@ class EfficientNetB0(tf.Module):
                 expand_ratio=expand_ratio,
                 kernel=kernel,
                 out=out,
+                convention="keras",
                 width_mult=width_mult,
                 first=dict(stride=stride),
                 name=name,
             )
             setattr(self, name, stage)
         self.head = ConvBNSiLU(
-            make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8), name="head"
+            make_divisible(320 * width_mult, 8),
+            out=make_divisible(1280 * width_mult, 8),
+            convention="keras",
+            name="head",
         )
         self.dropout_rate = dropout
         self.fc = Dense(make_divisible(1280 * width_mult, 8), num_classes, name="fc")

@@ -109,11 +109,13 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
 class ConvBNReLU6(chainer.Chain):
     """A convolution without bias ('same' padding), batch norm and ReLU6."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         with self.init_scope():
             self.conv = Convolution2DSame(in_channels, out, kernel, stride=stride, nobias=True)
-            self.bn = L.BatchNormalization(out, eps=0.001, decay=0.999)
+            self.bn = L.BatchNormalization(
+                out, eps=0.001 if convention == "keras" else 1e-05, decay=1 - (0.001 if convention == "keras" else 0.1)
+            )
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         x = self.conv(x)
@@ -127,15 +129,21 @@ class InvertedResidual(chainer.Chain):
     carrying the stride, linear 1x1 projection; a residual connection when the shape
     is kept."""
 
-    def __init__(self, in_channels: int, expand_ratio: int, out: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, expand_ratio: int, out: int, convention: str, stride: int = 1) -> None:
         super().__init__()
         hidden = expand_ratio * in_channels
         with self.init_scope():
-            self.expand = ConvBNReLU6(in_channels, out=hidden) if expand_ratio != 1 else None
+            self.expand = ConvBNReLU6(in_channels, out=hidden, convention=convention) if expand_ratio != 1 else None
             self.dwconv = Convolution2DSame(hidden, hidden, 3, stride=stride, nobias=True, groups=hidden)
-            self.dw_bn = L.BatchNormalization(hidden, eps=0.001, decay=0.999)
+            self.dw_bn = L.BatchNormalization(
+                hidden,
+                eps=0.001 if convention == "keras" else 1e-05,
+                decay=1 - (0.001 if convention == "keras" else 0.1),
+            )
             self.project = L.Convolution2D(hidden, out, 1, nobias=True)
-            self.project_bn = L.BatchNormalization(out, eps=0.001, decay=0.999)
+            self.project_bn = L.BatchNormalization(
+                out, eps=0.001 if convention == "keras" else 1e-05, decay=1 - (0.001 if convention == "keras" else 0.1)
+            )
         self.use_add = stride == 1 and in_channels == out
         self.out_channels = out
 
@@ -161,13 +169,14 @@ class MobileNetV2(chainer.Chain):
     def __init__(self, num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
-            self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2)
+            self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, convention="keras")
             self.stage1 = make_stage(
                 InvertedResidual,
                 make_divisible(32 * alpha, 8),
                 1,
                 expand_ratio=1,
                 out=make_divisible(int(16 * alpha), 8),
+                convention="keras",
             )
             self.stage2 = make_stage(
                 InvertedResidual,
@@ -175,6 +184,7 @@ class MobileNetV2(chainer.Chain):
                 2,
                 expand_ratio=6,
                 out=make_divisible(int(24 * alpha), 8),
+                convention="keras",
                 first=dict(stride=2),
             )
             self.stage3 = make_stage(
@@ -183,6 +193,7 @@ class MobileNetV2(chainer.Chain):
                 3,
                 expand_ratio=6,
                 out=make_divisible(int(32 * alpha), 8),
+                convention="keras",
                 first=dict(stride=2),
             )
             self.stage4 = make_stage(
@@ -191,6 +202,7 @@ class MobileNetV2(chainer.Chain):
                 4,
                 expand_ratio=6,
                 out=make_divisible(int(64 * alpha), 8),
+                convention="keras",
                 first=dict(stride=2),
             )
             self.stage5 = make_stage(
@@ -199,6 +211,7 @@ class MobileNetV2(chainer.Chain):
                 3,
                 expand_ratio=6,
                 out=make_divisible(int(96 * alpha), 8),
+                convention="keras",
             )
             self.stage6 = make_stage(
                 InvertedResidual,
@@ -206,6 +219,7 @@ class MobileNetV2(chainer.Chain):
                 3,
                 expand_ratio=6,
                 out=make_divisible(int(160 * alpha), 8),
+                convention="keras",
                 first=dict(stride=2),
             )
             self.stage7 = make_stage(
@@ -214,9 +228,12 @@ class MobileNetV2(chainer.Chain):
                 1,
                 expand_ratio=6,
                 out=make_divisible(int(320 * alpha), 8),
+                convention="keras",
             )
             self.head = ConvBNReLU6(
-                make_divisible(int(320 * alpha), 8), out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+                make_divisible(int(320 * alpha), 8),
+                out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280,
+                convention="keras",
             )
             self.fc = L.Linear(make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, num_classes)
         self.logits = logits

@@ -30,26 +30,38 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def conv_bn_relu6(x, out: int, kernel: int = 1, stride: int = 1, *, name: str):
+def conv_bn_relu6(x, out: int, convention: str, kernel: int = 1, stride: int = 1, *, name: str):
     """A convolution without bias ('same' padding), batch norm and ReLU6."""
     x = layers.Conv2D(out, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.bn")(x)
+    x = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.001 if convention == "keras" else 0.1),
+        name=f"{name}.bn",
+    )(x)
     x = layers.ReLU(6.0, name=f"{name}.relu")(x)
     return x
 
 
-def inverted_residual(x, expand_ratio: int, out: int, stride: int = 1, *, name: str):
+def inverted_residual(x, expand_ratio: int, out: int, convention: str, stride: int = 1, *, name: str):
     """Expand 1x1 by expand_ratio (t in the paper; absent when it is 1), depthwise 3x3
     carrying the stride, linear 1x1 projection; a residual connection when the shape
     is kept."""
     in_channels = x.shape[-1]
     hidden = expand_ratio * in_channels
-    y = conv_bn_relu6(x, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else x
+    y = conv_bn_relu6(x, out=hidden, convention=convention, name=f"{name}.expand") if expand_ratio != 1 else x
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}.dwconv")(y)
-    y = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.dw_bn")(y)
+    y = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.001 if convention == "keras" else 0.1),
+        name=f"{name}.dw_bn",
+    )(y)
     y = layers.ReLU(6.0, name=f"{name}.dw_relu")(y)
     y = layers.Conv2D(out, 1, use_bias=False, name=f"{name}.project")(y)
-    y = layers.BatchNormalization(epsilon=0.001, momentum=0.999, name=f"{name}.project_bn")(y)
+    y = layers.BatchNormalization(
+        epsilon=0.001 if convention == "keras" else 1e-05,
+        momentum=1 - (0.001 if convention == "keras" else 0.1),
+        name=f"{name}.project_bn",
+    )(y)
     if stride == 1 and in_channels == out:
         y = layers.Add(name=f"{name}.add")([y, x])
     return y
@@ -64,7 +76,7 @@ def MobileNetV2(num_classes: int = 1000, alpha: float = 1.0, logits: bool = Fals
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
-    x = conv_bn_relu6(x, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, name="stem")
+    x = conv_bn_relu6(x, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, convention="keras", name="stem")
     # N x 112 x 112 x 32
     # stage, expand_ratio, out, n, stride (n units; stride: the first unit's, then 1)
     stages = [
@@ -82,11 +94,12 @@ def MobileNetV2(num_classes: int = 1000, alpha: float = 1.0, logits: bool = Fals
                 x,
                 expand_ratio=expand_ratio,
                 out=make_divisible(int(out * alpha), 8),
+                convention="keras",
                 stride=stride if i == 0 else 1,
                 name=f"{stage}.{i}",
             )
     # N x 7 x 7 x 320
-    x = conv_bn_relu6(x, out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, name="head")
+    x = conv_bn_relu6(x, out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, convention="keras", name="head")
     # N x 7 x 7 x 1280
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     # N x 1280

@@ -95,10 +95,12 @@ def make_stage(
 class ConvBNReLU6(nn.Module):
     """A convolution without bias ('same' padding), batch norm and ReLU6."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         self.conv = Conv2dSame(in_channels, out, kernel, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.001)
+        self.bn = nn.BatchNorm2d(
+            out, eps=0.001 if convention == "keras" else 1e-05, momentum=0.001 if convention == "keras" else 0.1
+        )
         self.relu = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,15 +115,19 @@ class InvertedResidual(nn.Module):
     carrying the stride, linear 1x1 projection; a residual connection when the shape
     is kept."""
 
-    def __init__(self, in_channels: int, expand_ratio: int, out: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, expand_ratio: int, out: int, convention: str, stride: int = 1) -> None:
         super().__init__()
         hidden = expand_ratio * in_channels
-        self.expand = ConvBNReLU6(in_channels, out=hidden) if expand_ratio != 1 else None
+        self.expand = ConvBNReLU6(in_channels, out=hidden, convention=convention) if expand_ratio != 1 else None
         self.dwconv = Conv2dSame(hidden, hidden, 3, stride=stride, groups=hidden, bias=False)
-        self.dw_bn = nn.BatchNorm2d(hidden, eps=0.001, momentum=0.001)
+        self.dw_bn = nn.BatchNorm2d(
+            hidden, eps=0.001 if convention == "keras" else 1e-05, momentum=0.001 if convention == "keras" else 0.1
+        )
         self.dw_relu = nn.ReLU6(inplace=True)
         self.project = nn.Conv2d(hidden, out, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.001)
+        self.project_bn = nn.BatchNorm2d(
+            out, eps=0.001 if convention == "keras" else 1e-05, momentum=0.001 if convention == "keras" else 0.1
+        )
         self.use_add = stride == 1 and in_channels == out
         self.out_channels = out
 
@@ -147,9 +153,14 @@ class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2)
+        self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, convention="keras")
         self.stage1 = make_stage(
-            InvertedResidual, make_divisible(32 * alpha, 8), 1, expand_ratio=1, out=make_divisible(int(16 * alpha), 8)
+            InvertedResidual,
+            make_divisible(32 * alpha, 8),
+            1,
+            expand_ratio=1,
+            out=make_divisible(int(16 * alpha), 8),
+            convention="keras",
         )
         self.stage2 = make_stage(
             InvertedResidual,
@@ -157,6 +168,7 @@ class MobileNetV2(nn.Module):
             2,
             expand_ratio=6,
             out=make_divisible(int(24 * alpha), 8),
+            convention="keras",
             first=dict(stride=2),
         )
         self.stage3 = make_stage(
@@ -165,6 +177,7 @@ class MobileNetV2(nn.Module):
             3,
             expand_ratio=6,
             out=make_divisible(int(32 * alpha), 8),
+            convention="keras",
             first=dict(stride=2),
         )
         self.stage4 = make_stage(
@@ -173,6 +186,7 @@ class MobileNetV2(nn.Module):
             4,
             expand_ratio=6,
             out=make_divisible(int(64 * alpha), 8),
+            convention="keras",
             first=dict(stride=2),
         )
         self.stage5 = make_stage(
@@ -181,6 +195,7 @@ class MobileNetV2(nn.Module):
             3,
             expand_ratio=6,
             out=make_divisible(int(96 * alpha), 8),
+            convention="keras",
         )
         self.stage6 = make_stage(
             InvertedResidual,
@@ -188,6 +203,7 @@ class MobileNetV2(nn.Module):
             3,
             expand_ratio=6,
             out=make_divisible(int(160 * alpha), 8),
+            convention="keras",
             first=dict(stride=2),
         )
         self.stage7 = make_stage(
@@ -196,9 +212,12 @@ class MobileNetV2(nn.Module):
             1,
             expand_ratio=6,
             out=make_divisible(int(320 * alpha), 8),
+            convention="keras",
         )
         self.head = ConvBNReLU6(
-            make_divisible(int(320 * alpha), 8), out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+            make_divisible(int(320 * alpha), 8),
+            out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280,
+            convention="keras",
         )
         self.fc = nn.Linear(make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, num_classes)
         self.prob = nn.Softmax(dim=1)

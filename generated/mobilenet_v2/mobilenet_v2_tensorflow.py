@@ -143,7 +143,7 @@ class BatchNorm(tf.Module):
     unbiased batch variance as PyTorch.
     """
 
-    def __init__(self, channels: int, *, eps: float = 0.001, decay: float = 0.999, name: str) -> None:
+    def __init__(self, channels: int, *, eps: float, decay: float, name: str) -> None:
         super().__init__()
         self.eps, self.decay = eps, decay
         self.gamma = tf.Variable(tf.ones(channels), name=f"{name}.weight")
@@ -166,10 +166,17 @@ class BatchNorm(tf.Module):
 class ConvBNReLU6(tf.Module):
     """A convolution without bias ('same' padding), batch norm and ReLU6."""
 
-    def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
+    def __init__(
+        self, in_channels: int, out: int, convention: str, kernel: int = 1, stride: int = 1, *, name: str
+    ) -> None:
         super().__init__()
         self.conv = Conv2D(in_channels, out, kernel, stride=stride, padding="SAME", bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, name=f"{name}.bn")
+        self.bn = BatchNorm(
+            out,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.001 if convention == "keras" else 0.1),
+            name=f"{name}.bn",
+        )
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.conv(x)
@@ -183,14 +190,30 @@ class InvertedResidual(tf.Module):
     carrying the stride, linear 1x1 projection; a residual connection when the shape
     is kept."""
 
-    def __init__(self, in_channels: int, expand_ratio: int, out: int, stride: int = 1, *, name: str) -> None:
+    def __init__(
+        self, in_channels: int, expand_ratio: int, out: int, convention: str, stride: int = 1, *, name: str
+    ) -> None:
         super().__init__()
         hidden = expand_ratio * in_channels
-        self.expand = ConvBNReLU6(in_channels, out=hidden, name=f"{name}.expand") if expand_ratio != 1 else None
+        self.expand = (
+            ConvBNReLU6(in_channels, out=hidden, convention=convention, name=f"{name}.expand")
+            if expand_ratio != 1
+            else None
+        )
         self.dwconv = DepthwiseConv2D(hidden, 3, stride=stride, padding="SAME", bias=False, name=f"{name}.dwconv")
-        self.dw_bn = BatchNorm(hidden, name=f"{name}.dw_bn")
+        self.dw_bn = BatchNorm(
+            hidden,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.001 if convention == "keras" else 0.1),
+            name=f"{name}.dw_bn",
+        )
         self.project = Conv2D(hidden, out, 1, bias=False, name=f"{name}.project")
-        self.project_bn = BatchNorm(out, name=f"{name}.project_bn")
+        self.project_bn = BatchNorm(
+            out,
+            eps=0.001 if convention == "keras" else 1e-05,
+            decay=1 - (0.001 if convention == "keras" else 0.1),
+            name=f"{name}.project_bn",
+        )
         self.use_add = stride == 1 and in_channels == out
         self.out_channels = out
 
@@ -216,7 +239,9 @@ class MobileNetV2(tf.Module):
     def __init__(self, num_classes: int = 1000, alpha: float = 1.0, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
-        self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, name="stem")
+        self.stem = ConvBNReLU6(
+            3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2, convention="keras", name="stem"
+        )
         # in_channels, units, expand_ratio, out; stride of the first unit
         settings = [
             (make_divisible(32 * alpha, 8), 1, 1, make_divisible(int(16 * alpha), 8), 1),
@@ -235,6 +260,7 @@ class MobileNetV2(tf.Module):
                 units,
                 expand_ratio=expand_ratio,
                 out=out,
+                convention="keras",
                 first=dict(stride=stride),
                 name=name,
             )
@@ -242,6 +268,7 @@ class MobileNetV2(tf.Module):
         self.head = ConvBNReLU6(
             make_divisible(int(320 * alpha), 8),
             out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280,
+            convention="keras",
             name="head",
         )
         self.fc = Dense(make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280, num_classes, name="fc")
