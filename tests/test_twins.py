@@ -23,14 +23,22 @@ DECLARED = [(path.stem, twin) for path in sorted(SPECS.glob("*.yaml")) for twin 
 # Input sizes small enough for CI that the twin takes them (torchvision's VGGs
 # pool adaptively to 7x7, so they run at 224; Keras' Xception and InceptionV3
 # need 71 and 75 at least).
-INPUT = {"vgg16": (3, 224, 224), "vgg19": (3, 224, 224), "vgg16_bn": (3, 224, 224), "inception_v3": (3, 80, 80)}
-KERAS_INPUT = {"xception": (3, 80, 80), "vgg16": (3, 64, 64)}
+INPUT = {"vgg16": (3, 224, 224), "vgg19": (3, 224, 224), "vgg16_bn": (3, 224, 224), "googlenet": (3, 224, 224)}
+INPUT["inception_v3"] = (3, 80, 80)
+KERAS_INPUT = {"xception": (3, 80, 80), "inception_v3": (3, 80, 80)}
+# Twins whose layers run in another order than the spec's: refused at the first layer that differs.
+REFUSED = {
+    "torchvision:googlenet": r"layer 1 with weights, conv1.conv .*bias",  # another network
+    "timm:legacy_seresnet50": r"layer 9 with weights, layer1.0.downsample.0",  # the shortcut runs before SE
+    "keras:InceptionV3": r"layer 159 with weights",  # Keras' layer order departs at Mixed_7b's branches
+}
 # Keras' EfficientNetB0 rescales its input by 1/255 first (docs/twins.md).
 INPUT_SCALE = {"keras:EfficientNetB0": 255.0}
-TOLERANCE = 1e-5  # relative to the largest logit, in the twin's own framework
-# Across frameworks float32 rounding alone reaches about 1.2e-5 on EfficientNetB0;
-# a convention difference (eps, padding) is 1e-3 or more with calibrated statistics.
-CROSS_TOLERANCE = 3e-5
+# Relative to the largest logit. float32 rounding reaches 1.2e-5 on EfficientNetB0 in
+# Keras itself and 4e-5 in Chainer on ResNet-50; a convention difference (eps,
+# padding) is 1e-3 or more with calibrated statistics.
+TOLERANCE = 2e-5  # in the twin's own framework
+CROSS_TOLERANCE = 1e-4
 
 
 def input_shape(spec: str, twin) -> tuple[int, ...]:
@@ -80,8 +88,8 @@ def twin_logits(model, library: str, x: np.ndarray, scale: float) -> np.ndarray:
 
 def twin_tensors(model, library: str) -> dict[str, np.ndarray]:
     if library == "keras":
-        return {w.path: np.array(w.numpy()) for w in model.weights}
-    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        return {f"{i} {w.name}": np.array(w.numpy()) for i, w in enumerate(model.weights)}  # paths hold unique names
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
 
 
 @pytest.mark.slow
@@ -93,8 +101,8 @@ def test_twin(spec: str, twin, tmp_path) -> None:
     source = T.parse_source(twin.source, parse_spec(SPECS / f"{spec}.yaml").twins)
     compiled = compile_spec(SPECS / f"{spec}.yaml", source.sets, input_shape=shape)
     model = T.build_twin(source, shape)
-    if spec == "googlenet":  # another network: refused at its first layer, which has no bias
-        with pytest.raises(T.TwinError, match=r"layer 1 with weights, conv1.conv .*bias"):
+    if twin.source in REFUSED:
+        with pytest.raises(T.TwinError, match=REFUSED[twin.source]):
             T.import_weights(compiled, source, model)
         return
     rng = np.random.default_rng(0)
