@@ -1108,6 +1108,56 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
         click.echo(f"wrote {path}")
 
 
+@weights_group.command(name="import")
+@click.argument("source")
+@click.option("--spec", required=True, type=click.Path(dir_okay=False, path_type=str), help="The spec of the twin.")
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The twin's own weight file (a state_dict .pt/.pth/.safetensors, Keras .weights.h5/.keras/.h5). "
+    "[random weights]",
+)
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The .npz to write.")
+@set_option
+@input_option
+def weights_import(source: str, spec: str, from_file: Path | None, out: Path, sets, input_shape) -> None:
+    """Canonical weights (an .npz every target loads) from SOURCE, a twin: torchvision:NAME,
+    timm:NAME or keras:NAME, built from the installed package (never downloaded) with
+    the spec's declared configuration, random weights or those of --from. Layers are
+    paired by structure (execution order, kind, every tensor's shape); a twin that
+    does not fit names its first layer that differs, and nothing is written."""
+    from archspec.schema.spec import parse_spec
+
+    try:
+        declared = parse_spec(spec).twins
+    except SpecError as err:
+        _report(err)
+        raise Failed() from None
+    from archspec.twins import FRAMEWORK, TwinError, parse_source
+
+    try:
+        src = parse_source(source, declared)
+    except TwinError as exc:
+        raise click.BadParameter(str(exc), param_hint="SOURCE") from None
+    extras.require("archspec weights import", "reference" if src.library != "keras" else "keras")
+    if not out.name.endswith(".npz"):
+        raise click.BadParameter(f"{out}: canonical weights are an .npz file", param_hint="-o")
+    given = _overrides(sets)
+    compiled = load(spec, tuple(f"{k}={v}" for k, v in {**src.sets, **given}.items()), input_shape)
+    from archspec import weights as W
+    from archspec.twins import import_weights
+
+    try:
+        W.save(out, import_weights(compiled, src, from_file=from_file), compiled)
+    except (TwinError, W.WeightError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    setting = "".join(f" --set {k}={v}" for k, v in src.sets.items() if k not in given)
+    click.echo(f"imported {src.name} ({FRAMEWORK[src.library]}) into {compiled.graph.name}{setting}")
+    click.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------
 # export: the network in an exchange format
 

@@ -447,7 +447,10 @@ class _Builder:
         self.units: dict[str, Unit] = {}
         self.globals_used: dict[str, list[str]] = {}
         # Spec parameters written into the network class as their values (see model_unit).
-        self.bake: dict[str, E.Expr] = {}
+        # A convention (a str parameter with choices: padding rule, eps) is written
+        # in everywhere, blocks included: the file is generated for one of them.
+        self.fixed = {p.name: literal(self.graph.params[p.name]) for p in self.spec.params.values() if p.choices}
+        self.bake: dict[str, E.Expr] = dict(self.fixed)
         # Stage step (by id) -> its units' arguments and output channels (see unit_envs).
         self.stage_units: dict[int, tuple[Step, list[dict[str, E.Expr]], E.Expr]] = {}
         # Unit ("" for the network, else the block's name) -> its steps that take the logits switch.
@@ -499,11 +502,11 @@ class _Builder:
         used: set[str] = set()
         block = self.spec.blocks[bname]
         for _, lv in block.lets:
-            used |= {n for n in _names(lv) if n in self.spec.params and n not in block.params}
+            used |= {n for n in _names(lv) if n in self.spec.params and n not in block.params and n not in self.fixed}
         for nd in block.nodes:
             for v in [*nd.attrs.values(), *nd.first.values(), nd.when, nd.repeat]:
                 for n in _names(v):
-                    if n in self.spec.params and n not in block.params:
+                    if n in self.spec.params and n not in block.params and n not in self.fixed:
                         used.add(n)
             if nd.block and nd.block in self.globals_used:
                 used.update(self.globals_used[nd.block])
@@ -558,9 +561,9 @@ class _Builder:
                         sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}
         sizing -= {"num_classes"} | {p.name for p in self.spec.params.values() if p.option}
         if sizing:
-            self.bake = {p: literal(self.graph.params[p]) for p in sizing}
+            self.bake = {**self.fixed, **{p: literal(self.graph.params[p]) for p in sizing}}
             unit = self.model_pass()
-            self.bake = {}
+            self.bake = dict(self.fixed)
         return unit
 
     def model_pass(self) -> Unit:
@@ -871,6 +874,9 @@ class _Builder:
         same = all(x == values[0] for x in values)
         if v is not None and v.expr is not None:
             words = [E.evaluate(v.expr, env) for _, env in live]
+            if all(w == words[0] for w in words) and isinstance(words[0], str):
+                # One keyword in every instance (chosen by a spec parameter): as if written.
+                return Padding(words[0], values[0] if same else None)
             if all(isinstance(w, str) for w in words):
                 # A keyword chosen by a parameter ('same' or 'valid' per instance).
                 if any(

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from archspec import ops
-from archspec.diagnostics import Collector, Pos, did_you_mean, show
+from archspec.diagnostics import Collector, Pos, did_you_mean, one_of, show
 from archspec.ir import INPUT, Graph, Instance, Node, Shape
 from archspec.schema import expr as E
 from archspec.schema.spec import NodeDef, ParamDef, Spec, Value, key_hint
@@ -219,6 +219,13 @@ class _Expander:
                 env[key] = _typed(raw, p.type)
             except TypeError as exc:
                 self.err(pos, "E304", f"bad value {show(text)} for '{key}' ({p.type}): {exc}")
+                continue
+            if p.choices and env[key] not in p.choices:
+                self.err(
+                    pos,
+                    "E304",
+                    f"bad value {show(text)} for '{key}'{did_you_mean(str(env[key]), p.choices)}; {one_of(p.choices)}",
+                )
         return env
 
     def args(

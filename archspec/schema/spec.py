@@ -29,7 +29,12 @@ YEARS = (1900, 2100)  # the range a spec's ``year`` may take
 # A description is the network class's docstring: the paper, table and
 # variant in about 3 lines.
 DESCRIPTION_CHARS = 300
-TOP_KEYS = ("name", "family", "year", "source", "description", "input", "params", "blocks", "layers", "outputs")
+TOP_KEYS = (
+    "name", "family", "year", "source", "description", "input", "params", "blocks", "layers", "outputs", "twins"
+)  # fmt: skip
+# A twin: a published model the spec reproduces (docs/twins.md).
+TWIN_LIBRARIES = ("torchvision", "timm", "keras")
+TWIN_KEYS = ("library", "model", "config", "set", "departs", "exact")
 BLOCK_KEYS = ("params", "let", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
 PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
@@ -112,6 +117,29 @@ class ParamDef:
     # A structural option (a spec parameter only): the generated network's
     # constructor takes it even where it sizes layers (a width multiplier).
     option: bool = False
+    # The values a str parameter may take (``choices: [keras, torchvision]``); empty: any.
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Twin:
+    """A published model the spec reproduces: ``library``'s ``model`` built with
+    ``config`` (constructor arguments), matched by the spec compiled with
+    ``sets`` (``--set`` values). ``departs`` says in words where the spec
+    departs from it; ``exact`` is false when no setting makes them equal."""
+
+    library: str
+    model: str
+    pos: Pos
+    config: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)
+    departs: str = ""
+    exact: bool = True
+
+    @property
+    def source(self) -> str:
+        """``library:model``, as ``archspec weights import`` takes it."""
+        return f"{self.library}:{self.model}"
 
 
 @dataclass
@@ -167,6 +195,7 @@ class Spec:
     family: str = ""  # what the gallery groups by ("ResNet"); "" when not given
     year: int | None = None  # the year the architecture was published
     name_pos: Pos | None = None  # where the value of 'name' is written
+    twins: list[Twin] = field(default_factory=list)  # the published models it reproduces
 
 
 def parse_spec(path: str | Path, text: str | bytes | None = None) -> Spec:
@@ -381,6 +410,8 @@ class _Parser:
         if "outputs" in top:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
 
+        twins = self.twins(top["twins"], top.val_pos["twins"], params) if "twins" in top else []
+
         self.diag.raise_if_any()
         name_pos = top.val_pos["name"]
         return Spec(
@@ -397,7 +428,85 @@ class _Parser:
             family,
             year,
             name_pos,
+            twins,
         )
+
+    def twins(self, raw: Any, pos: Pos, params: dict[str, ParamDef]) -> list[Twin]:
+        """``twins:``: a list of mappings, each naming a published model (TWIN_KEYS)."""
+        if not isinstance(raw, YList):
+            self.err(pos, "E101", f"'twins' must be a list of mappings (library, model, ...), found {_kind(raw)}")
+            return []
+        out: list[Twin] = []
+        seen: dict[str, Pos] = {}
+        for item, ipos in zip(raw, raw.item_pos, strict=True):
+            m = self.mapping(item, ipos, "a twin")
+            if m is None:
+                continue
+            self.check_keys(m, TWIN_KEYS, "a twin")
+            library = self.text(m, "library", "a twin", hint=f": {one_of(TWIN_LIBRARIES)}")
+            if library and library not in TWIN_LIBRARIES:
+                self.err(
+                    m.val_pos["library"],
+                    "E101",
+                    f"unknown twin library {show(library)}{did_you_mean(library, TWIN_LIBRARIES)}; "
+                    f"{one_of(TWIN_LIBRARIES)}",
+                )
+                library = ""
+            model = self.text(m, "model", "a twin", hint=": the model's constructor name in the library (resnet50)")
+            if model and not IDENT.match(model):
+                self.err(m.val_pos["model"], "E105", f"twin model {show(model)} is not a constructor name (resnet50)")
+                model = ""
+            config = self.twin_mapping(m, "config", "constructor arguments (aux_logits: false)")
+            sets = self.twin_mapping(m, "set", "spec parameters (convention: torchvision)")
+            for key in sets:
+                if key not in params:
+                    known = ", ".join(params) or "none"
+                    self.err(
+                        m["set"].key_pos[key],
+                        "E203",
+                        f"twin sets unknown parameter '{key}'{did_you_mean(key, params)}; the spec takes: {known}",
+                    )
+                elif params[key].choices and sets[key] not in params[key].choices:
+                    self.err(
+                        m["set"].val_pos[key],
+                        "E303",
+                        f"twin sets '{key}' to {show(sets[key])}; {one_of(params[key].choices)}",
+                    )
+            departs = self.text(m, "departs", "a twin", required=False)
+            exact = m.get("exact", True)
+            if not isinstance(exact, bool):
+                self.err(m.val_pos["exact"], "E101", f"'exact' must be true or false, found {_kind(exact)}")
+            elif not exact and not departs:
+                self.err(
+                    m.val_pos["exact"], "E102", "a twin with 'exact: false' needs 'departs': say why no setting matches"
+                )
+            if not (library and model):
+                continue
+            twin = Twin(library, model, ipos, config, {k: _set_text(v) for k, v in sets.items()}, departs, exact)
+            key = f"{twin.source} {sorted(config.items())}"
+            if key in seen:
+                self.err(ipos, "E106", f"twin {twin.source} is declared twice with the same config; remove one")
+                continue
+            seen[key] = ipos
+            out.append(twin)
+        return out
+
+    def twin_mapping(self, m: YMap, key: str, what: str) -> dict[str, Any]:
+        """A twin's ``config`` or ``set``: a mapping of names to plain values."""
+        if key not in m:
+            return {}
+        raw = self.mapping(m[key], m.val_pos[key], f"a twin's '{key}' ({what})")
+        if raw is None:
+            return {}
+        out = {}
+        for k, v in raw.items():
+            if not isinstance(k, str) or not IDENT.match(k):
+                self.err(raw.key_pos[k], "E105", f"invalid name {show(k)} in a twin's '{key}'")
+            elif v is None or isinstance(v, (YMap, YList)) or not E.is_value(v):
+                self.err(raw.val_pos[k], "E101", f"twin's '{key}' {k}: expected a number, boolean or string")
+            else:
+                out[k] = v
+        return out
 
     def year(self, top: YMap) -> int | None:
         """The optional ``year``: a whole number from 1900 to 2100."""
@@ -426,9 +535,9 @@ class _Parser:
             if pname in RESERVED_PARAMS:
                 self.err(kpos, "E105", f"'{pname}' is a reserved name; choose another parameter name")
                 continue
-            ptype, default, doc, option = None, ops.REQUIRED, "", False
+            ptype, default, doc, option, choices = None, ops.REQUIRED, "", False, ()
             if isinstance(decl, YMap):
-                keys = ("type", "default", "doc", "option") if spec_level else ("type", "default", "doc")
+                keys = ("type", "default", "doc", "option", "choices") if spec_level else ("type", "default", "doc")
                 self.check_keys(decl, keys, f"parameter '{pname}'")
                 if "option" in decl:
                     option = decl["option"] is True
@@ -446,6 +555,8 @@ class _Parser:
                     default = decl["default"]
                     vpos = decl.val_pos["default"]
                 doc = decl.get("doc", "") if isinstance(decl.get("doc", ""), str) else ""
+                if "choices" in decl:
+                    choices = self.choices(pname, decl)
             elif isinstance(decl, str) and decl in PARAM_TYPES:
                 ptype = decl
             elif E.is_value(decl) and decl is not None:
@@ -486,9 +597,23 @@ class _Parser:
                     vpos, "E102", f"spec parameter '{pname}' needs a default, so that the spec builds without --set"
                 )
                 continue
-            out[pname] = ParamDef(pname, ptype, default, kpos, doc, option)
+            if choices and default not in choices:
+                self.err(vpos, "E303", f"default {show(default)} of '{pname}' is not among its choices")
+                continue
+            out[pname] = ParamDef(pname, ptype, default, kpos, doc, option, choices)
         self.rejected |= {k for k in m if isinstance(k, str)} - set(out)
         return out
+
+    def choices(self, pname: str, decl: YMap) -> tuple[str, ...]:
+        """``choices: [keras, torchvision]``: the words a str parameter may take."""
+        raw, pos = decl["choices"], decl.val_pos["choices"]
+        if decl.get("type", "str") != "str" or not isinstance(raw, YList) or not raw:
+            self.err(pos, "E101", f"'choices' of '{pname}' must be a list of words, for a parameter of type str")
+            return ()
+        if not all(isinstance(c, str) and IDENT.match(c) for c in raw):
+            self.err(pos, "E101", f"'choices' of '{pname}' must be words (letters, digits, _), found {show(raw)}")
+            return ()
+        return tuple(raw)
 
     def block(self, name: str, body: Any, pos: Pos, global_scope: set[str], block_names: set[str]) -> BlockDef:
         m = self.mapping(body, pos, f"block '{name}'")
@@ -867,6 +992,11 @@ def _kind(v: Any) -> str:
     if isinstance(v, dict):
         return "a mapping"
     return type(v).__name__
+
+
+def _set_text(v: Any) -> str:
+    """A YAML value as the text ``--set`` would give."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
 def _type_of(v: Any) -> str | None:

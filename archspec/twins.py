@@ -1,0 +1,340 @@
+"""Reference twins: weights in from, and out to, torchvision, timm and keras.applications.
+
+A twin (``twins:`` in a spec, docs/twins.md) is a published model that the
+spec reproduces. :func:`import_weights` turns a twin's weights into
+canonical weights; :func:`export_to_twin` writes canonical weights back into
+the twin. The mapping is structural, never by names: the twin and the spec's
+generated model of the same framework (PyTorch for torchvision and timm,
+Keras for keras.applications) are run once, their layers that hold weights
+are listed in execution order, and the two lists are paired one to one, each
+pair checked for its kind (convolution, dense, batch norm) and every tensor's
+shape. The generated model then holds the twin's tensors, and the runtime
+(:mod:`archspec.runtime`) reads them out in canonical layout, which converts
+HWIO kernels, depthwise kernels and the rest. Two Keras departures are
+converted on the way: a batch norm without gamma (``scale=False``) is
+imported as ones, and a dense layer after a flatten of an NHWC map has its
+rows reordered to the canonical (C, H, W) order.
+
+Twins are built with random weights (``weights=None``): nothing is ever
+downloaded. Keras twins are built without their final softmax
+(``classifier_activation=None``) and for the spec's input size.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archspec import reference, runtime
+from archspec.codegen.model import class_name
+from archspec.pipeline import Compiled
+from archspec.schema.spec import TWIN_LIBRARIES, Twin
+from archspec.weights import Weights
+
+FRAMEWORK = {"torchvision": "pytorch", "timm": "pytorch", "keras": "keras"}
+# Keras layers of a twin that hold weights but are preprocessing, not network.
+KERAS_PREPROCESSING = ("Normalization", "Rescaling")
+TORCH_FILES = (".pt", ".pth", ".safetensors")
+KERAS_FILES = (".weights.h5", ".keras", ".h5")
+
+
+class TwinError(Exception):
+    """The twin cannot be built, read or paired with the spec; the message says why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What ``archspec weights import`` reads: a library's model with its constructor arguments."""
+
+    library: str
+    model: str
+    config: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)  # the declared twin's --set values
+
+    @property
+    def name(self) -> str:
+        return f"{self.library}:{self.model}"
+
+
+def parse_source(text: str, twins: list[Twin]) -> Source:
+    """``torchvision:resnet50`` -> a Source, with the config and --set values of
+    the spec's declared twin of that name when there is one."""
+    library, sep, model = text.partition(":")
+    if not sep or library not in TWIN_LIBRARIES or not model.isidentifier():
+        raise TwinError(f"{text!r}: a twin is LIBRARY:MODEL with LIBRARY one of {', '.join(TWIN_LIBRARIES)}")
+    for twin in twins:
+        if twin.library == library and twin.model == model:
+            return Source(library, model, dict(twin.config), dict(twin.sets))
+    return Source(library, model)
+
+
+# ----------------------------------------------------------------------------
+# Building the twin
+
+
+def build_twin(source: Source, input_shape: tuple[int, ...], from_file: Path | None = None):
+    """The twin with random weights (or the weights of ``from_file``), ready for inference."""
+    try:
+        if source.library == "keras":
+            import keras
+
+            constructor = getattr(keras.applications, source.model, None)
+            kwargs = {"weights": None, "classifier_activation": None, **source.config}
+            kwargs["input_shape"] = (*input_shape[1:], input_shape[0])
+        else:
+            tv = reference.torchvision()
+            if source.library == "timm":
+                import timm
+
+                def constructor(**kw):
+                    return timm.create_model(source.model, pretrained=False, **kw)
+
+                if source.model not in timm.list_models():
+                    constructor = None
+                kwargs = dict(source.config)
+            else:
+                constructor = getattr(tv.models, source.model, None)
+                kwargs = {"weights": None, **source.config}
+    except (ImportError, reference.ReferenceUnavailable) as exc:
+        raise TwinError(f"{source.name}: {source.library} cannot be imported here ({exc})") from None
+    if constructor is None:
+        raise TwinError(f"{source.name}: {source.library} has no model {source.model!r}")
+    try:
+        model = constructor(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TwinError(f"{source.name}: cannot build it with {kwargs}: {exc}") from None
+    if from_file is not None:
+        _read_file(source, model, Path(from_file))
+    if source.library != "keras":
+        model.eval()
+    return model
+
+
+def _read_file(source: Source, model, path: Path) -> None:
+    """Load a twin's own weight file into it (a state_dict, or Keras weights)."""
+    if not path.is_file():
+        raise TwinError(f"{path}: no such file")
+    try:
+        if source.library == "keras":
+            if not path.name.endswith(KERAS_FILES):
+                raise TwinError(f"{path}: a Keras twin reads {', '.join(KERAS_FILES)} files")
+            model.load_weights(str(path))
+            return
+        import torch
+
+        if not path.name.endswith(TORCH_FILES):
+            raise TwinError(f"{path}: a PyTorch twin reads a state_dict: {', '.join(TORCH_FILES)}")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TwinError(f"{path}: not a state_dict (a dict of tensors)")
+        model.load_state_dict(state)
+    except TwinError:
+        raise
+    except Exception as exc:  # each framework raises its own kinds for a file that does not fit
+        raise TwinError(f"{path}: does not fit {source.name}: {' '.join(str(exc).split())[:600]}") from None
+
+
+# ----------------------------------------------------------------------------
+# Layers with weights, in execution order
+
+
+@dataclass
+class Layer:
+    """A layer that holds weights: its name, kind and tensors (name -> shape)."""
+
+    name: str
+    kind: str
+    tensors: dict[str, tuple[int, ...]]
+    obj: Any
+    flattened_nhwc: tuple[int, ...] | None = None  # Keras dense after a flatten of (H, W, C)
+
+    def describe(self) -> str:
+        shapes = ", ".join(f"{k} {v}" for k, v in self.tensors.items())
+        return f"{self.name} ({self.kind}: {shapes})"
+
+
+def _torch_layers(model, input_shape: tuple[int, ...]) -> list[Layer]:
+    """Modules with their own weights, in the order a forward pass calls them."""
+    import torch
+    from torch import nn
+
+    order: list[Layer] = []
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def kind(m) -> str:
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return f"conv{'-depthwise' if m.groups == m.in_channels and m.groups > 1 else ''}"
+        if isinstance(m, nn.Linear):
+            return "dense"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return "batch_norm"
+        return type(m).__name__
+
+    def hook(module, inputs, output) -> None:
+        if all(layer.obj is not module for layer in order):
+            tensors = {
+                k: tuple(v.shape)
+                for k, v in module.state_dict(keep_vars=True).items()
+                if "." not in k and k != "num_batches_tracked"
+            }
+            order.append(Layer(names[id(module)], kind(module), tensors, module))
+
+    owners = [
+        m
+        for m in model.modules()
+        if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
+    ]
+    handles = [m.register_forward_hook(hook) for m in owners]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+    unused = [names[id(m)] for m in owners if all(layer.obj is not m for layer in order)]
+    if unused:
+        raise TwinError(f"{type(model).__name__} holds weights that its forward pass never uses: {', '.join(unused)}")
+    return order
+
+
+def _keras_layers(model) -> list[Layer]:
+    """Layers with weights, in the functional model's order (preprocessing left out)."""
+    out = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if not layer.weights or kind in KERAS_PREPROCESSING:
+            continue
+        tensors = {w.name.rsplit("/", 1)[-1]: tuple(w.shape) for w in layer.weights}
+        flat = None
+        if kind == "Dense":
+            parent = layer.input._keras_history.operation
+            if type(parent).__name__ == "Flatten" and len(parent.input.shape) == 4:
+                grand = parent.input._keras_history.operation
+                if type(grand).__name__ != "Permute":  # the generated code permutes to channels first
+                    flat = tuple(parent.input.shape[1:])
+        if kind == "BatchNormalization":
+            kind = "batch_norm"
+        out.append(Layer(layer.name, kind, tensors, layer, flat))
+    return out
+
+
+_BN_GAMMA = "gamma"
+
+
+def _fits(twin: Layer, ours: Layer) -> bool:
+    if twin.kind != ours.kind:
+        return False
+    if twin.kind == "batch_norm" and _BN_GAMMA not in twin.tensors and _BN_GAMMA in ours.tensors:
+        return twin.tensors == {k: v for k, v in ours.tensors.items() if k != _BN_GAMMA}
+    return twin.tensors == ours.tensors
+
+
+def pair(twin: list[Layer], ours: list[Layer], source: str, spec: str) -> list[tuple[Layer, Layer]]:
+    """Pair the layers one to one in order; raise TwinError at the first that differs."""
+    for i, (a, b) in enumerate(zip(twin, ours)):
+        if not _fits(a, b):
+            raise TwinError(
+                f"{source} does not fit spec {spec}: its layer {i + 1} with weights, {a.describe()}, "
+                f"meets {b.describe()} in the spec's generated model"
+            )
+    if len(twin) != len(ours):
+        longer, name = (twin, source) if len(twin) > len(ours) else (ours, f"spec {spec}")
+        raise TwinError(
+            f"{source} does not fit spec {spec}: {name} has {len(longer) - min(len(twin), len(ours))} more layers "
+            f"with weights, the first {longer[min(len(twin), len(ours))].describe()}"
+        )
+    return list(zip(twin, ours))
+
+
+# ----------------------------------------------------------------------------
+# Copying tensors between paired layers
+
+
+def _nhwc_rows(kernel: np.ndarray, hwc: tuple[int, ...], to_nchw: bool) -> np.ndarray:
+    """A dense kernel's input rows between the (H, W, C) and (C, H, W) flatten orders."""
+    h, w, c = hwc
+    if to_nchw:
+        return kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+    return kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
+
+
+def _copy_torch(src: Layer, dst: Layer) -> None:
+    import torch
+
+    state = dst.obj.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for k, v in src.obj.state_dict(keep_vars=True).items():
+            if k in dst.tensors:
+                state[k].copy_(v)
+
+
+def _copy_keras(src: Layer, dst: Layer, into_twin: bool) -> None:
+    """Copy src's weights into dst by Keras weight name (gamma: ones when absent)."""
+    values = {w.name.rsplit("/", 1)[-1]: np.asarray(w.numpy()) for w in src.obj.weights}
+    flat = dst.flattened_nhwc if into_twin else src.flattened_nhwc
+    if flat is not None:
+        values["kernel"] = _nhwc_rows(values["kernel"], flat, to_nchw=not into_twin)
+    for w in dst.obj.weights:
+        name = w.name.rsplit("/", 1)[-1]
+        w.assign(values[name] if name in values else np.ones(w.shape, np.float32))
+    missing = set(values) - {w.name.rsplit("/", 1)[-1] for w in dst.obj.weights}
+    for name in missing:  # only gamma can be missing (scale=False): it must be ones
+        if name != _BN_GAMMA or not np.all(values[name] == 1):
+            raise TwinError(f"{dst.name} has no {name}: the twin cannot hold {src.name}'s {name} (not all ones)")
+
+
+# ----------------------------------------------------------------------------
+# Entry points
+
+
+def _generated(compiled: Compiled, framework: str, tmp: Path):
+    from archspec.verify import generate
+
+    module = generate(compiled, [framework], tmp)[framework]
+    if isinstance(module, str):
+        raise TwinError(module)
+    params = compiled.graph.params
+    kwargs = {"num_classes": params["num_classes"]} if "num_classes" in params else {}
+    return runtime.get(framework).build(module, class_name(compiled.graph.name), **kwargs)
+
+
+def _pairs(compiled: Compiled, source: Source, twin, ours) -> list[tuple[Layer, Layer]]:
+    shape = tuple(compiled.graph.input_shape)
+    if FRAMEWORK[source.library] == "keras":
+        return pair(_keras_layers(twin), _keras_layers(ours), source.name, compiled.graph.name)
+    return pair(_torch_layers(twin, shape), _torch_layers(ours, shape), source.name, compiled.graph.name)
+
+
+def import_weights(compiled: Compiled, source: Source, twin=None, from_file: Path | None = None) -> Weights:
+    """The canonical weights of ``twin`` (built from ``source`` when not given)."""
+    framework = FRAMEWORK[source.library]
+    if twin is None:
+        twin = build_twin(source, tuple(compiled.graph.input_shape), from_file)
+    with tempfile.TemporaryDirectory(prefix="archspec-twin-") as tmp:
+        ours = _generated(compiled, framework, Path(tmp))
+        for a, b in _pairs(compiled, source, twin, ours):
+            _copy_keras(a, b, into_twin=False) if framework == "keras" else _copy_torch(a, b)
+        return runtime.get(framework).export_weights(ours)
+
+
+def export_to_twin(compiled: Compiled, source: Source, weights: Weights, twin=None):
+    """``twin`` (built from ``source`` when not given) holding the canonical ``weights``:
+    a torch module (save its ``state_dict()``) or a Keras model (``save_weights``)."""
+    framework = FRAMEWORK[source.library]
+    if twin is None:
+        twin = build_twin(source, tuple(compiled.graph.input_shape))
+    with tempfile.TemporaryDirectory(prefix="archspec-twin-") as tmp:
+        ours = _generated(compiled, framework, Path(tmp))
+        runtime.get(framework).load_weights(ours, weights)
+        for a, b in _pairs(compiled, source, twin, ours):
+            _copy_keras(b, a, into_twin=True) if framework == "keras" else _copy_torch(b, a)
+    return twin
