@@ -73,7 +73,7 @@ def test_chainer_model_matches_ir(name: str) -> None:
     x = np.random.default_rng(0).standard_normal((batch, *graph.input_shape), dtype=np.float32)
     with chainer.using_config("train", False), chainer.no_backprop_mode(), Shapes():
         out = model(x)
-    outs = out if isinstance(out, tuple) else (out,)
+    outs = [o for o in (out if isinstance(out, tuple) else (out,)) if o is not None]  # None: a head switched off
 
     assert [o.shape for o in outs] == [(batch, *s) for s in graph.output_shapes]
     assert all(np.isfinite(o.array).all() for o in outs)

@@ -41,7 +41,7 @@ def test_pytorch_model_matches_ir(name: str) -> None:
     torch.manual_seed(0)
     with torch.no_grad():
         out = model(torch.randn(2, *graph.input_shape))
-    outs = out if isinstance(out, tuple) else (out,)
+    outs = [o for o in (out if isinstance(out, tuple) else (out,)) if o is not None]  # None: a head switched off
 
     assert [tuple(o.shape) for o in outs] == [(2, *s) for s in graph.output_shapes]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
