@@ -114,6 +114,15 @@ class Step:
     logits_switch: bool = False
     # The step gives an output of its unit (a network output: None when switched off).
     is_output: bool = False
+    # The variable a conditional step stands for where it is left out, when a
+    # conditional input names it (``{if: project, then: downsample, else:
+    # input}``); "" for its first input.
+    otherwise: str = ""
+
+    @property
+    def stand_in(self) -> str:
+        """The variable a conditional step's output holds where it is left out."""
+        return self.otherwise or self.inputs[0]
 
     @property
     def unpacks(self) -> bool:
@@ -224,6 +233,7 @@ _WORDS = {
     "mlpconv": "MLPConv",
     "mobilenet": "MobileNet",
     "nin": "NIN",
+    "preact": "PreAct",
     "relu": "ReLU",
     "resnet": "ResNet",
     "resnext": "ResNeXt",
@@ -601,6 +611,7 @@ class _Builder:
         expression against every instance (``envs``: instance path -> env).
         ``outputs``: the block's declared outputs (empty: its last node)."""
         channels: dict[str, E.Expr] = {INPUT: in_channels}
+        stand = _stand_ins(defs)
         totals: dict[str, E.Expr] = {}  # stage.*.out: the channels of every unit's, summed
         prev = INPUT
         steps: list[Step] = []
@@ -615,7 +626,7 @@ class _Builder:
             present = [self.present(nd, env) for _, env in envs]
             if not any(present):
                 # Left out in every instance: nothing to write; its name is its input.
-                channels[nd.name] = channels[ins[0]]
+                channels[nd.name] = channels[stand.get(nd.name, ins[0])]
                 prev = nd.name
                 steps.append(None)  # type: ignore[arg-type]
                 continue
@@ -638,7 +649,9 @@ class _Builder:
                 step, nd, envs, present, in_ch, {**channels, **totals}, ins, f"{unit.name}.{nd.name}"
             )
             channels[nd.name] = self.writable(
-                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), envs),
+                out_ch
+                if cond is None
+                else self.simplify_choice(E.IfElse(cond, out_ch, channels[stand.get(nd.name, ins[0])], 0), envs),
                 lambda nd=nd: [self.shape_at(path, nd.name, defs)[0] for path, _ in envs],
                 f"{unit.name}.{nd.name}",
             )
@@ -654,7 +667,7 @@ class _Builder:
             for o in outputs or [prev]
         ]
         unit.out_channels = unit.output_channels[0]
-        self.name_variables(unit, defs, steps, refs, outputs or [prev])
+        self.name_variables(unit, defs, steps, refs, outputs or [prev], stand)
 
     def plain_ref(self, ref: str, defs: list[NodeDef]) -> str:
         """``gate.out`` -> ``gate`` when ``out`` is the block's value."""
@@ -735,9 +748,10 @@ class _Builder:
             inst = self.instance_at.get(path)
             if inst is not None:
                 return inst.shape
-            nd = by_name[ref]  # skipped: its value is its first input
+            nd = by_name[ref]  # skipped: its value is its first input, or a choice's else
             idx = defs.index(nd)
-            ref = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
+            first = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
+            ref = _stand_ins(defs).get(ref, first)
         if scope:
             return self.instance_at[scope].in_shape
         return self.graph.input_shape
@@ -1012,7 +1026,13 @@ class _Builder:
     # -- variables ---------------------------------------------------------------
 
     def name_variables(
-        self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_names: list[str]
+        self,
+        unit: Unit,
+        defs: list[NodeDef],
+        steps: list[Step | None],
+        refs: list[list[str]],
+        out_names: list[str],
+        stand: dict[str, str],
     ) -> None:
         """Give every step an output variable, as a hand-writer names them.
 
@@ -1033,7 +1053,7 @@ class _Builder:
         def resolve(ref: str) -> str:
             """Follow names of nodes left out everywhere to the value they stand for."""
             while ref != INPUT and "." not in ref and steps[index[ref]] is None:
-                ref = refs[index[ref]][0]
+                ref = stand.get(ref, refs[index[ref]][0])
             return ref
 
         # What each live step reads, after following left-out nodes.
@@ -1045,7 +1065,9 @@ class _Builder:
         last = {r: end for r in returned}
         readers: dict[str, set[int]] = {r: {end} for r in returned}
         for k, ins in enumerate(reads):
-            for r in ins:
+            # A conditional step that a choice names reads its else where it is left out.
+            other = [resolve(stand[defs[k].name])] if steps[k] is not None and defs[k].name in stand else []
+            for r in [*ins, *other]:
                 if "." not in r:
                     last[r] = max(last.get(r, -1), k)
                     readers.setdefault(r, set()).add(k)
@@ -1162,6 +1184,8 @@ class _Builder:
             st.starred = tuple(r.count(".") == 2 for r in reads[k])
             st.output = var[nd.name]
             st.is_output = nd.name in returned
+            if nd.name in stand:
+                st.otherwise = var[resolve(stand[nd.name])]
             if nd.block is not None:
                 self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
@@ -1191,6 +1215,12 @@ class _Builder:
                 st.side_outputs.append(item)
             if lst:
                 st.collect.append((lst, item))
+
+
+def _stand_ins(defs: list[NodeDef]) -> dict[str, str]:
+    """The nodes that conditional inputs name (``then``) -> what each stands
+    for where it is left out (the choice's ``else``)."""
+    return {c.then: c.other for nd in defs for c in nd.choices.values()}
 
 
 def _join(*parts: str) -> str:
