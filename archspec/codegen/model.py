@@ -724,11 +724,10 @@ class _Builder:
             env[lname] = fold(substitute(e, env))
         return env
 
-    def unit_count(self, step: Step, envs, where: str) -> int:
-        counts = {E.evaluate(step.units, env) for _, env in envs}  # type: ignore[arg-type]
-        if len(counts) != 1:
-            raise CodegenError(f"{where}: a stage whose repeat count varies between instances")
-        return counts.pop()
+    def unit_counts(self, step: Step, envs) -> list[int]:
+        """The repeat counts of a stage in the instances of its unit, in order
+        (several where the count is an argument of the enclosing block)."""
+        return sorted({E.evaluate(step.units, env) for _, env in envs})  # type: ignore[arg-type]
 
     def present(self, nd: NodeDef, env: dict[str, Any]) -> bool:
         if nd.when is None:
@@ -949,15 +948,28 @@ class _Builder:
             return cached[1], cached[2]
         envs: list[dict[str, E.Expr]] = []
         ch = step.in_channels
-        for i in range(self.unit_count(step, live, step.name)):
+        counts = self.unit_counts(step, live)
+        ends: set[str] = set()  # the output channels after each count a stage has
+        for i in range(counts[-1]):
             envs.append(self.callee_env(step, callee, ch, i))
             ch = self.writable(
                 fold(substitute(callee.out_channels, envs[-1])),
-                lambda i=i: [self.instance_at[_join(path, step.name, str(i))].shape[0] for path, _ in live],
+                lambda i=i: [inst.shape[0] for path, _ in live if (inst := self.unit_at(path, step, i))],
                 f"{where}.{i}",
+            )
+            if i + 1 in counts:
+                ends.add(source(ch))
+        if len(ends) > 1:
+            raise CodegenError(
+                f"{where}: a stage whose repeat count varies between instances gives output channels that "
+                f"depend on the count ({', '.join(sorted(ends))}); one make_stage call cannot write that"
             )
         self.stage_units[id(step)] = step, envs, ch
         return envs, ch
+
+    def unit_at(self, path: str, step: Step, u: int) -> Instance | None:
+        """Unit ``u`` of stage ``step`` in the instance at ``path``; None where that stage is shorter."""
+        return self.instance_at.get(_join(path, step.name, str(u)))
 
     def stage_out(self, step: Step, callee: Unit, live, where: str) -> E.Expr:
         """Output channels of a stage, unit by unit; verified like everything
@@ -973,9 +985,10 @@ class _Builder:
                     f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))})"
                 )
             units = [
-                (path, env, self.instance_at[_join(path, step.name, str(u))].in_shape[0])
+                (path, env, inst.in_shape[0])
                 for u in range(1, len(envs))
                 for path, env in live
+                if (inst := self.unit_at(path, step, u))
             ]
             self.verified(later[0], units, f"{where}: input channels of units 1 to {len(later)}")
             step.unit_in_channels = E.IfElse(E.Compare(name("i"), (("==", num(0)),), 0), in_ch, later[0], 0)
