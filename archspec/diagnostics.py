@@ -40,6 +40,8 @@ CODES: dict[str, str] = {
     "E208": "block uses itself",
     "E209": "wrong number of inputs",
     "E210": "named output misused",
+    "E211": "conditional input misused",
+    "E212": "left-out node stands for another input",
     # Values and expressions
     "E301": "expression syntax error",
     "E302": "expression evaluation error",

@@ -140,3 +140,63 @@ def test_keras_block_functions_do_not_take_names_of_locals(write_spec):
     text = EMITTERS["keras"](_Builder(compile_spec(path)).run())
     assert "def i_block(" in text and "x = i_block(x" in text
     assert "def outputs_block(" in text and "x = outputs_block(x" in text
+
+
+def test_bare_word_is_the_string_for_a_str_parameter(write_spec):
+    """``act: RE`` passes the string 'RE' to a ``str`` parameter; a word that
+    names a parameter in scope (``act: act``) is that parameter."""
+    path = write_spec(
+        "name: net\nsource: test\ninput: [3, 8, 8]\nblocks:\n"
+        "  unit:\n    params: {act: str}\n    nodes:\n"
+        "      - conv: {op: conv2d, out: 4, kernel: 1}\n"
+        "      - relu: {op: relu, when: act == 'RE'}\n"
+        "  outer:\n    params: {act: str}\n    nodes:\n      - inner: {block: unit, act: act}\n"
+        "layers:\n  - one: {block: unit, act: RE}\n  - two: {block: outer, act: HS}\n  - gap: {op: global_avg_pool}\n"
+    )
+    compiled = compile_spec(path)
+    assert [n.path for n in compiled.graph.nodes if n.op == "relu"] == ["one.relu"]
+    text = EMITTERS["pytorch"](_Builder(compiled).run())
+    assert "Unit(3, act='RE')" in text and "Outer(4, act='HS')" in text and "Unit(in_channels, act=act)" in text
+
+
+def test_a_conditional_input_is_written_as_a_choice(write_spec):
+    """``{if: project, then: shortcut, else: input}`` reads the projection of
+    the pre-activated value or the unit's own input, and every target writes
+    ``shortcut = ... if ... else x``."""
+    path = write_spec(
+        "name: net\nsource: test\ninput: [4, 8, 8]\nblocks:\n"
+        "  unit:\n    params: {width: int, project: {type: bool, default: false}}\n    nodes:\n"
+        "      - relu1: {op: relu}\n"
+        "      - conv1: {op: conv2d, out: width, kernel: 3, padding: 1}\n"
+        "      - shortcut: {op: conv2d, in: relu1, out: width, kernel: 1, when: project}\n"
+        "      - add: {op: add, in: [conv1, {if: project, then: shortcut, else: input}]}\n"
+        "layers:\n  - a: {block: unit, width: 4}\n  - b: {block: unit, width: 8, project: true}\n"
+        "  - gap: {op: global_avg_pool}\n"
+    )
+    compiled = compile_spec(path)
+    adds = {n.path: n.inputs for n in compiled.graph.nodes if n.op == "add"}
+    assert adds == {"a.add": ("a.conv1", "input"), "b.add": ("b.conv1", "b.shortcut")}
+    model = _Builder(compiled).run()
+    texts = {t: emit(model) for t, emit in EMITTERS.items()}
+    assert "shortcut = self.shortcut(relu1) if self.shortcut is not None else x" in texts["pytorch"]
+    assert "shortcut = self.shortcut(relu1) if self.shortcut is not None else x" in texts["chainer"]
+    assert "if self.shortcut is not None else x" in texts["tensorflow"]
+    assert "if project else x" in texts["keras"]
+
+
+def test_stage_count_from_a_block_argument(write_spec):
+    """``repeat: n`` with ``n`` an argument of the enclosing block is a
+    make_stage call with ``n`` units, verified for every instance."""
+    path = write_spec(
+        "name: net\nsource: test\ninput: [3, 8, 8]\nblocks:\n"
+        "  unit:\n    params: {width: int}\n    nodes:\n      - conv: {op: conv2d, out: width, kernel: 1}\n"
+        "  group:\n    params: {n: int, width: int}\n    nodes:\n"
+        "      - stage: {block: unit, repeat: n, width: width}\n"
+        "layers:\n  - g1: {block: group, n: 2, width: 8}\n  - g2: {block: group, n: 3, width: 16}\n"
+        "  - gap: {op: global_avg_pool}\n"
+    )
+    compiled = compile_spec(path)
+    assert len([n for n in compiled.graph.nodes if n.path.startswith("g2.")]) == 3
+    text = EMITTERS["pytorch"](_Builder(compiled).run())
+    assert "self.stage = make_stage(Unit, in_channels, n, width=width)" in text
+    assert "Group(3, n=2, width=8)" in text and "Group(8, n=3, width=16)" in text

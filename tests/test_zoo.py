@@ -167,6 +167,20 @@ def densenet(blocks, k: int = 32) -> int:
     return total + bn(c) + dense(c, 1000)
 
 
+def preact_resnet18(widths: tuple[int, ...] = (64, 128, 256, 512), units: int = 2, classes: int = 1000) -> int:
+    """Trainable parameters of a pre-activation basic-block ResNet (He et al.
+    2016): 3x3 convolutions without bias, 1x1 projections without BN on the
+    first unit of stages 2-4, a BN on every unit's input but the first (the
+    stem's BN-ReLU serves it) and on each unit's middle, a final BN."""
+    convs, bn_channels, cin = 3 * 64 * 7 * 7, 64 + widths[-1], 64
+    for s, w in enumerate(widths):
+        for u in range(units):
+            convs += (cin + w) * w * 9 + (cin * w if s and not u else 0)
+            bn_channels += (cin if s or u else 0) + w
+            cin = w
+    return convs + 2 * bn_channels + widths[-1] * classes + classes
+
+
 def shufflenet_g3() -> int:
     """ShuffleNet 1x, g = 3: units (in, out, stride, groups of the first 1x1)."""
     total, cin = conv(3, 24, 3) + bn(24), 24
@@ -270,6 +284,13 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
         ),
     ],
     "resnet18": [({}, {"trainable": 11_689_512, "gmacs": 1.814}, "references.md: torchvision")],
+    "preact_resnet18": [
+        (
+            {},
+            {"trainable": preact_resnet18(), "total": preact_resnet18() + 7_808, "macs": 1_814_073_344},
+            "arithmetic (no torchvision model); MACs as resnet18's (same convolutions)",
+        )
+    ],
     "resnet34": [({}, {"trainable": 21_797_672, "gmacs": 3.664}, "references.md: torchvision")],
     "resnet50": [({}, {"trainable": 25_557_032, "gmacs": 4.089}, "references.md: torchvision")],
     "resnet101": [({}, {"trainable": 44_549_160, "gmacs": 7.801}, "references.md: torchvision")],
@@ -435,6 +456,7 @@ def test_arithmetic_helpers_match_published_figures() -> None:
     assert densenet((6, 12, 48, 32)) == 20_013_928
     assert INCEPTION_V3_AUX == 27_161_264 - 23_834_568
     assert bottleneck_resnet((3, 4, 23, 3), lambda p: p * 4 // 64 * 32, groups=32) == 44_177_704
+    assert preact_resnet18() == 11_687_720  # the spec's source: 11,166,912 + 513,000 + 7,808
     assert shufflenet_g3() == 1_865_728  # imgclsmob shufflenet_g3_w1 (paper: 1.9M)
 
 

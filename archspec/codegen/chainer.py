@@ -780,7 +780,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
             present = f"self.{step.flag}"
         is_output = unit.is_model and step.is_output
         skip = ctx.runtime(E.Name(LOGITS, 0)) if step.logits_switch else None
-        forward += common.assign(out, call, present if cond else None, ins[0], is_output, skip)
+        forward += common.assign(out, call, present if cond else None, var(step.stand_in), is_output, skip)
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {ctx.expr(unit.out_channels)}")

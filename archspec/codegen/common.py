@@ -328,24 +328,25 @@ def signature(unit: Unit) -> str:
 
 
 def assign(
-    output: str, call: str, present: str | None, first_input: str, model_output: bool = False, skip: str | None = None
+    output: str, call: str, present: str | None, stand_in: str, model_output: bool = False, skip: str | None = None
 ) -> list[str]:
     """The forward lines of one step. ``present`` is the run-time test of a
-    conditional step (None: always there). Left out, a step stands for its
-    first input, except a network output, which is then None. ``skip`` is the
+    conditional step (None: always there). Left out, a step stands for
+    ``stand_in`` (its first input, or a conditional input's else), except a
+    network output, which is then None. ``skip`` is the
     switch under which a step that is there still stands for its first input
     (``self.logits``, for a final softmax)."""
     if skip is not None:
         if present is None or not model_output:
-            return assign(output, call, f"not {skip}" if present is None else f"{present} and not {skip}", first_input)
-        call = f"({first_input} if {skip} else {call})"
+            return assign(output, call, f"not {skip}" if present is None else f"{present} and not {skip}", stand_in)
+        call = f"({stand_in} if {skip} else {call})"
     if present is None:
         return [f"{output} = {call}"]
     if model_output:
         return [f"{output} = {call} if {present} else None"]
-    if output == first_input:
+    if output == stand_in:
         return [f"if {present}:", f"    {output} = {call}"]
-    return [f"{output} = {call} if {present} else {first_input}"]
+    return [f"{output} = {call} if {present} else {stand_in}"]
 
 
 def items(step: Step, ins: list[str]) -> str:

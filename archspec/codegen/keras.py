@@ -701,12 +701,12 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
         if cond:
             if unit.is_model and step.is_output:
                 body += [f"{out} = None", f"if {cond}:", *(f"    {line}" for line in lines)]
-            elif out == ins[0]:
+            elif out == step.stand_in:
                 body += [f"if {cond}:", *(f"    {line}" for line in lines)]
             elif len(lines) == 1 and lines[0].startswith(f"{out} = "):
-                body.append(f"{lines[0]} if {cond} else {ins[0]}")
+                body.append(f"{lines[0]} if {cond} else {step.stand_in}")
             else:  # (the step may read its own variable: out = x + out)
-                body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {ins[0]}"]
+                body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {step.stand_in}"]
         else:
             body += lines
     body += pending

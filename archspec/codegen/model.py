@@ -114,6 +114,15 @@ class Step:
     logits_switch: bool = False
     # The step gives an output of its unit (a network output: None when switched off).
     is_output: bool = False
+    # The variable a conditional step stands for where it is left out, when a
+    # conditional input names it (``{if: project, then: downsample, else:
+    # input}``); "" for its first input.
+    otherwise: str = ""
+
+    @property
+    def stand_in(self) -> str:
+        """The variable a conditional step's output holds where it is left out."""
+        return self.otherwise or self.inputs[0]
 
     @property
     def unpacks(self) -> bool:
@@ -224,6 +233,7 @@ _WORDS = {
     "mlpconv": "MLPConv",
     "mobilenet": "MobileNet",
     "nin": "NIN",
+    "preact": "PreAct",
     "relu": "ReLU",
     "resnet": "ResNet",
     "resnext": "ResNeXt",
@@ -604,6 +614,7 @@ class _Builder:
         expression against every instance (``envs``: instance path -> env).
         ``outputs``: the block's declared outputs (empty: its last node)."""
         channels: dict[str, E.Expr] = {INPUT: in_channels}
+        stand = _stand_ins(defs)
         totals: dict[str, E.Expr] = {}  # stage.*.out: the channels of every unit's, summed
         prev = INPUT
         steps: list[Step] = []
@@ -618,7 +629,7 @@ class _Builder:
             present = [self.present(nd, env) for _, env in envs]
             if not any(present):
                 # Left out in every instance: nothing to write; its name is its input.
-                channels[nd.name] = channels[ins[0]]
+                channels[nd.name] = channels[stand.get(nd.name, ins[0])]
                 prev = nd.name
                 steps.append(None)  # type: ignore[arg-type]
                 continue
@@ -641,7 +652,9 @@ class _Builder:
                 step, nd, envs, present, in_ch, {**channels, **totals}, ins, f"{unit.name}.{nd.name}"
             )
             channels[nd.name] = self.writable(
-                out_ch if cond is None else self.simplify_choice(E.IfElse(cond, out_ch, in_ch, 0), envs),
+                out_ch
+                if cond is None
+                else self.simplify_choice(E.IfElse(cond, out_ch, channels[stand.get(nd.name, ins[0])], 0), envs),
                 lambda nd=nd: [self.shape_at(path, nd.name, defs)[0] for path, _ in envs],
                 f"{unit.name}.{nd.name}",
             )
@@ -657,7 +670,7 @@ class _Builder:
             for o in outputs or [prev]
         ]
         unit.out_channels = unit.output_channels[0]
-        self.name_variables(unit, defs, steps, refs, outputs or [prev])
+        self.name_variables(unit, defs, steps, refs, outputs or [prev], stand)
 
     def plain_ref(self, ref: str, defs: list[NodeDef]) -> str:
         """``gate.out`` -> ``gate`` when ``out`` is the block's value."""
@@ -714,11 +727,10 @@ class _Builder:
             env[lname] = fold(substitute(e, env))
         return env
 
-    def unit_count(self, step: Step, envs, where: str) -> int:
-        counts = {E.evaluate(step.units, env) for _, env in envs}  # type: ignore[arg-type]
-        if len(counts) != 1:
-            raise CodegenError(f"{where}: a stage whose repeat count varies between instances")
-        return counts.pop()
+    def unit_counts(self, step: Step, envs) -> list[int]:
+        """The repeat counts of a stage in the instances of its unit, in order
+        (several where the count is an argument of the enclosing block)."""
+        return sorted({E.evaluate(step.units, env) for _, env in envs})  # type: ignore[arg-type]
 
     def present(self, nd: NodeDef, env: dict[str, Any]) -> bool:
         if nd.when is None:
@@ -738,9 +750,10 @@ class _Builder:
             inst = self.instance_at.get(path)
             if inst is not None:
                 return inst.shape
-            nd = by_name[ref]  # skipped: its value is its first input
+            nd = by_name[ref]  # skipped: its value is its first input, or a choice's else
             idx = defs.index(nd)
-            ref = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
+            first = nd.inputs[0][0] if nd.inputs else (defs[idx - 1].name if idx else INPUT)
+            ref = _stand_ins(defs).get(ref, first)
         if scope:
             return self.instance_at[scope].in_shape
         return self.graph.input_shape
@@ -941,15 +954,28 @@ class _Builder:
             return cached[1], cached[2]
         envs: list[dict[str, E.Expr]] = []
         ch = step.in_channels
-        for i in range(self.unit_count(step, live, step.name)):
+        counts = self.unit_counts(step, live)
+        ends: set[str] = set()  # the output channels after each count a stage has
+        for i in range(counts[-1]):
             envs.append(self.callee_env(step, callee, ch, i))
             ch = self.writable(
                 fold(substitute(callee.out_channels, envs[-1])),
-                lambda i=i: [self.instance_at[_join(path, step.name, str(i))].shape[0] for path, _ in live],
+                lambda i=i: [inst.shape[0] for path, _ in live if (inst := self.unit_at(path, step, i))],
                 f"{where}.{i}",
+            )
+            if i + 1 in counts:
+                ends.add(source(ch))
+        if len(ends) > 1:
+            raise CodegenError(
+                f"{where}: a stage whose repeat count varies between instances gives output channels that "
+                f"depend on the count ({', '.join(sorted(ends))}); one make_stage call cannot write that"
             )
         self.stage_units[id(step)] = step, envs, ch
         return envs, ch
+
+    def unit_at(self, path: str, step: Step, u: int) -> Instance | None:
+        """Unit ``u`` of stage ``step`` in the instance at ``path``; None where that stage is shorter."""
+        return self.instance_at.get(_join(path, step.name, str(u)))
 
     def stage_out(self, step: Step, callee: Unit, live, where: str) -> E.Expr:
         """Output channels of a stage, unit by unit; verified like everything
@@ -965,9 +991,10 @@ class _Builder:
                     f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))})"
                 )
             units = [
-                (path, env, self.instance_at[_join(path, step.name, str(u))].in_shape[0])
+                (path, env, inst.in_shape[0])
                 for u in range(1, len(envs))
                 for path, env in live
+                if (inst := self.unit_at(path, step, u))
             ]
             self.verified(later[0], units, f"{where}: input channels of units 1 to {len(later)}")
             step.unit_in_channels = E.IfElse(E.Compare(name("i"), (("==", num(0)),), 0), in_ch, later[0], 0)
@@ -1018,7 +1045,13 @@ class _Builder:
     # -- variables ---------------------------------------------------------------
 
     def name_variables(
-        self, unit: Unit, defs: list[NodeDef], steps: list[Step | None], refs: list[list[str]], out_names: list[str]
+        self,
+        unit: Unit,
+        defs: list[NodeDef],
+        steps: list[Step | None],
+        refs: list[list[str]],
+        out_names: list[str],
+        stand: dict[str, str],
     ) -> None:
         """Give every step an output variable, as a hand-writer names them.
 
@@ -1039,7 +1072,7 @@ class _Builder:
         def resolve(ref: str) -> str:
             """Follow names of nodes left out everywhere to the value they stand for."""
             while ref != INPUT and "." not in ref and steps[index[ref]] is None:
-                ref = refs[index[ref]][0]
+                ref = stand.get(ref, refs[index[ref]][0])
             return ref
 
         # What each live step reads, after following left-out nodes.
@@ -1051,7 +1084,9 @@ class _Builder:
         last = {r: end for r in returned}
         readers: dict[str, set[int]] = {r: {end} for r in returned}
         for k, ins in enumerate(reads):
-            for r in ins:
+            # A conditional step that a choice names reads its else where it is left out.
+            other = [resolve(stand[defs[k].name])] if steps[k] is not None and defs[k].name in stand else []
+            for r in [*ins, *other]:
                 if "." not in r:
                     last[r] = max(last.get(r, -1), k)
                     readers.setdefault(r, set()).add(k)
@@ -1178,6 +1213,8 @@ class _Builder:
             st.starred = tuple(r.count(".") == 2 for r in reads[k])
             st.output = var[nd.name]
             st.is_output = nd.name in returned
+            if nd.name in stand:
+                st.otherwise = var[resolve(stand[nd.name])]
             if nd.block is not None:
                 self.name_block_outputs(st, nd, named, fresh)
         unit.steps = [s for s in steps if s is not None]
@@ -1207,6 +1244,12 @@ class _Builder:
                 st.side_outputs.append(item)
             if lst:
                 st.collect.append((lst, item))
+
+
+def _stand_ins(defs: list[NodeDef]) -> dict[str, str]:
+    """The nodes that conditional inputs name (``then``) -> what each stands
+    for where it is left out (the choice's ``else``)."""
+    return {c.then: c.other for nd in defs for c in nd.choices.values()}
 
 
 def _join(*parts: str) -> str:

@@ -494,7 +494,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             present = f"self.{step.flag}"
         is_output = unit.is_model and step.is_output
         skip = f"self.{unit.logits_attr}" if step.logits_switch else None
-        forward += common.assign(step.output, call, present if cond else None, step.inputs[0], is_output, skip)
+        forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
     if unit.logits_attr:
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:

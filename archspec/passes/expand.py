@@ -256,7 +256,15 @@ class _Expander:
             try:
                 out[key] = _typed(value, p.type)
             except TypeError as exc:
-                self.err(v.pos, "E101", f"{path}: argument '{key}' of block '{nd.block}': {exc} (got {show(value)})")
+                hint = ""
+                if p.type == "str" and isinstance(v.expr, E.Name):  # a word that names something in scope
+                    hint = (
+                        f"; the word '{v.raw}' is the name in scope here, not a string: "
+                        f"to pass the string, quote it: \"'{v.raw}'\""
+                    )
+                self.err(
+                    v.pos, "E101", f"{path}: argument '{key}' of block '{nd.block}': {exc} (got {show(value)}){hint}"
+                )
                 ok = False
         for name, p in block_params.items():
             if name not in out and name not in values:
@@ -357,7 +365,9 @@ class _Expander:
         prev = names[INPUT]
         skipped: set[str] = set()
         for nd in defs:
-            ins = [v for r, _ in nd.inputs for v in _lookup(r, names, named)] if nd.inputs else [prev]
+            chosen = [self.choose(nd, j, env, names, skipped) for j in range(len(nd.inputs or []))]
+            per_ref = [_lookup(r, names, named) if r else [(prefix + nd.name, None)] for r in chosen]
+            ins = [v for vs in per_ref for v in vs] if nd.inputs else [prev]
             if nd.when is not None:
                 cond = self.eval(nd.when, env)
                 if cond is None:  # reported; later nodes may still name this one
@@ -367,6 +377,7 @@ class _Expander:
                     names[nd.name] = prev = ins[0]
                     skipped.add(nd.name)
                     continue
+            self.check_stand_ins(nd, per_ref, names, skipped)
             path = prefix + nd.name
             if nd.op is not None:
                 result = self.op_node(nd, path, env, ins)
@@ -375,6 +386,56 @@ class _Expander:
             names[nd.name] = prev = result
         names["__last__"] = prev
         return names, skipped
+
+    def choose(
+        self, nd: NodeDef, j: int, env: Mapping[str, Any], names: dict[str, tuple[str, Shape | None]], skipped: set[str]
+    ) -> str | None:
+        """The reference input ``j`` of ``nd`` reads: a conditional input's
+        ``then`` or ``else`` by its condition, whose ``then`` node must be
+        there exactly where the condition holds (None, reported, where not)."""
+        ref = nd.inputs[j][0]  # type: ignore[index]
+        c = nd.choices.get(j)
+        if c is None:
+            return ref
+        cond = self.eval(c.cond, env)
+        if cond is None or names[c.then][1] is None and c.then not in skipped:  # reported already
+            return c.then
+        left_out = c.then in skipped
+        if bool(cond) == left_out:
+            state = "left out (its 'when' is false)" if left_out else "there (its 'when' is true)"
+            self.err(
+                c.then_pos,
+                "E211",
+                f"{nd.name}: the condition '{c.cond.raw}' is {show(bool(cond))} here but '{c.then}' is {state}; "
+                f"'{c.then}' must be there exactly where the condition holds: give it 'when: {c.cond.raw}'",
+            )
+            return None
+        return c.then if cond else c.other
+
+    def check_stand_ins(
+        self,
+        nd: NodeDef,
+        per_ref: list[list[tuple[str, Shape | None]]],
+        names: dict[str, tuple[str, Shape | None]],
+        skipped: set[str],
+    ) -> None:
+        """A node that reads a left-out node whose stand-in (its first input) is
+        another of its inputs would take that value twice (``add: [bn2,
+        downsample]`` where a left-out ``downsample`` has no ``in: input``)."""
+        for j, (ref, rpos) in enumerate(nd.inputs or []):
+            if j in nd.choices or ref not in skipped:
+                continue
+            value = names[ref][0]
+            local = next((n for n, (v, _) in names.items() if v == value and n not in skipped), value)
+            if any(value == v for k, vs in enumerate(per_ref) if k != j for v, _ in vs):
+                self.err(
+                    rpos,
+                    "E212",
+                    f"{nd.name}: '{ref}' is left out here (its 'when' is false), so it stands for its first "
+                    f"input, '{local}', which {nd.name} reads already: it would take that value twice; give "
+                    f"'{ref}' the input it should stand for ('in: input'), or choose with "
+                    f"{{if: COND, then: {ref}, else: NODE}}",
+                )
 
     def op_node(
         self, nd: NodeDef, path: str, env: Mapping[str, Any], ins: list[tuple[str, Shape | None]]

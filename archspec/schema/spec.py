@@ -37,6 +37,7 @@ TWIN_LIBRARIES = ("torchvision", "timm", "keras")
 TWIN_KEYS = ("library", "model", "config", "set", "departs", "exact")
 BLOCK_KEYS = ("params", "let", "nodes", "output", "doc")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
+CHOICE_KEYS = ("if", "then", "else")
 PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
 IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Names a node cannot take: they mean something already, in a spec or in the
@@ -105,6 +106,9 @@ class Value:
     items: list[Value] | None = None
     key_pos: Pos | None = None  # where its key is, for a block argument
     exact: bool = True  # raw is pos's source text verbatim: column pos.col + i is raw[i]
+    # A block argument that is one bare word naming nothing in scope: the
+    # string itself when the parameter is a ``str`` (see _Parser.words).
+    word: bool = False
 
 
 @dataclass
@@ -143,6 +147,21 @@ class Twin:
 
 
 @dataclass
+class Choice:
+    """A conditional input, ``{if: COND, then: A, else: B}``: the node reads
+    ``A`` where COND holds, else ``B``. ``A`` is there exactly where COND holds
+    (it has a ``when``; checked in every build), so that generated code writes
+    ``a = self.a(...) if COND else b``."""
+
+    cond: Value
+    then: str
+    other: str
+    pos: Pos  # where the mapping is written
+    then_pos: Pos
+    other_pos: Pos
+
+
+@dataclass
 class NodeDef:
     name: str
     pos: Pos
@@ -154,6 +173,8 @@ class NodeDef:
     when: Value | None = None
     repeat: Value | None = None
     doc: str = ""
+    # Conditional inputs by index in ``inputs`` (which holds their ``then`` node).
+    choices: dict[int, Choice] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,6 +233,10 @@ class _Parser:
         # use them are not reported again.
         self.rejected: set[str] = set()
         self.inexact: frozenset[Pos] = frozenset()
+        # Block arguments written as a bare word that names nothing in scope,
+        # with the scope they were written in: strings or errors, decided by
+        # the parameter's type once every block is known (:meth:`words`).
+        self.bare_words: list[tuple[NodeDef, str, Value, set[str]]] = []
 
     # -- helpers ------------------------------------------------------------
 
@@ -297,6 +322,8 @@ class _Parser:
                     )
                 self.err(_shift(pos, exc.col, exact), exc.code, f"in expression {show(raw, 60)}: {exc.message}{hint}")
                 return Value(raw, pos, key_pos=key_pos, exact=exact)
+            if key_pos and isinstance(tree, E.Name) and tree.id not in scope | self.rejected | {"i"}:
+                return Value(raw, pos, expr=tree, key_pos=key_pos, exact=exact, word=True)
             # An op attribute's words depend on its kind (padding: same, valid);
             # a block argument (with key_pos) may take any of them.
             self.check_names(tree, pos, scope, raw, () if key_pos else literal_words, exact)
@@ -406,9 +433,11 @@ class _Parser:
             layers = self.nodes(top["layers"], top.val_pos["layers"], global_scope, block_names, blocks, "layers")
 
         self.check_output_refs(blocks, [*(b.nodes for b in blocks.values()), layers])
+        self.words(blocks)
         outputs = None
         if "outputs" in top:
             outputs = self.outputs(top["outputs"], top.val_pos["outputs"], layers)
+        self.check_choices(layers, outputs or [])
 
         twins = self.twins(top["twins"], top.val_pos["twins"], params) if "twins" in top else []
 
@@ -635,6 +664,7 @@ class _Parser:
         else:
             nodes = self.nodes(m["nodes"], m.val_pos["nodes"], scope, block_names, None, f"block '{name}'")
         outputs = self.block_outputs(m, nodes) if "output" in m else []
+        self.check_choices(nodes, outputs)
         doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
         return BlockDef(name, pos, params, nodes, outputs, doc, lets)
 
@@ -784,7 +814,7 @@ class _Parser:
                 node.repeat = self.value(m["repeat"], m.val_pos["repeat"], scope)
                 attr_scope = scope | {"i"}
         if "in" in m:
-            node.inputs = self.refs(m["in"], m.val_pos["in"], earlier, all_names, name)
+            node.inputs = self.refs(m["in"], m.val_pos["in"], earlier, all_names, name, scope, node.choices)
         if "when" in m:
             node.when = self.value(m["when"], m.val_pos["when"], scope)
         if "doc" in m:
@@ -813,6 +843,7 @@ class _Parser:
                 node.attrs[key] = self.value(raw, vpos, attr_scope, PAD_KEYWORDS.get(attr.kind, attr.choices))
             else:
                 node.attrs[key] = self.value(raw, vpos, attr_scope, ("same", "valid", "causal"), kpos)
+                self.note_word(node, str(key), node.attrs[key], attr_scope)
         if "first" in m and node.block is not None:
             fm = self.mapping(m["first"], m.val_pos["first"], "'first'")
             if fm is not None:
@@ -820,6 +851,7 @@ class _Parser:
                     node.first[key] = self.value(
                         raw, fm.val_pos[key], scope, ("same", "valid", "causal"), fm.key_pos[key]
                     )
+                    self.note_word(node, str(key), node.first[key], scope)
                 if node.repeat is None:
                     self.err(m.key_pos["first"], "E103", "'first' needs 'repeat' (it overrides the first unit)")
         if node.op is not None:
@@ -828,10 +860,49 @@ class _Parser:
                     self.err(m.pos, "E102", f"op {node.op} needs attribute '{aname}' ({attr.doc})")
         return node
 
-    def refs(self, raw: Any, pos: Pos, earlier: dict[str, Pos], all_names: list[str], me: str) -> list[tuple[str, Pos]]:
+    def note_word(self, node: NodeDef, key: str, v: Value, scope: set[str]) -> None:
+        if v.word:
+            self.bare_words.append((node, key, v, scope))
+
+    def words(self, blocks: dict[str, BlockDef]) -> None:
+        """A bare word given to a block parameter of type ``str`` that names
+        nothing in scope is that string (``act: RE``); given to any other
+        parameter it is an unknown name. A word that names something in scope
+        is always that name."""
+        for node, key, v, scope in self.bare_words:
+            p = blocks[node.block].params.get(key) if node.block in blocks else None
+            if p is None:  # an unknown parameter: expansion reports it
+                continue
+            if p.type == "str":
+                v.expr = None
+                continue
+            word = v.raw
+            self.err(
+                v.pos,
+                "E203",
+                f"unknown parameter '{word}'{did_you_mean(word, scope)}; parameter '{key}' of block "
+                f"'{node.block}' is {p.type}, and a bare word is a string only for a parameter of type str",
+            )
+
+    def refs(
+        self,
+        raw: Any,
+        pos: Pos,
+        earlier: dict[str, Pos],
+        all_names: list[str],
+        me: str,
+        scope: set[str] | None = None,
+        choices: dict[int, Choice] | None = None,
+    ) -> list[tuple[str, Pos]]:
         items = list(zip(raw, raw.item_pos, strict=True)) if isinstance(raw, YList) else [(raw, pos)]
         out = []
         for full, rpos in items:
+            if isinstance(full, YMap) and choices is not None and scope is not None:
+                choice = self.choice(full, rpos, earlier, all_names, me, scope)
+                if choice is not None:
+                    choices[len(out)] = choice
+                    out.append((choice.then, choice.then_pos))
+                continue
             if not isinstance(full, str):
                 self.err(rpos, "E101", f"'in' names nodes, found {_kind(full)}")
                 continue
@@ -869,6 +940,90 @@ class _Parser:
                     "'in' names an earlier node of the same list, or 'input'",
                 )
         return out
+
+    def choice(
+        self, m: YMap, pos: Pos, earlier: dict[str, Pos], all_names: list[str], me: str, scope: set[str]
+    ) -> Choice | None:
+        """``{if: COND, then: A, else: B}`` in an ``in`` list."""
+        self.check_keys(m, CHOICE_KEYS, "a conditional input")
+        missing = [k for k in CHOICE_KEYS if k not in m]
+        if missing:
+            self.err(
+                m.pos,
+                "E102",
+                f"a conditional input needs {' and '.join(repr(k) for k in missing)}: "
+                "{if: COND, then: NODE, else: NODE}",
+            )
+            return None
+        cond = self.value(m["if"], m.val_pos["if"], scope)
+        then = self.refs(m["then"], m.val_pos["then"], earlier, all_names, me)
+        other = self.refs(m["else"], m.val_pos["else"], earlier, all_names, me)
+        for key, got in (("then", then), ("else", other)):
+            if any("." in r for r, _ in got):
+                self.err(m.val_pos[key], "E211", f"'{key}' of a conditional input names a node of this list or 'input'")
+                return None
+        if not then or not other:
+            return None
+        return Choice(cond, then[0][0], other[0][0], pos, then[0][1], other[0][1])
+
+    def check_choices(self, defs: list[NodeDef], outputs: list[tuple[str, Pos]]) -> None:
+        """A choice's ``then`` node A has a ``when`` and is no stage; its ``else``
+        comes before it; and A is read through that same choice everywhere, so
+        that where A is left out its name stands for the choice's ``else``."""
+        index = {nd.name: k for k, nd in enumerate(defs)}
+        # Every read of a node: (reader, position, the choice it is read through or None).
+        reads: dict[str, list[tuple[str, Pos, Choice | None]]] = {}
+        for k, nd in enumerate(defs):
+            if nd.inputs is None and k:
+                reads.setdefault(defs[k - 1].name, []).append((nd.name, nd.pos, None))
+            for j, (ref, rpos) in enumerate(nd.inputs or []):
+                reads.setdefault(ref.split(".")[0], []).append((nd.name, rpos, nd.choices.get(j)))
+        for oname, opos in outputs or ([(defs[-1].name, defs[-1].pos)] if defs else []):
+            reads.setdefault(oname, []).append(("the output", opos, None))
+        chosen: dict[str, Choice] = {}
+        for nd in defs:
+            for c in nd.choices.values():
+                a = defs[index[c.then]] if c.then in index else None
+                if a is None:
+                    self.err(
+                        c.then_pos, "E211", "'then' of a conditional input names a node with a 'when', not 'input'"
+                    )
+                elif a.when is None:
+                    self.err(
+                        c.then_pos,
+                        "E211",
+                        f"'{a.name}' has no 'when': a conditional input reads it only where its 'if' holds, "
+                        f"so give '{a.name}' the same condition ('when: {c.cond.raw}'); it is left out "
+                        f"exactly where '{c.other}' is read instead",
+                    )
+                elif a.repeat is not None:
+                    self.err(
+                        c.then_pos,
+                        "E211",
+                        f"'{a.name}' is a stage: a conditional input chooses single nodes; "
+                        "wrap the stage in a block and choose that",
+                    )
+                elif c.other != "input" and index.get(c.other, -1) > index[a.name]:
+                    self.err(
+                        c.other_pos,
+                        "E211",
+                        f"'{c.other}' comes after '{a.name}': where '{a.name}' is left out it stands for "
+                        f"'{c.other}', so '{c.other}' must come first; reorder the nodes",
+                    )
+                else:
+                    chosen.setdefault(a.name, c)
+        for aname, c in chosen.items():
+            for reader, rpos, via in reads.get(aname, []):
+                if via is None or via.other != c.other or via.cond.raw != c.cond.raw:
+                    how = "" if via is None else f" (here: if {via.cond.raw}, else {via.other})"
+                    self.err(
+                        rpos,
+                        "E211",
+                        f"{reader if reader == 'the output' else repr(reader)} reads '{aname}', which is read "
+                        f"through {{if: {c.cond.raw}, then: {aname}, else: {c.other}}} at line {c.pos.line}{how}: "
+                        f"left out, '{aname}' stands for one node, so read it through that same choice "
+                        "everywhere (give a node that follows it an 'in')",
+                    )
 
     def check_output_refs(self, blocks: dict[str, BlockDef], scopes: list[list[NodeDef]]) -> None:
         """References to named outputs (``gate.skip``, ``stack.*.skip``): the
