@@ -1192,14 +1192,17 @@ class _Builder:
             while not free(base, c):
                 base += "_"
             names[c] = base
+        reused = {"x"}  # names the running chains share where one's value is dead before the next
         for c in generic:
-            # x when that overwrites nothing still to be read (every other name
-            # is unique, so only x can clash), else the first free of a few.
+            # The first of a few that overwrites nothing still to be read (the
+            # named chains' names are unique, so only a running name can clash).
             tail = defs[chains[c][-1]].name
             for v in ("x", "out", "y", "h", "z", *(tail + "_" * n for n in range(len(defs) + 1))):
-                if v == "x" or free(v, c):
+                shared = v in reused and v not in banned.get(c, ())
+                if shared or free(v, c):
                     names[c] = v
                     if not _clobbers(chains, names, last, defs):
+                        reused.add(v)
                         break
         taken |= set(names.values())
 

@@ -77,13 +77,13 @@ class PreActBlock(chainer.Chain):
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         out = self.bn1(x) if self.bn1 is not None else x
         relu1 = F.relu(out) if self.use_relu1 else out
-        y = self.conv1(relu1)
-        y = self.bn2(y)
-        y = F.relu(y)
-        y = self.conv2(y)
+        out = self.conv1(relu1)
+        out = self.bn2(out)
+        out = F.relu(out)
+        out = self.conv2(out)
         shortcut = self.shortcut(relu1) if self.shortcut is not None else x
-        y = y + shortcut
-        return y
+        out = out + shortcut
+        return out
 
 
 class PreActResNet18(chainer.Chain):

@@ -29,14 +29,14 @@ def preact_block(x, width: int, stride: int = 1, project: bool = False, preact: 
     projection of the pre-activated input."""
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(x) if preact else x
     relu1 = layers.ReLU(name=f"{name}.relu1")(out) if preact else out
-    y = layers.ZeroPadding2D(1, name=f"{name}.conv1.pad")(relu1)
-    y = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(y)
-    y = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(y)
-    y = layers.ReLU(name=f"{name}.relu2")(y)
-    y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(y)
+    out = layers.ZeroPadding2D(1, name=f"{name}.conv1.pad")(relu1)
+    out = layers.Conv2D(width, 3, strides=stride, use_bias=False, name=f"{name}.conv1")(out)
+    out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn2")(out)
+    out = layers.ReLU(name=f"{name}.relu2")(out)
+    out = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}.conv2")(out)
     shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}.shortcut")(relu1) if project else x
-    y = layers.Add(name=f"{name}.add")([y, shortcut])
-    return y
+    out = layers.Add(name=f"{name}.add")([out, shortcut])
+    return out
 
 
 def PreActResNet18(num_classes: int = 1000) -> keras.Model:

@@ -57,13 +57,13 @@ class PreActBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn1(x) if self.bn1 is not None else x
         relu1 = self.relu1(out) if self.relu1 is not None else out
-        y = self.conv1(relu1)
-        y = self.bn2(y)
-        y = self.relu2(y)
-        y = self.conv2(y)
+        out = self.conv1(relu1)
+        out = self.bn2(out)
+        out = self.relu2(out)
+        out = self.conv2(out)
         shortcut = self.shortcut(relu1) if self.shortcut is not None else x
-        y = y + shortcut
-        return y
+        out = out + shortcut
+        return out
 
 
 class PreActResNet18(nn.Module):

@@ -167,13 +167,13 @@ class PreActBlock(tf.Module):
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         out = self.bn1(x, training=training) if self.bn1 is not None else x
         relu1 = tf.nn.relu(out) if self.use_relu1 else out
-        y = self.conv1(relu1)
-        y = self.bn2(y, training=training)
-        y = tf.nn.relu(y)
-        y = self.conv2(y)
+        out = self.conv1(relu1)
+        out = self.bn2(out, training=training)
+        out = tf.nn.relu(out)
+        out = self.conv2(out)
         shortcut = self.shortcut(relu1) if self.shortcut is not None else x
-        y = y + shortcut
-        return y
+        out = out + shortcut
+        return out
 
 
 class PreActResNet18(tf.Module):
