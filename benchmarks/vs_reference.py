@@ -14,11 +14,12 @@ rounds), with a fixed number of threads. The generated code is compiled from
 specs/ at the input size asked for (--size changes the spec's input, as
 `archspec compile --input` does). Figures, not assertions.
 
-mobilenet_v2 and efficientnet_b0 follow Keras: their stride-2 layers pad
-'same' by TensorFlow's rule, one pixel more at the bottom and right, which
-PyTorch's layers cannot say, so Conv2dSame pads a copy of the input there.
-torchvision pads those layers symmetrically (a different function, cheaper
-here): that copy is most of what separates the two.
+mobilenet_v2 and efficientnet_b0 follow Keras by default: their stride-2
+layers pad 'same' by TensorFlow's rule, one pixel more at the bottom and right,
+which PyTorch's layers cannot say (Conv2dSame pads a copy of the input there).
+Against torchvision they are compiled with --set convention=torchvision, the
+same function torchvision computes (symmetric padding, its batch-norm
+epsilon); --keras-convention times the Keras form against torchvision instead.
 """
 
 from __future__ import annotations
@@ -45,18 +46,20 @@ PAIRS: dict[str, tuple[str, dict, int]] = {
     "efficientnet_b0": ("efficientnet_b0", {}, 224),
     "inception_v3": ("inception_v3", {"aux_logits": False, "init_weights": False}, 299),
 }
+# The spec's --set values that make it its torchvision twin (see the spec's twins:).
+TORCHVISION_SETS = {"mobilenet_v2": {"convention": "torchvision"}, "efficientnet_b0": {"convention": "torchvision"}}
 # Spec name -> keras.applications constructor, for --keras.
 KERAS_PAIRS = {"xception": "Xception", "mobilenet_v2": "MobileNetV2", "densenet121": "DenseNet121"}
 
 
-def generated_model(name: str, size: int, workdir: Path):
-    """The generated PyTorch network of specs/<name>.yaml for a size x size input,
-    1000 classes, returning logits."""
+def generated_model(name: str, size: int, workdir: Path, sets: dict[str, str] | None = None):
+    """The generated PyTorch network of specs/<name>.yaml (with ``sets``) for a
+    size x size input, 1000 classes, returning logits."""
     from archspec.codegen import pytorch
     from archspec.codegen.model import build, class_name
     from archspec.pipeline import compile_spec
 
-    compiled = compile_spec(ROOT / "specs" / f"{name}.yaml", input_shape=(3, size, size))
+    compiled = compile_spec(ROOT / "specs" / f"{name}.yaml", sets, input_shape=(3, size, size))
     path = workdir / f"{name}_pytorch.py"
     path.write_text(pytorch.emit(build(compiled)))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
@@ -168,6 +171,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="input height and width (default: each spec's own)")
     parser.add_argument("--no-train", action="store_true", help="time inference only")
     parser.add_argument("--keras", action="store_true", help=f"Keras pairs instead: {', '.join(KERAS_PAIRS)}")
+    parser.add_argument(
+        "--keras-convention",
+        action="store_true",
+        help="time mobilenet_v2 and efficientnet_b0 in their default (Keras) form against torchvision",
+    )
     args = parser.parse_args()
     pairs = KERAS_PAIRS if args.keras else PAIRS
     nets = [n.strip() for n in (args.nets or ",".join(pairs)).split(",") if n.strip()]
@@ -196,7 +204,8 @@ def main() -> None:
         for name in nets:
             size = args.size or PAIRS[name][2]
             try:
-                ours, twin = generated_model(name, size, Path(tmp)), twin_model(name)
+                sets = {} if args.keras_convention else TORCHVISION_SETS.get(name, {})
+                ours, twin = generated_model(name, size, Path(tmp), sets), twin_model(name)
             except (ReferenceUnavailable, SpecError, CodegenError) as exc:
                 sys.exit(f"vs_reference: {name} at {size}x{size}: {exc}")
             gen = torch.Generator().manual_seed(0)
