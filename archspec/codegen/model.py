@@ -563,7 +563,9 @@ class _Builder:
         sizing = {n.id for s in unit.steps for n in E.free_names(s.in_channels)}
         # A spec parameter that a block uses as a channel count sizes layers too.
         for block in self.units.values():
-            lets = dict(block.lets)
+            lets: dict[str, E.Expr] = {}
+            for lname, e in block.lets:  # each in terms of the block's arguments alone
+                lets[lname] = substitute(e, lets)
             for st in block.steps:
                 for e in (st.in_channels, st.attrs.get("out"), st.attrs.get("multiplier")):
                     if isinstance(e, E.Expr):
