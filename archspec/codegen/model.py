@@ -211,8 +211,11 @@ def has_logits_switch(graph: Graph) -> bool:
 # How the anchors (the papers, torchvision, keras.applications) write the
 # words that are not plain capitalized English: acronyms and coined names.
 _WORDS = {
+    "400mf": "400MF",
     "alexnet": "AlexNet",
     "bn": "BN",
+    "cn": "CN",
+    "convnext": "ConvNeXt",
     "densenet": "DenseNet",
     "efficientnet": "EfficientNet",
     "fc": "FC",
@@ -225,6 +228,7 @@ _WORDS = {
     "mobilenet": "MobileNet",
     "nin": "NIN",
     "relu": "ReLU",
+    "regnet": "RegNet",
     "resnet": "ResNet",
     "resnext": "ResNeXt",
     "se": "SE",
