@@ -99,7 +99,7 @@ class FusedMBConv(chainer.Chain):
     output), stochastic depth and the identity shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -156,7 +156,7 @@ class MBConv(chainer.Chain):
     shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -202,17 +202,13 @@ class EfficientNetV2S(chainer.Chain):
         with self.init_scope():
             self.stem = ConvBNSiLU(3, out=24, kernel=3, stride=2)
             self.stage1 = Stage(
-                *[
-                    FusedMBConv(24, expand_ratio=1, kernel=3, out=24, sd_prob=stochastic_depth_prob * i / 40)
-                    for i in range(2)
-                ]
+                *[FusedMBConv(24, expand_ratio=1, out=24, sd_prob=stochastic_depth_prob * i / 40) for i in range(2)]
             )
             self.stage2 = Stage(
                 *[
                     FusedMBConv(
                         24 if i == 0 else 48,
                         expand_ratio=4,
-                        kernel=3,
                         out=48,
                         sd_prob=stochastic_depth_prob * (2 + i) / 40,
                         stride=2 if i == 0 else 1,
@@ -225,7 +221,6 @@ class EfficientNetV2S(chainer.Chain):
                     FusedMBConv(
                         48 if i == 0 else 64,
                         expand_ratio=4,
-                        kernel=3,
                         out=64,
                         sd_prob=stochastic_depth_prob * (6 + i) / 40,
                         stride=2 if i == 0 else 1,
@@ -238,7 +233,6 @@ class EfficientNetV2S(chainer.Chain):
                     MBConv(
                         64 if i == 0 else 128,
                         expand_ratio=4,
-                        kernel=3,
                         out=128,
                         sd_prob=stochastic_depth_prob * (10 + i) / 40,
                         stride=2 if i == 0 else 1,
@@ -249,11 +243,7 @@ class EfficientNetV2S(chainer.Chain):
             self.stage5 = Stage(
                 *[
                     MBConv(
-                        128 if i == 0 else 160,
-                        expand_ratio=6,
-                        kernel=3,
-                        out=160,
-                        sd_prob=stochastic_depth_prob * (16 + i) / 40,
+                        128 if i == 0 else 160, expand_ratio=6, out=160, sd_prob=stochastic_depth_prob * (16 + i) / 40
                     )
                     for i in range(9)
                 ]
@@ -263,7 +253,6 @@ class EfficientNetV2S(chainer.Chain):
                     MBConv(
                         160 if i == 0 else 256,
                         expand_ratio=6,
-                        kernel=3,
                         out=256,
                         sd_prob=stochastic_depth_prob * (25 + i) / 40,
                         stride=2 if i == 0 else 1,

@@ -47,7 +47,7 @@ def conv_bn(x, out: int, *, name: str):
     return x
 
 
-def fused_mbconv(x, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1, *, name: str):
+def fused_mbconv(x, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1, *, name: str):
     """A kxk convolution carrying the stride that expands by expand_ratio, a linear 1x1
     projection (absent when nothing is expanded: the kxk convolution then makes the
     output), stochastic depth and the identity shortcut when the shape is kept."""
@@ -82,7 +82,7 @@ def squeeze_excitation(x, squeeze_channels: int, *, name: str):
     return out
 
 
-def mbconv(x, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1, *, name: str):
+def mbconv(x, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1, *, name: str):
     """Expand 1x1 by expand_ratio, kxk depthwise carrying the stride,
     squeeze-and-excitation, linear 1x1 projection, stochastic depth and the identity
     shortcut when the shape is kept."""
@@ -112,14 +112,11 @@ def EfficientNetV2S(num_classes: int = 1000, dropout: float = 0.2, stochastic_de
     x = conv_bn_silu(x, out=24, kernel=3, stride=2, name="stem")
     # N x 192 x 192 x 24
     for i in range(2):
-        x = fused_mbconv(
-            x, expand_ratio=1, kernel=3, out=24, sd_prob=stochastic_depth_prob * i / 40, name=f"stage1.{i}"
-        )
+        x = fused_mbconv(x, expand_ratio=1, out=24, sd_prob=stochastic_depth_prob * i / 40, name=f"stage1.{i}")
     for i in range(4):
         x = fused_mbconv(
             x,
             expand_ratio=4,
-            kernel=3,
             out=48,
             sd_prob=stochastic_depth_prob * (2 + i) / 40,
             stride=2 if i == 0 else 1,
@@ -130,7 +127,6 @@ def EfficientNetV2S(num_classes: int = 1000, dropout: float = 0.2, stochastic_de
         x = fused_mbconv(
             x,
             expand_ratio=4,
-            kernel=3,
             out=64,
             sd_prob=stochastic_depth_prob * (6 + i) / 40,
             stride=2 if i == 0 else 1,
@@ -141,7 +137,6 @@ def EfficientNetV2S(num_classes: int = 1000, dropout: float = 0.2, stochastic_de
         x = mbconv(
             x,
             expand_ratio=4,
-            kernel=3,
             out=128,
             sd_prob=stochastic_depth_prob * (10 + i) / 40,
             stride=2 if i == 0 else 1,
@@ -149,15 +144,12 @@ def EfficientNetV2S(num_classes: int = 1000, dropout: float = 0.2, stochastic_de
         )
     # N x 24 x 24 x 128
     for i in range(9):
-        x = mbconv(
-            x, expand_ratio=6, kernel=3, out=160, sd_prob=stochastic_depth_prob * (16 + i) / 40, name=f"stage5.{i}"
-        )
+        x = mbconv(x, expand_ratio=6, out=160, sd_prob=stochastic_depth_prob * (16 + i) / 40, name=f"stage5.{i}")
     # N x 24 x 24 x 160
     for i in range(15):
         x = mbconv(
             x,
             expand_ratio=6,
-            kernel=3,
             out=256,
             sd_prob=stochastic_depth_prob * (25 + i) / 40,
             stride=2 if i == 0 else 1,

@@ -77,7 +77,7 @@ class FusedMBConv(nn.Module):
     output), stochastic depth and the identity shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -133,7 +133,7 @@ class MBConv(nn.Module):
     shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, expand_ratio: int, out: int, sd_prob: float, kernel: int = 3, stride: int = 1
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -171,17 +171,13 @@ class EfficientNetV2S(nn.Module):
         super().__init__()
         self.stem = ConvBNSiLU(3, out=24, kernel=3, stride=2)
         self.stage1 = nn.Sequential(
-            *[
-                FusedMBConv(24, expand_ratio=1, kernel=3, out=24, sd_prob=stochastic_depth_prob * i / 40)
-                for i in range(2)
-            ]
+            *[FusedMBConv(24, expand_ratio=1, out=24, sd_prob=stochastic_depth_prob * i / 40) for i in range(2)]
         )
         self.stage2 = nn.Sequential(
             *[
                 FusedMBConv(
                     24 if i == 0 else 48,
                     expand_ratio=4,
-                    kernel=3,
                     out=48,
                     sd_prob=stochastic_depth_prob * (2 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -194,7 +190,6 @@ class EfficientNetV2S(nn.Module):
                 FusedMBConv(
                     48 if i == 0 else 64,
                     expand_ratio=4,
-                    kernel=3,
                     out=64,
                     sd_prob=stochastic_depth_prob * (6 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -207,7 +202,6 @@ class EfficientNetV2S(nn.Module):
                 MBConv(
                     64 if i == 0 else 128,
                     expand_ratio=4,
-                    kernel=3,
                     out=128,
                     sd_prob=stochastic_depth_prob * (10 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -217,13 +211,7 @@ class EfficientNetV2S(nn.Module):
         )
         self.stage5 = nn.Sequential(
             *[
-                MBConv(
-                    128 if i == 0 else 160,
-                    expand_ratio=6,
-                    kernel=3,
-                    out=160,
-                    sd_prob=stochastic_depth_prob * (16 + i) / 40,
-                )
+                MBConv(128 if i == 0 else 160, expand_ratio=6, out=160, sd_prob=stochastic_depth_prob * (16 + i) / 40)
                 for i in range(9)
             ]
         )
@@ -232,7 +220,6 @@ class EfficientNetV2S(nn.Module):
                 MBConv(
                     160 if i == 0 else 256,
                     expand_ratio=6,
-                    kernel=3,
                     out=256,
                     sd_prob=stochastic_depth_prob * (25 + i) / 40,
                     stride=2 if i == 0 else 1,

@@ -211,7 +211,15 @@ class FusedMBConv(tf.Module):
     output), stochastic depth and the identity shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1, *, name: str
+        self,
+        in_channels: int,
+        expand_ratio: int,
+        out: int,
+        sd_prob: float,
+        kernel: int = 3,
+        stride: int = 1,
+        *,
+        name: str,
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -267,7 +275,15 @@ class MBConv(tf.Module):
     shortcut when the shape is kept."""
 
     def __init__(
-        self, in_channels: int, expand_ratio: int, kernel: int, out: int, sd_prob: float, stride: int = 1, *, name: str
+        self,
+        in_channels: int,
+        expand_ratio: int,
+        out: int,
+        sd_prob: float,
+        kernel: int = 3,
+        stride: int = 1,
+        *,
+        name: str,
     ) -> None:
         super().__init__()
         expanded_channels = make_divisible(in_channels * expand_ratio, 8)
@@ -306,9 +322,7 @@ class EfficientNetV2S(tf.Module):
         self.stem = ConvBNSiLU(3, out=24, kernel=3, stride=2, name="stem")
         self.stage1 = Sequential(
             [
-                FusedMBConv(
-                    24, expand_ratio=1, kernel=3, out=24, sd_prob=stochastic_depth_prob * i / 40, name=f"stage1.{i}"
-                )
+                FusedMBConv(24, expand_ratio=1, out=24, sd_prob=stochastic_depth_prob * i / 40, name=f"stage1.{i}")
                 for i in range(2)
             ]
         )
@@ -317,7 +331,6 @@ class EfficientNetV2S(tf.Module):
                 FusedMBConv(
                     24 if i == 0 else 48,
                     expand_ratio=4,
-                    kernel=3,
                     out=48,
                     sd_prob=stochastic_depth_prob * (2 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -331,7 +344,6 @@ class EfficientNetV2S(tf.Module):
                 FusedMBConv(
                     48 if i == 0 else 64,
                     expand_ratio=4,
-                    kernel=3,
                     out=64,
                     sd_prob=stochastic_depth_prob * (6 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -345,7 +357,6 @@ class EfficientNetV2S(tf.Module):
                 MBConv(
                     64 if i == 0 else 128,
                     expand_ratio=4,
-                    kernel=3,
                     out=128,
                     sd_prob=stochastic_depth_prob * (10 + i) / 40,
                     stride=2 if i == 0 else 1,
@@ -359,7 +370,6 @@ class EfficientNetV2S(tf.Module):
                 MBConv(
                     128 if i == 0 else 160,
                     expand_ratio=6,
-                    kernel=3,
                     out=160,
                     sd_prob=stochastic_depth_prob * (16 + i) / 40,
                     name=f"stage5.{i}",
@@ -372,7 +382,6 @@ class EfficientNetV2S(tf.Module):
                 MBConv(
                     160 if i == 0 else 256,
                     expand_ratio=6,
-                    kernel=3,
                     out=256,
                     sd_prob=stochastic_depth_prob * (25 + i) / 40,
                     stride=2 if i == 0 else 1,
