@@ -43,6 +43,10 @@ def test_every_op_has_a_rule_in_every_target(target):
         ("mlpconv", "MLPConv"),
         ("squeezenet1_1", "SqueezeNet1_1"),
         ("shufflenet_v2_x1_0", "ShuffleNetV2X1_0"),
+        ("convnext_tiny", "ConvNeXtTiny"),
+        ("cn_block", "CNBlock"),
+        ("regnet_y_400mf", "RegNetY400MF"),
+        ("efficientnet_v2_s", "EfficientNetV2S"),
     ],
 )
 def test_class_names(spec_name, expected):
@@ -200,3 +204,21 @@ def test_stage_count_from_a_block_argument(write_spec):
     text = EMITTERS["pytorch"](_Builder(compiled).run())
     assert "self.stage = make_stage(Unit, in_channels, n, width=width)" in text
     assert "Group(3, n=2, width=8)" in text and "Group(8, n=3, width=16)" in text
+
+
+def test_keras_imports_ops_where_a_helper_uses_it(write_spec):
+    """A Keras file whose helpers (LayerScale, ChannelSlice) are written with
+    keras.layers alone imports only layers (ruff refuses an unused import); a
+    helper written with keras.ops brings the import."""
+    from archspec.codegen.writer import format_source
+
+    def keras_for(op: str) -> str:
+        path = write_spec(
+            f"name: net\nsource: test\ninput: [4, 8, 8]\nlayers:\n  - a: {op}\n  - gap: {{op: global_avg_pool}}\n"
+        )
+        return format_source(EMITTERS["keras"](_Builder(compile_spec(path)).run()))
+
+    for op in ("{op: scale}", "{op: slice, stop: 2}"):
+        text = keras_for(op)
+        assert "from keras import layers\n" in text and "import layers, ops" not in text, op
+    assert "from keras import layers, ops\n" in keras_for("{op: channel_shuffle, groups: 2}")

@@ -348,6 +348,26 @@ def test_one_pytorch_step_lowers_the_loss_on_a_fixed_batch():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["convnext_tiny", "regnet_y_400mf"])
+def test_a_step_of_the_newer_networks_lowers_the_loss(name):
+    """Layer norm, layer scale, GELU, drop path (on while training), SE and group
+    convolutions train: one PyTorch step on a fixed batch at 32x32 lowers its loss."""
+    from archspec.pipeline import compile_spec
+    from archspec.training.core import Setup
+    from archspec.training.run import generate, trainer_for
+
+    compiled = compile_spec(ROOT / "specs" / f"{name}.yaml", {"num_classes": "3"}, input_shape=(3, 32, 32))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3, 32, 32), dtype=np.float32), rng.integers(0, 3, 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        module = generate(compiled, "pytorch", Path(tmp))
+    setup = Setup(num_classes=3, logits=False, outputs=1, lr=0.001)  # these return logits already
+    trainer = trainer_for("pytorch", module, compiled, setup)
+    first = trainer.train_step(x, y)
+    assert trainer.train_step(x, y) < first
+
+
+@pytest.mark.slow
 def test_zfnet_trains_and_tests_at_112(tmp_path):
     """The quiz runs ZFNet at 112x112 on a CPU: --input reaches train and test."""
     out = tmp_path / "run"

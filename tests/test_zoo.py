@@ -8,7 +8,8 @@ tables) where there is one, otherwise the arithmetic written out below. MACs
 are exact where the arithmetic is written out, and within 0.5% of a published
 GMACs figure. Published figures that references.md does not list were checked
 at their source: torchvision's weights metadata (num_params of squeezenet1_0,
-inception_v3, wide_resnet50_2, efficientnet_b0/b1/b3; GFLOPS) and imgclsmob's
+inception_v3, wide_resnet50_2, efficientnet_b0/b1/b3, efficientnet_v2_s,
+convnext_tiny, regnet_y_400mf; GFLOPS) and imgclsmob's
 per-model weight-count asserts (resnext101_32x4d, shufflenet_g3_w1, seresnet50).
 """
 
@@ -350,6 +351,23 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
             {"trainable": 12_233_232},
             "torchvision efficientnet_b3",
         ),
+    ],
+    "convnext_tiny": [
+        ({}, {"trainable": 28_589_128, "total": 28_589_128, "gmacs": 4.456}, "torchvision convnext_tiny (4.456 GFLOPS)")
+    ],
+    "efficientnet_v2_s": [
+        (
+            {},
+            {"trainable": 21_458_488, "total": 21_458_488 + 153_872, "gmacs": 8.366},
+            "torchvision efficientnet_v2_s at 384 (8.366 GFLOPS; 153,872 BN statistics)",
+        )
+    ],
+    "regnet_y_400mf": [
+        (
+            {},
+            {"trainable": 4_344_144, "total": 4_344_144 + 27_152, "gmacs": 0.402},
+            "torchvision regnet_y_400mf (0.402 GFLOPS; 27,152 BN statistics)",
+        )
     ],
     "wavenet": [
         (

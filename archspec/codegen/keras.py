@@ -756,6 +756,11 @@ def _snake(unit: Unit) -> str:
     return f"{unit.name}_block" if unit.name in _TAKEN else unit.name
 
 
+# The helper layers of keras.py.j2 written with keras.ops (the others, and the
+# model functions, use only keras.layers): the file imports ops for these alone.
+_HELPERS_USING_OPS = {"NegInfPadding2D", "LocalResponseNormalization", "ChannelShuffle", "GELUTanh"}
+
+
 def emit(model: CodeModel) -> str:
     missing = model.ops_used - set(OPS)
     if missing:  # pragma: no cover - the coverage test keeps OPS complete
@@ -772,6 +777,7 @@ def emit(model: CodeModel) -> str:
         module_doc=common.module_doc(model, "Keras", "keras"),
         functions=code,
         helpers=ctx.helpers,
+        uses_ops=bool(ctx.helpers & _HELPERS_USING_OPS),
         needs=ctx.printer.needs,
     )
     written = [u.class_name if u.is_model else functions[u.class_name] for u in model.units]

@@ -50,6 +50,10 @@ MAX_CHANNEL_TERMS = 64
 # final softmax (what training's cross-entropy on logits needs).
 LOGITS = "logits"
 
+# Op attributes that size a weight: a spec parameter they read is written in as
+# its value (unless it is an ``option``).
+SIZING_ATTRS = ("out", "multiplier", "groups")
+
 
 class CodegenError(Exception):
     """The code model cannot express the IR faithfully (an archspec bug or an
@@ -220,8 +224,11 @@ def has_logits_switch(graph: Graph) -> bool:
 # How the anchors (the papers, torchvision, keras.applications) write the
 # words that are not plain capitalized English: acronyms and coined names.
 _WORDS = {
+    "400mf": "400MF",
     "alexnet": "AlexNet",
     "bn": "BN",
+    "cn": "CN",
+    "convnext": "ConvNeXt",
     "densenet": "DenseNet",
     "efficientnet": "EfficientNet",
     "fc": "FC",
@@ -235,6 +242,7 @@ _WORDS = {
     "nin": "NIN",
     "preact": "PreAct",
     "relu": "ReLU",
+    "regnet": "RegNet",
     "resnet": "ResNet",
     "resnext": "ResNeXt",
     "se": "SE",
@@ -567,7 +575,9 @@ class _Builder:
             for lname, e in block.lets:  # each in terms of the block's arguments alone
                 lets[lname] = substitute(e, lets)
             for st in block.steps:
-                for e in (st.in_channels, st.attrs.get("out"), st.attrs.get("multiplier")):
+                # what sizes a weight: widths, groups, and anything passed on to a block
+                sized = st.attrs.values() if st.unit is not None else [st.attrs.get(a) for a in SIZING_ATTRS]
+                for e in (st.in_channels, *sized):
                     if isinstance(e, E.Expr):
                         e = substitute(e, lets)
                         sizing |= {n.id for n in E.free_names(e) if n.id in self.spec.params}

@@ -112,14 +112,14 @@ class ShuffleNetV1(chainer.Chain):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         with self.init_scope():
             self.conv1 = L.Convolution2D(3, 24, 3, stride=2, pad=1, nobias=True)
             self.bn1 = L.BatchNormalization(24, eps=1e-05)
-            self.stage2 = make_stage(ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1))
-            self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2))
-            self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=groups, first=dict(stride=2))
+            self.stage2 = make_stage(ShuffleUnit, 24, 4, out=240, groups=3, first=dict(stride=2, first_groups=1))
+            self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=3, first=dict(stride=2))
+            self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=3, first=dict(stride=2))
             self.fc = L.Linear(960, num_classes)
         self.logits = logits
 

@@ -68,7 +68,7 @@ def shuffle_unit(x, out: int, groups: int, stride: int = 1, first_groups: int = 
     return x
 
 
-def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False) -> keras.Model:
+def ShuffleNetV1(num_classes: int = 1000, logits: bool = False) -> keras.Model:
     """ShuffleNet v1 (Zhang et al. 2018, Table 1), g = 3 at 1x: units of pointwise group
     convolutions and a channel shuffle around a 3x3 depthwise convolution.
 
@@ -95,7 +95,7 @@ def ShuffleNetV1(num_classes: int = 1000, groups: int = 3, logits: bool = False)
             x = shuffle_unit(
                 x,
                 out=out,
-                groups=groups,
+                groups=3,
                 stride=2 if i == 0 else 1,
                 first_groups=first_groups if i == 0 else 0,
                 name=f"{stage}.{i}",

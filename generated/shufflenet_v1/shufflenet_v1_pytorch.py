@@ -83,16 +83,16 @@ class ShuffleNetV1(nn.Module):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
         self.conv1 = nn.Conv2d(3, 24, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.stage2 = make_stage(ShuffleUnit, 24, 4, out=240, groups=groups, first=dict(stride=2, first_groups=1))
-        self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=groups, first=dict(stride=2))
-        self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=groups, first=dict(stride=2))
+        self.stage2 = make_stage(ShuffleUnit, 24, 4, out=240, groups=3, first=dict(stride=2, first_groups=1))
+        self.stage3 = make_stage(ShuffleUnit, 240, 8, out=480, groups=3, first=dict(stride=2))
+        self.stage4 = make_stage(ShuffleUnit, 480, 4, out=960, groups=3, first=dict(stride=2))
         self.fc = nn.Linear(960, num_classes)
         self.prob = nn.Softmax(dim=1)
 

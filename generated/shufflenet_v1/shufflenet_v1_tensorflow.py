@@ -239,7 +239,7 @@ class ShuffleNetV1(tf.Module):
 
     logits=True: outputs skip their final softmax and return the logits (to train on)."""
 
-    def __init__(self, num_classes: int = 1000, groups: int = 3, logits: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, logits: bool = False) -> None:
         super().__init__()
         self.logits = logits
         self.conv1 = Conv2D(3, 24, 3, stride=2, padding=1, bias=False, name="conv1")
@@ -257,7 +257,7 @@ class ShuffleNetV1(tf.Module):
                 in_channels,
                 units,
                 out=out,
-                groups=groups,
+                groups=3,
                 first=dict(stride=2, first_groups=first_groups),
                 name=name,
             )
