@@ -43,6 +43,8 @@ def test_every_op_has_a_rule_in_every_target(target):
         ("mlpconv", "MLPConv"),
         ("squeezenet1_1", "SqueezeNet1_1"),
         ("shufflenet_v2_x1_0", "ShuffleNetV2X1_0"),
+        ("mnasnet1_0", "MNASNet1_0"),
+        ("mobilenet_v3_small", "MobileNetV3Small"),
     ],
 )
 def test_class_names(spec_name, expected):

@@ -222,6 +222,7 @@ _WORDS = {
     "lrn": "LRN",
     "mbconv": "MBConv",
     "mlpconv": "MLPConv",
+    "mnasnet": "MNASNet",
     "mobilenet": "MobileNet",
     "nin": "NIN",
     "relu": "ReLU",
