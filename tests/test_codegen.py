@@ -47,6 +47,8 @@ def test_every_op_has_a_rule_in_every_target(target):
         ("cn_block", "CNBlock"),
         ("regnet_y_400mf", "RegNetY400MF"),
         ("efficientnet_v2_s", "EfficientNetV2S"),
+        ("mnasnet1_0", "MNASNet1_0"),
+        ("mobilenet_v3_small", "MobileNetV3Small"),
     ],
 )
 def test_class_names(spec_name, expected):
@@ -222,3 +224,27 @@ def test_keras_imports_ops_where_a_helper_uses_it(write_spec):
         text = keras_for(op)
         assert "from keras import layers\n" in text and "import layers, ops" not in text, op
     assert "from keras import layers, ops\n" in keras_for("{op: channel_shuffle, groups: 2}")
+
+
+def test_a_slice_bounded_by_constructor_values_reads_them_in_forward(write_spec):
+    """A split whose bounds come from a block's parameters and ``let`` (ShuffleNet
+    V2's ``branch_features``) is written with bounds that forward can read: an
+    attribute in PyTorch, TensorFlow and Chainer, a local in Keras' block
+    function; every file passes ruff (an undefined name would be F821, and
+    Keras' ChannelSlice, which needs no keras.ops, an unused import F401)."""
+    from archspec.codegen.writer import format_many
+
+    path = write_spec(
+        "name: nn\nsource: test\ninput: [8, 4, 4]\n"
+        "blocks:\n  swap:\n    params: {oup: int}\n    let:\n      branch: oup // 2\n    nodes:\n"
+        "      - x1: {op: slice, stop: branch}\n"
+        "      - x2: {op: slice, in: input, start: branch, stop: in_channels}\n"
+        "      - cat: {op: concat, in: [x2, x1]}\n"
+        "layers:\n  - a: {block: swap, oup: 8}\n  - conv: {op: conv2d, out: 6, kernel: 1}\n"
+        "  - b: {block: swap, oup: 6}\n  - gap: {op: global_avg_pool}\n"
+    )
+    files = format_many({f"nn_{t}.py": emit(_Builder(compile_spec(path)).run()) for t, emit in EMITTERS.items()})
+    pytorch = files["nn_pytorch.py"]
+    assert "self.x1_stop = branch" in pytorch and "x[:, : self.x1_stop]" in pytorch
+    assert "x[:, self.x2_start : self.x2_stop]" in pytorch
+    assert "from keras import layers\n" in files["nn_keras.py"]

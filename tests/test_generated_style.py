@@ -80,9 +80,11 @@ def test_module_docstrings_state_the_real_layout_and_output(name):
         else:
             assert f"Input {(('N', c, *rest))}, channels first ({first})".replace("'", "") in doc
             assert "channels last" not in doc
-        softmax = graph.node(graph.outputs[0]).op == "softmax"
-        assert ("probabilities after a softmax" in doc) == softmax
-        assert ("logits (no softmax)" in doc) != softmax
+        op = graph.node(graph.outputs[0]).op
+        assert ("probabilities after a softmax" in doc) == (op == "softmax")
+        # Logits come from a dense layer or a convolution; a pooled output (SqueezeNet's) is named as such.
+        assert ("logits (no softmax)" in doc) == (op in ("dense", "conv2d", "conv1d"))
+        assert (f"the output of a {op}" in doc) == (op not in ("softmax", "dense", "conv2d", "conv1d"))
 
 
 @pytest.mark.parametrize("name", ZOO)

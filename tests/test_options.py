@@ -22,11 +22,15 @@ from archspec.pipeline import compile_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 # The values the reference implementations publish (keras.applications,
-# torchvision, the EfficientNet family's width coefficients).
+# torchvision, the EfficientNet family's width coefficients); for MobileNetV3,
+# the paper's 0.75 and the ends of MobileNetV2's range, 0.35 and 1.4.
 VALUES = {
     ("mobilenet_v1", "alpha"): ["0.25", "0.5", "0.75"],
     ("mobilenet_v2", "alpha"): ["0.35", "0.5", "0.75", "1.3", "1.4"],
     ("efficientnet_b0", "width_mult"): ["1.1", "1.4", "2.0"],
+    ("mnasnet1_0", "alpha"): ["0.5", "0.75", "1.3"],
+    ("mobilenet_v3_small", "width_mult"): ["0.35", "0.75", "1.4"],
+    ("mobilenet_v3_large", "width_mult"): ["0.35", "0.75", "1.4"],
 }
 
 

@@ -386,6 +386,22 @@ def test_zfnet_trains_and_tests_at_112(tmp_path):
 
 
 @pytest.mark.slow
+def test_mobilenet_v3_small_trains_at_32(tmp_path):
+    """Issue 14's new ops train: hard-swish, squeeze-and-excitation with a
+    hard-sigmoid gate and a width multiplier, on 32x32 digits."""
+    out = tmp_path / "run"
+    spec = str(ROOT / "specs" / "mobilenet_v3_small.yaml")
+    args = ["--input", "3x32x32", "--set", "width_mult=0.5", "-t", "pytorch", "--iters", "2", "--batch-size", "4"]
+    result = run_cli("train", spec, *args, "-o", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "done" and info["step"] == 2
+    assert info["params"]["trainable"] == 917_264 - 513_000 + 5_130  # torchvision width_mult=0.5, 10 classes
+    losses = [float(row.split(",")[1]) for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorflow", "keras", "chainer"])
 def test_an_image_folder_trains_and_tests_in_every_framework(lenet_run, target, tmp_path):
     """The quiz's layout in each framework (PyTorch: lenet_run), tested in the same one."""

@@ -5,12 +5,20 @@ Each spec has a row in EXPECTED (a new spec without one fails). A row is a list
 of checks, each with the overrides it is compiled with. Counts are exact: a
 published figure (references.md, torchvision's or Keras' own models, the seed
 tables) where there is one, otherwise the arithmetic written out below. MACs
-are exact where the arithmetic is written out, and within 0.5% of a published
-GMACs figure. Published figures that references.md does not list were checked
-at their source: torchvision's weights metadata (num_params of squeezenet1_0,
-inception_v3, wide_resnet50_2, efficientnet_b0/b1/b3, efficientnet_v2_s,
-convnext_tiny, regnet_y_400mf; GFLOPS) and imgclsmob's
-per-model weight-count asserts (resnext101_32x4d, shufflenet_g3_w1, seresnet50).
+are exact where the arithmetic is written out or the reference model was
+counted, and within 0.5% of a published GMACs figure. Published figures that
+references.md does not list were checked at their source: torchvision's
+weights metadata (num_params of squeezenet1_0/1_1, inception_v3,
+wide_resnet50_2, efficientnet_b0/b1/b3, efficientnet_v2_s,
+convnext_tiny, regnet_y_400mf, vgg11_bn, mnasnet0_5-1_3,
+shufflenet_v2_x1_0, mobilenet_v3_small/large; GFLOPS) and imgclsmob's
+per-model weight-count asserts (resnext101_32x4d, shufflenet_g3_w1,
+seresnet50). torchvision 0.28's own models were counted once, with random
+weights (the tests do not import torchvision): mobilenet_v3 at other
+width_mult values, and the exact MACs of squeezenet1_1, vgg11_bn, mnasnet1_0,
+shufflenet_v2_x1_0 and mobilenet_v3_small/large (torch.utils.flop_counter's
+FLOPs halved; the GFLOPS figures round them, mobilenet_v3_small's 0.057 by
+0.9%).
 """
 
 from __future__ import annotations
@@ -368,6 +376,32 @@ EXPECTED: dict[str, list[tuple[dict[str, str], dict[str, float], str]]] = {
             {"trainable": 4_344_144, "total": 4_344_144 + 27_152, "gmacs": 0.402},
             "torchvision regnet_y_400mf (0.402 GFLOPS; 27,152 BN statistics)",
         )
+    ],
+    "squeezenet1_1": [
+        (
+            {},
+            {"trainable": 1_235_496, "total": 1_235_496, "macs": 349_151_936},
+            "torchvision squeezenet1_1 (0.349 GFLOPS)",
+        )
+    ],
+    "vgg11_bn": [({}, {"trainable": 132_868_840, "macs": 7_609_090_048}, "torchvision vgg11_bn (7.609 GFLOPS)")],
+    "mnasnet1_0": [
+        ({}, {"trainable": 4_383_312, "macs": 314_415_872}, "torchvision mnasnet1_0 (0.314 GFLOPS)"),
+        ({"alpha": "0.5"}, {"trainable": 2_218_512, "gmacs": 0.104}, "torchvision mnasnet0_5 (0.104 GFLOPS)"),
+        ({"alpha": "0.75"}, {"trainable": 3_170_208, "gmacs": 0.215}, "torchvision mnasnet0_75 (0.215 GFLOPS)"),
+        ({"alpha": "1.3"}, {"trainable": 6_282_256, "gmacs": 0.526}, "torchvision mnasnet1_3 (0.526 GFLOPS)"),
+    ],
+    "shufflenet_v2_x1_0": [
+        ({}, {"trainable": 2_278_604, "macs": 144_907_992}, "torchvision shufflenet_v2_x1_0 (0.145 GFLOPS)")
+    ],
+    "mobilenet_v3_small": [
+        ({}, {"trainable": 2_542_856, "macs": 56_510_400}, "torchvision mobilenet_v3_small (0.057 GFLOPS)"),
+        ({"width_mult": "0.5"}, {"trainable": 917_264}, "torchvision mobilenet_v3_small(width_mult=0.5)"),
+        ({"width_mult": "1.25"}, {"trainable": 3_644_912}, "torchvision mobilenet_v3_small(width_mult=1.25)"),
+    ],
+    "mobilenet_v3_large": [
+        ({}, {"trainable": 5_483_032, "macs": 216_589_760}, "torchvision mobilenet_v3_large (0.217 GFLOPS)"),
+        ({"width_mult": "0.75"}, {"trainable": 3_377_576}, "torchvision mobilenet_v3_large(width_mult=0.75)"),
     ],
     "wavenet": [
         (

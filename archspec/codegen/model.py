@@ -238,6 +238,7 @@ _WORDS = {
     "lrn": "LRN",
     "mbconv": "MBConv",
     "mlpconv": "MLPConv",
+    "mnasnet": "MNASNet",
     "mobilenet": "MobileNet",
     "nin": "NIN",
     "preact": "PreAct",

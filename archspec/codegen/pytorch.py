@@ -7,10 +7,10 @@ canonical weight keys (``layer1.0.conv1.weight``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from archspec.codegen import common
-from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, mul
+from archspec.codegen.model import LOGITS, CodegenError, CodeModel, Padding, Step, Unit, is_const, mul
 from archspec.codegen.render import render_template
 from archspec.ir import Node
 from archspec.schema import expr as E
@@ -468,6 +468,8 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             rule = OPS[step.op]
             ctor = rule.module(step, ctx) if rule.module else None
             has_module = ctor is not None
+            if not has_module:
+                step = _kept(step, ctx, init)
         if step.unit is not None and (step.unpacks or step.collect):
             if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
                 raise CodegenError(f"{step.name}: a block with several outputs under a condition")
@@ -505,6 +507,17 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     returns = "torch.Tensor" if len(outs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(outs))}]"
     doc = common.model_doc(model) if unit.is_model else common.docstring(unit.doc, indent="    ")
     return ClassCode(unit.class_name, doc, common.signature(unit), init, forward, returns)
+
+
+def _kept(step: Step, ctx: Ctx, init: list[str]) -> Step:
+    """An op without a module whose attributes use the constructor's arguments
+    keeps them as attributes (``self.x1_stop = branch_features``) for ``forward``."""
+    attrs = dict(step.attrs)
+    for key, value in step.attrs.items():
+        if isinstance(value, E.Expr) and not is_const(value):
+            init.append(f"self.{step.name}_{key} = {ctx.printer.expr(value)}")
+            attrs[key] = E.Name(f"self.{step.name}_{key}", 0)
+    return replace(step, attrs=attrs)
 
 
 def _block_ctor(step: Step, ctx: Ctx) -> str:
