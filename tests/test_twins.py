@@ -35,10 +35,12 @@ REFUSED = {
 # Keras' EfficientNetB0 rescales its input by 1/255 first (docs/twins.md).
 INPUT_SCALE = {"keras:EfficientNetB0": 255.0}
 # Relative to the largest logit. float32 rounding reaches 1.2e-5 on EfficientNetB0 in
-# Keras itself and 4e-5 in Chainer on ResNet-50; a convention difference (eps,
-# padding) is 1e-3 or more with calibrated statistics.
+# Keras itself; a convention difference (eps, padding) is 1e-3 or more with
+# calibrated statistics. The claim of exactness is the twin's own framework's;
+# across frameworks (where verify is the check) rounding grows with depth:
+# 4e-5 in Chainer on ResNet-50, 3.5e-4 in TensorFlow on ResNet-152.
 TOLERANCE = 2e-5  # in the twin's own framework
-CROSS_TOLERANCE = 1e-4
+CROSS_TOLERANCE = 1e-3
 
 
 def input_shape(spec: str, twin) -> tuple[int, ...]:
