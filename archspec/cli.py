@@ -539,16 +539,17 @@ def _diagram_format(output: str | None, fmt: str | None) -> str:
     type=click.Path(path_type=Path),
     help="Output folder: created, or replaced if it holds a previous gallery.",
 )
-def gallery_command(specs: tuple[str, ...], out_dir: Path) -> None:
+@click.option("--onnx", is_flag=True, help="Export each network to ONNX too (the [onnx] extra) and link it.")
+def gallery_command(specs: tuple[str, ...], out_dir: Path, onnx: bool) -> None:
     """Write a static site of SPEC files (every specs/*.yaml when none is given):
     an index to sort and filter, and per network its diagram, layer table, spec
     and generated code. It works from file:// and needs no network."""
-    extras.require("archspec gallery", "gallery")
+    extras.require("archspec gallery", "gallery", *(["onnx"] if onnx else []))
     from archspec.gallery import GalleryError, build_gallery
 
     paths = list(specs) or _spec_files("specs")
     try:
-        report = build_gallery(paths, out_dir)
+        report = build_gallery(paths, out_dir, onnx=onnx)
     except GalleryError as exc:
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None

@@ -157,6 +157,18 @@ def test_the_site_holds_every_page_and_download_and_nothing_remote(project):
 
 
 @needs_dot
+@pytest.mark.slow
+def test_onnx_files_are_exported_and_linked(project):
+    """``--onnx``: each network's ONNX file beside its page, offered for download."""
+    onnx = pytest.importorskip("onnx")
+    result = run("gallery", "specs/lenet.yaml", "--onnx")
+    assert result.exit_code == 0, result.output
+    page = (project / "site" / "lenet" / "index.html").read_text()
+    assert re.search(r'href="lenet.onnx" download', page)
+    onnx.checker.check_model(onnx.load(project / "site" / "lenet" / "lenet.onnx"))
+
+
+@needs_dot
 def test_a_rebuild_replaces_the_previous_gallery(project):
     assert run("gallery", "-o", "out").exit_code == 0
     (project / "out" / "stale.txt").write_text("from an older gallery")

@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from archspec.diagnostics import SpecError
-from archspec.gallery.pages import Highlighter, NetworkPage, network_page
+from archspec.gallery.pages import Download, Highlighter, NetworkPage, network_page
 from archspec.pipeline import Compiled, compile_spec
 
 MARKER = ".archspec-gallery"  # in the root of every gallery; its presence allows a rebuild
@@ -43,8 +43,10 @@ class GalleryReport:
     seconds: float
 
 
-def build_gallery(spec_paths: Iterable[str | Path], out_dir: str | Path) -> GalleryReport:
-    """Write the gallery of ``spec_paths`` to ``out_dir``. Raises GalleryError."""
+def build_gallery(spec_paths: Iterable[str | Path], out_dir: str | Path, onnx: bool = False) -> GalleryReport:
+    """Write the gallery of ``spec_paths`` to ``out_dir``; with ``onnx``, each
+    network's ONNX file too (``archspec export``), linked from its page.
+    Raises GalleryError."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     _check_target(out_dir)
@@ -53,9 +55,28 @@ def build_gallery(spec_paths: Iterable[str | Path], out_dir: str | Path) -> Gall
     with _staged(out_dir) as tmp:
         rendered = _render([c for c, _ in loaded.values()])
         pages = [network_page(c, text, rendered, highlight) for c, text in loaded.values()]
+        exported = _export_onnx([c for c, _ in loaded.values()], tmp) if onnx else {}
+        for page in pages:
+            if page.name in exported:
+                page.downloads.append(Download("ONNX", exported[page.name]))
         files = site_files(pages, rendered, {name: text for name, (_, text) in loaded.items()}, pygments_css)
         _write(files, tmp)
-    return GalleryReport(out_dir, [p.name for p in pages], len(files), time.perf_counter() - start)
+    return GalleryReport(out_dir, [p.name for p in pages], len(files) + len(exported), time.perf_counter() - start)
+
+
+def _export_onnx(compiled: list[Compiled], folder: Path) -> dict[str, str]:
+    """Network name -> its ONNX file, relative to its page, exported into ``folder``."""
+    from archspec.export.onnx import OnnxExportError, export_onnx
+
+    out = {}
+    for c in compiled:
+        name = c.graph.name
+        try:
+            export_onnx(c, folder / name / f"{name}.onnx")
+        except OnnxExportError as exc:
+            raise GalleryError(f"{name}: {exc}; no gallery written") from None
+        out[name] = f"{name}.onnx"
+    return out
 
 
 def _compile(paths: list[str | Path]) -> dict[str, tuple[Compiled, str]]:
