@@ -14,7 +14,7 @@ from archspec.codegen.chainer import _MODULE_NAMES as CHAINER_NAMES
 from archspec.codegen.model import class_name
 from archspec.codegen.tensorflow import _LAYER_CLASSES as TENSORFLOW_LAYERS
 from archspec.diagnostics import Diagnostic, Pos
-from archspec.ir import Node
+from archspec.ir import Instance, Node
 from archspec.pipeline import Compiled
 
 # Classes and modules a generated file may bind at the top level, by target
@@ -41,7 +41,7 @@ TARGET_TITLES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "Ker
 def check_targets(compiled: Compiled, targets: Iterable[str]) -> list[Diagnostic]:
     """Every problem that keeps ``compiled`` from being written in ``targets``."""
     targets = list(targets)
-    out = _class_names(compiled, targets)
+    out = _class_names(compiled, targets) + _stage_counts(compiled)
     for node in compiled.graph.nodes:
         for target in targets:
             message = _node_problem(node, target)
@@ -124,4 +124,38 @@ def _class_names(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
                         f"{TARGET_TITLES[target]} file; rename it",
                     )
                 )
+    return out
+
+
+def _stage_counts(compiled: Compiled) -> list[Diagnostic]:
+    """A stage inside a block whose repeat count differs between the block's
+    instances is one ``make_stage(Block, in_channels, n, ...)`` call in every
+    target: its units after the first must keep their channel count, or the
+    stage's output width would depend on the count."""
+    g = compiled.graph
+    by_node: dict[tuple[str, int, int], list[Instance]] = {}  # (block, line, col) of the stage node
+    for inst in g.instances:
+        if inst.units and "." in inst.path:  # a stage inside a block
+            by_node.setdefault((inst.block, inst.pos.line, inst.pos.col), []).append(inst)
+    units = {i.path: i for i in g.instances if i.index is not None}
+    out = []
+    for stages in by_node.values():
+        if len({s.units for s in stages}) < 2:
+            continue
+        for s in stages:
+            changing = [u for k in range(1, s.units) if (u := units[f"{s.path}.{k}"]).in_shape[0] != u.shape[0]]
+            if changing:
+                u = changing[0]
+                counts = ", ".join(str(n) for n in sorted({x.units for x in stages}))
+                out.append(
+                    Diagnostic(
+                        s.pos,
+                        "E501",
+                        f"{s.path}: this stage repeats {counts} times in different instances of its block, and its "
+                        f"unit {u.index} changes the channel count ({u.in_shape[0]} -> {u.shape[0]}), so its output "
+                        "width depends on the count, which one generated class cannot write; give the count as a "
+                        "constant, or let units after the first keep their width",
+                    )
+                )
+                break
     return out
