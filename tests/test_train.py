@@ -82,6 +82,8 @@ def test_metrics_round_trip_through_csv(tmp_path):
         ({"batch_size": -1}, "--batch-size -1 is out of range"),
         ({"eval_every": 0}, "--eval-every 0"),
         ({"threads": 0}, "--threads 0"),
+        ({"seed": -1}, "--seed -1 is out of range"),
+        ({"seed": 2**32}, "--seed 4294967296 is out of range"),
         ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
     ],
 )
@@ -96,6 +98,7 @@ def test_options_out_of_range_are_refused(change, message):
         (["--lr", "-1"], "--lr -1.0 is out of range"),
         (["--iters", "0"], "--iters 0 is out of range"),
         (["--batch-size", "0"], "--batch-size 0 is out of range"),
+        (["--seed", "-1"], "--seed -1 is out of range"),
         (["--data", "imagenet"], "imagenet"),
         (["--data", "/nonexistent/folder"], "/nonexistent/folder"),
         (["--set", "num_classes=5"], "num_classes=5"),

@@ -108,6 +108,8 @@ class Options:
             if not lo <= value <= hi:
                 flag = "--" + name.replace("_", "-")
                 raise TrainingError(f"{flag} {value} is out of range: give a whole number from {lo} to {hi:,}")
+        if not 0 <= self.seed < 2**32:  # what every framework's generator takes
+            raise TrainingError(f"--seed {self.seed} is out of range: give a whole number from 0 to 2**32 - 1")
         if self.eval_every is not None and self.eval_every < 1:
             raise TrainingError(f"--eval-every {self.eval_every} is out of range: give 1 or more steps")
         if self.threads is not None and self.threads < 1:
