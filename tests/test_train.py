@@ -422,3 +422,20 @@ def test_an_image_folder_trains_and_tests_in_every_framework(lenet_run, target, 
     report = json.loads(result.output)
     assert report["n"] == 8 and report["accuracy"] == 1.0, report["per_class"]
     assert report["accuracy"] == info["test_accuracy"]  # the run's own evaluation agrees
+
+
+def test_train_refuses_what_its_target_cannot_write(tmp_path):
+    """The target's checks run before training (ceil-mode average pooling in
+    Keras), as compile and verify run them: a located error, nothing written."""
+    spec = tmp_path / "net.yaml"
+    spec.write_text(
+        "name: net\nsource: test\ninput: [3, 8, 8]\nparams: {num_classes: 10}\nlayers:\n"
+        "  - conv: {op: conv2d, out: 4, kernel: 1}\n"
+        "  - pool: {op: avg_pool2d, kernel: 3, stride: 2, ceil_mode: true}\n"
+        "  - gap: {op: global_avg_pool}\n  - fc: {op: dense, out: num_classes}\n"
+    )
+    out = tmp_path / "run"
+    result = run_cli("train", str(spec), "-t", "keras", "-o", str(out), "--quiet", "--iters", "1")
+    assert result.exit_code == 1, result.output
+    assert "E501" in result.output and "keras: ceil-mode average pooling" in result.output
+    assert not out.exists()

@@ -32,6 +32,7 @@ import numpy as np
 
 from archspec import weights as W
 from archspec.codegen.model import class_name, has_logits_switch
+from archspec.diagnostics import SpecError
 from archspec.pipeline import Compiled, compile_spec
 from archspec.training import data as D
 from archspec.training.augment import names as augment_names
@@ -263,6 +264,18 @@ def read_run(run_dir: Path) -> dict:
 # train
 
 
+def compile_for(spec: str, sets: dict[str, str], input_shape: tuple[int, ...] | None, target: str) -> Compiled:
+    """The spec compiled, refused (SpecError) where ``target`` cannot write it,
+    as ``compile`` and ``verify`` refuse it."""
+    from archspec.passes.targets import check_targets
+
+    compiled = compile_spec(spec, sets, input_shape=input_shape)
+    problems = check_targets(compiled, [target])
+    if problems:
+        raise SpecError(problems)
+    return compiled
+
+
 def train(options: Options, *, resume: Path | None = None, echo: Callable[[str], None] = print) -> Result:
     """Train a spec's generated model in one framework; see the module docstring.
     Raises TrainingError, D.DataError, W.WeightError or SpecError."""
@@ -298,14 +311,14 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         options.threads,
     )
     sets = parse_sets(options.sets)
-    compiled = compile_spec(options.spec, sets, input_shape=options.input)
+    compiled = compile_for(options.spec, sets, options.input, options.target)
     default_classes, outputs = classifier(compiled)
     train_data, test_data = D.split_pair(options.data, options.test_data, compiled.graph.input_shape, warn=echo)
     set_classes = int(sets["num_classes"]) if "num_classes" in sets else None
     num_classes = D.check_num_classes(train_data, set_classes, default_classes)
     if num_classes != default_classes:
         sets = {**sets, "num_classes": str(num_classes)}
-        compiled = compile_spec(options.spec, sets, input_shape=options.input)
+        compiled = compile_for(options.spec, sets, options.input, options.target)
     batch_size = options.batch_size
     if batch_size > len(train_data):
         batch_size = len(train_data) - len(train_data) % world.size
@@ -548,7 +561,7 @@ def test(
         classes = list(info["classes"])
         if data is None:
             data = info["options"].get("test_data")
-    compiled = compile_spec(spec, overrides, input_shape=input_shape)
+    compiled = compile_for(spec, overrides, input_shape, target)
     if info is not None and info["name"] != compiled.graph.name:
         raise TrainingError(f"{weights_path} is a run of {info['name']}, not of {compiled.graph.name} ({spec})")
     default_classes, outputs = classifier(compiled)
@@ -569,7 +582,7 @@ def test(
         set_classes = int(overrides["num_classes"]) if "num_classes" in overrides else None
         num = D.check_num_classes(dataset, set_classes, default_classes)
         if num != default_classes:
-            compiled = compile_spec(spec, {**overrides, "num_classes": str(num)}, input_shape=input_shape)
+            compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_shape, target)
     try:
         weights = W.load(npz, compiled)
     except W.WeightError as exc:
