@@ -137,7 +137,10 @@ def train_step(model, x, y) -> Callable[[], None]:
     def run() -> None:
         model.train()
         optimizer.zero_grad()
-        loss_fn(model(x), y).backward()
+        out = model(x)
+        if isinstance(out, tuple):  # the network's outputs (a head switched off is None): train the first
+            out = out[0]
+        loss_fn(out, y).backward()
         optimizer.step()
 
     return run

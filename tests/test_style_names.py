@@ -115,3 +115,15 @@ def test_a_derived_size_is_named_once(target: str) -> None:
     code = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Assign)]
     written = [line for line in code if "int(planes * width_per_group / 64) * groups" in line]
     assert written == ["width = int(planes * width_per_group / 64) * groups"]
+
+
+def test_pytorch_writes_many_long_stages_as_a_table_and_few_as_lines() -> None:
+    """Rule 5 in PyTorch: MobileNetV2's seven stages are a settings table with
+    its columns named (weight keys unchanged: add_module under stageN), ResNet's
+    four layers one short line each, as torchvision writes them."""
+    mobilenet = (GENERATED / "mobilenet_v2" / "mobilenet_v2_pytorch.py").read_text()
+    assert "# in_channels, units, expand_ratio, out; stride of the first unit" in mobilenet
+    assert 'self.add_module(f"stage{i}", stage)' in mobilenet and "self.stage2 =" not in mobilenet
+    assert "x = self.stage2(x)" in mobilenet
+    resnet = (GENERATED / "resnet50" / "resnet50_pytorch.py").read_text()
+    assert "self.layer2 = make_stage(Bottleneck, 256, 4, width=128, first=dict(stride=2, project=True))" in resnet

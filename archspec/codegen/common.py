@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shlex
 import textwrap
 from collections.abc import Callable
@@ -407,3 +408,109 @@ def unique_names(source: str, model: CodeModel, target: str, written: list[str] 
                 )
             raise CodegenError(f"{target}: the generated file binds {n} twice")  # pragma: no cover - a bug
     return source
+
+
+# ----------------------------------------------------------------------------
+# Stage tables
+
+
+def _table_row(step: Step, p: Printer) -> dict[str, str] | None:
+    """A stage's arguments as source text by name (``in_channels``, ``units``,
+    block arguments, first-unit overrides), or None when no table can hold it."""
+    if step.unit is None or step.units is None or step.cond is not None or step.varies_with_i:
+        return None
+    if step.unpacks or step.collect or set(step.first) & set(step.attrs):
+        return None
+    row = {"in_channels": p.expr(step.in_channels), "units": p.expr(step.units)}
+    row |= {k: p.expr(v) for k, v in step.attrs.items()}
+    return row | {f"first.{k}": p.expr(v) for k, v in step.first.items()}
+
+
+def stage_tables(
+    unit: Unit,
+    model: CodeModel,
+    p: Printer,
+    too_long: Callable[[Step], bool],
+    build: Callable[[list[str], str], list[str]],
+    min_run: int = 3,
+) -> dict[str, list[str]]:
+    """Runs of ``min_run`` or more stages of one block that differ only in
+    numbers, and whose calls do not fit one line each (``too_long``), as a
+    settings table and one loop (as torchvision's ``inverted_residual_setting``).
+    ``build(args, name)``: the loop's body, from make_stage's arguments and the
+    stage's name (an expression). Returns the ``__init__`` lines by stage: the
+    table's under the first stage, none under the others."""
+    if not unit.is_model:
+        return {}  # a block's stages are few, and named after the block's own name
+    callees = {u.class_name: u for u in model.units}
+    runs: list[list[tuple[Step, dict[str, str]]]] = [[]]
+    for step in unit.steps:
+        row = _table_row(step, p)
+        run = runs[-1]
+        if row is None or (run and (run[0][0].unit != step.unit or _plain(run[0][1]) != _plain(row))):
+            runs.append([])
+        if row is not None:
+            runs[-1].append((step, row))
+    out: dict[str, list[str]] = {}
+    for run in runs:
+        if len(run) < min_run or not any(too_long(step) for step, _ in run):
+            continue
+        lines = _table(run, unit, callees[run[0][0].unit], p, build)
+        if lines:
+            out |= {step.name: [] for step, _ in run}
+            out[run[0][0].name] = lines
+    return out
+
+
+def _plain(row: dict[str, str]) -> list[str]:
+    """A row's keys but the first-unit overrides."""
+    return [k for k in row if not k.startswith("first.")]
+
+
+def _table(
+    run: list[tuple[Step, dict[str, str]]],
+    unit: Unit,
+    block: Unit,
+    p: Printer,
+    build: Callable[[list[str], str], list[str]],
+) -> list[str]:
+    """The table of a run of stages and the loop that builds them (empty when the
+    table's column names would shadow an argument of the class)."""
+    firsts = list(dict.fromkeys(k for _, row in run for k in row if k.startswith("first.")))
+    defaults = {f"first.{k}": p.expr(v) for k, v in block.defaults.items()}
+    if not set(firsts) <= set(defaults):
+        return []
+    rows = [{**row, **{k: row.get(k, defaults[k]) for k in firsts}} for _, row in run]
+    columns = [k for k in rows[0] if k in ("in_channels", "units") or len({r[k] for r in rows}) > 1]
+    names = [k.removeprefix("first.") for k in columns]
+    taken = {a.name for a in unit.args} | {"i", "settings", "name", "stage", "self"}
+    if taken & set(names) or len(set(names)) < len(names):
+        return []
+    match = [re.fullmatch(r"(\D\w*?)(\d+)", step.name) for step, _ in run]
+    numbered = all(match) and len({m.group(1) for m in match}) == 1  # type: ignore[union-attr]
+    start = int(match[0].group(2)) if numbered else 0  # type: ignore[union-attr]
+    numbered = numbered and [int(m.group(2)) for m in match] == list(range(start, start + len(run)))  # type: ignore[union-attr]
+    if not numbered:
+        names.insert(0, "name")
+        columns.insert(0, "name")
+        rows = [{"name": f'"{step.name}"', **row} for (step, _), row in zip(run, rows)]
+    kwargs = [
+        f"{k}={k if k in columns else rows[0][k]}" for k in _plain(rows[0]) if k not in ("name", "in_channels", "units")
+    ]
+    first = [f"{k[6:]}={k[6:] if k in columns else rows[0][k]}" for k in firsts]  # k: "first.<argument>"
+    stage = f'f"{match[0].group(1)}{{i}}"' if numbered else "name"  # type: ignore[union-attr]
+    args = [run[0][0].unit, "in_channels", "units", *kwargs, *([f"first=dict({', '.join(first)})"] if first else [])]
+    comment = ", ".join(n for k, n in zip(columns, names) if not k.startswith("first."))
+    first_columns = [n for k, n in zip(columns, names) if k.startswith("first.")]
+    if first_columns:
+        comment += f"; {', '.join(first_columns)} of the first unit"
+    loop = f"enumerate(settings, start={start})" if numbered else "settings"
+    target = f"i, ({', '.join(names)})" if numbered else f"{', '.join(names)}"
+    return [
+        f"# {comment}",
+        "settings = [",
+        *(f"    ({', '.join(row[k] for k in columns)})," for row in rows),
+        "]",
+        f"for {target} in {loop}:",
+        *(f"    {line}" for line in build(args, stage)),
+    ]

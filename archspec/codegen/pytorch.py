@@ -456,11 +456,23 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     forward: list[str] = []
     comments = common.shape_comments(unit, TARGET)
     pending = comments[0]  # a step's shape comment follows its lines
+    tables = common.stage_tables(
+        unit,
+        model,
+        p,
+        lambda st: len(f"self.{st.name} = {_block_ctor(st, ctx)}") + 8 > 120,
+        lambda args, name: [f"stage = make_stage({', '.join(args)})", f"self.add_module({name}, stage)"],
+        min_run=5,  # as torchvision: a table for MobileNet's many stages, one line per ResNet layer
+    )
     for step, after in zip(unit.steps, comments[1:]):
         forward += pending
         pending = after
         module = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
+        if step.name in tables:  # built by its table's loop, under its own name (a weight key)
+            init += tables[step.name]
+            forward += common.assign(step.output, f"{module}({step.inputs[0]})", None, step.stand_in, step.is_output)
+            continue
         if step.unit is not None:
             ctor = _block_ctor(step, ctx)
             has_module = True
