@@ -747,12 +747,24 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     forward: list[str] = []
     comments = common.shape_comments(unit, TARGET)
     pending = comments[0]  # a step's shape comment follows its lines
+    tables = common.stage_tables(
+        unit,
+        ctx.model,
+        ctx.printer,
+        lambda st: len(f"self.{st.name} = {_block_ctor(st, ctx)}") + 12 > 120,
+        lambda args, name: [f"stage = make_stage({', '.join(args)})", f"setattr(self, {name}, stage)"],
+        min_run=5,  # as PyTorch
+    )
     for step, ctor, after in zip(unit.steps, ctors, comments[1:]):
         forward += pending
         pending = after
         attr = f"self.{step.name}"
         cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
         ins, out = [var(v) for v in step.inputs], var(step.output)
+        if step.name in tables:  # built by its table's loop, under its own name (a weight key)
+            links += tables[step.name]
+            forward += common.assign(out, f"{attr}({ins[0]})", None, var(step.stand_in), step.is_output)
+            continue
         if step.unit is not None and (step.unpacks or step.collect):
             if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
                 raise CodegenError(f"{step.name}: a block with several outputs under a condition")

@@ -194,73 +194,28 @@ class EfficientNetB0(chainer.Chain):
         super().__init__()
         with self.init_scope():
             self.stem = ConvBNSiLU(3, out=make_divisible(32 * width_mult, 8), kernel=3, stride=2)
-            self.stage1 = make_stage(
-                MBConv,
-                make_divisible(32 * width_mult, 8),
-                math.ceil(1 * depth_mult),
-                expand_ratio=1,
-                kernel=3,
-                out=16,
-                width_mult=width_mult,
-            )
-            self.stage2 = make_stage(
-                MBConv,
-                make_divisible(16 * width_mult, 8),
-                math.ceil(2 * depth_mult),
-                expand_ratio=6,
-                kernel=3,
-                out=24,
-                width_mult=width_mult,
-                first=dict(stride=2),
-            )
-            self.stage3 = make_stage(
-                MBConv,
-                make_divisible(24 * width_mult, 8),
-                math.ceil(2 * depth_mult),
-                expand_ratio=6,
-                kernel=5,
-                out=40,
-                width_mult=width_mult,
-                first=dict(stride=2),
-            )
-            self.stage4 = make_stage(
-                MBConv,
-                make_divisible(40 * width_mult, 8),
-                math.ceil(3 * depth_mult),
-                expand_ratio=6,
-                kernel=3,
-                out=80,
-                width_mult=width_mult,
-                first=dict(stride=2),
-            )
-            self.stage5 = make_stage(
-                MBConv,
-                make_divisible(80 * width_mult, 8),
-                math.ceil(3 * depth_mult),
-                expand_ratio=6,
-                kernel=5,
-                out=112,
-                width_mult=width_mult,
-            )
-            self.stage6 = make_stage(
-                MBConv,
-                make_divisible(112 * width_mult, 8),
-                math.ceil(4 * depth_mult),
-                expand_ratio=6,
-                kernel=5,
-                out=192,
-                width_mult=width_mult,
-                first=dict(stride=2),
-            )
-            self.stage7 = make_stage(
-                MBConv,
-                make_divisible(192 * width_mult, 8),
-                math.ceil(1 * depth_mult),
-                expand_ratio=6,
-                kernel=3,
-                out=320,
-                width_mult=width_mult,
-            )
+            # in_channels, units, expand_ratio, kernel, out; stride of the first unit
+            settings = [
+                (make_divisible(32 * width_mult, 8), math.ceil(1 * depth_mult), 1, 3, 16, 1),
+                (make_divisible(16 * width_mult, 8), math.ceil(2 * depth_mult), 6, 3, 24, 2),
+                (make_divisible(24 * width_mult, 8), math.ceil(2 * depth_mult), 6, 5, 40, 2),
+                (make_divisible(40 * width_mult, 8), math.ceil(3 * depth_mult), 6, 3, 80, 2),
+                (make_divisible(80 * width_mult, 8), math.ceil(3 * depth_mult), 6, 5, 112, 1),
+                (make_divisible(112 * width_mult, 8), math.ceil(4 * depth_mult), 6, 5, 192, 2),
+                (make_divisible(192 * width_mult, 8), math.ceil(1 * depth_mult), 6, 3, 320, 1),
+            ]
+            for i, (in_channels, units, expand_ratio, kernel, out, stride) in enumerate(settings, start=1):
+                stage = make_stage(
+                    MBConv,
+                    in_channels,
+                    units,
+                    expand_ratio=expand_ratio,
+                    kernel=kernel,
+                    out=out,
+                    width_mult=width_mult,
+                    first=dict(stride=stride),
+                )
+                setattr(self, f"stage{i}", stage)
             self.head = ConvBNSiLU(make_divisible(320 * width_mult, 8), out=make_divisible(1280 * width_mult, 8))
             self.fc = L.Linear(make_divisible(1280 * width_mult, 8), num_classes)
         self.dropout = dropout

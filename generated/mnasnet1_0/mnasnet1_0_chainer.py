@@ -130,64 +130,27 @@ class MNASNet1_0(chainer.Chain):
             )
             self.sepconv_bn = L.BatchNormalization(make_divisible(32 * alpha, 8), eps=1e-05, decay=0.9997)
             self.sepconv_project = ConvBN(make_divisible(32 * alpha, 8), out=make_divisible(16 * alpha, 8))
-            self.stack1 = make_stage(
-                InvertedResidual,
-                make_divisible(16 * alpha, 8),
-                3,
-                out_ch=24,
-                kernel_size=3,
-                expansion_factor=3,
-                alpha=alpha,
-                first=dict(stride=2),
-            )
-            self.stack2 = make_stage(
-                InvertedResidual,
-                make_divisible(24 * alpha, 8),
-                3,
-                out_ch=40,
-                kernel_size=5,
-                expansion_factor=3,
-                alpha=alpha,
-                first=dict(stride=2),
-            )
-            self.stack3 = make_stage(
-                InvertedResidual,
-                make_divisible(40 * alpha, 8),
-                3,
-                out_ch=80,
-                kernel_size=5,
-                expansion_factor=6,
-                alpha=alpha,
-                first=dict(stride=2),
-            )
-            self.stack4 = make_stage(
-                InvertedResidual,
-                make_divisible(80 * alpha, 8),
-                2,
-                out_ch=96,
-                kernel_size=3,
-                expansion_factor=6,
-                alpha=alpha,
-            )
-            self.stack5 = make_stage(
-                InvertedResidual,
-                make_divisible(96 * alpha, 8),
-                4,
-                out_ch=192,
-                kernel_size=5,
-                expansion_factor=6,
-                alpha=alpha,
-                first=dict(stride=2),
-            )
-            self.stack6 = make_stage(
-                InvertedResidual,
-                make_divisible(192 * alpha, 8),
-                1,
-                out_ch=320,
-                kernel_size=3,
-                expansion_factor=6,
-                alpha=alpha,
-            )
+            # in_channels, units, out_ch, kernel_size, expansion_factor; stride of the first unit
+            settings = [
+                (make_divisible(16 * alpha, 8), 3, 24, 3, 3, 2),
+                (make_divisible(24 * alpha, 8), 3, 40, 5, 3, 2),
+                (make_divisible(40 * alpha, 8), 3, 80, 5, 6, 2),
+                (make_divisible(80 * alpha, 8), 2, 96, 3, 6, 1),
+                (make_divisible(96 * alpha, 8), 4, 192, 5, 6, 2),
+                (make_divisible(192 * alpha, 8), 1, 320, 3, 6, 1),
+            ]
+            for i, (in_channels, units, out_ch, kernel_size, expansion_factor, stride) in enumerate(settings, start=1):
+                stage = make_stage(
+                    InvertedResidual,
+                    in_channels,
+                    units,
+                    out_ch=out_ch,
+                    kernel_size=kernel_size,
+                    expansion_factor=expansion_factor,
+                    alpha=alpha,
+                    first=dict(stride=stride),
+                )
+                setattr(self, f"stack{i}", stage)
             self.head = ConvBN(make_divisible(320 * alpha, 8), out=1280)
             self.fc = L.Linear(1280, num_classes)
         self.dropout = dropout

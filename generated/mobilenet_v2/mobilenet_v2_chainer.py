@@ -162,59 +162,21 @@ class MobileNetV2(chainer.Chain):
         super().__init__()
         with self.init_scope():
             self.stem = ConvBNReLU6(3, out=make_divisible(32 * alpha, 8), kernel=3, stride=2)
-            self.stage1 = make_stage(
-                InvertedResidual,
-                make_divisible(32 * alpha, 8),
-                1,
-                expand_ratio=1,
-                out=make_divisible(int(16 * alpha), 8),
-            )
-            self.stage2 = make_stage(
-                InvertedResidual,
-                make_divisible(int(16 * alpha), 8),
-                2,
-                expand_ratio=6,
-                out=make_divisible(int(24 * alpha), 8),
-                first=dict(stride=2),
-            )
-            self.stage3 = make_stage(
-                InvertedResidual,
-                make_divisible(int(24 * alpha), 8),
-                3,
-                expand_ratio=6,
-                out=make_divisible(int(32 * alpha), 8),
-                first=dict(stride=2),
-            )
-            self.stage4 = make_stage(
-                InvertedResidual,
-                make_divisible(int(32 * alpha), 8),
-                4,
-                expand_ratio=6,
-                out=make_divisible(int(64 * alpha), 8),
-                first=dict(stride=2),
-            )
-            self.stage5 = make_stage(
-                InvertedResidual,
-                make_divisible(int(64 * alpha), 8),
-                3,
-                expand_ratio=6,
-                out=make_divisible(int(96 * alpha), 8),
-            )
-            self.stage6 = make_stage(
-                InvertedResidual,
-                make_divisible(int(96 * alpha), 8),
-                3,
-                expand_ratio=6,
-                out=make_divisible(int(160 * alpha), 8),
-                first=dict(stride=2),
-            )
-            self.stage7 = make_stage(
-                InvertedResidual,
-                make_divisible(int(160 * alpha), 8),
-                1,
-                expand_ratio=6,
-                out=make_divisible(int(320 * alpha), 8),
-            )
+            # in_channels, units, expand_ratio, out; stride of the first unit
+            settings = [
+                (make_divisible(32 * alpha, 8), 1, 1, make_divisible(int(16 * alpha), 8), 1),
+                (make_divisible(int(16 * alpha), 8), 2, 6, make_divisible(int(24 * alpha), 8), 2),
+                (make_divisible(int(24 * alpha), 8), 3, 6, make_divisible(int(32 * alpha), 8), 2),
+                (make_divisible(int(32 * alpha), 8), 4, 6, make_divisible(int(64 * alpha), 8), 2),
+                (make_divisible(int(64 * alpha), 8), 3, 6, make_divisible(int(96 * alpha), 8), 1),
+                (make_divisible(int(96 * alpha), 8), 3, 6, make_divisible(int(160 * alpha), 8), 2),
+                (make_divisible(int(160 * alpha), 8), 1, 6, make_divisible(int(320 * alpha), 8), 1),
+            ]
+            for i, (in_channels, units, expand_ratio, out, stride) in enumerate(settings, start=1):
+                stage = make_stage(
+                    InvertedResidual, in_channels, units, expand_ratio=expand_ratio, out=out, first=dict(stride=stride)
+                )
+                setattr(self, f"stage{i}", stage)
             self.head = ConvBNReLU6(
                 make_divisible(int(320 * alpha), 8), out=make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
             )
