@@ -127,3 +127,11 @@ def test_pytorch_writes_many_long_stages_as_a_table_and_few_as_lines() -> None:
     assert "x = self.stage2(x)" in mobilenet
     resnet = (GENERATED / "resnet50" / "resnet50_pytorch.py").read_text()
     assert "self.layer2 = make_stage(Bottleneck, 256, 4, width=128, first=dict(stride=2, project=True))" in resnet
+
+
+def test_numbered_block_calls_are_a_table_too() -> None:
+    """MobileNetV3's fifteen bneck blocks are torchvision's settings table, not
+    fifteen calls (Keras' mobilenet_v2.py spelled out 17)."""
+    text = (GENERATED / "mobilenet_v3_large" / "mobilenet_v3_large_pytorch.py").read_text()
+    assert "# in_channels, kernel, expanded_channels, out, use_se, use_hs, stride" in text
+    assert 'self.add_module(f"bneck{i}", block)' in text and "self.bneck2 =" not in text

@@ -752,7 +752,7 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
         ctx.model,
         ctx.printer,
         lambda st: len(f"self.{st.name} = {_block_ctor(st, ctx)}") + 12 > 120,
-        lambda args, name: [f"stage = make_stage({', '.join(args)})", f"setattr(self, {name}, stage)"],
+        lambda var, fn, args, name: [f"{var} = {fn}({', '.join(args)})", f"setattr(self, {name}, {var})"],
         min_run=5,  # as PyTorch
     )
     for step, ctor, after in zip(unit.steps, ctors, comments[1:]):

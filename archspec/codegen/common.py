@@ -415,13 +415,16 @@ def unique_names(source: str, model: CodeModel, target: str, written: list[str] 
 
 
 def _table_row(step: Step, p: Printer) -> dict[str, str] | None:
-    """A stage's arguments as source text by name (``in_channels``, ``units``,
-    block arguments, first-unit overrides), or None when no table can hold it."""
-    if step.unit is None or step.units is None or step.cond is not None or step.varies_with_i:
+    """A stage's (or a block call's) arguments as source text by name
+    (``in_channels``, ``units``, block arguments, first-unit overrides), or
+    None when no table can hold it."""
+    if step.unit is None or step.cond is not None or step.varies_with_i:
         return None
     if step.unpacks or step.collect or set(step.first) & set(step.attrs):
         return None
-    row = {"in_channels": p.expr(step.in_channels), "units": p.expr(step.units)}
+    row = {"in_channels": p.expr(step.in_channels)}
+    if step.units is not None:
+        row["units"] = p.expr(step.units)
     row |= {k: p.expr(v) for k, v in step.attrs.items()}
     return row | {f"first.{k}": p.expr(v) for k, v in step.first.items()}
 
@@ -431,15 +434,17 @@ def stage_tables(
     model: CodeModel,
     p: Printer,
     too_long: Callable[[Step], bool],
-    build: Callable[[list[str], str], list[str]],
+    build: Callable[[str, str, list[str], str], list[str]],
     min_run: int = 3,
 ) -> dict[str, list[str]]:
     """Runs of ``min_run`` or more stages of one block that differ only in
     numbers, and whose calls do not fit one line each (``too_long``), as a
-    settings table and one loop (as torchvision's ``inverted_residual_setting``).
-    ``build(args, name)``: the loop's body, from make_stage's arguments and the
-    stage's name (an expression). Returns the ``__init__`` lines by stage: the
-    table's under the first stage, none under the others."""
+    settings table and one loop (as torchvision's ``inverted_residual_setting``);
+    the same for numbered calls of one block (MobileNetV3's ``bneck1`` to
+    ``bneck15``). ``build(variable, function, args, name)``: the loop's body,
+    building ``function(*args)`` into ``variable`` and registering it under
+    ``name`` (an expression). Returns the ``__init__`` lines by step: the
+    table's under the first, none under the others."""
     if not unit.is_model:
         return {}  # a block's stages are few, and named after the block's own name
     callees = {u.class_name: u for u in model.units}
@@ -472,10 +477,11 @@ def _table(
     unit: Unit,
     block: Unit,
     p: Printer,
-    build: Callable[[list[str], str], list[str]],
+    build: Callable[[str, str, list[str], str], list[str]],
 ) -> list[str]:
-    """The table of a run of stages and the loop that builds them (empty when the
-    table's column names would shadow an argument of the class)."""
+    """The table of a run of stages (or numbered block calls) and the loop that
+    builds them (empty when the table's column names would shadow an argument
+    of the class, or block calls are not numbered)."""
     firsts = list(dict.fromkeys(k for _, row in run for k in row if k.startswith("first.")))
     defaults = {f"first.{k}": p.expr(v) for k, v in block.defaults.items()}
     if not set(firsts) <= set(defaults):
@@ -483,13 +489,16 @@ def _table(
     rows = [{**row, **{k: row.get(k, defaults[k]) for k in firsts}} for _, row in run]
     columns = [k for k in rows[0] if k in ("in_channels", "units") or len({r[k] for r in rows}) > 1]
     names = [k.removeprefix("first.") for k in columns]
-    taken = {a.name for a in unit.args} | {"i", "settings", "name", "stage", "self"}
+    taken = {a.name for a in unit.args} | {"i", "settings", "name", "stage", "block", "self"}
     if taken & set(names) or len(set(names)) < len(names):
         return []
     match = [re.fullmatch(r"(\D\w*?)(\d+)", step.name) for step, _ in run]
     numbered = all(match) and len({m.group(1) for m in match}) == 1  # type: ignore[union-attr]
     start = int(match[0].group(2)) if numbered else 0  # type: ignore[union-attr]
     numbered = numbered and [int(m.group(2)) for m in match] == list(range(start, start + len(run)))  # type: ignore[union-attr]
+    stages = run[0][0].units is not None
+    if not numbered and not stages:
+        return []  # named calls (inception3a, ...) read better one per line
     if not numbered:
         names.insert(0, "name")
         columns.insert(0, "name")
@@ -499,7 +508,17 @@ def _table(
     ]
     first = [f"{k[6:]}={k[6:] if k in columns else rows[0][k]}" for k in firsts]  # k: "first.<argument>"
     stage = f'f"{match[0].group(1)}{{i}}"' if numbered else "name"  # type: ignore[union-attr]
-    args = [run[0][0].unit, "in_channels", "units", *kwargs, *([f"first=dict({', '.join(first)})"] if first else [])]
+    if stages:
+        fn, var = "make_stage", "stage"
+        args = [
+            run[0][0].unit,
+            "in_channels",
+            "units",
+            *kwargs,
+            *([f"first=dict({', '.join(first)})"] if first else []),
+        ]
+    else:
+        fn, var, args = run[0][0].unit, "block", ["in_channels", *kwargs]  # type: ignore[list-item]
     comment = ", ".join(n for k, n in zip(columns, names) if not k.startswith("first."))
     first_columns = [n for k, n in zip(columns, names) if k.startswith("first.")]
     if first_columns:
@@ -512,5 +531,5 @@ def _table(
         *(f"    ({', '.join(row[k] for k in columns)})," for row in rows),
         "]",
         f"for {target} in {loop}:",
-        *(f"    {line}" for line in build(args, stage)),
+        *(f"    {line}" for line in build(var, fn, args, stage)),
     ]

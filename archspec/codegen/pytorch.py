@@ -461,7 +461,7 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         model,
         p,
         lambda st: len(f"self.{st.name} = {_block_ctor(st, ctx)}") + 8 > 120,
-        lambda args, name: [f"stage = make_stage({', '.join(args)})", f"self.add_module({name}, stage)"],
+        lambda var, fn, args, name: [f"{var} = {fn}({', '.join(args)})", f"self.add_module({name}, {var})"],
         min_run=5,  # as torchvision: a table for MobileNet's many stages, one line per ResNet layer
     )
     for step, after in zip(unit.steps, comments[1:]):

@@ -594,8 +594,13 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         attr = f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.name in tables:  # built by its table's loop
-            forward += _stage(step, unit, ctx, attr, cond, [])
             init += tables[step.name]
+            if step.units is not None:
+                forward += _stage(step, unit, ctx, attr, cond, [])
+            else:
+                train = ", training=training" if step.unit in ctx.training else ""
+                call = f"{attr}({step.inputs[0]}{train})"
+                forward += common.assign(step.output, call, None, step.stand_in, step.is_output)
             continue
         if step.unit is not None and step.units is not None:
             forward += _stage(step, unit, ctx, attr, cond, init)
@@ -721,12 +726,15 @@ def _stage_tables(unit: Unit, model: CodeModel, ctx: Ctx) -> dict[str, list[str]
 
     def too_long(step: Step) -> bool:
         line: list[str] = []
-        _stage(step, unit, ctx, f"self.{step.name}", None, line)
+        if step.units is not None:
+            _stage(step, unit, ctx, f"self.{step.name}", None, line)
+        else:
+            line.append(f"self.{step.name} = {_block_ctor(step, ctx)}")
         return len(line[0]) + 8 > 120
 
-    def build(args: list[str], name: str) -> list[str]:
+    def build(var: str, fn: str, args: list[str], name: str) -> list[str]:
         named = [] if name == "name" else [f"name = {name}"]
-        return [*named, f"stage = make_stage({', '.join([*args, 'name=name'])})", "setattr(self, name, stage)"]
+        return [*named, f"{var} = {fn}({', '.join([*args, 'name=name'])})", f"setattr(self, name, {var})"]
 
     return common.stage_tables(unit, model, ctx.printer, too_long, build)
 

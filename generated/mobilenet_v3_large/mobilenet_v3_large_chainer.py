@@ -145,156 +145,38 @@ class MobileNetV3Large(chainer.Chain):
         super().__init__()
         with self.init_scope():
             self.stem = ConvBNActivation(3, out=make_divisible(16 * width_mult, 8), use_hs=True, kernel=3, stride=2)
-            self.bneck1 = InvertedResidual(
-                make_divisible(16 * width_mult, 8),
-                kernel=3,
-                expanded_channels=16,
-                out=16,
-                use_se=False,
-                use_hs=False,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck2 = InvertedResidual(
-                make_divisible(16 * width_mult, 8),
-                kernel=3,
-                expanded_channels=64,
-                out=24,
-                use_se=False,
-                use_hs=False,
-                stride=2,
-                width_mult=width_mult,
-            )
-            self.bneck3 = InvertedResidual(
-                make_divisible(24 * width_mult, 8),
-                kernel=3,
-                expanded_channels=72,
-                out=24,
-                use_se=False,
-                use_hs=False,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck4 = InvertedResidual(
-                make_divisible(24 * width_mult, 8),
-                kernel=5,
-                expanded_channels=72,
-                out=40,
-                use_se=True,
-                use_hs=False,
-                stride=2,
-                width_mult=width_mult,
-            )
-            self.bneck5 = InvertedResidual(
-                make_divisible(40 * width_mult, 8),
-                kernel=5,
-                expanded_channels=120,
-                out=40,
-                use_se=True,
-                use_hs=False,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck6 = InvertedResidual(
-                make_divisible(40 * width_mult, 8),
-                kernel=5,
-                expanded_channels=120,
-                out=40,
-                use_se=True,
-                use_hs=False,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck7 = InvertedResidual(
-                make_divisible(40 * width_mult, 8),
-                kernel=3,
-                expanded_channels=240,
-                out=80,
-                use_se=False,
-                use_hs=True,
-                stride=2,
-                width_mult=width_mult,
-            )
-            self.bneck8 = InvertedResidual(
-                make_divisible(80 * width_mult, 8),
-                kernel=3,
-                expanded_channels=200,
-                out=80,
-                use_se=False,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck9 = InvertedResidual(
-                make_divisible(80 * width_mult, 8),
-                kernel=3,
-                expanded_channels=184,
-                out=80,
-                use_se=False,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck10 = InvertedResidual(
-                make_divisible(80 * width_mult, 8),
-                kernel=3,
-                expanded_channels=184,
-                out=80,
-                use_se=False,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck11 = InvertedResidual(
-                make_divisible(80 * width_mult, 8),
-                kernel=3,
-                expanded_channels=480,
-                out=112,
-                use_se=True,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck12 = InvertedResidual(
-                make_divisible(112 * width_mult, 8),
-                kernel=3,
-                expanded_channels=672,
-                out=112,
-                use_se=True,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck13 = InvertedResidual(
-                make_divisible(112 * width_mult, 8),
-                kernel=5,
-                expanded_channels=672,
-                out=160,
-                use_se=True,
-                use_hs=True,
-                stride=2,
-                width_mult=width_mult,
-            )
-            self.bneck14 = InvertedResidual(
-                make_divisible(160 * width_mult, 8),
-                kernel=5,
-                expanded_channels=960,
-                out=160,
-                use_se=True,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
-            self.bneck15 = InvertedResidual(
-                make_divisible(160 * width_mult, 8),
-                kernel=5,
-                expanded_channels=960,
-                out=160,
-                use_se=True,
-                use_hs=True,
-                stride=1,
-                width_mult=width_mult,
-            )
+            # in_channels, kernel, expanded_channels, out, use_se, use_hs, stride
+            settings = [
+                (make_divisible(16 * width_mult, 8), 3, 16, 16, False, False, 1),
+                (make_divisible(16 * width_mult, 8), 3, 64, 24, False, False, 2),
+                (make_divisible(24 * width_mult, 8), 3, 72, 24, False, False, 1),
+                (make_divisible(24 * width_mult, 8), 5, 72, 40, True, False, 2),
+                (make_divisible(40 * width_mult, 8), 5, 120, 40, True, False, 1),
+                (make_divisible(40 * width_mult, 8), 5, 120, 40, True, False, 1),
+                (make_divisible(40 * width_mult, 8), 3, 240, 80, False, True, 2),
+                (make_divisible(80 * width_mult, 8), 3, 200, 80, False, True, 1),
+                (make_divisible(80 * width_mult, 8), 3, 184, 80, False, True, 1),
+                (make_divisible(80 * width_mult, 8), 3, 184, 80, False, True, 1),
+                (make_divisible(80 * width_mult, 8), 3, 480, 112, True, True, 1),
+                (make_divisible(112 * width_mult, 8), 3, 672, 112, True, True, 1),
+                (make_divisible(112 * width_mult, 8), 5, 672, 160, True, True, 2),
+                (make_divisible(160 * width_mult, 8), 5, 960, 160, True, True, 1),
+                (make_divisible(160 * width_mult, 8), 5, 960, 160, True, True, 1),
+            ]
+            for i, (in_channels, kernel, expanded_channels, out, use_se, use_hs, stride) in enumerate(
+                settings, start=1
+            ):
+                block = InvertedResidual(
+                    in_channels,
+                    kernel=kernel,
+                    expanded_channels=expanded_channels,
+                    out=out,
+                    use_se=use_se,
+                    use_hs=use_hs,
+                    stride=stride,
+                    width_mult=width_mult,
+                )
+                setattr(self, f"bneck{i}", block)
             self.lastconv = ConvBNActivation(
                 make_divisible(160 * width_mult, 8), out=6 * make_divisible(160 * width_mult, 8), use_hs=True
             )

@@ -129,116 +129,32 @@ class MobileNetV3Small(nn.Module):
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = ConvBNActivation(3, out=make_divisible(16 * width_mult, 8), use_hs=True, kernel=3, stride=2)
-        self.bneck1 = InvertedResidual(
-            make_divisible(16 * width_mult, 8),
-            kernel=3,
-            expanded_channels=16,
-            out=16,
-            use_se=True,
-            use_hs=False,
-            stride=2,
-            width_mult=width_mult,
-        )
-        self.bneck2 = InvertedResidual(
-            make_divisible(16 * width_mult, 8),
-            kernel=3,
-            expanded_channels=72,
-            out=24,
-            use_se=False,
-            use_hs=False,
-            stride=2,
-            width_mult=width_mult,
-        )
-        self.bneck3 = InvertedResidual(
-            make_divisible(24 * width_mult, 8),
-            kernel=3,
-            expanded_channels=88,
-            out=24,
-            use_se=False,
-            use_hs=False,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck4 = InvertedResidual(
-            make_divisible(24 * width_mult, 8),
-            kernel=5,
-            expanded_channels=96,
-            out=40,
-            use_se=True,
-            use_hs=True,
-            stride=2,
-            width_mult=width_mult,
-        )
-        self.bneck5 = InvertedResidual(
-            make_divisible(40 * width_mult, 8),
-            kernel=5,
-            expanded_channels=240,
-            out=40,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck6 = InvertedResidual(
-            make_divisible(40 * width_mult, 8),
-            kernel=5,
-            expanded_channels=240,
-            out=40,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck7 = InvertedResidual(
-            make_divisible(40 * width_mult, 8),
-            kernel=5,
-            expanded_channels=120,
-            out=48,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck8 = InvertedResidual(
-            make_divisible(48 * width_mult, 8),
-            kernel=5,
-            expanded_channels=144,
-            out=48,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck9 = InvertedResidual(
-            make_divisible(48 * width_mult, 8),
-            kernel=5,
-            expanded_channels=288,
-            out=96,
-            use_se=True,
-            use_hs=True,
-            stride=2,
-            width_mult=width_mult,
-        )
-        self.bneck10 = InvertedResidual(
-            make_divisible(96 * width_mult, 8),
-            kernel=5,
-            expanded_channels=576,
-            out=96,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
-        self.bneck11 = InvertedResidual(
-            make_divisible(96 * width_mult, 8),
-            kernel=5,
-            expanded_channels=576,
-            out=96,
-            use_se=True,
-            use_hs=True,
-            stride=1,
-            width_mult=width_mult,
-        )
+        # in_channels, kernel, expanded_channels, out, use_se, use_hs, stride
+        settings = [
+            (make_divisible(16 * width_mult, 8), 3, 16, 16, True, False, 2),
+            (make_divisible(16 * width_mult, 8), 3, 72, 24, False, False, 2),
+            (make_divisible(24 * width_mult, 8), 3, 88, 24, False, False, 1),
+            (make_divisible(24 * width_mult, 8), 5, 96, 40, True, True, 2),
+            (make_divisible(40 * width_mult, 8), 5, 240, 40, True, True, 1),
+            (make_divisible(40 * width_mult, 8), 5, 240, 40, True, True, 1),
+            (make_divisible(40 * width_mult, 8), 5, 120, 48, True, True, 1),
+            (make_divisible(48 * width_mult, 8), 5, 144, 48, True, True, 1),
+            (make_divisible(48 * width_mult, 8), 5, 288, 96, True, True, 2),
+            (make_divisible(96 * width_mult, 8), 5, 576, 96, True, True, 1),
+            (make_divisible(96 * width_mult, 8), 5, 576, 96, True, True, 1),
+        ]
+        for i, (in_channels, kernel, expanded_channels, out, use_se, use_hs, stride) in enumerate(settings, start=1):
+            block = InvertedResidual(
+                in_channels,
+                kernel=kernel,
+                expanded_channels=expanded_channels,
+                out=out,
+                use_se=use_se,
+                use_hs=use_hs,
+                stride=stride,
+                width_mult=width_mult,
+            )
+            self.add_module(f"bneck{i}", block)
         self.lastconv = ConvBNActivation(
             make_divisible(96 * width_mult, 8), out=6 * make_divisible(96 * width_mult, 8), use_hs=True
         )
