@@ -109,13 +109,7 @@ class InvertedResidual(chainer.Chain):
         super().__init__()
         branch_features = oup // 2
         with self.init_scope():
-            self.branch1 = (
-                DepthwisePointwise(
-                    branch_features - 0 if stride == 1 else in_channels, out=branch_features, stride=stride
-                )
-                if stride > 1
-                else None
-            )
+            self.branch1 = DepthwisePointwise(in_channels, out=branch_features, stride=stride) if stride > 1 else None
             self.branch2_pw = ConvBNReLU(
                 in_channels - branch_features if stride == 1 else in_channels, out=branch_features
             )
@@ -127,14 +121,12 @@ class InvertedResidual(chainer.Chain):
         self.out_channels = branch_features + branch_features
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        y = x[:, : self.branch_features] if self.use_x1 else x
-        if self.use_x2:
-            x = x[:, self.branch_features : self.in_channels]
-        if self.branch1 is not None:
-            y = self.branch1(y)
-        x = self.branch2_pw(x)
-        x = self.branch2(x)
-        x = F.concat([y, x], axis=1)
+        x1 = x[:, : self.branch_features] if self.use_x1 else x
+        y = x[:, self.branch_features : self.in_channels] if self.use_x2 else x
+        branch1 = self.branch1(x) if self.branch1 is not None else x1
+        y = self.branch2_pw(y)
+        y = self.branch2(y)
+        x = F.concat([branch1, y], axis=1)
         x = channel_shuffle(x, 2)
         return x
 

@@ -78,14 +78,12 @@ def inverted_residual(x, oup: int, stride: int = 1, *, name: str):
     branches and shuffle them."""
     in_channels = x.shape[-1]
     branch_features = oup // 2
-    y = ChannelSlice(0, branch_features, name=f"{name}.x1")(x) if stride == 1 else x
-    if stride == 1:
-        x = ChannelSlice(branch_features, in_channels, name=f"{name}.x2")(x)
-    if stride > 1:
-        y = depthwise_pointwise(y, out=branch_features, stride=stride, name=f"{name}.branch1")
-    x = conv_bn_relu(x, out=branch_features, name=f"{name}.branch2_pw")
-    x = depthwise_pointwise(x, out=branch_features, stride=stride, name=f"{name}.branch2")
-    x = layers.Concatenate(name=f"{name}.concat")([y, x])
+    x1 = ChannelSlice(0, branch_features, name=f"{name}.x1")(x) if stride == 1 else x
+    y = ChannelSlice(branch_features, in_channels, name=f"{name}.x2")(x) if stride == 1 else x
+    branch1 = depthwise_pointwise(x, out=branch_features, stride=stride, name=f"{name}.branch1") if stride > 1 else x1
+    y = conv_bn_relu(y, out=branch_features, name=f"{name}.branch2_pw")
+    y = depthwise_pointwise(y, out=branch_features, stride=stride, name=f"{name}.branch2")
+    x = layers.Concatenate(name=f"{name}.concat")([branch1, y])
     x = ChannelShuffle(2, name=f"{name}.shuffle")(x)
     return x
 

@@ -82,25 +82,19 @@ class InvertedResidual(nn.Module):
         self.x2_start = branch_features
         self.x2_stop = in_channels
         self.use_x2 = stride == 1
-        self.branch1 = (
-            DepthwisePointwise(branch_features - 0 if stride == 1 else in_channels, out=branch_features, stride=stride)
-            if stride > 1
-            else None
-        )
+        self.branch1 = DepthwisePointwise(in_channels, out=branch_features, stride=stride) if stride > 1 else None
         self.branch2_pw = ConvBNReLU(in_channels - branch_features if stride == 1 else in_channels, out=branch_features)
         self.branch2 = DepthwisePointwise(branch_features, out=branch_features, stride=stride)
         self.shuffle = nn.ChannelShuffle(2)
         self.out_channels = branch_features + branch_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x[:, : self.x1_stop] if self.use_x1 else x
-        if self.use_x2:
-            x = x[:, self.x2_start : self.x2_stop]
-        if self.branch1 is not None:
-            y = self.branch1(y)
-        x = self.branch2_pw(x)
-        x = self.branch2(x)
-        x = torch.cat([y, x], dim=1)
+        x1 = x[:, : self.x1_stop] if self.use_x1 else x
+        y = x[:, self.x2_start : self.x2_stop] if self.use_x2 else x
+        branch1 = self.branch1(x) if self.branch1 is not None else x1
+        y = self.branch2_pw(y)
+        y = self.branch2(y)
+        x = torch.cat([branch1, y], dim=1)
         x = self.shuffle(x)
         return x
 

@@ -230,12 +230,7 @@ class InvertedResidual(tf.Module):
         self.x2_stop = in_channels
         self.use_x2 = stride == 1
         self.branch1 = (
-            DepthwisePointwise(
-                branch_features - 0 if stride == 1 else in_channels,
-                out=branch_features,
-                stride=stride,
-                name=f"{name}.branch1",
-            )
+            DepthwisePointwise(in_channels, out=branch_features, stride=stride, name=f"{name}.branch1")
             if stride > 1
             else None
         )
@@ -248,14 +243,12 @@ class InvertedResidual(tf.Module):
         self.out_channels = branch_features + branch_features
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        y = x[..., : self.x1_stop] if self.use_x1 else x
-        if self.use_x2:
-            x = x[..., self.x2_start : self.x2_stop]
-        if self.branch1 is not None:
-            y = self.branch1(y, training=training)
-        x = self.branch2_pw(x, training=training)
-        x = self.branch2(x, training=training)
-        x = tf.concat([y, x], axis=-1)
+        x1 = x[..., : self.x1_stop] if self.use_x1 else x
+        y = x[..., self.x2_start : self.x2_stop] if self.use_x2 else x
+        branch1 = self.branch1(x, training=training) if self.branch1 is not None else x1
+        y = self.branch2_pw(y, training=training)
+        y = self.branch2(y, training=training)
+        x = tf.concat([branch1, y], axis=-1)
         x = channel_shuffle(x, 2)
         return x
 
