@@ -7,6 +7,7 @@ paths (``layer1.0.conv1``), so weights map 1:1 to the canonical keys.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -476,6 +477,8 @@ def _layer_path(ctx: Ctx, tail: str) -> str:
     ``{stage}.{i}``) below the enclosing block's name."""
     if not ctx.in_model:
         return f'f"{{name}}.{tail}"'
+    if re.fullmatch(r"\{\w+\}", tail):
+        return tail[1:-1]  # a variable holding the whole name
     return f'f"{tail}"' if "{" in tail else f'"{tail}"'
 
 
@@ -502,9 +505,10 @@ COMMENT_WIDTH = 112
 
 
 def _tabled(step: Step) -> bool:
-    """A stage a table can hold: run unit after unit on the chain variable."""
+    """A stage (or a plain block call) a table can hold: run unit after unit on
+    the chain variable."""
     return (
-        step.units is not None
+        step.unit is not None
         and not step.varies_with_i
         and step.cond is None
         and not step.unpacks
@@ -516,7 +520,9 @@ def _tabled(step: Step) -> bool:
 
 def stage_runs(steps: list[Step]) -> list[tuple[int, int]]:
     """``(start, stop)`` of each run of two or more consecutive stages of one
-    block that a table can hold."""
+    block that a table can hold, and of five or more numbered calls of one
+    block (MobileNetV3's ``bneck1`` to ``bneck15``; named calls such as
+    ``inception3a`` read better one per line)."""
     runs: list[tuple[int, int]] = []
     k = 0
     while k < len(steps):
@@ -526,13 +532,24 @@ def stage_runs(steps: list[Step]) -> list[tuple[int, int]]:
                 stop < len(steps)
                 and _tabled(steps[stop])
                 and steps[stop].unit == steps[k].unit
+                and (steps[stop].units is None) == (steps[k].units is None)
                 and steps[stop].output == steps[k].output
             ):
                 stop += 1
-        if stop - k >= 2:
+        if steps[k].units is not None and stop - k >= 2 or _numbered_calls(steps[k:stop]):
             runs.append((k, stop))
         k = stop
     return runs
+
+
+def _numbered_calls(steps: list[Step]) -> bool:
+    """Five or more plain calls named ``prefix1``, ``prefix2``, ... in order."""
+    match = [re.fullmatch(r"(\D\w*?)(\d+)", step.name) for step in steps]
+    if len(steps) < 5 or steps[0].units is not None or not all(match):
+        return False
+    numbers = [int(m.group(2)) for m in match]  # type: ignore[union-attr]
+    prefixes = {m.group(1) for m in match}  # type: ignore[union-attr]
+    return len(prefixes) == 1 and numbers == list(range(numbers[0], numbers[0] + len(steps)))
 
 
 def _numbered(e: E.Expr, found: list[E.Num]) -> E.Expr:
@@ -581,8 +598,11 @@ def stage_table(steps: list[Step], ctx: Ctx, functions: dict[str, str], taken: s
     p = ctx.printer
     callee = ctx.units[steps[0].unit]
     counts = [s.units for s in steps]
-    single = {p.expr(c) for c in counts} == {"1"}  # one unit each: no inner loop
-    columns: list[tuple[str, list[str]]] = [(_reserve("stage", taken), [f'"{s.name}"' for s in steps])]
+    plain = counts[0] is None  # numbered block calls, not stages
+    single = plain or {p.expr(c) for c in counts} == {"1"}  # one unit each: no inner loop
+    columns: list[tuple[str, list[str]]] = [
+        (_reserve("block" if plain else "stage", taken), [f'"{s.name}"' for s in steps])
+    ]
     kwargs: list[str] = []
     firsts: list[tuple[str, list[str], str]] = []  # first-unit columns: (variable, cells, the others' value)
     for k in [a.name for a in callee.args if any(a.name in s.attrs or a.name in s.first for s in steps)]:
@@ -619,9 +639,9 @@ def stage_table(steps: list[Step], ctx: Ctx, functions: dict[str, str], taken: s
         which = ", ".join(var for var, _, _ in firsts)
         notes.append(f"{which}: the first unit's, then {', '.join(other for _, _, other in firsts)}")
     names = [var for var, _ in columns]
-    table = _reserve("stages", taken)
+    table = _reserve("settings" if plain else "stages", taken)
     out = steps[0].output
-    tail = f"{{{names[0]}}}.0" if single else f"{{{names[0]}}}.{{i}}"
+    tail = f"{{{names[0]}}}" if plain else f"{{{names[0]}}}.0" if single else f"{{{names[0]}}}.{{i}}"
     call = f"{out} = {functions[steps[0].unit]}({', '.join([out, *kwargs, f'name={_layer_path(ctx, tail)}'])})"
     comment = f"{', '.join(names)}" + (f" ({'; '.join(notes)})" if notes else "")
     lines = [
@@ -634,6 +654,12 @@ def stage_table(steps: list[Step], ctx: Ctx, functions: dict[str, str], taken: s
     if single:
         return [*lines, f"    {call}"]
     return [*lines, f"    for i in range({p.expr(count)}):", f"        {call}"]
+
+
+def _fits_line(step: Step, ctx: Ctx, functions: dict[str, str]) -> bool:
+    """Whether a plain block call fits one line of a function's body."""
+    line = common.unit_outputs(step, _block_call(step, ctx, functions, step.inputs[0]))
+    return len(line) + 4 <= 120  # ruff's line length
 
 
 def _free(base: str, taken: set[str]) -> str:
@@ -664,6 +690,8 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     taken = _names_in(unit, functions)
     tables = {}
     for start, stop in stage_runs(unit.steps):
+        if unit.steps[start].units is None and all(_fits_line(s, ctx, functions) for s in unit.steps[start:stop]):
+            continue  # numbered calls that fit one line each read better as they are
         table = stage_table(unit.steps[start:stop], ctx, functions, taken)
         if table is not None:
             tables[start] = (table, stop)

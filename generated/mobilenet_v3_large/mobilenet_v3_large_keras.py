@@ -103,176 +103,36 @@ def MobileNetV3Large(num_classes: int = 1000, width_mult: float = 1.0, dropout: 
     # N x 224 x 224 x 3
     x = conv_bn_activation(x, out=make_divisible(16 * width_mult, 8), use_hs=True, kernel=3, stride=2, name="stem")
     # N x 112 x 112 x 16
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=16,
-        out=16,
-        use_se=False,
-        use_hs=False,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck1",
-    )
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=64,
-        out=24,
-        use_se=False,
-        use_hs=False,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck2",
-    )
-    # N x 56 x 56 x 24
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=72,
-        out=24,
-        use_se=False,
-        use_hs=False,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck3",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=72,
-        out=40,
-        use_se=True,
-        use_hs=False,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck4",
-    )
-    # N x 28 x 28 x 40
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=120,
-        out=40,
-        use_se=True,
-        use_hs=False,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck5",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=120,
-        out=40,
-        use_se=True,
-        use_hs=False,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck6",
-    )
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=240,
-        out=80,
-        use_se=False,
-        use_hs=True,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck7",
-    )
-    # N x 14 x 14 x 80
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=200,
-        out=80,
-        use_se=False,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck8",
-    )
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=184,
-        out=80,
-        use_se=False,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck9",
-    )
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=184,
-        out=80,
-        use_se=False,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck10",
-    )
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=480,
-        out=112,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck11",
-    )
-    # N x 14 x 14 x 112
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=672,
-        out=112,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck12",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=672,
-        out=160,
-        use_se=True,
-        use_hs=True,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck13",
-    )
-    # N x 7 x 7 x 160
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=960,
-        out=160,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck14",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=960,
-        out=160,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck15",
-    )
+    # block, kernel, expanded_channels, out, use_se, use_hs, stride
+    settings = [
+        ("bneck1", 3, 16, 16, False, False, 1),
+        ("bneck2", 3, 64, 24, False, False, 2),
+        ("bneck3", 3, 72, 24, False, False, 1),
+        ("bneck4", 5, 72, 40, True, False, 2),
+        ("bneck5", 5, 120, 40, True, False, 1),
+        ("bneck6", 5, 120, 40, True, False, 1),
+        ("bneck7", 3, 240, 80, False, True, 2),
+        ("bneck8", 3, 200, 80, False, True, 1),
+        ("bneck9", 3, 184, 80, False, True, 1),
+        ("bneck10", 3, 184, 80, False, True, 1),
+        ("bneck11", 3, 480, 112, True, True, 1),
+        ("bneck12", 3, 672, 112, True, True, 1),
+        ("bneck13", 5, 672, 160, True, True, 2),
+        ("bneck14", 5, 960, 160, True, True, 1),
+        ("bneck15", 5, 960, 160, True, True, 1),
+    ]
+    for block, kernel, expanded_channels, out, use_se, use_hs, stride in settings:
+        x = inverted_residual(
+            x,
+            kernel=kernel,
+            expanded_channels=expanded_channels,
+            out=out,
+            use_se=use_se,
+            use_hs=use_hs,
+            stride=stride,
+            width_mult=width_mult,
+            name=block,
+        )
     x = conv_bn_activation(x, out=6 * make_divisible(160 * width_mult, 8), use_hs=True, name="lastconv")
     # N x 7 x 7 x 960
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)

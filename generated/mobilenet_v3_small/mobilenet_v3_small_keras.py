@@ -103,132 +103,32 @@ def MobileNetV3Small(num_classes: int = 1000, width_mult: float = 1.0, dropout: 
     # N x 224 x 224 x 3
     x = conv_bn_activation(x, out=make_divisible(16 * width_mult, 8), use_hs=True, kernel=3, stride=2, name="stem")
     # N x 112 x 112 x 16
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=16,
-        out=16,
-        use_se=True,
-        use_hs=False,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck1",
-    )
-    # N x 56 x 56 x 16
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=72,
-        out=24,
-        use_se=False,
-        use_hs=False,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck2",
-    )
-    # N x 28 x 28 x 24
-    x = inverted_residual(
-        x,
-        kernel=3,
-        expanded_channels=88,
-        out=24,
-        use_se=False,
-        use_hs=False,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck3",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=96,
-        out=40,
-        use_se=True,
-        use_hs=True,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck4",
-    )
-    # N x 14 x 14 x 40
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=240,
-        out=40,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck5",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=240,
-        out=40,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck6",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=120,
-        out=48,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck7",
-    )
-    # N x 14 x 14 x 48
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=144,
-        out=48,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck8",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=288,
-        out=96,
-        use_se=True,
-        use_hs=True,
-        stride=2,
-        width_mult=width_mult,
-        name="bneck9",
-    )
-    # N x 7 x 7 x 96
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=576,
-        out=96,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck10",
-    )
-    x = inverted_residual(
-        x,
-        kernel=5,
-        expanded_channels=576,
-        out=96,
-        use_se=True,
-        use_hs=True,
-        stride=1,
-        width_mult=width_mult,
-        name="bneck11",
-    )
+    # block, kernel, expanded_channels, out, use_se, use_hs, stride
+    settings = [
+        ("bneck1", 3, 16, 16, True, False, 2),
+        ("bneck2", 3, 72, 24, False, False, 2),
+        ("bneck3", 3, 88, 24, False, False, 1),
+        ("bneck4", 5, 96, 40, True, True, 2),
+        ("bneck5", 5, 240, 40, True, True, 1),
+        ("bneck6", 5, 240, 40, True, True, 1),
+        ("bneck7", 5, 120, 48, True, True, 1),
+        ("bneck8", 5, 144, 48, True, True, 1),
+        ("bneck9", 5, 288, 96, True, True, 2),
+        ("bneck10", 5, 576, 96, True, True, 1),
+        ("bneck11", 5, 576, 96, True, True, 1),
+    ]
+    for block, kernel, expanded_channels, out, use_se, use_hs, stride in settings:
+        x = inverted_residual(
+            x,
+            kernel=kernel,
+            expanded_channels=expanded_channels,
+            out=out,
+            use_se=use_se,
+            use_hs=use_hs,
+            stride=stride,
+            width_mult=width_mult,
+            name=block,
+        )
     x = conv_bn_activation(x, out=6 * make_divisible(96 * width_mult, 8), use_hs=True, name="lastconv")
     # N x 7 x 7 x 576
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
