@@ -135,3 +135,8 @@ def test_numbered_block_calls_are_a_table_too() -> None:
     text = (GENERATED / "mobilenet_v3_large" / "mobilenet_v3_large_pytorch.py").read_text()
     assert "# in_channels, kernel, expanded_channels, out, use_se, use_hs, stride" in text
     assert 'self.add_module(f"bneck{i}", block)' in text and "self.bneck2 =" not in text
+    keras = (GENERATED / "mobilenet_v3_large" / "mobilenet_v3_large_keras.py").read_text()
+    assert "for block, kernel, expanded_channels, out, use_se, use_hs, stride in settings:" in keras
+    assert keras.count("inverted_residual(") == 2 and 'name="bneck2"' not in keras  # the definition, one call
+    # Numbered calls that fit a line stay one per line (mobilenet_v1's block1 to block6).
+    assert 'name="block2")' in (GENERATED / "mobilenet_v1" / "mobilenet_v1_keras.py").read_text()
