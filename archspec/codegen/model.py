@@ -1079,7 +1079,8 @@ class _Builder:
         -> ``branch3x3dbl``), or its last step's name. A named output read
         elsewhere (``gate.skip``) gets a variable of its own, and one read from
         every unit of a stage (``stack.*.skip``) a list that the stage's loop fills."""
-        outputs = set(out_names) | ({n for n, _ in self.spec.outputs or []} if unit.is_model else set())
+        declared = {n for n, _ in self.spec.outputs or []} if unit.is_model else set()
+        outputs = set(out_names) | declared
         index = {nd.name: k for k, nd in enumerate(defs)}
 
         def resolve(ref: str) -> str:
@@ -1228,7 +1229,9 @@ class _Builder:
             st.inputs = [var[r] for r in reads[k]]
             st.starred = tuple(r.count(".") == 2 for r in reads[k])
             st.output = var[nd.name]
-            st.is_output = nd.name in returned
+            # Only a declared network output is None when left out (an auxiliary
+            # head); the implicit last node stands for its input like any other.
+            st.is_output = nd.name in returned and nd.name in declared
             if nd.name in stand:
                 st.otherwise = var[resolve(stand[nd.name])]
             if nd.block is not None:
