@@ -10,7 +10,7 @@ import pytest
 from archspec import twins as T
 from archspec.codegen import EMITTERS
 from archspec.codegen.model import build as build_model
-from archspec.codegen.model import class_name
+from archspec.codegen.model import class_name, has_logits_switch
 from archspec.pipeline import compile_spec
 from archspec.weights import expected
 from tests.conftest import SPECS, load_generated
@@ -81,14 +81,16 @@ def test_generated_pytorch_loads_the_twins_state_dict(spec, library, model):
     """``model.load_state_dict(twin.state_dict())`` with strict keys, then the same logits."""
     import torch
 
+    compiled = compile_spec(SPECS / f"{spec}.yaml")
     source = next(
         T.Source(library, model, dict(t.config))
-        for t in compile_spec(SPECS / f"{spec}.yaml").spec.twins
+        for t in compiled.spec.twins
         if t.library == library and t.model == model
     )
     shape = (3, 75, 75) if spec == "inception_v3" else (3, 64, 64)
     twin = T.build_twin(source, shape).eval()
-    ours = getattr(load_generated(spec, "pytorch"), class_name(spec))().eval()
+    kwargs = {"logits": True} if has_logits_switch(compiled.graph) else {}  # the twins return logits
+    ours = getattr(load_generated(spec, "pytorch"), class_name(spec))(**kwargs).eval()
     torch.manual_seed(0)
     state = twin.state_dict()
     for key, value in state.items():  # statistics that are not the defaults, so that a mix-up shows
