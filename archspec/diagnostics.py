@@ -42,6 +42,7 @@ CODES: dict[str, str] = {
     "E210": "named output misused",
     "E211": "conditional input misused",
     "E212": "left-out node stands for another input",
+    "E213": "sequential block is not a chain of layers",
     # Values and expressions
     "E301": "expression syntax error",
     "E302": "expression evaluation error",

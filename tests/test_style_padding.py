@@ -24,8 +24,9 @@ from tests.conftest import ROOT, SPEC_NAMES, SPECS, load_generated
 
 TARGETS = ("pytorch", "chainer")
 CONVS = ("conv2d", "depthwise_conv2d", "conv1d", "separable_conv2d")
-# Base classes of the generated blocks and networks (helpers subclass layers).
-NETWORK_BASES = {"pytorch": "nn.Module", "chainer": "chainer.Chain"}
+# Base classes of the generated blocks and networks (helpers subclass layers);
+# a sequential block is a container of unnamed layers.
+NETWORK_BASES = {"pytorch": ("nn.Module", "nn.Sequential"), "chainer": ("chainer.Chain", "chainer.ChainList")}
 PLAIN = {"pytorch": r"(nn\.Conv[12]d|SeparableConv2d)", "chainer": r"(L\.Convolution[12]D|SeparableConvolution2D)"}
 
 
@@ -37,7 +38,7 @@ def network_classes(tree: ast.Module, target: str) -> list[ast.ClassDef]:
     return [
         c
         for c in tree.body
-        if isinstance(c, ast.ClassDef) and [ast.unparse(b) for b in c.bases] == [NETWORK_BASES[target]]
+        if isinstance(c, ast.ClassDef) and len(c.bases) == 1 and ast.unparse(c.bases[0]) in NETWORK_BASES[target]
     ]
 
 
@@ -45,10 +46,22 @@ def method(cls: ast.ClassDef, name: str) -> ast.FunctionDef:
     return next(f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == name)
 
 
+def layer_ctor(init: ast.FunctionDef, unit, step) -> str | None:
+    """The class a step's layer is built with: ``self.NAME = CLASS(...)``, or in a
+    sequential block the step's position among the arguments of ``super().__init__``."""
+    if not unit.sequential:
+        ctor = re.search(rf"self\.{step.name} = (\w+(\.\w+)?)\(", ast.unparse(init))
+        return ctor.group(1) if ctor else None
+    calls = [n for n in ast.walk(init) if isinstance(n, ast.Call) and ast.unparse(n.func) == "super().__init__"]
+    return ast.unparse(calls[0].args[int(step.name)].func) if calls else None
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_forward_calls_no_padding_function(name: str, target: str) -> None:
     for cls in network_classes(generated(name, target), target):
+        if not any(isinstance(f, ast.FunctionDef) and f.name == "forward" for f in cls.body):
+            continue  # an nn.Sequential: its layers' own forward
         for node in ast.walk(method(cls, "forward")):
             if isinstance(node, ast.Call):
                 func = ast.unparse(node.func)
@@ -73,13 +86,13 @@ def test_symmetric_and_1x1_convolutions_take_plain_layers(name: str, target: str
     nodes = {n.path: n for n in model.compiled.graph.nodes}
     classes = {c.name: c for c in network_classes(generated(name, target), target)}
     for unit in model.units:
-        init = ast.unparse(method(classes[unit.class_name], "__init__"))
+        init = method(classes[unit.class_name], "__init__")
         for step in unit.steps:
             if step.op not in CONVS or not symmetric_everywhere(step, common.instances(model, unit, step, nodes)):
                 continue
-            ctor = re.search(rf"self\.{step.name} = (\w+(\.\w+)?)\(", init)
+            ctor = layer_ctor(init, unit, step)
             assert ctor, f"{name} {target}: {unit.class_name}.{step.name} not built in __init__"
-            assert re.fullmatch(PLAIN[target], ctor.group(1)), f"{name} {target}: {unit.class_name}.{step.name}"
+            assert re.fullmatch(PLAIN[target], ctor), f"{name} {target}: {unit.class_name}.{step.name}"
 
 
 SAME_KERNELS = """

@@ -727,9 +727,31 @@ class ClassCode:
     forward: list[str]
     returns: str
     lets: list[str]  # sizes the block names once, before the links
+    # A sequential block: a ``chainer.ChainList`` of ``links`` (unnamed: 0, 1, ...)
+    # whose forward calls them in order.
+    sequential: bool = False
+
+
+def sequential_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
+    """A sequential block as a ``chainer.ChainList`` of its links, named 0, 1, ...
+    (the IR paths of its layers), called in order."""
+    ctx.unit = unit
+    ctx.stored = {}
+    links = []
+    for step in unit.steps:
+        link = OPS[step.op].link(step, ctx) if OPS[step.op].link else None
+        if link is None or ctx.stored or OPS[step.op].forward(step, ctx, ["x"], "link") != "link(x)":
+            raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that Chainer cannot write as one link")
+        links.append(link)
+    init = [f"self.out_channels = {ctx.expr(unit.out_channels)}"] if unit.name in stage_blocks else []
+    doc = common.docstring(unit.doc, indent="    ")
+    lets = [f"{lname} = {ctx.printer.expr(e)}" for lname, e in unit.lets]
+    return ClassCode(unit.class_name, doc, common.signature(unit), links, init, [], "", lets, sequential=True)
 
 
 def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
+    if unit.sequential:
+        return sequential_code(unit, ctx, stage_blocks)
     ctx.unit = unit
     ctx.stored = {}
     # The links first: their names are taken before forward stores any argument.

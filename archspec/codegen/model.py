@@ -153,6 +153,9 @@ class Unit:
     # Sizes the block names once (the spec's ``let``), written first in its
     # constructor: ``width = int(planes * (base_width / 64.0)) * groups``.
     lets: list[tuple[str, E.Expr]] = field(default_factory=list)
+    # A chain of unnamed layers (the spec's ``sequential: true``), written as the
+    # target's sequential container: its steps are named "0", "1", ...
+    sequential: bool = False
 
     @property
     def defaults(self) -> dict[str, E.Expr]:
@@ -557,6 +560,7 @@ class _Builder:
             num(0),
             block.doc.strip(),
             lets=[(lname, self.bind(lv.expr) if lv.expr is not None else literal(lv.raw)) for lname, lv in block.lets],
+            sequential=block.sequential,
         )
         self.fill(unit, block.nodes, envs, name("in_channels"), block.output_names())
         return unit

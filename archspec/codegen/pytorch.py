@@ -446,9 +446,33 @@ class ClassCode:
     init: list[str]
     forward: list[str]
     returns: str
+    # A sequential block (an ``nn.Sequential`` subclass): its layers, then
+    # ``init`` holds what comes before them and ``after`` what follows.
+    layers: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+
+
+def sequential_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
+    """A sequential block as an ``nn.Sequential`` of unnamed layers, as torchvision's
+    ``Conv2dNormActivation``: its ``state_dict`` keys are positions (``downsample.0.weight``)."""
+    p = ctx.printer
+    ctx.unit = unit
+    ctx.inplace = set()
+    layers = []
+    for step in unit.steps:
+        ctor = OPS[step.op].module(step, ctx) if OPS[step.op].module else None
+        if ctor is None or OPS[step.op].forward(step, ctx, ["x"], "layer") != "layer(x)":
+            raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that PyTorch cannot write as one module")
+        layers.append(ctor)
+    after = [f"self.out_channels = {p.expr(unit.out_channels)}"] if unit.name in stage_blocks else []
+    lets = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
+    doc = common.docstring(unit.doc, indent="    ")
+    return ClassCode(unit.class_name, doc, common.signature(unit), lets, [], "", layers, after)
 
 
 def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
+    if unit.sequential:
+        return sequential_code(unit, model, ctx, stage_blocks)
     p = ctx.printer
     ctx.unit = unit
     ctx.inplace = inplace_steps(unit)

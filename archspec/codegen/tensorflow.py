@@ -588,10 +588,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     tables = _stage_tables(unit, model, ctx)
     comments = common.shape_comments(unit, TARGET)
     pending = comments[0]  # a step's shape comment follows its lines
+    layers: list[str] = []  # a sequential block's layers, unnamed (their variables are named name.0, name.1, ...)
     for step, after in zip(unit.steps, comments[1:]):
         forward += pending
         pending = after
-        attr = f"self.{step.name}"
+        attr = f"self.layers[{step.name}]" if unit.sequential else f"self.{step.name}"
         cond = p.expr(step.cond, outer=1) if step.cond is not None else None
         if step.name in tables:  # built by its table's loop
             init += tables[step.name]
@@ -625,7 +626,11 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
             note = _comment(step, ctx)
             if note:
                 forward.append(f"# {note}")
-        if ctor is not None:
+        if unit.sequential:
+            if ctor is None:
+                raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that TensorFlow cannot write as one layer")
+            layers.append(ctor)
+        elif ctor is not None:
             init.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
             present = f"{attr} is not None"
         else:
@@ -637,6 +642,8 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         is_output = unit.is_model and step.is_output
         skip = f"self.{unit.logits_attr}" if step.logits_switch else None
         forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
+    if layers:
+        init.append(f"self.layers = [{', '.join(layers)}]")
     if unit.logits_attr:
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,11 @@ TOP_KEYS = (
 # A twin: a published model the spec reproduces (docs/twins.md).
 TWIN_LIBRARIES = ("torchvision", "timm", "keras")
 TWIN_KEYS = ("library", "model", "config", "set", "departs", "exact")
-BLOCK_KEYS = ("params", "let", "nodes", "output", "doc")
+BLOCK_KEYS = ("params", "let", "nodes", "output", "doc", "sequential")
+# Ops a sequential block may chain: layers that every target writes as one
+# module, link or layer of its sequential container.
+SEQUENTIAL_FAMILIES = ("conv", "dense")
+SEQUENTIAL_OPS = ("batch_norm", "layer_norm")
 NODE_KEYS = ("op", "block", "in", "when", "repeat", "first", "doc")
 CHOICE_KEYS = ("if", "then", "else")
 PAD_KEYWORDS = {"pad2d": ("same", "valid"), "pad1d": ("same", "valid", "causal")}
@@ -191,6 +195,9 @@ class BlockDef:
     # Sizes derived from the parameters, named once (``width: planes * 4``),
     # in order: each may read the parameters, in_channels and the ones before.
     lets: list[tuple[str, Value]] = field(default_factory=list)
+    # A chain of unnamed layers (``sequential: true``): its nodes are named by
+    # position, "0", "1", ..., as torchvision's ``nn.Sequential`` (``downsample.0``).
+    sequential: bool = False
 
     @property
     def output(self) -> str:
@@ -666,7 +673,45 @@ class _Parser:
         outputs = self.block_outputs(m, nodes) if "output" in m else []
         self.check_choices(nodes, outputs)
         doc = m.get("doc", "") if isinstance(m.get("doc", ""), str) else ""
-        return BlockDef(name, pos, params, nodes, outputs, doc, lets)
+        sequential = self.sequential(m, name, nodes) if "sequential" in m else False
+        if sequential:  # its layers are unnamed: a node's name is its position
+            nodes = [replace(nd, name=str(i)) for i, nd in enumerate(nodes)]
+        return BlockDef(name, pos, params, nodes, outputs, doc, lets, sequential)
+
+    def sequential(self, m: YMap, name: str, nodes: list[NodeDef]) -> bool:
+        """``sequential: true``: the block is a straight chain of layers (one
+        input, one output, each node reading the one before), which every
+        target writes as its sequential container. False where it is not."""
+        flag, pos = m["sequential"], m.val_pos["sequential"]
+        if not isinstance(flag, bool):
+            self.err(pos, "E101", f"'sequential' of block '{name}' must be true or false, found {_kind(flag)}")
+            return False
+        if not flag:
+            return False
+        ok = "output" not in m
+        if not ok:
+            self.err(m.key_pos["output"], "E213", f"sequential block '{name}' returns its last layer: remove 'output'")
+        allowed = [o.name for o in ops.OPS.values() if o.family in SEQUENTIAL_FAMILIES] + list(SEQUENTIAL_OPS)
+        for nd in nodes:
+            what = None
+            if nd.op is None:
+                what = "uses a block"
+            elif nd.op not in allowed:
+                what = f"is a {nd.op}"
+            elif nd.inputs is not None:
+                what = "names its input ('in')"
+            elif nd.when is not None:
+                what = "is conditional ('when')"
+            if what is not None:
+                ok = False
+                self.err(
+                    nd.pos,
+                    "E213",
+                    f"'{nd.name}' of sequential block '{name}' {what}: a sequential block is a straight chain of "
+                    f"layers ({', '.join(allowed)}), each reading the one before; "
+                    "write this block without 'sequential'",
+                )
+        return ok
 
     def lets(self, m: YMap, scope: set[str]) -> list[tuple[str, Value]]:
         """``let: {width: "int(planes * base_width / 64) * groups"}``: named

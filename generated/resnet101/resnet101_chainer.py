@@ -56,18 +56,18 @@ def make_stage(block: type[chainer.Chain], in_channels: int, units: int, first: 
     return Stage(*blocks)
 
 
-class ConvBN(chainer.Chain):
+class ConvBN(chainer.ChainList):
     """A convolution without bias followed by batch norm (the projection shortcut)."""
 
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1) -> None:
-        super().__init__()
-        with self.init_scope():
-            self.conv = L.Convolution2D(in_channels, out, kernel, stride=stride, nobias=True)
-            self.bn = L.BatchNormalization(out, eps=1e-05)
+        super().__init__(
+            L.Convolution2D(in_channels, out, kernel, stride=stride, nobias=True),
+            L.BatchNormalization(out, eps=1e-05),
+        )
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        x = self.conv(x)
-        x = self.bn(x)
+        for link in self:
+            x = link(x)
         return x
 
 

@@ -150,12 +150,14 @@ class ConvBN(tf.Module):
 
     def __init__(self, in_channels: int, out: int, kernel: int = 1, stride: int = 1, *, name: str) -> None:
         super().__init__()
-        self.conv = Conv2D(in_channels, out, kernel, stride=stride, bias=False, name=f"{name}.conv")
-        self.bn = BatchNorm(out, name=f"{name}.bn")
+        self.layers = [
+            Conv2D(in_channels, out, kernel, stride=stride, bias=False, name=f"{name}.0"),
+            BatchNorm(out, name=f"{name}.1"),
+        ]
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        x = self.conv(x)
-        x = self.bn(x, training=training)
+        x = self.layers[0](x)
+        x = self.layers[1](x, training=training)
         return x
 
 

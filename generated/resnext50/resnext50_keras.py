@@ -24,8 +24,8 @@ from keras import layers
 
 def conv_bn(x, out: int, stride: int = 1, *, name: str):
     """A convolution without bias followed by batch norm (the projection shortcut)."""
-    x = layers.Conv2D(out, 1, strides=stride, use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn")(x)
+    x = layers.Conv2D(out, 1, strides=stride, use_bias=False, name=f"{name}.0")(x)
+    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.1")(x)
     return x
 
 

@@ -36,18 +36,14 @@ def make_stage(
     return nn.Sequential(*blocks)
 
 
-class ConvBN(nn.Module):
+class ConvBN(nn.Sequential):
     """A convolution without bias followed by batch norm (the projection shortcut)."""
 
     def __init__(self, in_channels: int, out: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out, 1, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        x = self.bn(x)
-        return x
+        super().__init__(
+            nn.Conv2d(in_channels, out, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(out),
+        )
 
 
 class Bottleneck(nn.Module):
