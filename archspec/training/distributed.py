@@ -174,7 +174,9 @@ def _agreed(step: int, stop: Stop | None, others: int) -> Stop | None:
 class TorchWorld(World):
     """torch.distributed under torchrun: DistributedDataParallel, a DistributedSampler."""
 
-    def __init__(self, rank: int, size: int, backend: str, devices: tuple[str, ...], sync_bn: bool) -> None:
+    def __init__(
+        self, rank: int, size: int, backend: str, devices: tuple[str, ...] = ("cpu",), sync_bn: bool = False
+    ) -> None:
         self.rank, self.size, self.backend, self.devices, self.sync_bn = rank, size, backend, devices, sync_bn
         self.engine = f"torch.distributed (DistributedDataParallel, {backend})"
 
