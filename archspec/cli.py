@@ -780,6 +780,26 @@ def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tu
         raise click.BadParameter(str(exc)) from None
 
 
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    extras.require(f"archspec {ctx.info_name}", "train")
+    from archspec.training.device import parse
+
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+device_option = click.option(
+    "--device",
+    metavar="DEVICE",
+    default="auto",
+    show_default=True,
+    callback=_device,
+    help="auto (a GPU when the framework sees one, else the CPU), cpu, cuda or cuda:N.",
+)
+
+
 class _Values(click.ParamType):
     """A comma-separated list of values of one grid axis (archspec.training.grid.AXES)."""
 
@@ -838,6 +858,7 @@ class _Values(click.ParamType):
 @set_option
 @input_option
 @click.option("--threads", type=int, help="CPU threads for the framework. [its default]")
+@device_option
 @click.option("--eval-every", type=int, help="Steps between test evaluations and checkpoints. [iters / 20]")
 @click.option(
     "-o", "--out", metavar="RUN_DIR", help="Run directory, or a grid's folder of them. [runs/<spec>-<target>-<time>]"
@@ -948,7 +969,7 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
         accuracy += f" (train {info['train_accuracy']:.4f})"
     click.echo(
         f"{info['name']} in {info['target']}: {result.step} steps in {info['seconds']:.1f} s; {accuracy}; "
-        f"{info['params']['trainable']:,} parameters, {info['model_size_mb']:.2f} MB"
+        f"{info['params']['trainable']:,} parameters, weights {info['weights_mb']:.2f} MB, on {info['device']}"
     )
     click.echo(f"run saved in {result.run_dir}")
     if result.status == "interrupted":
@@ -1020,7 +1041,10 @@ def _train_grid(options, axes: dict[str, tuple]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @set_option
 @input_option
-def test_command(spec: str, target: str, weights_path: Path, data: str | None, as_json: bool, sets, input_shape):
+@device_option
+def test_command(
+    spec: str, target: str, weights_path: Path, data: str | None, as_json: bool, sets, input_shape, device: str
+):
     """Classify every test image with trained weights in one framework: one line
     per image (file, predicted class, probability), accuracy, per-class
     accuracy and the confusion matrix."""
@@ -1038,6 +1062,7 @@ def test_command(spec: str, target: str, weights_path: Path, data: str | None, a
             sets=sets,
             input_shape=input_shape,
             echo=lambda m: click.echo(m, err=True),
+            device=device,
         )
     except SpecError as err:
         _report(err)

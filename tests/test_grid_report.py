@@ -51,7 +51,7 @@ def fake_run(run_dir: Path, status: str = "done", steps: int = 20, **options) ->
         "batch_size": opts.batch_size,
         "input_shape": [3, 32, 32],
         "params": {"trainable": 59386, "non_trainable": 0, "total": 59386},
-        "model_size_mb": 0.232,
+        "weights_mb": 0.232,
         "seconds": step / 10,
     }
     if done:

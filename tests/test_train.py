@@ -197,7 +197,7 @@ def test_a_run_writes_every_file(lenet_run):
     assert info["options"]["lr"] == 0.003 and info["options"]["optimizer"] == "adam"
     assert info["params"]["trainable"] == 58_866  # lenet with 2 classes, as the quiz's table
     assert info["versions"]["torch"].startswith("2.")
-    assert info["model_size_mb"] > 0.2
+    assert info["weights_mb"] > 0.2 and info["device"] == "cpu"
     assert 0.0 <= info["test_accuracy"] <= 1.0 and "train_accuracy" in info
     rows = Metrics.read(out / "metrics.csv").rows
     assert [r["step"] for r in rows] == [20, 40, 60]

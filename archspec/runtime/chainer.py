@@ -44,11 +44,20 @@ def canonical_key(path: str) -> str:
     return ".".join([*links, PARAM_NAMES[name]])
 
 
-def _set(array: np.ndarray):
+def _set(array):
     def write(value: np.ndarray) -> None:
-        array[...] = value
+        array[...] = _chainer().backend.get_device_from_array(array).send(value)  # a GPU array takes a GPU copy
 
     return write
+
+
+def _host(array) -> np.ndarray:
+    """An array (numpy's, or CuPy's on a GPU) in numpy."""
+    return _chainer().backend.CpuDevice().send(array)
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, _chainer().get_array_types())
 
 
 def slots(model) -> dict[str, Slot]:
@@ -58,7 +67,7 @@ def slots(model) -> dict[str, Slot]:
             raise WeightError(f"Chainer parameter {path} is not initialized (its input size is unknown)")
         found[path] = param.array
     for path, link in model.namedlinks():
-        if all(isinstance(getattr(link, s, None), np.ndarray) for s in STATISTICS):
+        if all(_is_array(getattr(link, s, None)) for s in STATISTICS):
             for stat in STATISTICS:
                 found[f"{path.rstrip('/')}/{stat}"] = getattr(link, stat)
     out: dict[str, Slot] = {}
@@ -66,7 +75,7 @@ def slots(model) -> dict[str, Slot]:
         key = canonical_key(path)
         if key in out:
             raise WeightError(f"two Chainer values map to {key}")
-        out[key] = Slot(array.shape, LAYOUTS[path.rsplit("/", 1)[-1]], lambda a=array: a, _set(array))
+        out[key] = Slot(array.shape, LAYOUTS[path.rsplit("/", 1)[-1]], lambda a=array: _host(a), _set(array))
     return out
 
 
@@ -87,7 +96,7 @@ def param_counts(model) -> tuple[int, int]:
     frozen = sum(
         getattr(link, s).size
         for _, link in model.namedlinks()
-        if all(isinstance(getattr(link, s, None), np.ndarray) for s in STATISTICS)
+        if all(_is_array(getattr(link, s, None)) for s in STATISTICS)
         for s in STATISTICS
     )
     return trainable, frozen
@@ -101,10 +110,11 @@ def _inference() -> Iterator[None]:
 
 
 def run(model, x: np.ndarray) -> list[np.ndarray]:
+    """Inference on the model's device; outputs in numpy."""
     with _inference():
-        out = model(np.ascontiguousarray(x, dtype=np.float32))
+        out = model(model.device.send(np.ascontiguousarray(x, dtype=np.float32)))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [np.asarray(o.array) for o in outs if o is not None]  # (None: a head switched off)
+    return [_host(o.array) for o in outs if o is not None]  # (None: a head switched off)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ the canonical layout; the table of layouts is empty. ``num_batches_tracked``
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -56,10 +57,16 @@ def param_counts(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, frozen
 
 
+def device(model: torch.nn.Module) -> torch.device:
+    """Where the model's tensors are (the CPU for a model without any)."""
+    return next((t.device for t in itertools.chain(model.parameters(), model.buffers())), torch.device("cpu"))
+
+
 def run(model: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    """Inference on the model's device; outputs back on the CPU."""
     model.eval()
     with torch.no_grad():
-        out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device(model)))
     outs = out if isinstance(out, (tuple, list)) else (out,)
     return [o.detach().cpu().numpy() for o in outs if o is not None]  # (None: a head switched off)
 

@@ -25,6 +25,9 @@ to every parameter's gradient before the update, torch.optim's weight decay;
 that v' = -lr v holds at every lr and the update is PyTorch's (without it, v'
 would keep the old lr's scale after a step of the schedule); augmentation
 runs in the updater's converter (:class:`Augmented`).
+
+On a GPU (``--device cuda``, through CuPy) the model is moved with
+``model.to_device("@cupy:K")`` and the converter sends each batch after it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from types import ModuleType
 import numpy as np
 
 from archspec.runtime import chainer as rt
+from archspec.training import device as placement
 from archspec.training.augment import augment
 from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, RuntimeModel, Setup, TrainingError, atomic
 from archspec.training.data import Dataset
@@ -98,15 +102,15 @@ class Schedule:
 
 class Augmented:
     """The updater's converter: ``concat_examples``, then the augmentation of the
-    batch's optimizer step (counted from ``start``)."""
+    batch's optimizer step (counted from ``start``), then the batch to the model's ``device``."""
 
-    def __init__(self, names: tuple[str, ...], seed: int, start: int) -> None:
-        self.names, self.seed, self.step = names, seed, start
+    def __init__(self, names: tuple[str, ...], seed: int, start: int, device) -> None:
+        self.names, self.seed, self.step, self.device = names, seed, start, device
 
-    def __call__(self, batch, device=None) -> tuple[np.ndarray, np.ndarray]:
-        x, y = chainer.dataset.concat_examples(batch, device)
+    def __call__(self, batch, device=None):
+        x, y = chainer.dataset.concat_examples(batch)
         self.step += 1
-        return augment(x, self.names, self.seed, self.step), y
+        return self.device.send(augment(x, self.names, self.seed, self.step)), self.device.send(y)
 
 
 def optimizer_for(name: str, lr: float) -> chainer.Optimizer:
@@ -143,6 +147,9 @@ class Trainer(RuntimeModel):
         np.random.seed(setup.seed)  # Chainer's initializers draw from numpy's global RNG
         self.model: chainer.Chain = setup.build(module, class_name)
         self.model = setup.world.wrap_model(self.model)  # --sync-bn: MultiNodeBatchNormalization links
+        self.model = placement.move(TARGET, self.model, setup.device)
+        if setup.device != "cpu":
+            self.model.device.use()  # the current CUDA device: where CuPy allocates
         self.optimizer = optimizer_for(setup.optimizer, setup.lr)
         self.optimizer.setup(self.model)
         if setup.optimizer == "adam":
@@ -177,7 +184,7 @@ class Trainer(RuntimeModel):
         iterator = chainer.iterators.SerialIterator(
             world.wrap_data(Samples(data)), world.local_batch(batch_size), order_sampler=order
         )
-        converter = Augmented(self.setup.augment, self.setup.seed, start)
+        converter = Augmented(self.setup.augment, self.setup.seed, start, self.model.device)
         updater = chainer.training.updaters.StandardUpdater(
             iterator, self.optimizer, converter=converter, loss_func=self._loss
         )
@@ -189,8 +196,8 @@ class Trainer(RuntimeModel):
         """One step; the batch is cast to the model's dtype (float32 unless it was
         built under ``chainer.using_config("dtype", ...)``)."""
         x, y = self.setup.world.shard(x, y)  # with --nproc: this process's share of the global batch
-        x = np.ascontiguousarray(x, next(self.model.params()).dtype)
-        y = np.asarray(y, np.int64)
+        send = self.model.device.send
+        x, y = send(np.ascontiguousarray(x, next(self.model.params()).dtype)), send(np.asarray(y, np.int64))
         return self._step(lambda: self.optimizer.update(self._loss, x, y))[0]
 
     def save(self, run_dir: Path) -> None:

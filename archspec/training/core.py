@@ -127,6 +127,7 @@ class Setup:
     step_size: int | None = None  # --schedule step: steps between two multiplications by STEP_GAMMA
     augment: tuple[str, ...] = ()  # archspec.training.augment's names, applied to training batches
     world: World = field(default_factory=_one_process)  # the processes of a data-parallel run
+    device: str = "cpu"  # where this process computes: "cpu" or "cuda:K" (archspec.training.device)
 
     def build(self, module: ModuleType, class_name: str) -> Any:
         """The generated network as every trainer builds it: ``num_classes``, and

@@ -9,11 +9,12 @@ to float rounding (tests/test_distributed.py proves it step by step).
 target      one machine (``--nproc N``)                  several machines (``--distributed``)
 =========== ============================================ =====================================
 pytorch     torchrun --standalone, N processes           torchrun --nnodes --rdzv-endpoint
-            (DistributedDataParallel over gloo;           on every machine
-            CUDA tensors would go over nccl)
-tensorflow  MirroredStrategy over N logical CPU devices  MultiWorkerMirroredStrategy from
-keras       in this process (Keras: ``fit``)             TF_CONFIG (Keras: a custom loop)
-chainer     mpirun -np N, ChainerMN                      mpirun -H / --hostfile
+            (DistributedDataParallel over gloo on the     on every machine
+            CPU, nccl on GPUs: cuda:LOCAL_RANK)
+tensorflow  MirroredStrategy over N GPUs, or N logical   MultiWorkerMirroredStrategy from
+keras       CPU devices, in this process (Keras: fit)    TF_CONFIG (Keras: a custom loop)
+chainer     mpirun -np N, ChainerMN (naive communicator  mpirun -H / --hostfile
+            on the CPU, pure_nccl on GPUs: intra_rank)
 =========== ============================================ =====================================
 
 :func:`launch` is the command line's side: for PyTorch and Chainer it starts
@@ -25,13 +26,18 @@ what the monitor needs (``gather``, ``agree``). Rank 0 alone writes the run
 directory, evaluates and prints; every rank stops at the same step (end,
 NaN, Ctrl-C, early stopping), because the monitor agrees on it after each step.
 
+Devices (``--device``, :mod:`archspec.training.device`): :func:`world`
+chooses them, with each process's place among the processes of its machine,
+and records them in ``World.devices``.
+
 Batch norm: without ``--sync-bn`` each replica normalizes over its own
 ``batch-size / N`` images. ``--sync-bn`` normalizes over the global batch
 where the engine offers it: Chainer's ``MultiNodeBatchNormalization`` (the
 generated ``L.BatchNormalization`` links are replaced when the model is
-built) and Keras' ``BatchNormalization(synchronized=True)``. PyTorch's
-``SyncBatchNorm`` refuses CPU tensors, and the generated tf.Module computes
-its own moments, so both refuse ``--sync-bn`` with a message.
+built) and Keras' ``BatchNormalization(synchronized=True)``, and on GPUs PyTorch's
+``SyncBatchNorm``. PyTorch on the CPU (``SyncBatchNorm`` refuses CPU tensors)
+and the generated tf.Module (it computes its own moments) refuse ``--sync-bn``
+with a message.
 
 Keras 3 ``fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras
 issue 20585), so across machines the Keras model trains in a custom loop
@@ -58,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from archspec.training import device as D
 from archspec.training.core import Interrupted, Stop, TrainingError
 
 MAX_NPROC = 1024
@@ -67,7 +74,7 @@ ARGV_ENV = "ARCHSPEC_ARGV"  # set by launch(): the workers' command line, as JSO
 WORKER_MODULE = "archspec.training.distributed"  # what the launchers run: the command line, once per process
 
 
-def check(target: str, nproc: int, batch_size: int, sync_bn: bool) -> None:
+def check(target: str, nproc: int, batch_size: int, sync_bn: bool, device: str = "cpu") -> None:
     """Refuse what no engine can do, before anything starts."""
     if not 1 <= nproc <= MAX_NPROC:
         raise TrainingError(f"--nproc {nproc} is out of range: give a whole number from 1 to {MAX_NPROC}")
@@ -76,11 +83,11 @@ def check(target: str, nproc: int, batch_size: int, sync_bn: bool) -> None:
             f"--batch-size {batch_size} does not split into --nproc {nproc} equal parts: give a batch size that "
             f"is a multiple of {nproc} (it is the global batch; each process takes batch-size / nproc)"
         )
-    if sync_bn and target == "pytorch" and nproc > 1:
+    if sync_bn and target == "pytorch" and nproc > 1 and not device.startswith("cuda"):
         raise TrainingError(
-            "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only (it refuses CPU tensors) and archspec trains "
-            "PyTorch models on the CPU; leave --sync-bn out: each process then normalizes over its own "
-            "batch-size / nproc images, and DistributedDataParallel gives every process rank 0's running statistics"
+            "--sync-bn: PyTorch's SyncBatchNorm runs on GPUs only (it refuses CPU tensors); give --device cuda, "
+            "or leave --sync-bn out: each process then normalizes over its own batch-size / nproc images, "
+            "and DistributedDataParallel gives every process rank 0's running statistics"
         )
     if sync_bn and target == "tensorflow" and nproc > 1:
         raise TrainingError(
@@ -99,6 +106,7 @@ class World:
     """One process, one replica: the ordinary run. Every hook is the identity."""
 
     engine = "none"
+    devices: tuple[str, ...] = ("cpu",)  # this process's replicas' devices (archspec.training.device)
     size = 1  # replicas the gradient is averaged over
     rank = 0  # this process's rank; rank 0 writes the run
     sync_bn = False
@@ -166,14 +174,24 @@ def _agreed(step: int, stop: Stop | None, others: int) -> Stop | None:
 class TorchWorld(World):
     """torch.distributed under torchrun: DistributedDataParallel, a DistributedSampler."""
 
-    def __init__(self, rank: int, size: int, backend: str) -> None:
-        self.rank, self.size, self.backend = rank, size, backend
+    def __init__(
+        self, rank: int, size: int, backend: str, devices: tuple[str, ...] = ("cpu",), sync_bn: bool = False
+    ) -> None:
+        self.rank, self.size, self.backend, self.devices, self.sync_bn = rank, size, backend, devices, sync_bn
         self.engine = f"torch.distributed (DistributedDataParallel, {backend})"
 
     def wrap_model(self, model):
+        """DistributedDataParallel around the model (already on this process's device): it broadcasts
+        rank 0's weights and, every step, its buffers; --sync-bn (GPUs): SyncBatchNorm layers."""
+        import torch
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model)  # broadcasts rank 0's weights and, every step, its buffers
+        gpu = D.index(self.devices[0])
+        if gpu is None:
+            return DistributedDataParallel(model)
+        if self.sync_bn:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root (never a batch norm)
+        return DistributedDataParallel(model, device_ids=[gpu], output_device=gpu)
 
     def wrap_data(self, loader):
         """The loader's dataset and collation, each process taking its batch-size / N of every global batch."""
@@ -188,6 +206,7 @@ class TorchWorld(World):
             sampler=sampler,
             drop_last=True,
             collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
         )
 
     def shard(self, x, y):
@@ -235,9 +254,10 @@ def _epoch_sampler() -> type:
 class ChainerWorld(World):
     """ChainerMN under mpirun: a multi-node optimizer, a scattered dataset, MultiNodeBatchNormalization."""
 
-    def __init__(self, comm, sync_bn: bool, seed: int) -> None:
+    def __init__(self, comm, sync_bn: bool, seed: int, devices: tuple[str, ...]) -> None:
         self.comm, self.rank, self.size, self.sync_bn, self.seed = comm, comm.rank, comm.size, sync_bn, seed
-        self.engine = "ChainerMN (mpirun, naive communicator)"
+        self.devices = devices
+        self.engine = f"ChainerMN (mpirun, {_communicator_name(devices)} communicator)"
 
     def wrap_model(self, model):
         if self.sync_bn and self.size > 1:
@@ -323,8 +343,8 @@ def sync_batch_norm(model, comm) -> int:
 class TFWorld(World):
     """tf.distribute: MirroredStrategy in one process, or MultiWorkerMirroredStrategy across processes."""
 
-    def __init__(self, strategy, rank: int, workers: int, sync_bn: bool) -> None:
-        self.strategy, self.rank, self.workers, self.sync_bn = strategy, rank, workers, sync_bn
+    def __init__(self, strategy, rank: int, workers: int, sync_bn: bool, devices: tuple[str, ...]) -> None:
+        self.strategy, self.rank, self.workers, self.sync_bn, self.devices = strategy, rank, workers, sync_bn, devices
         self.size = strategy.num_replicas_in_sync
         kind = "MultiWorkerMirroredStrategy" if workers > 1 else "MirroredStrategy"
         self.engine = f"tf.distribute.{kind}"
@@ -455,12 +475,15 @@ def world(
     batch_size: int,
     seed: int = 0,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> World:
-    """The world this process trains in (the options passed :func:`check`); call it
-    before the framework computes anything (TensorFlow fixes its devices and
-    thread pools then: ``threads`` are set first)."""
+    """The world this process trains in, on the devices ``device`` (``--device``) resolves to
+    (the options passed :func:`check`); call it before the framework computes anything
+    (TensorFlow fixes its devices and thread pools then: ``threads`` are set first)."""
     if not distributed and nproc == 1:
-        return World()
+        alone = World()
+        alone.devices = D.place(target, device)
+        return alone
     if target in LAUNCHERS and not distributed:
         raise TrainingError(
             f"--nproc {nproc} in {target} runs under {LAUNCHERS[target]}: start it with the archspec command "
@@ -468,22 +491,22 @@ def world(
             "and give each --distributed (docs/distributed.md)"
         )
     if target == "pytorch":
-        found = _torch_world()
+        found = _torch_world(device, sync_bn)
     elif target == "chainer":
-        found = _chainer_world(sync_bn, seed)
+        found = _chainer_world(sync_bn, seed, device)
     else:
-        found = _tf_world(nproc, distributed, sync_bn, threads)
+        found = _tf_world(target, nproc, distributed, sync_bn, threads, device)
     if distributed and nproc > 1 and nproc != found.size:
         found.close()
         raise TrainingError(
             f"--nproc {nproc} but the launcher started {found.size} processes; "
             "leave --nproc out with --distributed, or give the launcher's total"
         )
-    check(target, found.size, batch_size, sync_bn)
+    check(target, found.size, batch_size, sync_bn, found.devices[0])
     return found
 
 
-def _torch_world() -> TorchWorld:
+def _torch_world(device: str, sync_bn: bool) -> TorchWorld:
     needed = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     missing = [k for k in needed if k not in os.environ]
     if missing:
@@ -494,16 +517,21 @@ def _torch_world() -> TorchWorld:
     import torch
     import torch.distributed as dist
 
-    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    local_rank, local_size = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    devices = D.place("pytorch", device, local_rank=local_rank, local_size=local_size)
+    gpu = D.index(devices[0])
+    if gpu is not None:
+        torch.cuda.set_device(gpu)  # nccl's device for this process
+    backend = "gloo" if gpu is None else "cpu:gloo,cuda:nccl"  # the monitor's small all-reduces stay on the CPU
     if not dist.is_initialized():  # one group per process: the runs of a grid share it
         try:
             dist.init_process_group(backend)
         except (RuntimeError, ValueError) as exc:
             raise TrainingError(f"torch.distributed could not start its {backend} group: {exc}") from None
-    return TorchWorld(dist.get_rank(), dist.get_world_size(), backend)
+    return TorchWorld(dist.get_rank(), dist.get_world_size(), backend, devices, sync_bn)
 
 
-def _chainer_world(sync_bn: bool, seed: int) -> ChainerWorld:
+def _chainer_world(sync_bn: bool, seed: int, device: str) -> ChainerWorld:
     from archspec import runtime
 
     try:
@@ -516,18 +544,27 @@ def _chainer_world(sync_bn: bool, seed: int) -> ChainerWorld:
         raise TrainingError(
             f"ChainerMN needs mpi4py and Open MPI ({exc}); run scripts/setup (Debian's openmpi-bin, pip's mpi4py)"
         ) from None
-    return ChainerWorld(_communicator(), sync_bn, seed)
+    from mpi4py import MPI
+
+    node = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)  # this machine's processes: ChainerMN's intra rank and size
+    devices = D.place("chainer", device, local_rank=node.rank, local_size=node.size)
+    return ChainerWorld(_communicator(_communicator_name(devices)), sync_bn, seed, devices)
+
+
+def _communicator_name(devices: tuple[str, ...]) -> str:
+    """ChainerMN's communicator for these arrays: "naive" (MPI) for CPU ones, "pure_nccl" for GPU ones."""
+    return "naive" if devices == ("cpu",) else "pure_nccl"
 
 
 @functools.cache
-def _communicator():
-    """ChainerMN's communicator over MPI_COMM_WORLD, once per process (CPU arrays: "naive")."""
+def _communicator(name: str):
+    """ChainerMN's communicator over MPI_COMM_WORLD, once per process."""
     import chainermn
 
-    return chainermn.create_communicator("naive")
+    return chainermn.create_communicator(name)
 
 
-def _tf_world(nproc: int, distributed: bool, sync_bn: bool, threads: int | None) -> TFWorld:
+def _tf_world(target: str, nproc: int, distributed: bool, sync_bn: bool, threads: int | None, device: str) -> TFWorld:
     cluster = _tf_config() if distributed else None  # read before TensorFlow starts
     from archspec import runtime
 
@@ -535,18 +572,19 @@ def _tf_world(nproc: int, distributed: bool, sync_bn: bool, threads: int | None)
     from archspec.training.tensorflow import set_threads
 
     set_threads(threads)
-    if cluster is not None:
-        return TFWorld(_multi_worker_strategy(), *cluster, sync_bn)
-    return TFWorld(_mirrored(nproc), 0, 1, sync_bn)
+    if cluster is not None:  # a worker is one replica: one GPU, the first it sees (CUDA_VISIBLE_DEVICES) or cuda:N
+        devices = D.place(target, device)
+        return TFWorld(_multi_worker_strategy(), *cluster, sync_bn, devices)
+    devices = D.place(target, device, replicas=nproc)
+    return TFWorld(_mirrored(nproc, devices != ("cpu",)), 0, 1, sync_bn, devices)
 
 
 @functools.cache
-def _mirrored(nproc: int):
-    """MirroredStrategy over ``nproc`` GPUs, or else logical CPU devices, once per process."""
+def _mirrored(nproc: int, gpus: bool):
+    """MirroredStrategy over ``nproc`` GPUs (``gpus``), or else logical CPU devices, once per process."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) >= nproc:
+    if gpus:
         devices = [f"/gpu:{i}" for i in range(nproc)]
     else:
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -5,6 +5,10 @@ torch.optim's (L2 added to the gradient of every parameter), the schedules are
 ``StepLR`` and ``CosineAnnealingLR`` stepped after every optimizer step, and
 augmentation runs in the DataLoader's ``collate_fn`` (:class:`Augmented`).
 
+The model lives on the setup's device (``--device``: the CPU or ``cuda:K``);
+batches follow it with ``.to(device, non_blocking=True)`` from a DataLoader
+that pins its memory on CUDA.
+
 The native checkpoint is ``model.pt``, the model's ``state_dict`` (what the
 generated file loads with ``model.load_state_dict(torch.load("model.pt"))``);
 the optimizer's state is ``optimizer.pt``.
@@ -81,7 +85,8 @@ class Trainer(RuntimeModel):
         if setup.threads:
             torch.set_num_threads(setup.threads)
         torch.manual_seed(setup.seed)
-        self.model: nn.Module = setup.build(module, class_name)
+        self.device = torch.device(setup.device)
+        self.model: nn.Module = setup.build(module, class_name).to(self.device)
         if not setup.dropout:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -99,6 +104,7 @@ class Trainer(RuntimeModel):
         return loss, outs[0]
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.model.train()
         self.optimizer.zero_grad()
         loss, logits = self._loss(x, y)
@@ -120,7 +126,13 @@ class Trainer(RuntimeModel):
         generator = torch.Generator().manual_seed(self.setup.seed + start)
         collate = Augmented(self.setup.augment, self.setup.seed, start) if self.setup.augment else None
         loader = DataLoader(
-            Samples(data), batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
+            Samples(data),
+            batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=generator,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
         )
         loader = self.setup.world.wrap_data(loader)  # with --nproc: a DistributedSampler, batch_size / nproc
         step = start

@@ -5,7 +5,7 @@ Markdown table (spec, target, options, time, parameters, size, accuracies,
 status) with the commands that made the runs, reconstructed from run.json;
 with an output folder it writes ``report.md``, ``accuracy.png`` and
 ``loss.png`` (test figures against steps, one line per run, a panel per
-target) and ``time_size.png`` (training time and model size per run), each
+target) and ``time_size.png`` (training time and weights' size per run), each
 atomically. Everything comes from run.json and metrics.csv, so a report can be
 remade from those two files of each run.
 """
@@ -176,7 +176,7 @@ def table(runs: list[Run]) -> str:
     """The Markdown table, one row per run."""
     axes = [*FIXED, *varying(runs)]
     head = ["run", "spec", "target", "input", *(k.replace("_", " ") for k in axes)]
-    head += ["training time (s)", "parameters", "model size (MB)", "train accuracy", "test accuracy", "status"]
+    head += ["training time (s)", "parameters", "weights (MB)", "train accuracy", "test accuracy", "status"]
     align = ["---"] * 4 + ["---:" if AXES[k].kind is not str else "---" for k in axes] + ["---:"] * 5 + ["---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in runs:
@@ -184,7 +184,7 @@ def table(runs: list[Run]) -> str:
         cells += [
             f"{r.info['seconds']:.1f}",
             f"{r.info['params']['trainable']:,}",
-            f"{r.info['model_size_mb']:.2f}",
+            _num(r.info.get("weights_mb"), ".2f"),  # "-" for a run.json older than weights_mb
             _num(r.info.get("train_accuracy"), ".4f"),
             _num(last_test(r)[1], ".4f"),
             status_of(r),
@@ -251,7 +251,7 @@ def markdown(runs: list[Run], plots: bool) -> str:
     lines += ["Made by:", "", "```sh", *commands(runs), "```", ""]
     if plots:
         lines += ["![test accuracy](accuracy.png)", "", "![test loss](loss.png)", ""]
-        lines += ["![training time and model size](time_size.png)", ""]
+        lines += ["![training time and weights size](time_size.png)", ""]
     return "\n".join(lines)
 
 
@@ -319,7 +319,7 @@ def plot_curves(runs: list[Run], key: str, title: str, path: Path) -> None:
 
 
 def plot_time_size(runs: list[Run], path: Path) -> None:
-    """Training time and model size per run, as horizontal bars (one colour per target)."""
+    """Training time and the weights' size (weights.npz) per run, as horizontal bars (one colour per target)."""
     plt = _pyplot()
     names = labels(runs, with_target=True)
     targets = list(dict.fromkeys(r.info["target"] for r in runs))
@@ -328,17 +328,17 @@ def plot_time_size(runs: list[Run], path: Path) -> None:
     fig, (ax_time, ax_size) = plt.subplots(1, 2, figsize=(12, height), sharey=True)
     y = list(range(len(runs)))
     for ax, values, unit, fmt in (
-        (ax_time, [r.info["seconds"] for r in runs], "training time (s)", "{:.1f}"),
-        (ax_size, [r.info["model_size_mb"] for r in runs], "model size on disk (MB)", "{:.2f}"),
+        (ax_time, [r.info["seconds"] for r in runs], "training time (s)", ".1f"),
+        (ax_size, [r.info.get("weights_mb") for r in runs], "weights, weights.npz (MB)", ".2f"),
     ):
-        bars = ax.barh(y, values, color=colours)
-        ax.bar_label(bars, [fmt.format(v) for v in values], padding=3, fontsize=8)
+        bars = ax.barh(y, [v or 0.0 for v in values], color=colours)
+        ax.bar_label(bars, [_num(v, fmt) for v in values], padding=3, fontsize=8)
         ax.set_xlabel(unit)
-        ax.set_xlim(0, max(values + [0]) * 1.2 or 1)
+        ax.set_xlim(0, max(v or 0.0 for v in [*values, 0]) * 1.2 or 1)
         ax.grid(axis="x", alpha=0.3)
     ax_time.set_yticks(y, names, fontsize=8)
     ax_time.set_ylim(len(runs) - 0.5, -0.5)  # the first run on top, no margin
-    fig.suptitle("training time and model size")
+    fig.suptitle("training time and size of the weights")
     fig.tight_layout()
     _save(fig, path)
 

@@ -8,8 +8,8 @@ A run directory holds
 - the framework's own checkpoint (``model.pt``, ``model.weights.h5``,
   ``model.npz`` or ``checkpoint/``) and the optimizer's state, for ``--resume``;
 - ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds),
-  ``curves.png``, and ``run.json`` (spec, target, every option, package
-  versions, seconds, parameters, model size, final accuracies, status).
+  ``curves.png``, and ``run.json`` (spec, target, every option, the device,
+  package versions, seconds, parameters, the weights' size, final accuracies, status).
 
 Every file is written atomically, at every evaluation: a run that is stopped
 at any moment leaves the last checkpoint whole.
@@ -35,6 +35,7 @@ from archspec.codegen.model import class_name, has_logits_switch
 from archspec.diagnostics import SpecError
 from archspec.pipeline import Compiled, compile_spec
 from archspec.training import data as D
+from archspec.training import device as placement
 from archspec.training.augment import names as augment_names
 from archspec.training.augment import parameters as augment_parameters
 from archspec.training.core import (
@@ -93,6 +94,7 @@ class Options:
     nproc: int = 1  # data-parallel replicas (archspec.training.distributed); batch_size is the global batch
     sync_bn: bool = False  # batch norm over the global batch, where the engine offers it
     distributed: bool = False  # this process is one worker of a launcher's job (torchrun, mpirun, TF_CONFIG)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (archspec.training.device)
 
     def check(self) -> None:
         """Refuse values out of range, with what is allowed."""
@@ -115,10 +117,14 @@ class Options:
             raise TrainingError(f"--eval-every {self.eval_every} is out of range: give 1 or more steps")
         if self.threads is not None and self.threads < 1:
             raise TrainingError(f"--threads {self.threads} is out of range: give 1 or more")
+        try:
+            placement.parse(self.device)
+        except ValueError as exc:
+            raise TrainingError(f"--device {exc}") from None
         self._check_training_options()
         from archspec.training import distributed  # here: the launchers run it as a script (python -m)
 
-        distributed.check(self.target, self.nproc, self.batch_size, self.sync_bn)
+        distributed.check(self.target, self.nproc, self.batch_size, self.sync_bn, self.device)
 
     def _check_training_options(self) -> None:
         try:
@@ -212,8 +218,8 @@ def versions(target: str) -> dict[str, str]:
 
 
 def size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
-    return round(sum(p.stat().st_size for p in files) / 2**20, 3)
+    """A file's size in MiB (run.json's ``weights_mb``: weights.npz, the same in every framework)."""
+    return round(path.stat().st_size / 2**20, 3) if path.is_file() else 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -292,6 +298,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             threads=options.threads,
             nproc=options.nproc,  # the global batch stays the run's, so the steps mean the same
             distributed=options.distributed,
+            device=options.device,  # the machine may be another one
         )
         start = int(info["step"])
         if start >= options.iters:
@@ -309,6 +316,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         options.batch_size,
         options.seed,
         options.threads,
+        options.device,
     )
     sets = parse_sets(options.sets)
     compiled = compile_for(options.spec, sets, options.input, options.target)
@@ -346,6 +354,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         step_size=options.step_size,
         augment=options.augment,
         world=world,
+        device=world.devices[0],
     )
     with world.scope():
         trainer = trainer_for(options.target, module, compiled, setup)
@@ -376,7 +385,8 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
                 "test": {"source": test_data.name, "images": len(test_data)},
             },
             "params": {"trainable": c.trainable, "non_trainable": c.non_trainable, "total": c.total},
-            "model_size_mb": size_mb(run_dir / trainer.native),
+            "weights_mb": size_mb(run_dir / "weights.npz"),
+            "device": ",".join(world.devices),
             "seconds": round(seconds, 3),
             "versions": packages,
             "files": {"code": f"{compiled.graph.name}_{options.target}.py", "native": trainer.native},
@@ -541,10 +551,16 @@ def test(
     sets: tuple[str, ...] = (),
     input_shape: tuple[int, ...] | None = None,
     echo: Callable[[str], None] = print,
+    device: str = "auto",
 ) -> TestReport:
-    """Classify every image of a test set with trained weights in one framework."""
+    """Classify every image of a test set with trained weights in one framework, on ``device``
+    (``--device``: auto, cpu, cuda or cuda:N)."""
     if target not in TARGETS:
         raise TrainingError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    try:
+        devices = placement.place(target, placement.parse(device))  # before the framework computes
+    except ValueError as exc:
+        raise TrainingError(f"--device {exc}") from None
     npz, info = resolve_weights(weights_path)
     if info is not None and npz == weights_path / BEST_WEIGHTS:
         best = info["best"]
@@ -594,7 +610,7 @@ def test(
     with tempfile.TemporaryDirectory(prefix="archspec-test-") as tmp:
         module = generate(compiled, target, Path(tmp))
         network = Setup(int(compiled.graph.params["num_classes"]), has_logits_switch(compiled.graph), outputs)
-        model = network.build(module, class_name(compiled.graph.name))
+        model = placement.move(target, network.build(module, class_name(compiled.graph.name)), devices[0])
     rt.load_weights(model, weights)
     logits = predict_all(lambda x: rt.run(model, x)[0], dataset)
     probs = softmax(logits.astype(np.float64))
