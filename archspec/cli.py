@@ -781,8 +781,7 @@ def _augmentations(ctx: click.Context, param: click.Parameter, value: str) -> tu
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    extras.require(f"archspec {ctx.info_name}", "train")
-    from archspec.training.device import parse
+    from archspec.training.device import parse  # the standard library only: the command checks the extras
 
     try:
         return parse(value)
