@@ -270,7 +270,13 @@ def mean_iou(counts: np.ndarray) -> float:
     return float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> dict[str, float]:
+def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> tuple[float, float]:
+    """(mean loss, accuracy) of a model on a dataset (per pixel for segmentation data)."""
+    figures = scores(predict, data)
+    return figures["loss"], figures["accuracy"]
+
+
+def scores(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> dict[str, float]:
     """A model's mean ``loss`` and ``accuracy`` on a dataset (per pixel for segmentation
     data, which also gets ``mean_iou``)."""
     logits = predict_all(predict, data)
@@ -453,7 +459,7 @@ class Monitor:
         if self._window:
             row["loss"], row["accuracy"] = self._averages()
             self._window.clear()
-        row |= {f"test_{k}": v for k, v in evaluate(self.trainer.predict, self.test).items()}
+        row |= {f"test_{k}": v for k, v in scores(self.trainer.predict, self.test).items()}
         row["lr"] = self.lr_at(self.last) if self.lr_at else self.lr
         row["seconds"] = round(self.seconds, 3)
         self.metrics.rows.append(row)

@@ -51,8 +51,8 @@ from archspec.training.core import (
     Trainer,
     TrainingError,
     best_row,
-    evaluate,
     predict_all,
+    scores,
     softmax,
     write_json,
     write_text,
@@ -486,7 +486,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     seconds = monitor.seconds
     info = describe(step, status, seconds)
     if status != "diverged":
-        info |= {f"train_{k}": v for k, v in evaluate(trainer.predict, train_data).items()}
+        info |= {f"train_{k}": v for k, v in scores(trainer.predict, train_data).items()}
     rows = [r for r in metrics.rows if r.get("test_accuracy") != ""]
     if rows:
         info |= {k: v for k, v in rows[-1].items() if k in ("test_loss", "test_accuracy", "test_mean_iou")}
