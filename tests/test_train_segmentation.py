@@ -314,3 +314,10 @@ def test_test_masks_is_refused_for_a_classifier(tmp_path):
     result = run_cli("test", LENET, "-t", "pytorch", "--weights", str(out), "--masks", str(tmp_path / "m"))
     assert result.exit_code == 1 and "--masks writes predicted masks of a segmentation network" in result.output
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_verify_train_takes_the_same_per_pixel_steps_in_chainer_as_in_pytorch():
+    result = run_cli("verify", UNET, "--train", "--input", "3x16x16", "--targets", "pytorch,chainer", "--steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "chainer" in result.output and "ok" in result.output

@@ -7,9 +7,13 @@ A run directory holds
 - ``weights.npz``: canonical weights, loadable by every target;
 - the framework's own checkpoint (``model.pt``, ``model.weights.h5``,
   ``model.npz`` or ``checkpoint/``) and the optimizer's state, for ``--resume``;
-- ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds),
-  ``curves.png``, and ``run.json`` (spec, target, every option, package
-  versions, seconds, parameters, model size, final accuracies, status).
+- ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds;
+  segmentation runs also test_mean_iou), ``curves.png``, and ``run.json`` (spec,
+  target, task, every option, package versions, seconds, parameters, model size,
+  final accuracies, status).
+
+A segmentation network (:func:`task_of`) trains on masks; its accuracies are
+pixel accuracies and its test figures add the mean IoU.
 
 Every file is written atomically, at every evaluation: a run that is stopped
 at any moment leaves the last checkpoint whole.
