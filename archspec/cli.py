@@ -766,7 +766,8 @@ def _list_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
     for name, doc in BUILTIN.items():
         click.echo(f"{name:<10} {doc}")
-    click.echo("or a folder of images with one subfolder per class (DIR/<class>/*.jpg)")
+    click.echo("or a folder of images with one subfolder per class (DIR/<class>/*.jpg), for a classifier,")
+    click.echo("or a segmentation folder (DIR/images/<name>.jpg, DIR/masks/<name>.png), for a segmentation network")
     ctx.exit()
 
 
@@ -963,9 +964,12 @@ def train_command(spec: str | None, target: str | None, resume: Path | None, set
     if result.status == "diverged":
         click.echo(f"error: {result.message}", err=True)
         raise Failed()
-    accuracy = f"test accuracy {info['test_accuracy']:.4f}" if "test_accuracy" in info else "no test evaluation"
+    pixel = "pixel " if info.get("task") == "segmentation" else ""
+    accuracy = f"test {pixel}accuracy {info['test_accuracy']:.4f}" if "test_accuracy" in info else "no test evaluation"
     if "train_accuracy" in info:
         accuracy += f" (train {info['train_accuracy']:.4f})"
+    if "test_mean_iou" in info:
+        accuracy += f", test mean IoU {info['test_mean_iou']:.4f}"
     click.echo(
         f"{info['name']} in {info['target']}: {result.step} steps in {info['seconds']:.1f} s; {accuracy}; "
         f"{info['params']['trainable']:,} parameters, weights {info['weights_mb']:.2f} MB, on {info['device']}"
@@ -985,7 +989,7 @@ def _launch(options, resume: Path | None, grid: bool) -> None:
     import sys
 
     from archspec.training.distributed import LAUNCHERS, launch
-    from archspec.training.run import read_run
+    from archspec.training.run import check_parallel, read_run
 
     try:
         target = options.target or read_run(resume)["target"]
@@ -998,6 +1002,7 @@ def _launch(options, resume: Path | None, grid: bool) -> None:
             )
         if resume is None:
             options.check()
+            check_parallel(options)
         code = launch(target, options.nproc, options.distributed, sys.argv[1:])
     except _training_errors() as exc:
         click.echo(f"error: {exc}", err=True)
@@ -1036,17 +1041,34 @@ def _train_grid(options, axes: dict[str, tuple]) -> None:
     type=click.Path(path_type=Path),
     help="weights.npz, or a run directory of archspec train.",
 )
-@click.option("--data", metavar="DIR|NAME", help="Test images (DIR/<class>/*.jpg). [the run's test data]")
+@click.option(
+    "--data", metavar="DIR|NAME", help="Test images (DIR/<class>/*.jpg, or DIR/images + DIR/masks). [the run's]"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--masks",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Segmentation: write each image's predicted mask to DIR/<name>.png (pixel value = class).",
+)
 @set_option
 @input_option
 @device_option
 def test_command(
-    spec: str, target: str, weights_path: Path, data: str | None, as_json: bool, sets, input_shape, device: str
+    spec: str,
+    target: str,
+    weights_path: Path,
+    data: str | None,
+    as_json: bool,
+    masks: Path | None,
+    sets,
+    input_shape,
+    device: str,
 ):
     """Classify every test image with trained weights in one framework: one line
     per image (file, predicted class, probability), accuracy, per-class
-    accuracy and the confusion matrix."""
+    accuracy and the confusion matrix. A segmentation network (a class per
+    pixel): one line per image (pixel accuracy), pixel accuracy, mean IoU and
+    per-class IoU; --masks writes the predicted masks."""
     import json
 
     extras.require("archspec test", target, "train")
@@ -1061,6 +1083,7 @@ def test_command(
             sets=sets,
             input_shape=input_shape,
             echo=lambda m: click.echo(m, err=True),
+            masks=masks,
             device=device,
         )
     except SpecError as err:

@@ -351,7 +351,7 @@ def test_test_folder_needs_the_same_layout(tmp_path):
 
 
 def test_builtins_are_listed():
-    assert set(data.BUILTIN) == {"digits"}
+    assert set(data.BUILTIN) == set(data.BUILTIN_TASK) == {"digits", "shapes"}
     assert all(isinstance(text, str) and text for text in data.BUILTIN.values())
 
 

@@ -22,7 +22,7 @@ from archspec.codegen.model import has_logits_switch
 from archspec.pipeline import compile_spec
 from archspec.training.core import Setup, TrainingError, cross_entropy, evaluate
 from archspec.training.data import load
-from archspec.training.run import Options, classifier, generate, train, trainer_for
+from archspec.training.run import Options, generate, task_of, train, trainer_for
 from archspec.weights import load as load_weights
 from archspec.weights import random_weights
 from tests.conftest import SPECS, load_generated
@@ -59,8 +59,8 @@ def compiled_for(name: str, input_shape=None):
 
 
 def setup_for(compiled, **options) -> Setup:
-    num_classes, outputs = classifier(compiled)
-    return Setup(num_classes=num_classes, logits=has_logits_switch(compiled.graph), outputs=outputs, **options)
+    task, logits = task_of(compiled), has_logits_switch(compiled.graph)
+    return Setup(num_classes=task.num_classes, logits=logits, outputs=task.outputs, **options)
 
 
 def trainers(compiled, setup, tmp_path, targets=("pytorch", "chainer")) -> dict:
@@ -77,7 +77,7 @@ def trainers(compiled, setup, tmp_path, targets=("pytorch", "chainer")) -> dict:
 
 def batch(compiled, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    num_classes, _ = classifier(compiled)
+    num_classes = task_of(compiled).num_classes
     return rng.random((n, *compiled.graph.input_shape), dtype=np.float32), rng.integers(0, num_classes, n)
 
 

@@ -77,7 +77,7 @@ def tiny(tmp_path_factory) -> Path:
 
 def make(target: str, compiled, directory: Path, **options):
     """A trainer of ``compiled`` in ``target`` (dropout off unless asked)."""
-    _, outputs = run.classifier(compiled)
+    outputs = run.task_of(compiled).outputs
     setup = Setup(
         num_classes=int(compiled.graph.params["num_classes"]),
         logits=has_logits_switch(compiled.graph),

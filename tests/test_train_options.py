@@ -259,11 +259,11 @@ def test_a_run_with_every_option_in_every_target(target, tmp_path, monkeypatch):
     trainer_module = importlib.import_module(f"archspec.training.{target}")
     steps = []
 
-    def spy(x, chosen, seed, step):
+    def spy(x, y, chosen, seed, step):
         steps.append(int(step))
-        return A.augment(x, chosen, seed, step)
+        return A.augment_batch(x, y, chosen, seed, step)
 
-    monkeypatch.setattr(trainer_module, "augment", spy)
+    monkeypatch.setattr(trainer_module, "augment_batch", spy)
     options = Options(
         spec=LENET, target=target, iters=4, batch_size=8, eval_every=2, lr=0.01, optimizer="momentum", threads=1,
         out=str(tmp_path / "run"), quiet=True, augment=("crop", "flip", "brightness"), schedule="step",

@@ -10,7 +10,9 @@ order; off by default) transforms each training batch, never a test batch:
 - ``brightness``: multiply by a factor drawn from U(1 - d, 1 + d), d =
   ``BRIGHTNESS`` (0.2), then clip to [0, 1].
 
-They run in that order whatever the order given. The random numbers of a batch
+They run in that order whatever the order given. For segmentation data,
+:func:`augment_batch` crops and flips each mask with its image (the padding of
+a crop is class 0, the background) and leaves it alone in ``brightness``. The random numbers of a batch
 come from ``(seed, step)`` alone (the run's seed, the optimizer step the batch
 is for), so a run's augmentation is reproducible, is the same in every
 framework and after ``--resume``, and does not depend on which augmentations
@@ -80,17 +82,30 @@ def brightness(x: np.ndarray, factors: np.ndarray) -> np.ndarray:
 def augment(x: np.ndarray, chosen: tuple[str, ...], seed: int, step: int) -> np.ndarray:
     """The training batch ``x`` (N, C, H, W) of optimizer step ``step``, augmented;
     ``x`` itself when ``chosen`` is empty."""
+    return augment_batch(x, np.zeros(len(x), dtype=np.int64), chosen, seed, step)[0]
+
+
+def augment_batch(
+    x: np.ndarray, y: np.ndarray, chosen: tuple[str, ...], seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`augment` of images ``x`` with their targets ``y``: labels (N,) as they are,
+    masks (N, H, W) cropped and flipped with their images; both themselves when
+    ``chosen`` is empty."""
     if not chosen:
-        return x
+        return x, y
     n, pad = len(x), crop_padding(x.shape)
     rng = np.random.default_rng([STREAM, seed % 2**63, step % 2**63])
     top, left = rng.integers(0, 2 * pad + 1, size=(2, n))
     mirrored = rng.random(n) < FLIP_P
     factors = rng.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS, n)
+    masks = y[:, None] if y.ndim == 3 else None  # (N, 1, H, W): transformed as images are
     if "crop" in chosen:
         x = crop(x, top, left, pad)
+        masks = None if masks is None else crop(masks, top, left, pad)
     if "flip" in chosen:
         x = flip(x, mirrored)
+        masks = None if masks is None else flip(masks, mirrored)
     if "brightness" in chosen:
         x = brightness(x, factors)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    y = y if masks is None else np.ascontiguousarray(masks[:, 0])
+    return np.ascontiguousarray(x, dtype=np.float32), y

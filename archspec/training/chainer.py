@@ -44,7 +44,7 @@ import numpy as np
 
 from archspec.runtime import chainer as rt
 from archspec.training import device as placement
-from archspec.training.augment import augment
+from archspec.training.augment import augment_batch
 from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, Monitor, RuntimeModel, Setup, TrainingError, atomic
 from archspec.training.data import Dataset
 
@@ -56,7 +56,7 @@ OPTIMIZER_FILE = "optimizer.npz"
 
 
 class Samples(chainer.dataset.DatasetMixin):
-    """An archspec dataset as Chainer's dataset of (image, label) pairs."""
+    """An archspec dataset as Chainer's dataset of (image, label or mask) pairs."""
 
     def __init__(self, data: Dataset) -> None:
         self.data = data
@@ -64,8 +64,8 @@ class Samples(chainer.dataset.DatasetMixin):
     def __len__(self) -> int:
         return len(self.data)
 
-    def get_example(self, i: int) -> tuple[np.ndarray, np.int64]:
-        return self.data.batch([i])[0], self.data.labels[i]
+    def get_example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.batch([i])[0], self.data.targets([i])[0]
 
 
 class BiasCorrectedEpsilon:
@@ -110,7 +110,8 @@ class Augmented:
     def __call__(self, batch, device=None):
         x, y = chainer.dataset.concat_examples(batch)
         self.step += 1
-        return self.device.send(augment(x, self.names, self.seed, self.step)), self.device.send(y)
+        x, y = augment_batch(x, y, self.names, self.seed, self.step)
+        return self.device.send(x), self.device.send(y)
 
 
 def optimizer_for(name: str, lr: float) -> chainer.Optimizer:
@@ -162,21 +163,23 @@ class Trainer(RuntimeModel):
         self.reporter = chainer.Reporter()
 
     def _loss(self, x: np.ndarray, y: np.ndarray) -> chainer.Variable:
-        """The training loss (auxiliary outputs weighted in); reports it and how
-        many samples the main output classified right."""
+        """The training loss (auxiliary outputs weighted in; per pixel, averaged, for
+        masks y (N, H, W)); reports it and how many samples or pixels the main output
+        classified right, of how many."""
         with dropout_off() if not self.setup.dropout else contextlib.nullcontext():
             out = self.model(x)
         outs = out if isinstance(out, tuple | list) else (out,)
         loss = sum(w * F.softmax_cross_entropy(o, y) for w, o in zip(self.setup.loss_weights, outs) if o is not None)
-        chainer.report({"loss": float(loss.array), "correct": int((outs[0].array.argmax(axis=1) == y).sum())})
+        correct = int((outs[0].array.argmax(axis=1) == y).sum())
+        chainer.report({"loss": float(loss.array), "correct": correct, "n": int(np.size(y))})
         return loss
 
-    def _step(self, update: Callable[[], None]) -> tuple[float, int]:
-        """Run one optimizer update in training mode; its loss and correct count."""
+    def _step(self, update: Callable[[], None]) -> tuple[float, int, int]:
+        """Run one optimizer update in training mode; its loss, correct count and of how many."""
         observation: dict[str, float | int] = {}
         with self.reporter.scope(observation), chainer.using_config("train", True):
             update()
-        return observation["loss"], observation["correct"]
+        return observation["loss"], observation["correct"], observation["n"]
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         order = chainer.iterators.ShuffleOrderSampler(np.random.RandomState(self.setup.seed + start))
@@ -189,8 +192,7 @@ class Trainer(RuntimeModel):
             iterator, self.optimizer, converter=converter, loss_func=self._loss
         )
         for step in range(start + 1, stop + 1):
-            loss, correct = self._step(updater.update)
-            monitor.step(step, loss, correct, world.local_batch(batch_size))
+            monitor.step(step, *self._step(updater.update))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One step; the batch is cast to the model's dtype (float32 unless it was

@@ -25,6 +25,9 @@ Conventions every target follows (see ../shared/design-notes.md, "Training"):
   correction, which differs only while sqrt(v) is of the order of epsilon).
 - The test set is evaluated here, in numpy, from the model's logits in
   inference mode, so that every target's test figures mean the same.
+- A segmentation network (a class per pixel) is trained on the per-pixel
+  softmax cross-entropy, the mean over every pixel of the batch; its accuracy
+  is the pixel accuracy, and its test set also gets the mean IoU (:func:`iou`).
 - Learning-rate schedules are PyTorch's, stepped after every optimizer step
   (:func:`scheduled_lr`); weight decay is PyTorch's, L2 added to the gradient
   of every trainable parameter before the optimizer's update (g += wd w).
@@ -229,11 +232,12 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample cross-entropy of integer labels under softmax(logits)."""
+    """Cross-entropy of integer labels under softmax(logits) over axis 1: per sample
+    for logits (N, K) and labels (N,), per pixel for (N, K, H, W) and masks (N, H, W)."""
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return -log_p[np.arange(len(labels)), labels]
+    return -np.take_along_axis(log_p, labels[:, None], axis=1)[:, 0]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -247,11 +251,44 @@ def predict_all(predict: Callable[[np.ndarray], np.ndarray], data: Dataset, batc
     return np.concatenate(parts).astype(np.float32)
 
 
+def confusion(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """The k x k counts of (true class, predicted class) over every sample or pixel."""
+    return np.bincount(truth.ravel() * k + predicted.ravel(), minlength=k * k).reshape(k, k)
+
+
+def iou(counts: np.ndarray) -> np.ndarray:
+    """Each class's intersection over union, TP / (TP + FP + FN), from a confusion matrix;
+    NaN for a class that is neither in the truth nor predicted."""
+    tp = np.diag(counts).astype(np.float64)
+    union = counts.sum(axis=0) + counts.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(counts: np.ndarray) -> float:
+    """The mean of :func:`iou` over the classes where it is defined."""
+    values = iou(counts)
+    return float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+
+
 def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> tuple[float, float]:
-    """(mean loss, accuracy) of a model on a dataset."""
+    """(mean loss, accuracy) of a model on a dataset (per pixel for segmentation data)."""
+    figures = scores(predict, data)
+    return figures["loss"], figures["accuracy"]
+
+
+def scores(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> dict[str, float]:
+    """A model's mean ``loss`` and ``accuracy`` on a dataset (per pixel for segmentation
+    data, which also gets ``mean_iou``)."""
     logits = predict_all(predict, data)
-    loss = float(cross_entropy(logits, data.labels).mean())
-    return loss, float((logits.argmax(axis=1) == data.labels).mean())
+    truth, predicted = data.targets(np.arange(len(data))), logits.argmax(axis=1)
+    figures = {
+        "loss": float(cross_entropy(logits, truth).mean()),
+        "accuracy": float((predicted == truth).mean()),
+    }
+    if data.masks is not None:
+        figures["mean_iou"] = mean_iou(confusion(truth, predicted, len(data.classes)))
+    return figures
 
 
 # ----------------------------------------------------------------------------
@@ -259,6 +296,7 @@ def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> tupl
 
 
 METRICS = ("step", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "seconds")
+SEGMENTATION_METRICS = ("test_mean_iou",)  # metrics.csv's columns after test_accuracy for segmentation runs
 
 
 @dataclass
@@ -270,10 +308,13 @@ class Metrics:
 
     def csv(self) -> str:
         out = io.StringIO()
-        writer = csv.DictWriter(out, METRICS, lineterminator="\n")
+        more = [k for k in SEGMENTATION_METRICS if any(k in row for row in self.rows)]
+        at = METRICS.index("test_accuracy") + 1
+        columns = [*METRICS[:at], *more, *METRICS[at:]]
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
-            writer.writerow({k: _fmt(row.get(k, "")) for k in METRICS})
+            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
         return out.getvalue()
 
     @classmethod
@@ -376,7 +417,7 @@ class Monitor:
 
     def step(self, step: int, loss: float, correct: int, n: int) -> None:
         """Record the optimizer step ``step`` (its loss, and how many of its ``n``
-        samples the main output classified right). With several processes, the
+        samples, or pixels, the main output classified right). With several processes, the
         figures become the global batch's and every process stops at the same step."""
         loss, correct, n = self.world.gather(loss, correct, n)
         if not math.isfinite(loss):
@@ -419,7 +460,7 @@ class Monitor:
         if self._window:
             row["loss"], row["accuracy"] = self._averages()
             self._window.clear()
-        row["test_loss"], row["test_accuracy"] = evaluate(self.trainer.predict, self.test)
+        row |= {f"test_{k}": v for k, v in scores(self.trainer.predict, self.test).items()}
         row["lr"] = self.lr_at(self.last) if self.lr_at else self.lr
         row["seconds"] = round(self.seconds, 3)
         self.metrics.rows.append(row)
@@ -431,6 +472,7 @@ class Monitor:
             self._bar.write(
                 f"step {self.last}: loss {row.get('loss', float('nan')):.4f}, "
                 f"test loss {row['test_loss']:.4f}, test accuracy {row['test_accuracy']:.3f}"
+                + (f", test mean IoU {row['test_mean_iou']:.3f}" if "test_mean_iou" in row else "")
             )
 
 

@@ -1,4 +1,5 @@
-"""Training and test data: the built-in digits and image folders in the quiz's layout.
+"""Training and test data: the built-in digits and image folders in the quiz's layout
+(classifiers); segmentation data (images with masks) is :mod:`archspec.training.segmentation`'s.
 
 An image folder holds one subfolder per class, ``DIR/<class>/*.jpg`` (also
 ``.jpeg .png .bmp .gif .webp``, any case); the classes are the subfolder names,
@@ -20,7 +21,7 @@ images is an error. Decoding is lazy and deterministic: a dataset keeps its
 decoded images in memory when they fit in ``CACHE_BUDGET`` bytes of float32 and
 decodes them again on every :meth:`Dataset.batch` call otherwise.
 
-Held-out test sets are a stratified split with a constant seed (``SPLIT_SEED``,
+Held-out test sets are a stratified split (segmentation data: a plain random one) with a constant seed (``SPLIT_SEED``,
 not the training seed), so ``archspec train`` and ``archspec test`` agree on
 which images were held out.
 """
@@ -46,9 +47,13 @@ TEST_FRACTION = 0.2
 MAX_NAMED = 10  # skipped files named one by one before the rest are counted
 SPLITS = ("train", "test", "all")
 
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"  # what a network learns: a class per image or pixel
 BUILTIN: dict[str, str] = {
     "digits": "scikit-learn's handwritten digits: 1797 8x8 grey images, 10 classes (0-9), upsampled to the input size",
+    "shapes": "segmentation: 400 synthetic images of filled circles and rectangles on noisy backgrounds, "
+    "3 classes per pixel (background, circle, rectangle), drawn at the input size from a fixed seed",
 }
+BUILTIN_TASK = {"digits": CLASSIFICATION, "shapes": SEGMENTATION}
 
 _EXAMPLE = "DIR/cat/*.jpg, DIR/dog/*.jpg"
 
@@ -82,19 +87,31 @@ class _Cache:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Labelled images, decoded on demand to float32 ``(C, H, W)`` in [0, 1]."""
+    """Labelled images, decoded on demand to float32 ``(C, H, W)`` in [0, 1]: a class per
+    image (``labels``) or, for segmentation data, a class per pixel (``masks``)."""
 
     name: str  # "digits" or the folder path as given
-    classes: tuple[str, ...]  # sorted class names; label k is classes[k]
-    labels: np.ndarray  # int64, (n,)
+    classes: tuple[str, ...]  # class names; label k is classes[k]
+    labels: np.ndarray  # int64, (n,); segmentation data: all 0 (one stratum for the held-out split)
     names: tuple[str, ...]  # per sample: path relative to the folder ("cat/001.jpg") or "digits_0042"
     shape: tuple[int, ...]  # per-sample (C, H, W)
-    sources: tuple[Path | np.ndarray, ...]  # per sample: an image file, or a 2-D grey array in [0, 1]
+    sources: tuple[Path | np.ndarray, ...]  # per sample: an image file, a 2-D grey array or a (C, H, W) one
     cache_budget: int = CACHE_BUDGET
+    masks: np.ndarray | None = None  # segmentation data: int64 (n, H, W), each pixel's class
     _cache: _Cache = field(default_factory=_Cache, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def task(self) -> str:
+        return CLASSIFICATION if self.masks is None else SEGMENTATION
+
+    def targets(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """What the network learns for the samples at ``indices``: int64 labels ``(n,)``,
+        or masks ``(n, H, W)`` for segmentation data."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return self.labels[idx] if self.masks is None else self.masks[idx]
 
     def batch(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """The samples at ``indices`` as a new float32 array ``(len(indices), C, H, W)``."""
@@ -118,6 +135,7 @@ class Dataset:
         return replace(
             self,
             labels=self.labels[idx],
+            masks=None if self.masks is None else self.masks[idx],
             names=tuple(self.names[i] for i in idx),
             sources=tuple(self.sources[i] for i in idx),
         )
@@ -131,12 +149,17 @@ def load(
     test_fraction: float = TEST_FRACTION,
     seed: int = SPLIT_SEED,
     warn: Callable[[str], None] = print,
+    task: str = CLASSIFICATION,
+    num_classes: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
     """Load a built-in data set or an image folder; ``split`` "train" or "test" is the
-    stratified held-out split (``test_fraction``, split seed ``seed``), "all" everything."""
+    stratified held-out split (``test_fraction``, split seed ``seed``), "all" everything.
+    ``task`` is the network's; segmentation data without a classes.txt has ``num_classes``
+    classes, named ``classes`` when given (a run's), else 0, 1, ..."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    data = _load_all(source, shape, warn)
+    data = _load_all(source, shape, warn, task, num_classes, tuple(classes) if classes else None)
     if split == "all":
         return data
     train, test = _split(data, test_fraction, seed)
@@ -144,14 +167,20 @@ def load(
 
 
 def split_pair(
-    source: str | None, test_source: str | None, shape: tuple[int, ...], warn: Callable[[str], None] = print
+    source: str | None,
+    test_source: str | None,
+    shape: tuple[int, ...],
+    warn: Callable[[str], None] = print,
+    task: str = CLASSIFICATION,
+    num_classes: int | None = None,
 ) -> tuple[Dataset, Dataset]:
     """The (train, test) data of ``archspec train``: all of ``source`` and all of ``test_source``
-    when it is given (same classes required), else the held-out split of ``source``."""
-    data = _load_all(source, shape, warn)
+    when it is given (same classes required), else the held-out split of ``source``.
+    A segmentation test folder without classes.txt takes the training data's class names."""
+    data = _load_all(source, shape, warn, task, num_classes)
     if test_source is None:
         return _split(data, TEST_FRACTION, SPLIT_SEED)
-    test = _load_all(test_source, shape, warn)
+    test = _load_all(test_source, shape, warn, task, len(data.classes), data.classes)
     if test.classes != data.classes:
         only_train = sorted(set(data.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(data.classes))
@@ -162,7 +191,7 @@ def split_pair(
         )
         raise DataError(
             f"the test data's classes differ from the training data's ({diff}): "
-            "give test data with the same class subfolders"
+            "give test data with the same classes (class subfolders, or a segmentation folder's classes.txt)"
         )
     return data, test
 
@@ -175,7 +204,7 @@ def check_num_classes(dataset: Dataset, num_classes_set: int | None, spec_defaul
     raise DataError(
         f"the data has {n} classes ({_listing(dataset.classes)}) but --set num_classes={num_classes_set}; "
         f"drop the --set (training uses the data's {n} classes; the spec's default is {spec_default}) "
-        f"or give data with {num_classes_set} class folders"
+        f"or give data with {num_classes_set} {'class folders' if dataset.masks is None else 'classes'}"
     )
 
 
@@ -184,33 +213,67 @@ def _listing(names: Sequence[str], most: int = 10) -> str:
     return shown if len(names) <= most else f"{shown}, ... ({len(names) - most} more)"
 
 
-def _load_all(source: str | None, shape: tuple[int, ...], warn: Callable[[str], None]) -> Dataset:
+def _load_all(
+    source: str | None,
+    shape: tuple[int, ...],
+    warn: Callable[[str], None],
+    task: str = CLASSIFICATION,
+    num_classes: int | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> Dataset:
     shape = tuple(shape)
     if len(shape) != 3:
         raise DataError(
             f"image data needs a CxHxW input, but the spec's input is {'x'.join(map(str, shape))}; "
             "set an image input with --input"
         )
-    if source is None or source == "digits":
+    from archspec.training import segmentation
+
+    if source is None:
+        source = "digits" if task == CLASSIFICATION else "shapes"
+    if BUILTIN_TASK.get(source, task) != task:
+        raise DataError(_wrong_task(source, BUILTIN_TASK[source], task))
+    if source == "digits":
         return _digits(shape)
+    if source == "shapes":
+        return segmentation.shapes(shape)
     path = Path(source).expanduser()
     if not path.exists():
-        builtins = ", ".join(BUILTIN)
+        builtins = ", ".join(name for name, kind in BUILTIN_TASK.items() if kind == task)
+        what = (
+            f"a folder of images with one subfolder per class ({_EXAMPLE})"
+            if task == CLASSIFICATION
+            else "a segmentation folder (DIR/images/<name>.<ext>, DIR/masks/<name>.png)"
+        )
         if "/" in source or "\\" in source or source.startswith((".", "~")):
-            raise DataError(
-                f"no such folder: {source}; give a folder of images with one subfolder per class ({_EXAMPLE}) "
-                f"or a built-in data set ({builtins})"
-            )
+            raise DataError(f"no such folder: {source}; give {what} or a built-in data set ({builtins})")
         raise DataError(
-            f"{source!r} is neither a built-in data set ({builtins}) nor an existing folder; "
-            f"a folder of images with one subfolder per class ({_EXAMPLE}) is also accepted"
+            f"{source!r} is neither a built-in data set ({builtins}) nor an existing folder; {what} is also accepted"
         )
     if shape[0] not in (1, 3):
         raise DataError(
             f"image folders need 1 (grey) or 3 (RGB) channels, but the spec's input has {shape[0]}; "
             "set the input with --input, e.g. --input 3x32x32"
         )
+    layout = segmentation.layout(path)
+    if layout is not None and layout != task:
+        raise DataError(_wrong_task(source, layout, task))
+    if task == SEGMENTATION:
+        names = class_names or tuple(str(k) for k in range(num_classes or 0))
+        return segmentation.folder(source, path, shape, names)
     return _folder(source, path, shape, warn)
+
+
+_LAYOUTS = {
+    CLASSIFICATION: f"a class per image, e.g. a folder with one subfolder per class ({_EXAMPLE}) or digits",
+    SEGMENTATION: "a class per pixel, e.g. a folder with DIR/images/<name>.<ext> and DIR/masks/<name>.png, or shapes",
+}
+
+
+def _wrong_task(source: str, data_task: str, task: str) -> str:
+    """Why ``source`` (data for ``data_task``) does not fit a network that learns ``task``."""
+    net = "an image classifier" if task == CLASSIFICATION else "a segmentation network (a class per pixel)"
+    return f"{source} is {data_task} data; the network is {net}: give data with {_LAYOUTS[task]}"
 
 
 def _digits(shape: tuple[int, ...]) -> Dataset:
@@ -352,6 +415,8 @@ def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str]
 def _decode(source: Path | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """One sample as float32 ``shape`` (C, H, W) in [0, 1]."""
     c, h, w = shape
+    if isinstance(source, np.ndarray) and source.shape == tuple(shape):  # drawn at the input size (shapes)
+        return source
     if isinstance(source, np.ndarray):
         grey = _resize_grey(source, h, w)
         return np.repeat(grey[None], c, axis=0)

@@ -33,7 +33,8 @@ from archspec.pipeline import Compiled
 from archspec.runtime import TARGETS
 from archspec.summary import shape_str
 from archspec.training.core import OPTIMIZERS, SCHEDULES, Setup
-from archspec.training.run import classifier, trainer_for
+from archspec.training.data import SEGMENTATION
+from archspec.training.run import task_of, trainer_for
 from archspec.verify import REFERENCE, Comparison, TargetReport, generate
 from archspec.weights import random_weights
 
@@ -73,11 +74,14 @@ class TrainReport:
 
 
 def batches(compiled: Compiled, steps: int, batch: int, num_classes: int, seed: int):
-    """The same inputs in [0, 1) and labels for every target, one pair per step."""
+    """The same inputs in [0, 1) and labels (masks for a segmentation network) for every
+    target, one pair per step."""
     rng = np.random.default_rng([seed, 2])
     shape = (batch, *compiled.graph.input_shape)
+    per_pixel = task_of(compiled).kind == SEGMENTATION
+    targets = (batch, *compiled.graph.input_shape[1:]) if per_pixel else (batch,)
     return [
-        (rng.random(shape, dtype=np.float32), rng.integers(0, num_classes, batch).astype(np.int64))
+        (rng.random(shape, dtype=np.float32), rng.integers(0, num_classes, targets).astype(np.int64))
         for _ in range(steps)
     ]
 
@@ -129,7 +133,8 @@ def verify_training(
     if not 0 <= weight_decay <= 1:
         raise ValueError(f"weight decay {weight_decay} is out of range: give a number from 0 to 1")
     start = time.perf_counter()
-    num_classes, outputs = classifier(compiled)
+    task = task_of(compiled)
+    num_classes, outputs = task.num_classes, task.outputs
     targets = [REFERENCE, *(t for t in dict.fromkeys(targets) if t != REFERENCE)]
     setup = Setup(
         num_classes=num_classes,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from archspec.pipeline import compile_spec
 from archspec.training.core import TrainingError, write_json, write_text
-from archspec.training.run import RUN_FILE, Options, classifier, parse_sets, train
+from archspec.training.run import RUN_FILE, Options, parse_sets, task_of, train
 
 MAX_POINTS = 100
 
@@ -167,7 +167,7 @@ def run_grid(
     Raises TrainingError or SpecError before any run when the grid cannot start."""
     points = plan(base, axes)
     compiled = compile_spec(base.spec, parse_sets(base.sets), input_shape=base.input)  # a bad spec stops the grid here
-    classifier(compiled)
+    task_of(compiled)  # a network that train refuses stops the grid here too
     root = grid_dir(out, compiled.graph.name, base.target)
     echo(f"grid of {len(points)} runs of {compiled.graph.name} in {base.target}, in {root}")
     results: list[GridResult] = []

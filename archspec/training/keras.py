@@ -3,9 +3,11 @@
 ``compile`` gets one ``SparseCategoricalCrossentropy(from_logits=True)`` per
 output, weighted by the setup's loss weights (auxiliary heads that the model
 was built without are simply not among its outputs), and the accuracy of the
-main output. ``fit`` runs over :class:`Batches`, exactly the steps asked for,
-with ``verbose=0``; a callback resets the metrics before every batch, so the
-logs after it are that batch's own loss and accuracy, and hands them to the
+main output; on a segmentation network's per-pixel output (N, H, W, K) and
+masks (N, H, W) both are per pixel, the loss the mean over every pixel.
+``fit`` runs over :class:`Batches`, exactly the steps asked for, with
+``verbose=0``; a callback resets the metrics before every batch, so the logs
+after it are that batch's own loss and accuracy, and hands them to the
 monitor. ``train_step`` is ``train_on_batch``, the same compiled step.
 
 Optimizers: :class:`SGD`, Keras' ``SGD`` and ``SGD(momentum=0.9)`` (v' = mu v'
@@ -47,7 +49,7 @@ import numpy as np
 
 from archspec.runtime import channels_last
 from archspec.runtime import keras as rt
-from archspec.training.augment import augment
+from archspec.training.augment import augment_batch
 from archspec.training.core import (
     ADAM_BETAS,
     ADAM_EPS,
@@ -141,7 +143,7 @@ class Batches(keras.utils.PyDataset):
     def __init__(self, data: Dataset, batch_size: int, steps: int, seed: int, targets, transform=None) -> None:
         super().__init__()
         self.data, self.batch_size, self.steps, self.seed, self.targets = data, batch_size, steps, seed, targets
-        self.transform = transform  # (batch, index) -> batch: the augmentation, channels first
+        self.transform = transform  # (images, targets, index) -> (images, targets): the augmentation, channels first
         self.per_epoch = len(data) // batch_size
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -153,26 +155,27 @@ class Batches(keras.utils.PyDataset):
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, epoch_order(len(self.data), self.seed, epoch))
         idx = self._order[1][k * self.batch_size : (k + 1) * self.batch_size]
-        x = self.data.batch(idx)
+        x, y = self.data.batch(idx), self.data.targets(idx)
         if self.transform is not None:
-            x = self.transform(x, i)
-        return channels_last(x), self.targets(self.data.labels[idx])
+            x, y = self.transform(x, y, i)
+        return channels_last(x), self.targets(y)
 
 
 class Report(keras.callbacks.Callback):
-    """Each batch's loss and main-output accuracy to the monitor."""
+    """Each batch's loss and main-output accuracy to the monitor; ``n``: the samples
+    (or pixels) of a batch."""
 
-    def __init__(self, monitor: Monitor, start: int, batch_size: int) -> None:
+    def __init__(self, monitor: Monitor, start: int, n: int) -> None:
         super().__init__()
-        self.monitor, self.start, self.batch_size = monitor, start, batch_size
+        self.monitor, self.start, self.n = monitor, start, n
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
         self.model.reset_metrics()  # the logs after the batch are then its own values, not running means
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         accuracy = next(v for k, v in logs.items() if k.endswith("accuracy"))
-        correct = round(float(accuracy) * self.batch_size)
-        self.monitor.step(self.start + batch + 1, float(logs["loss"]), correct, self.batch_size)
+        correct = round(float(accuracy) * self.n)
+        self.monitor.step(self.start + batch + 1, float(logs["loss"]), correct, self.n)
 
 
 class UnbiasedMovingVariance(keras.callbacks.Callback):
@@ -239,13 +242,14 @@ class Trainer(RuntimeModel):
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         names, seed = self.setup.augment, self.setup.seed
-        transform = (lambda x, i: augment(x, names, seed, start + i + 1)) if names else None
+        transform = (lambda x, y, i: augment_batch(x, y, names, seed, start + i + 1)) if names else None
         batches = Batches(data, batch_size, stop - start, self.setup.seed + start, self._targets, transform)
         if self.setup.world.custom_loop:  # MultiWorkerMirroredStrategy, where fit fails (keras issue 20585)
             return self.setup.world.keras_loop(self).fit(batches, start, monitor)
         # shuffle=False: Keras would shuffle the order of the batches, which Batches already fixes
         self.norms.batch_size = self.setup.world.norm_batch(batch_size)  # with --nproc, each replica's images
-        callbacks = [self.norms, Report(monitor, start, batch_size)]  # the correction first: Report may checkpoint
+        n = batch_size * int(np.prod(data.targets([0]).shape[1:]))  # samples, or pixels of masks
+        callbacks = [self.norms, Report(monitor, start, n)]  # the correction first: Report may checkpoint
         self.model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:

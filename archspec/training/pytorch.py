@@ -1,4 +1,5 @@
-"""Training the generated PyTorch model: a DataLoader, an optimizer, CrossEntropyLoss.
+"""Training the generated PyTorch model: a DataLoader, an optimizer, CrossEntropyLoss
+(which takes per-pixel logits (N, K, H, W) and masks (N, H, W) as they are).
 
 PyTorch defines the conventions of the training options: ``weight_decay`` is
 torch.optim's (L2 added to the gradient of every parameter), the schedules are
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, default_collate
 from torch.utils.data import Dataset as TorchDataset
 
 from archspec.runtime import pytorch as rt
-from archspec.training.augment import augment
+from archspec.training.augment import augment_batch
 from archspec.training.core import ADAM_BETAS, ADAM_EPS, MOMENTUM, STEP_GAMMA, Monitor, RuntimeModel, Setup, atomic
 from archspec.training.data import Dataset
 
@@ -34,7 +35,7 @@ TARGET = "pytorch"
 
 
 class Samples(TorchDataset):
-    """An archspec dataset as PyTorch's map-style dataset of (image, label)."""
+    """An archspec dataset as PyTorch's map-style dataset of (image, label or mask)."""
 
     def __init__(self, data: Dataset) -> None:
         self.data = data
@@ -42,8 +43,8 @@ class Samples(TorchDataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.data.batch([i])[0]), int(self.data.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.data.batch([i])[0]), torch.as_tensor(self.data.targets([i])[0])
 
 
 class Augmented:
@@ -56,7 +57,8 @@ class Augmented:
     def __call__(self, samples):
         x, y = default_collate(samples)
         self.step += 1
-        return torch.from_numpy(augment(x.numpy(), self.names, self.seed, self.step)), y
+        x, y = augment_batch(x.numpy(), y.numpy(), self.names, self.seed, self.step)
+        return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def optimizer_for(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
@@ -112,7 +114,7 @@ class Trainer(RuntimeModel):
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss.item(), int((logits.argmax(1) == y).sum())
+        return loss.item(), int((logits.argmax(1) == y).sum())  # of y.numel() samples or pixels
 
     def _schedule_from(self, start: int) -> None:
         """The scheduler as after ``start`` steps (a resumed run; its iters may have grown)."""
@@ -140,7 +142,7 @@ class Trainer(RuntimeModel):
             for x, y in loader:
                 loss, correct = self._step(x, y)
                 step += 1
-                monitor.step(step, loss, correct, len(y))
+                monitor.step(step, loss, correct, y.numel())
                 if step == stop:
                     return
 

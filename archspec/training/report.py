@@ -173,11 +173,14 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def table(runs: list[Run]) -> str:
-    """The Markdown table, one row per run."""
+    """The Markdown table, one row per run; a test mean IoU column when a run has one
+    (segmentation, whose accuracies are pixel accuracies)."""
     axes = [*FIXED, *varying(runs)]
+    iou = ["test mean IoU"] if any("test_mean_iou" in r.info for r in runs) else []
     head = ["run", "spec", "target", "input", *(k.replace("_", " ") for k in axes)]
-    head += ["training time (s)", "parameters", "weights (MB)", "train accuracy", "test accuracy", "status"]
-    align = ["---"] * 4 + ["---:" if AXES[k].kind is not str else "---" for k in axes] + ["---:"] * 5 + ["---"]
+    head += ["training time (s)", "parameters", "weights (MB)", "train accuracy", "test accuracy", *iou, "status"]
+    align = ["---"] * 4 + ["---:" if AXES[k].kind is not str else "---" for k in axes]
+    align += ["---:"] * (5 + len(iou)) + ["---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in runs:
         cells = [f"`{r.label}`", spec_of(r), r.info["target"], _shape(r), *(text(r.option(k)) for k in axes)]
@@ -187,6 +190,7 @@ def table(runs: list[Run]) -> str:
             _num(r.info.get("weights_mb"), ".2f"),  # "-" for a run.json older than weights_mb
             _num(r.info.get("train_accuracy"), ".4f"),
             _num(last_test(r)[1], ".4f"),
+            *([_num(r.info.get("test_mean_iou"), ".4f")] if iou else []),
             status_of(r),
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

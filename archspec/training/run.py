@@ -7,9 +7,13 @@ A run directory holds
 - ``weights.npz``: canonical weights, loadable by every target;
 - the framework's own checkpoint (``model.pt``, ``model.weights.h5``,
   ``model.npz`` or ``checkpoint/``) and the optimizer's state, for ``--resume``;
-- ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds),
-  ``curves.png``, and ``run.json`` (spec, target, every option, the device,
-  package versions, seconds, parameters, the weights' size, final accuracies, status).
+- ``metrics.csv`` (step, loss, accuracy, test_loss, test_accuracy, lr, seconds;
+  segmentation runs also test_mean_iou), ``curves.png``, and ``run.json`` (spec,
+  target, task, every option, the device, package versions, seconds, parameters,
+  the weights' size, final accuracies, status).
+
+A segmentation network (:func:`task_of`) trains on masks; its accuracies are
+pixel accuracies and its test figures add the mean IoU.
 
 Every file is written atomically, at every evaluation: a run that is stopped
 at any moment leaves the last checkpoint whole.
@@ -52,8 +56,8 @@ from archspec.training.core import (
     Trainer,
     TrainingError,
     best_row,
-    evaluate,
     predict_all,
+    scores,
     softmax,
     write_json,
     write_text,
@@ -173,20 +177,59 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
         raise TrainingError(str(exc)) from None
 
 
-def classifier(compiled: Compiled) -> tuple[int, int]:
-    """(spec default of num_classes, number of outputs); refuse what is not a classifier."""
+@dataclass(frozen=True)
+class Task:
+    """What a network learns, from its compiled graph (:func:`task_of`)."""
+
+    kind: str  # D.CLASSIFICATION (a class per image) or D.SEGMENTATION (a class per pixel)
+    num_classes: int  # the num_classes the spec was compiled with
+    outputs: int  # how many outputs the network returns (the first is the main one)
+
+
+def task_of(compiled: Compiled) -> Task:
+    """The one rule: a network with a ``num_classes`` parameter is an image classifier
+    when every output is one value per class, (K,), and a segmentation network when
+    every output is (num_classes, H, W) at the input's H x W; anything else is refused."""
     graph = compiled.graph
     if "num_classes" not in graph.params:
         raise TrainingError(
-            f"{graph.name} has no num_classes parameter: archspec train and test need an image classifier"
+            f"{graph.name} has no num_classes parameter: archspec train and test need an image classifier "
+            "or a segmentation network"
         )
-    for shape in graph.output_shapes:
-        if len(shape) != 1:
-            raise TrainingError(
-                f"{graph.name}'s outputs have shapes {[list(s) for s in graph.output_shapes]}: "
-                "archspec train and test need outputs of one value per class"
-            )
-    return int(graph.params["num_classes"]), len(graph.outputs)
+    k, shapes = int(graph.params["num_classes"]), [tuple(s) for s in graph.output_shapes]
+    if all(len(s) == 1 for s in shapes):
+        return Task(D.CLASSIFICATION, k, len(shapes))
+    size = tuple(graph.input_shape[1:])
+    if all(len(s) == 3 and s[0] == k for s in shapes):
+        if all(s[1:] == size for s in shapes):
+            return Task(D.SEGMENTATION, k, len(shapes))
+        raise TrainingError(
+            f"{graph.name} scores every pixel at {'x'.join(map(str, shapes[0][1:]))}, not at the input's "
+            f"{'x'.join(map(str, size))}: archspec train needs per-pixel outputs of the input's size"
+        )
+    raise TrainingError(
+        f"{graph.name}'s outputs have shapes {[list(s) for s in shapes]}: archspec train and test need outputs "
+        f"of one value per class ({k},) or of one value per class and pixel ({k}, H, W)"
+    )
+
+
+def refuse_parallel(options: Options, compiled: Compiled) -> None:
+    """Refuse data-parallel training (--nproc, --distributed) of a segmentation network."""
+    if (options.nproc > 1 or options.distributed) and task_of(compiled).kind == D.SEGMENTATION:
+        raise TrainingError(
+            f"{compiled.graph.name} is a segmentation network: --nproc and --distributed train classifiers only "
+            "for now; train it in one process (drop --nproc and --distributed)"
+        )
+
+
+def check_parallel(options: Options) -> None:
+    """:func:`refuse_parallel` before a launcher starts the workers (a broken spec is left to them)."""
+    if options.nproc > 1 or options.distributed:
+        try:
+            compiled = compile_spec(options.spec, parse_sets(options.sets), input_shape=options.input)
+        except SpecError:
+            return
+        refuse_parallel(options, compiled)
 
 
 def generate(compiled: Compiled, target: str, directory: Path) -> ModuleType:
@@ -320,9 +363,18 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     )
     sets = parse_sets(options.sets)
     compiled = compile_for(options.spec, sets, options.input, options.target)
-    default_classes, outputs = classifier(compiled)
-    train_data, test_data = D.split_pair(options.data, options.test_data, compiled.graph.input_shape, warn=echo)
+    task = task_of(compiled)
+    refuse_parallel(options, compiled)
+    default_classes, outputs = task.num_classes, task.outputs
     set_classes = int(sets["num_classes"]) if "num_classes" in sets else None
+    train_data, test_data = D.split_pair(
+        options.data,
+        options.test_data,
+        compiled.graph.input_shape,
+        warn=echo,
+        task=task.kind,
+        num_classes=set_classes or default_classes,
+    )
     num_classes = D.check_num_classes(train_data, set_classes, default_classes)
     if num_classes != default_classes:
         sets = {**sets, "num_classes": str(num_classes)}
@@ -373,6 +425,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             "spec": options.spec,
             "name": compiled.graph.name,
             "target": options.target,
+            "task": task.kind,
             "status": status,
             "step": step,
             "options": {**asdict(options), "sets": list(options.sets), "input": options.input and list(options.input)},
@@ -447,10 +500,10 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     seconds = monitor.seconds
     info = describe(step, status, seconds)
     if status != "diverged":
-        info["train_loss"], info["train_accuracy"] = evaluate(trainer.predict, train_data)
+        info |= {f"train_{k}": v for k, v in scores(trainer.predict, train_data).items()}
     rows = [r for r in metrics.rows if r.get("test_accuracy") != ""]
     if rows:
-        info["test_loss"], info["test_accuracy"] = rows[-1]["test_loss"], rows[-1]["test_accuracy"]
+        info |= {k: v for k, v in rows[-1].items() if k in ("test_loss", "test_accuracy", "test_mean_iou")}
     write_json(run_dir / RUN_FILE, info)
     plot_curves(metrics, run_dir / "curves.png", f"{compiled.graph.name} ({options.target})")
     return Result(run_dir, status, step, message, info)
@@ -471,8 +524,8 @@ def training_options(options: Options, setup: Setup, shape: tuple[int, ...], met
     }
     best = best_row(metrics.rows) if options.patience is not None else None
     if best is not None:
-        keys = ("step", "test_loss", "test_accuracy")
-        info["best"] = {**{k: best[k] for k in keys}, "weights": BEST_WEIGHTS}
+        keys = ("step", "test_loss", "test_accuracy", "test_mean_iou")
+        info["best"] = {**{k: best[k] for k in keys if k in best}, "weights": BEST_WEIGHTS}
     return info
 
 
@@ -526,6 +579,76 @@ class TestReport:
         return asdict(self)
 
 
+@dataclass
+class SegmentationReport:
+    """``archspec test`` of a segmentation network: figures over every pixel of the test set."""
+
+    spec: str
+    target: str
+    weights: str
+    data: str
+    classes: list[str]
+    pixel_accuracy: float
+    mean_iou: float  # the mean of the per-class IoUs that are defined
+    n: int  # images
+    pixels: int
+    per_class: dict[str, dict[str, float | int | None]]  # iou (None: class neither true nor predicted), pixels
+    confusion: list[list[int]]  # pixels, rows: true class, columns: predicted
+    images: list[dict]  # file, pixel_accuracy, and mask: the predicted mask's file when written
+    masks: str | None  # the folder of the predicted masks (test --masks)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def segmentation_report(
+    logits: np.ndarray, dataset: D.Dataset, classes: list[str], masks_dir: Path | None, **facts: str
+) -> SegmentationReport:
+    """The figures of per-pixel logits (N, K, H, W) against the dataset's masks; the
+    predicted masks written into ``masks_dir`` when it is given."""
+    from archspec.training import segmentation
+    from archspec.training.core import confusion, iou, mean_iou
+
+    predicted, truth = logits.argmax(axis=1), dataset.masks
+    counts = confusion(truth, predicted, len(classes))
+    ious = iou(counts)
+    files = [None] * len(dataset)
+    if masks_dir is not None:
+        files = [str(f) for f in segmentation.write_masks(masks_dir, dataset.names, predicted)]
+    return SegmentationReport(
+        **facts,
+        classes=classes,
+        pixel_accuracy=float((predicted == truth).mean()),
+        mean_iou=mean_iou(counts),
+        n=len(dataset),
+        pixels=int(truth.size),
+        per_class={
+            name: {"iou": None if np.isnan(v) else float(v), "pixels": int(counts[i].sum())}
+            for i, (name, v) in enumerate(zip(classes, ious))
+        },
+        confusion=counts.tolist(),
+        images=[
+            {"file": name, "pixel_accuracy": float((p == t).mean()), "mask": f}
+            for name, p, t, f in zip(dataset.names, predicted, truth, files)
+        ],
+        masks=None if masks_dir is None else str(masks_dir),
+    )
+
+
+def masks_folder(path: Path) -> Path:
+    """``test --masks``: a folder to write predicted masks into, made when missing."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".archspec-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(
+            f"--masks {path}: cannot write there ({exc.strerror or exc}); give a folder for the predicted masks"
+        ) from None
+    return path
+
+
 def resolve_weights(path: Path) -> tuple[Path, dict | None]:
     """``weights.npz`` and the run description, from a run directory or an npz file;
     a run that kept its best evaluation's weights (--patience) gives those."""
@@ -551,10 +674,12 @@ def test(
     sets: tuple[str, ...] = (),
     input_shape: tuple[int, ...] | None = None,
     echo: Callable[[str], None] = print,
+    masks: Path | None = None,
     device: str = "auto",
-) -> TestReport:
-    """Classify every image of a test set with trained weights in one framework, on ``device``
-    (``--device``: auto, cpu, cuda or cuda:N)."""
+) -> TestReport | SegmentationReport:
+    """Classify every image (or, for a segmentation network, every pixel) of a test set
+    with trained weights in one framework, on ``device`` (``--device``: auto, cpu,
+    cuda or cuda:N); ``masks``: a folder for the predicted masks."""
     if target not in TARGETS:
         raise TrainingError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     try:
@@ -580,18 +705,22 @@ def test(
     compiled = compile_for(spec, overrides, input_shape, target)
     if info is not None and info["name"] != compiled.graph.name:
         raise TrainingError(f"{weights_path} is a run of {info['name']}, not of {compiled.graph.name} ({spec})")
-    default_classes, outputs = classifier(compiled)
-    if data is None and info is not None and info["options"].get("data") not in (None, "digits"):
+    task = task_of(compiled)
+    default_classes, outputs = task.num_classes, task.outputs
+    if masks is not None and task.kind != D.SEGMENTATION:
+        raise TrainingError(f"--masks writes predicted masks of a segmentation network; {spec} is a classifier")
+    shape, given = compiled.graph.input_shape, {"task": task.kind, "num_classes": default_classes}
+    if data is None and info is not None and info["options"].get("data") not in (None, *D.BUILTIN):
         # trained on a folder without a separate test folder: its held-out split
-        dataset = D.split_pair(info["options"]["data"], None, compiled.graph.input_shape, warn=echo)[1]
+        dataset = D.split_pair(info["options"]["data"], None, shape, warn=echo, **given)[1]
     elif data is None or data in D.BUILTIN:
-        dataset = D.load(data, compiled.graph.input_shape, split="test", warn=echo)
+        dataset = D.load(data, shape, split="test", warn=echo, classes=classes, **given)
     else:
-        dataset = D.load(data, compiled.graph.input_shape, split="all", warn=echo)
+        dataset = D.load(data, shape, split="all", warn=echo, classes=classes, **given)
     if classes is not None and list(dataset.classes) != classes:
         raise TrainingError(
             f"the test data's classes ({', '.join(dataset.classes)}) are not those the run was trained on "
-            f"({', '.join(classes)}); give a folder with the same class subfolders"
+            f"({', '.join(classes)}); give data with the same classes"
         )
     classes = classes or list(dataset.classes)
     if info is None:
@@ -613,6 +742,9 @@ def test(
         model = placement.move(target, network.build(module, class_name(compiled.graph.name)), devices[0])
     rt.load_weights(model, weights)
     logits = predict_all(lambda x: rt.run(model, x)[0], dataset)
+    facts = {"spec": spec, "target": target, "weights": str(npz), "data": dataset.name}
+    if task.kind == D.SEGMENTATION:
+        return segmentation_report(logits, dataset, classes, masks and masks_folder(masks), **facts)
     probs = softmax(logits.astype(np.float64))
     predicted = probs.argmax(axis=1)
     labels = dataset.labels
@@ -641,8 +773,11 @@ def test(
     )
 
 
-def format_test(report: TestReport) -> str:
-    """The quiz's answer lines (file, predicted class, probability), then the totals."""
+def format_test(report: TestReport | SegmentationReport) -> str:
+    """The quiz's answer lines (file, predicted class, probability), then the totals;
+    a segmentation report's own lines (:func:`format_segmentation`)."""
+    if isinstance(report, SegmentationReport):
+        return format_segmentation(report)
     width = max((len(p["file"]) for p in report.predictions), default=4)
     cw = max(len(c) for c in report.classes)
     lines = []
@@ -658,4 +793,26 @@ def format_test(report: TestReport) -> str:
     lines.append(" " * (cw + 2) + "  ".join(f"{c:>{cell}}" for c in report.classes))
     for name, row in zip(report.classes, report.confusion):
         lines.append(f"  {name:<{cw}}" + "".join(f"  {v:>{cell}}" for v in row))
+    return "\n".join(lines) + "\n"
+
+
+def format_segmentation(report: SegmentationReport) -> str:
+    """A line per image (file, pixel accuracy), then pixel accuracy, mean IoU, per-class IoU."""
+    width = max((len(i["file"]) for i in report.images), default=4)
+    lines = [f"{i['file']:<{width}}  pixel accuracy {i['pixel_accuracy']:.4f}" for i in report.images]
+    correct = sum(row[k] for k, row in enumerate(report.confusion))
+    cw = max(len(c) for c in report.classes)
+    lines += [
+        "",
+        f"pixel accuracy {report.pixel_accuracy:.4f} ({correct} of {report.pixels} pixels, {report.n} images) "
+        f"in {report.target}",
+        f"mean IoU {report.mean_iou:.4f}",
+        "",
+        "per class (IoU, true pixels):",
+    ]
+    for name, v in report.per_class.items():
+        value = "-" if v["iou"] is None else f"{v['iou']:.4f}"
+        lines.append(f"  {name:<{cw}}  {value:>6}  {v['pixels']}")
+    if report.masks is not None:
+        lines += ["", f"predicted masks written to {report.masks} (pixel value = class index)"]
     return "\n".join(lines) + "\n"

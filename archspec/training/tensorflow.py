@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from archspec.runtime import channels_last
 from archspec.runtime import tensorflow as rt
-from archspec.training.augment import augment
+from archspec.training.augment import augment_batch
 from archspec.training.core import (
     ADAM_BETAS,
     ADAM_EPS,
@@ -154,7 +154,7 @@ class Trainer(RuntimeModel):
                     if o is not None
                 ]
             )
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(outs[0], axis=1), y), tf.int32))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(outs[0], axis=-1), y), tf.int32))  # samples or pixels
         return loss, tape.gradient(loss, self.variables), correct
 
     def _run_step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[float, int]:
@@ -163,16 +163,19 @@ class Trainer(RuntimeModel):
         return float(loss), int(correct)
 
     def batches(self, data: Dataset, batch_size: int, start: int, stop: int) -> tf.data.Dataset:
-        """The batches of steps ``start + 1 .. stop``: channels-last images and labels."""
+        """The batches of steps ``start + 1 .. stop``: channels-last images and labels (or masks)."""
         shape = (batch_size, *data.shape[1:], data.shape[0])  # channels last
+        target_shape = (batch_size, *data.targets([0]).shape[1:])
 
         def load(step: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            x = augment(data.batch(indices), self.setup.augment, self.setup.seed, int(step))
-            return channels_last(x), data.labels[indices]
+            x, y = augment_batch(
+                data.batch(indices), data.targets(indices), self.setup.augment, self.setup.seed, int(step)
+            )
+            return channels_last(x), y
 
         def to_tensors(step: tf.Tensor, indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             x, y = tf.numpy_function(load, [step, indices], (tf.float32, tf.int64), stateful=False)
-            return tf.ensure_shape(x, shape), tf.ensure_shape(y, (batch_size,))
+            return tf.ensure_shape(x, shape), tf.ensure_shape(y, target_shape)
 
         n = len(data)
         return (
@@ -188,9 +191,10 @@ class Trainer(RuntimeModel):
 
     def fit(self, data: Dataset, batch_size: int, start: int, stop: int, monitor: Monitor) -> None:
         batches = self.setup.world.wrap_data(self.batches(data, batch_size, start, stop))  # per replica with --nproc
+        n = batch_size * int(np.prod(data.targets([0]).shape[1:]))  # samples, or pixels of masks
         for step, (x, y) in enumerate(batches, start + 1):
             loss, correct = self._run_step(x, y)
-            monitor.step(step, loss, correct, batch_size)
+            monitor.step(step, loss, correct, n)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         x = tf.constant(channels_last(np.asarray(x, np.float32)))
