@@ -84,7 +84,9 @@ def modules(model: tf.Module) -> dict[str, tf.Module]:
                 walk(obj.layers, path)
                 return
             for name, value in vars(obj).items():
-                if not name.startswith("_"):
+                if name == "layers" and isinstance(value, list):  # a sequential block's: layer i is at path.i
+                    walk(value, path)
+                elif not name.startswith("_"):
                     walk(value, f"{path}.{name}" if path else name)
         elif isinstance(obj, (list, tuple)):
             for i, value in enumerate(obj):
