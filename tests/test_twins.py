@@ -29,8 +29,6 @@ KERAS_INPUT = {"xception": (3, 80, 80), "inception_v3": (3, 80, 80)}
 # Twins whose layers run in another order than the spec's: refused at the first layer that differs.
 REFUSED = {
     "torchvision:googlenet": r"layer 1 with weights, conv1.conv .*bias",  # another network
-    "timm:legacy_seresnet50": r"layer 9 with weights, layer1.0.downsample.0",  # the shortcut runs before SE
-    "keras:InceptionV3": r"layer 159 with weights",  # Keras' layer order departs at Mixed_7b's branches
 }
 # Keras' EfficientNetB0 rescales its input by 1/255 first (docs/twins.md).
 INPUT_SCALE = {"keras:EfficientNetB0": 255.0}
