@@ -3,11 +3,13 @@
 A twin (``twins:`` in a spec, docs/twins.md) is a published model that the
 spec reproduces. :func:`import_weights` turns a twin's weights into
 canonical weights; :func:`export_to_twin` writes canonical weights back into
-the twin. The mapping is structural, never by names: the twin and the spec's
+the twin. The mapping is structural, never by names: of the twin and of the spec's
 generated model of the same framework (PyTorch for torchvision and timm,
-Keras for keras.applications) are run once, their layers that hold weights
-are listed in execution order, and the two lists are paired one to one, each
-pair checked for its kind (convolution, dense, batch norm) and every tensor's
+Keras for keras.applications), the dataflow graph is read (PyTorch: one
+forward pass recorded; Keras: the functional model's graph), its layers that
+hold weights are listed in a canonical order that depends on the graph alone
+(:func:`canonical`), and the two lists are paired one to one, each pair
+checked for its kind (convolution, dense, batch norm) and every tensor's
 shape. The generated model then holds the twin's tensors, and the runtime
 (:mod:`archspec.runtime`) reads them out in canonical layout, which converts
 HWIO kernels, depthwise kernels and the rest. Two Keras departures are
@@ -243,8 +245,8 @@ def canonical(graph: Graph) -> list[Layer]:
     order, seen = [], set()
     for node in _walk(graph, graph.outputs):
         layer = graph.layers.get(node)
-        if layer is not None and id(layer.obj) not in seen:  # a layer called twice is one layer
-            seen.add(id(layer.obj))
+        if layer is not None and id(layer) not in seen:  # a layer called twice is one layer
+            seen.add(id(layer))
             order.append(layer)
     return order
 
