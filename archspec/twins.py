@@ -263,12 +263,9 @@ def _torch_kind(m) -> str:
     return type(m).__name__
 
 
-# torch functions (as torch.*, Tensor methods and operators) whose tensor operands commute.
-TORCH_COMMUTATIVE = frozenset(
-    f"{pre}{op}{post}"
-    for op in ("add", "mul")
-    for pre, post in (("", ""), ("", "_"), ("__", "__"), ("__i", "__"), ("__r", "__"))
-) | {"maximum", "minimum"}
+# torch functions whose tensor operands commute (the operators +, +=, *, *= reach
+# a TorchFunctionMode under these names too).
+TORCH_COMMUTATIVE = frozenset({"add", "add_", "mul", "mul_", "maximum", "minimum"})
 
 
 def _torch_tensors(obj) -> list:
@@ -295,11 +292,7 @@ def _torch_graph(model, input_shape: tuple[int, ...]) -> tuple[Graph, list]:
     from torch.overrides import TorchFunctionMode
 
     names = {id(m): n for n, m in model.named_modules()}
-    owners = [
-        m
-        for m in model.modules()
-        if next(m.parameters(recurse=False), next(m.buffers(recurse=False), None)) is not None
-    ]
+    owners = [m for m in model.modules() if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False))]
     layers = {
         id(m): Layer(
             names[id(m)],
@@ -389,10 +382,13 @@ def _keras_graph(model) -> tuple[Graph, list]:
     todo = [c for c in map(call_of, model.outputs) if c is not None]
     while todo:  # depth first, each call after the calls it reads from
         call = todo[-1]
+        if id(call) in node_of:
+            todo.pop()
+            continue
         parents = [c for c in map(call_of, call.arguments.keras_tensors) if c is not None]
         waiting = [c for c in parents if id(c) not in node_of]
-        if id(call) in node_of or waiting:
-            todo.pop() if id(call) in node_of else todo.extend(waiting)
+        if waiting:
+            todo.extend(waiting)
             continue
         todo.pop()
         op = call.operation
@@ -405,8 +401,8 @@ def _keras_graph(model) -> tuple[Graph, list]:
 def _ordered(model, graph: Graph, held: list[Layer]) -> list[Layer]:
     """The canonical order of a model's layers with weights; all must reach its outputs."""
     order = canonical(graph)
-    reached = {id(layer.obj) for layer in order}
-    unused = [layer.name for layer in held if id(layer.obj) not in reached]
+    reached = {id(layer) for layer in order}
+    unused = [layer.name for layer in held if id(layer) not in reached]
     if unused:
         raise TwinError(f"{type(model).__name__} holds weights that never reach its outputs: {', '.join(unused)}")
     return order
