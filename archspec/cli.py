@@ -1173,7 +1173,7 @@ def weights_import(source: str, spec: str, from_file: Path | None, out: Path, se
     """Canonical weights (an .npz every target loads) from SOURCE, a twin: torchvision:NAME,
     timm:NAME or keras:NAME, built from the installed package (never downloaded) with
     the spec's declared configuration, random weights or those of --from. Layers are
-    paired by structure (execution order, kind, every tensor's shape); a twin that
+    paired by structure (the dataflow graph, kind, every tensor's shape); a twin that
     does not fit names its first layer that differs, and nothing is written."""
     from archspec.schema.spec import parse_spec
 

@@ -3,11 +3,13 @@
 A twin (``twins:`` in a spec, docs/twins.md) is a published model that the
 spec reproduces. :func:`import_weights` turns a twin's weights into
 canonical weights; :func:`export_to_twin` writes canonical weights back into
-the twin. The mapping is structural, never by names: the twin and the spec's
+the twin. The mapping is structural, never by names: of the twin and of the spec's
 generated model of the same framework (PyTorch for torchvision and timm,
-Keras for keras.applications) are run once, their layers that hold weights
-are listed in execution order, and the two lists are paired one to one, each
-pair checked for its kind (convolution, dense, batch norm) and every tensor's
+Keras for keras.applications), the dataflow graph is read (PyTorch: one
+forward pass recorded; Keras: the functional model's graph), its layers that
+hold weights are listed in a canonical order that depends on the graph alone
+(:func:`canonical`), and the two lists are paired one to one, each pair
+checked for its kind (convolution, dense, batch norm) and every tensor's
 shape. The generated model then holds the twin's tensors, and the runtime
 (:mod:`archspec.runtime`) reads them out in canonical layout, which converts
 HWIO kernels, depthwise kernels and the rest. Two Keras departures are
@@ -144,7 +146,7 @@ def _read_file(source: Source, model, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Layers with weights, in execution order
+# Layers with weights, in the dataflow graph's canonical order
 
 
 @dataclass
@@ -161,70 +163,249 @@ class Layer:
         shapes = ", ".join(f"{k} {v}" for k, v in self.tensors.items())
         return f"{self.name} ({self.kind}: {shapes})"
 
+    def signature(self) -> tuple:
+        """Kind and distinct tensor shapes: what orders the operands of an add
+        (a batch norm without gamma has the same signature as one with it)."""
+        return (self.kind, tuple(sorted(set(self.tensors.values()))))
 
-def _torch_layers(model, input_shape: tuple[int, ...]) -> list[Layer]:
-    """Modules with their own weights, in the order a forward pass calls them."""
-    import torch
-    from torch import nn
 
-    order: list[Layer] = []
-    names = {id(m): n for n, m in model.named_modules()}
+@dataclass
+class Graph:
+    """A network's dataflow: every op call a node (numbered as recorded), with
+    the nodes that produced its tensor inputs, in argument order."""
 
-    def kind(m) -> str:
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return f"conv{'-depthwise' if m.groups == m.in_channels and m.groups > 1 else ''}"
-        if isinstance(m, nn.Linear):
-            return "dense"
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return "batch_norm"
-        return type(m).__name__
+    inputs: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    layers: dict[int, Layer] = field(default_factory=dict)  # the nodes that are layers with weights
+    commutative: set[int] = field(default_factory=set)  # add, multiply: their operands have no order
+    outputs: tuple[int, ...] = ()
 
-    def hook(module, inputs, output) -> None:
-        if all(layer.obj is not module for layer in order):
-            tensors = {
-                k: tuple(v.shape)
-                for k, v in module.state_dict(keep_vars=True).items()
-                if "." not in k and k != "num_batches_tracked"
-            }
-            order.append(Layer(names[id(module)], kind(module), tensors, module))
+    def add(self, inputs, layer: Layer | None = None, commutative: bool = False) -> int:
+        node = len(self.inputs)
+        self.inputs[node] = tuple(inputs)
+        if layer is not None:
+            self.layers[node] = layer
+        if commutative:
+            self.commutative.add(node)
+        return node
 
-    owners = [
-        m
-        for m in model.modules()
-        if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
-    ]
-    handles = [m.register_forward_hook(hook) for m in owners]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1, *input_shape)))
-    finally:
-        for h in handles:
-            h.remove()
-    unused = [names[id(m)] for m in owners if all(layer.obj is not m for layer in order)]
-    if unused:
-        raise TwinError(f"{type(model).__name__} holds weights that its forward pass never uses: {', '.join(unused)}")
+
+def _ancestors(graph: Graph, nodes) -> set[int]:
+    """The nodes and every node they depend on."""
+    seen, todo = set(), list(nodes)
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.inputs[node])
+    return seen
+
+
+def _operands(graph: Graph, node: int) -> list[int]:
+    """A node's inputs in canonical order: as called, except that a commutative
+    op's operands are sorted by the signatures of the layers only they depend on
+    (an add's residual branch and its shortcut); ties keep the call's order."""
+    operands = list(graph.inputs[node])
+    if node not in graph.commutative or len(operands) < 2:
+        return operands
+
+    def key(i: int) -> tuple:
+        others = _ancestors(graph, operands[:i] + operands[i + 1 :])
+        own = _ancestors(graph, [operands[i]]) - others
+        return tuple(graph.layers[n].signature() for n in _walk(graph, [operands[i]], own) if n in graph.layers)
+
+    keys = [key(i) for i in range(len(operands))]
+    return [operands[i] for i in sorted(range(len(operands)), key=keys.__getitem__)]
+
+
+def _walk(graph: Graph, roots, within: set[int] | None = None) -> list[int]:
+    """The nodes reached from ``roots`` (inside ``within``), each after the nodes
+    it depends on: a depth-first walk over :func:`_operands`, so that the order
+    depends on the graph's structure only, not on the order its ops ran."""
+    order: list[int] = []
+    seen: set[int] = set()
+    for root in roots:
+        if root in seen or (within is not None and root not in within):
+            continue
+        seen.add(root)
+        stack = [(root, iter(_operands(graph, root)))]
+        while stack:
+            node, rest = stack[-1]
+            nxt = next((n for n in rest if n not in seen and (within is None or n in within)), None)
+            if nxt is None:
+                stack.pop()
+                order.append(node)
+            else:
+                seen.add(nxt)
+                stack.append((nxt, iter(_operands(graph, nxt))))
     return order
 
 
-def _keras_layers(model) -> list[Layer]:
-    """Layers with weights, in the functional model's order (preprocessing left out)."""
-    out = []
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if not layer.weights or kind in KERAS_PREPROCESSING:
+def canonical(graph: Graph) -> list[Layer]:
+    """The layers with weights that reach the outputs, in canonical order (each once)."""
+    order, seen = [], set()
+    for node in _walk(graph, graph.outputs):
+        layer = graph.layers.get(node)
+        if layer is not None and id(layer) not in seen:  # a layer called twice is one layer
+            seen.add(id(layer))
+            order.append(layer)
+    return order
+
+
+def _torch_kind(m) -> str:
+    from torch import nn
+
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return f"conv{'-depthwise' if m.groups == m.in_channels and m.groups > 1 else ''}"
+    if isinstance(m, nn.Linear):
+        return "dense"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return "batch_norm"
+    return type(m).__name__
+
+
+# torch functions whose tensor operands commute (the operators +, +=, *, *= reach
+# a TorchFunctionMode under these names too).
+TORCH_COMMUTATIVE = frozenset({"add", "add_", "mul", "mul_", "maximum", "minimum"})
+
+
+def _torch_tensors(obj) -> list:
+    """The tensors in a call's arguments or result, in order (nested tuples, lists, dicts)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _torch_tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _torch_tensors(item)]
+    return []
+
+
+def _torch_graph(model, input_shape: tuple[int, ...]) -> tuple[Graph, list]:
+    """The dataflow graph of one forward pass, and the modules that hold weights.
+
+    Every torch function called outside those modules is a node, and so is every
+    call of such a module (what it does inside is not recorded). Tensors are told
+    apart by identity (all are kept alive meanwhile); an in-place op makes its
+    tensor the output of a new node."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    names = {id(m): n for n, m in model.named_modules()}
+    owners = [m for m in model.modules() if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False))]
+    layers = {
+        id(m): Layer(
+            names[id(m)],
+            _torch_kind(m),
+            {k: tuple(v.shape) for k, v in m.state_dict(keep_vars=True).items() if k != "num_batches_tracked"},
+            m,
+        )
+        for m in owners
+    }
+    for m in owners:
+        inner = next((c for c in m.modules() if c is not m and id(c) in layers), None)
+        if inner is not None:
+            raise TwinError(
+                f"{type(model).__name__}: {names[id(m)] or 'the model'} holds weights of its own and in its submodule "
+                f"{names[id(inner)]}: cannot pair its layers"
+            )
+    graph = Graph()
+    producer: dict[int, int] = {}  # id(tensor) -> node
+    alive: list = []  # every tensor seen, so that no id is reused
+    calls: list[int] = []  # the node of the module with weights being called, if any
+
+    def produced(node: int, result) -> None:
+        for t in _torch_tensors(result):
+            producer[id(t)] = node
+            alive.append(t)
+
+    def node(inputs, layer: Layer | None = None, commutative: bool = False) -> int:
+        return graph.add([producer[id(t)] for t in _torch_tensors(inputs) if id(t) in producer], layer, commutative)
+
+    class Tracer(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            result = func(*args, **kwargs)
+            if not calls and _torch_tensors(result):
+                commutative = getattr(func, "__name__", "") in TORCH_COMMUTATIVE and not kwargs
+                produced(node((args, kwargs), commutative=commutative), result)
+            return result
+
+    def enter(module, args) -> None:
+        calls.append(node(args, layers[id(module)]))
+
+    def leave(module, args, result) -> None:
+        produced(calls.pop(), result)
+
+    handles = [h for m in owners for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        with torch.no_grad(), Tracer():
+            result = model.eval()(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+    graph.outputs = tuple(producer[id(t)] for t in _torch_tensors(result) if id(t) in producer)
+    return graph, [layers[id(m)] for m in owners]
+
+
+# Keras operations (layers and keras.ops functions) whose tensor operands commute.
+KERAS_COMMUTATIVE = frozenset({"Add", "Multiply", "Maximum", "Minimum", "Average"})
+
+
+def _keras_layer(layer) -> Layer | None:
+    """A Keras layer with weights as a Layer (None for one without, or for preprocessing)."""
+    kind = type(layer).__name__
+    if not getattr(layer, "weights", None) or kind in KERAS_PREPROCESSING:
+        return None
+    tensors = {w.name.rsplit("/", 1)[-1]: tuple(w.shape) for w in layer.weights}
+    flat = None
+    if kind == "Dense":
+        parent = layer.input._keras_history.operation
+        if type(parent).__name__ == "Flatten" and len(parent.input.shape) == 4:
+            grand = parent.input._keras_history.operation
+            if type(grand).__name__ != "Permute":  # the generated code permutes to channels first
+                flat = tuple(parent.input.shape[1:])
+    return Layer(layer.name, "batch_norm" if kind == "BatchNormalization" else kind, tensors, layer, flat)
+
+
+def _keras_graph(model) -> tuple[Graph, list]:
+    """The functional model's graph (a node per call of a layer or keras.ops
+    function, its inputs the calls that produced its tensors), and its layers
+    with weights."""
+
+    def call_of(tensor):  # the Keras Node that produced a tensor; None for the model's input
+        op, index, _ = tensor._keras_history
+        return None if op is None or type(op).__name__ == "InputLayer" else op._inbound_nodes[index]
+
+    layers = {id(layer): _keras_layer(layer) for layer in model.layers}
+    graph, node_of = Graph(), {}
+    todo = [c for c in map(call_of, model.outputs) if c is not None]
+    while todo:  # depth first, each call after the calls it reads from
+        call = todo[-1]
+        if id(call) in node_of:
+            todo.pop()
             continue
-        tensors = {w.name.rsplit("/", 1)[-1]: tuple(w.shape) for w in layer.weights}
-        flat = None
-        if kind == "Dense":
-            parent = layer.input._keras_history.operation
-            if type(parent).__name__ == "Flatten" and len(parent.input.shape) == 4:
-                grand = parent.input._keras_history.operation
-                if type(grand).__name__ != "Permute":  # the generated code permutes to channels first
-                    flat = tuple(parent.input.shape[1:])
-        if kind == "BatchNormalization":
-            kind = "batch_norm"
-        out.append(Layer(layer.name, kind, tensors, layer, flat))
-    return out
+        parents = [c for c in map(call_of, call.arguments.keras_tensors) if c is not None]
+        waiting = [c for c in parents if id(c) not in node_of]
+        if waiting:
+            todo.extend(waiting)
+            continue
+        todo.pop()
+        op = call.operation
+        commutative = type(op).__name__ in KERAS_COMMUTATIVE
+        node_of[id(call)] = graph.add([node_of[id(c)] for c in parents], layers.get(id(op)), commutative)
+    graph.outputs = tuple(node_of[id(c)] for c in map(call_of, model.outputs) if c is not None)
+    return graph, [layer for layer in layers.values() if layer is not None]
+
+
+def _ordered(model, graph: Graph, held: list[Layer]) -> list[Layer]:
+    """The canonical order of a model's layers with weights; all must reach its outputs."""
+    order = canonical(graph)
+    reached = {id(layer) for layer in order}
+    unused = [layer.name for layer in held if id(layer) not in reached]
+    if unused:
+        raise TwinError(f"{type(model).__name__} holds weights that never reach its outputs: {', '.join(unused)}")
+    return order
 
 
 _BN_GAMMA = "gamma"
@@ -310,8 +491,11 @@ def _generated(compiled: Compiled, framework: str, tmp: Path):
 def _pairs(compiled: Compiled, source: Source, twin, ours) -> list[tuple[Layer, Layer]]:
     shape = tuple(compiled.graph.input_shape)
     if FRAMEWORK[source.library] == "keras":
-        return pair(_keras_layers(twin), _keras_layers(ours), source.name, compiled.graph.name)
-    return pair(_torch_layers(twin, shape), _torch_layers(ours, shape), source.name, compiled.graph.name)
+        return pair(
+            _ordered(twin, *_keras_graph(twin)), _ordered(ours, *_keras_graph(ours)), source.name, compiled.graph.name
+        )
+    twin_layers, our_layers = (_ordered(m, *_torch_graph(m, shape)) for m in (twin, ours))
+    return pair(twin_layers, our_layers, source.name, compiled.graph.name)
 
 
 def import_weights(compiled: Compiled, source: Source, twin=None, from_file: Path | None = None) -> Weights:
