@@ -35,10 +35,6 @@ UNDONE = {
         "maxpool: {op: max_pool2d, kernel: 3, stride: 2, padding: 1}",  # a ceil-mode pool without padding
         "maxpool: {op: max_pool2d, kernel: 3, stride: 2, ceil_mode: true}",
     ),
-    ("inception_v3", "keras:InceptionV3"): (  # average pools that exclude padded zeros
-        "{op: avg_pool2d, in: input, kernel: 3, stride: 1, padding: 1}",
-        "{op: avg_pool2d, in: input, kernel: 3, stride: 1, padding: 1, count_include_pad: false}",
-    ),
 }
 # Keras' EfficientNetB0 rescales its input by 1/255 first (docs/twins.md).
 INPUT_SCALE = {"keras:EfficientNetB0": 255.0}
