@@ -12,6 +12,7 @@ from archspec.codegen import EMITTERS
 from archspec.codegen.model import build as build_model
 from archspec.codegen.model import class_name, has_logits_switch
 from archspec.pipeline import compile_spec
+from archspec.verify import generate
 from archspec.weights import expected
 from tests.conftest import SPECS, load_generated
 
@@ -48,6 +49,7 @@ LOADS_TWIN = [
     ("wide_resnet50", "torchvision", "wide_resnet50_2"),
     ("inception_v3", "torchvision", "inception_v3"),
     ("resnext101", "timm", "resnext101_32x4d"),
+    ("se_resnet50", "timm", "seresnet50"),  # compiled with its twin's convention=timm
 ]
 
 
@@ -77,20 +79,21 @@ def test_each_target_writes_a_container_of_unnamed_layers():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec,library,model", LOADS_TWIN, ids=[s for s, _, _ in LOADS_TWIN])
-def test_generated_pytorch_loads_the_twins_state_dict(spec, library, model):
+def test_generated_pytorch_loads_the_twins_state_dict(spec, library, model, tmp_path):
     """``model.load_state_dict(twin.state_dict())`` with strict keys, then the same logits."""
     import torch
 
-    compiled = compile_spec(SPECS / f"{spec}.yaml")
-    source = next(
-        T.Source(library, model, dict(t.config))
-        for t in compiled.spec.twins
-        if t.library == library and t.model == model
+    twin_spec = next(
+        t for t in compile_spec(SPECS / f"{spec}.yaml").spec.twins if (t.library, t.model) == (library, model)
     )
+    source = T.Source(library, model, dict(twin_spec.config))
+    compiled = compile_spec(SPECS / f"{spec}.yaml", twin_spec.sets)
     shape = (3, 75, 75) if spec == "inception_v3" else (3, 64, 64)
     twin = T.build_twin(source, shape).eval()
     kwargs = {"logits": True} if has_logits_switch(compiled.graph) else {}  # the twins return logits
-    ours = getattr(load_generated(spec, "pytorch"), class_name(spec))(**kwargs).eval()
+    # the committed file, or the spec compiled with the twin's --set values (a convention)
+    module = generate(compiled, ["pytorch"], tmp_path)["pytorch"] if twin_spec.sets else load_generated(spec, "pytorch")
+    ours = getattr(module, class_name(spec))(**kwargs).eval()
     torch.manual_seed(0)
     state = twin.state_dict()
     for key, value in state.items():  # statistics that are not the defaults, so that a mix-up shows

@@ -345,7 +345,8 @@ def substitute(e: E.Expr, env: dict[str, E.Expr]) -> E.Expr:
 
 
 def fold(e: E.Expr) -> E.Expr:
-    """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``. A constant
+    """Evaluate constant sub-expressions: ``64 * 4`` -> ``256``, ``x if True else
+    y`` -> ``x``. A constant
     part that cannot be evaluated (``1 // 0`` in a branch no instance takes)
     is left as written. One pass, bottom up: linear in the expression's size."""
     return _fold(e)[0]
@@ -371,6 +372,11 @@ def _fold(e: E.Expr) -> tuple[E.Expr, bool]:
         parts = (first[1], *(c for _, (_, c) in rest))
     elif isinstance(e, E.IfElse):
         (cond, cc), (then, tc), (other, oc) = _fold(e.cond), _fold(e.then), _fold(e.other)
+        if cc:  # a convention written in: ``stride if True else 1`` -> ``stride``
+            try:
+                return (then, tc) if const_value(cond) else (other, oc)
+            except E.ExprError:
+                pass
         out, parts = E.IfElse(cond, then, other, 0), (cc, tc, oc)
     elif isinstance(e, E.Call):
         args = [_fold(a) for a in e.args]

@@ -92,9 +92,9 @@ class ConvBN(chainer.ChainList):
 
 
 class Bottleneck(chainer.Chain):
-    """1x1 reduce (carrying the stride), 3x3, 1x1 expand to 4x the width, SE on the branch;
-    the shortcut is the identity, or a strided 1x1 projection on a stage's first
-    unit."""
+    """1x1 reduce, 3x3 (one of the two carrying the stride), 1x1 expand to 4x the width, SE
+    on the branch; the shortcut is the identity, or a strided 1x1 projection on a
+    stage's first unit."""
 
     def __init__(self, in_channels: int, width: int, reduction: int, stride: int = 1, project: bool = False) -> None:
         super().__init__()
@@ -128,7 +128,7 @@ class Bottleneck(chainer.Chain):
 class SEResNet50(chainer.Chain):
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    model."""
+    Caffe model, or on the 3x3, as timm's (convention)."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
@@ -147,7 +147,7 @@ class SEResNet50(chainer.Chain):
         # N x 64 x 112 x 112
         x = self.bn1(x)
         x = F.relu(x)
-        x = F.max_pooling_2d(x, 3, stride=2, pad=1, cover_all=False)
+        x = F.max_pooling_2d(x, 3, stride=2, cover_all=True)
         # N x 64 x 56 x 56
         x = self.layer1(x)
         # N x 256 x 56 x 56

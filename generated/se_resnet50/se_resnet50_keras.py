@@ -44,9 +44,9 @@ def conv_bn(x, out: int, stride: int = 1, *, name: str):
 
 
 def bottleneck(x, width: int, reduction: int, stride: int = 1, project: bool = False, *, name: str):
-    """1x1 reduce (carrying the stride), 3x3, 1x1 expand to 4x the width, SE on the branch;
-    the shortcut is the identity, or a strided 1x1 projection on a stage's first
-    unit."""
+    """1x1 reduce, 3x3 (one of the two carrying the stride), 1x1 expand to 4x the width, SE
+    on the branch; the shortcut is the identity, or a strided 1x1 projection on a
+    stage's first unit."""
     out = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}.conv1")(x)
     out = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}.bn1")(out)
     out = layers.ReLU(name=f"{name}.relu1")(out)
@@ -65,7 +65,7 @@ def bottleneck(x, width: int, reduction: int, stride: int = 1, project: bool = F
 def SEResNet50(num_classes: int = 1000) -> keras.Model:
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    model."""
+    Caffe model, or on the 3x3, as timm's (convention)."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3
@@ -74,8 +74,7 @@ def SEResNet50(num_classes: int = 1000) -> keras.Model:
     # N x 112 x 112 x 64
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
-    x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="maxpool")(x)
     # N x 56 x 56 x 64
     # stage, width, n, stride (n units; stride: the first unit's, then 1)
     stages = [

@@ -68,9 +68,9 @@ class ConvBN(nn.Sequential):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce (carrying the stride), 3x3, 1x1 expand to 4x the width, SE on the branch;
-    the shortcut is the identity, or a strided 1x1 projection on a stage's first
-    unit."""
+    """1x1 reduce, 3x3 (one of the two carrying the stride), 1x1 expand to 4x the width, SE
+    on the branch; the shortcut is the identity, or a strided 1x1 projection on a
+    stage's first unit."""
 
     def __init__(self, in_channels: int, width: int, reduction: int, stride: int = 1, project: bool = False) -> None:
         super().__init__()
@@ -106,14 +106,14 @@ class Bottleneck(nn.Module):
 class SEResNet50(nn.Module):
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    model."""
+    Caffe model, or on the 3x3, as timm's (convention)."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.layer1 = make_stage(Bottleneck, 64, 3, width=64, reduction=16, first=dict(project=True))
         self.layer2 = make_stage(Bottleneck, 256, 4, width=128, reduction=16, first=dict(stride=2, project=True))
         self.layer3 = make_stage(Bottleneck, 512, 6, width=256, reduction=16, first=dict(stride=2, project=True))

@@ -181,9 +181,9 @@ class ConvBN(tf.Module):
 
 
 class Bottleneck(tf.Module):
-    """1x1 reduce (carrying the stride), 3x3, 1x1 expand to 4x the width, SE on the branch;
-    the shortcut is the identity, or a strided 1x1 projection on a stage's first
-    unit."""
+    """1x1 reduce, 3x3 (one of the two carrying the stride), 1x1 expand to 4x the width, SE
+    on the branch; the shortcut is the identity, or a strided 1x1 projection on a
+    stage's first unit."""
 
     def __init__(
         self, in_channels: int, width: int, reduction: int, stride: int = 1, project: bool = False, *, name: str
@@ -220,7 +220,7 @@ class Bottleneck(tf.Module):
 class SEResNet50(tf.Module):
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    model."""
+    Caffe model, or on the 3x3, as timm's (convention)."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
@@ -254,7 +254,8 @@ class SEResNet50(tf.Module):
         # N x 112 x 112 x 64
         x = self.bn1(x, training=training)
         x = tf.nn.relu(x)
-        x = tf.nn.max_pool2d(x, 3, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        # ceil_mode: the windows of TensorFlow's 'SAME' here
+        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
         # N x 56 x 56 x 64
         x = self.layer1(x, training=training)
         # N x 56 x 56 x 256
