@@ -65,7 +65,7 @@ def bottleneck(x, width: int, reduction: int, stride: int = 1, project: bool = F
 def SEResNet50(num_classes: int = 1000) -> keras.Model:
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    Caffe model, or on the 3x3, as timm's (convention)."""
+    Caffe model, or on the 3x3, as timm's seresnet50."""
     inputs = keras.Input(shape=(224, 224, 3), name="input")
     x = inputs
     # N x 224 x 224 x 3

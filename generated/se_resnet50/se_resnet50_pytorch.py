@@ -106,7 +106,7 @@ class Bottleneck(nn.Module):
 class SEResNet50(nn.Module):
     """SE-ResNet-50 (Hu et al. 2018, Table 1): ResNet-50 with squeeze-and-excitation (ratio
     16) on every bottleneck's branch; the stride on the first 1x1, as the authors'
-    Caffe model, or on the 3x3, as timm's (convention)."""
+    Caffe model, or on the 3x3, as timm's seresnet50."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
