@@ -41,7 +41,7 @@ TARGET_TITLES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "keras": "Ker
 def check_targets(compiled: Compiled, targets: Iterable[str]) -> list[Diagnostic]:
     """Every problem that keeps ``compiled`` from being written in ``targets``."""
     targets = list(targets)
-    out = _class_names(compiled, targets) + _stage_counts(compiled)
+    out = _class_names(compiled, targets) + _stage_counts(compiled) + _sequential_padding(compiled, targets)
     for node in compiled.graph.nodes:
         for target in targets:
             message = _node_problem(node, target)
@@ -124,6 +124,41 @@ def _class_names(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
                         f"{TARGET_TITLES[target]} file; rename it",
                     )
                 )
+    return out
+
+
+# Targets whose layers take only symmetric explicit padding themselves: they pad
+# asymmetric padding in the forward, which a sequential container has not.
+PADS_IN_FORWARD = ("pytorch", "chainer")
+
+
+def _sequential_padding(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
+    """A layer of a sequential block (``sequential: true``) with asymmetric explicit
+    padding (``[0, 1, 0, 1]``): PyTorch and Chainer would pad it in a forward of
+    its own, so it is not one module of the container. ('same' is: a padding
+    module.)"""
+    chosen = [t for t in targets if t in PADS_IN_FORWARD]
+    blocks = {name: b for name, b in compiled.spec.blocks.items() if b.sequential}
+    if not chosen or not blocks:
+        return []
+    owner = {i.path: blocks[i.block] for i in compiled.graph.instances if i.block in blocks and not i.units}
+    out: list[Diagnostic] = []
+    for node in compiled.graph.nodes:
+        parent, _, index = node.path.rpartition(".")
+        if parent not in owner or "padding" not in node.attrs:
+            continue
+        written = owner[parent].nodes[int(index)].attrs.get("padding")
+        if written is None or written.items is None:
+            continue  # a number pads every side alike; a keyword ('same') is a padding module
+        sides = node.attrs["padding"]
+        if any(sides[k] != sides[k + 1] for k in range(0, len(sides), 2)):
+            for target in chosen:
+                message = (
+                    f"{target}: asymmetric padding {list(sides)} in sequential block '{owner[parent].name}': "
+                    f"{TARGET_TITLES[target]} pads it in a forward of its own, so the layer is not one module of "
+                    "the container; write the block without 'sequential', or pad symmetrically"
+                )
+                out.append(Diagnostic(written.pos, "E501", message))
     return out
 
 
