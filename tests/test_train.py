@@ -157,6 +157,33 @@ def test_a_spec_that_is_not_a_classifier_is_refused(tmp_path):
     assert "image data needs" in result.output or "need" in result.output
 
 
+SOFTMAX_READ_ELSEWHERE = """
+name: twice
+source: a softmax output that another node reads
+input: [3, 8, 8]
+params:
+  num_classes: 10
+layers:
+  - conv: {op: conv2d, out: 4, kernel: 3, padding: 1}
+  - pool: {op: global_avg_pool}
+  - fc: {op: dense, out: num_classes}
+  - prob: {op: softmax}
+  - sharpened: {op: relu, in: prob}
+outputs: [prob, sharpened]
+"""
+
+
+def test_a_softmax_output_without_a_logits_switch_is_refused(tmp_path):
+    """Training on logits needs the final softmax switched off; one that another
+    node reads cannot be, and training on its probabilities would be wrong."""
+    spec = tmp_path / "twice.yaml"
+    spec.write_text(SOFTMAX_READ_ELSEWHERE)
+    result = run_cli("train", str(spec), "-t", "pytorch", "--iters", "2", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 1, result.output
+    assert "output prob is a softmax that the generated code cannot switch off" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------
 # Real runs (PyTorch)
 

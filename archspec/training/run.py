@@ -35,8 +35,9 @@ from types import ModuleType
 import numpy as np
 
 from archspec import weights as W
-from archspec.codegen.model import class_name, has_logits_switch
+from archspec.codegen.model import class_name, has_logits_switch, logits_outputs
 from archspec.diagnostics import SpecError
+from archspec.ir import INPUT
 from archspec.pipeline import Compiled, compile_spec
 from archspec.training import data as D
 from archspec.training import device as placement
@@ -195,6 +196,14 @@ def task_of(compiled: Compiled) -> Task:
         raise TrainingError(
             f"{graph.name} has no num_classes parameter: archspec train and test need an image classifier "
             "or a segmentation network"
+        )
+    switched = set(logits_outputs(graph))
+    unswitched = [p for p in graph.outputs if p != INPUT and graph.node(p).op == "softmax" and p not in switched]
+    if unswitched:
+        raise TrainingError(
+            f"{graph.name}'s output {unswitched[0]} is a softmax that the generated code cannot switch off (another "
+            "node reads it, or a stage builds it): training would take its probabilities for logits. End the "
+            "network with a softmax node of its own that nothing else reads, as the zoo's specs do, or drop it"
         )
     k, shapes = int(graph.params["num_classes"]), [tuple(s) for s in graph.output_shapes]
     if all(len(s) == 1 for s in shapes):
