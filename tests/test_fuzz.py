@@ -79,10 +79,10 @@ RUFF = os.environ.get("ARCHSPEC_FUZZ_RUFF") == "1"
 # else (an expression that disagrees with the IR, a missing rule) is a finding.
 UNSUPPORTED: list[str] = [
     # One class per block: what differs between a block's instances must be an expression.
-    r"varies between instances|must be the same in every instance|whose input size varies",
+    r"varies between (the block's )?instances|must be the same in every instance|whose input size differs",
     r"to be the same in every instance of its block|needs padding that is the same in every instance",
     r"'same' padding chosen by a parameter at a stride > 1",
-    r"list-valued block arguments are not supported yet",
+    r"a list as a block argument is not supported yet",
     r"grows to an expression of more than \d+ terms that differs between the block's instances",
     # What a framework cannot express.
     r"Chainer's symmetric pad= cannot express|Chainer's cover_all cannot express",

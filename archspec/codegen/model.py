@@ -31,7 +31,7 @@ from itertools import islice
 from typing import Any
 
 from archspec import ops
-from archspec.diagnostics import SpecError
+from archspec.diagnostics import Pos, SpecError
 from archspec.ir import INPUT, Graph, Instance, Node
 from archspec.names import GLOBAL_NAMES
 from archspec.passes.count import count
@@ -57,7 +57,12 @@ SIZING_ATTRS = ("out", "multiplier", "groups")
 
 class CodegenError(Exception):
     """The code model cannot express the IR faithfully (an archspec bug or an
-    unsupported construct); nothing is written."""
+    unsupported construct); nothing is written. ``pos``: where the spec writes
+    an unsupported construct (validate reports it there); None for a bug."""
+
+    def __init__(self, message: str, pos: Pos | None = None) -> None:
+        super().__init__(message)
+        self.pos = pos
 
 
 @dataclass(frozen=True)
@@ -870,7 +875,7 @@ class _Builder:
 
     def arg_expr(self, v: Value) -> E.Expr:
         if v.items is not None:
-            raise CodegenError("list-valued block arguments are not supported yet")
+            raise CodegenError("a list as a block argument is not supported yet: pass its items as arguments", v.pos)
         return self.bind(v.expr) if v.expr is not None else literal(v.raw)
 
     def op_attrs(self, nd: NodeDef, live, irnodes: list[Node], where: str):
@@ -919,7 +924,11 @@ class _Builder:
                     w == "same" and n.attrs.get("stride", (1,)) != (1,) * len(n.attrs["stride"])
                     for w, n in zip(words, irnodes)
                 ):
-                    raise CodegenError(f"{nd.name}: 'same' padding chosen by a parameter at a stride > 1")
+                    raise CodegenError(
+                        f"{nd.name}: 'same' padding chosen by a parameter at a stride > 1 cannot be written as one "
+                        "layer; give this instance its padding explicitly, or choose 'same' at stride 1 only",
+                        nd.pos,
+                    )
                 return Padding("keyword", values[0] if same else None, self.bind(v.expr))
         if v is not None and v.expr is None and v.items is None and isinstance(v.raw, str):
             return Padding(v.raw, values[0] if same else None)
@@ -932,8 +941,9 @@ class _Builder:
                     h, w = (self.arg_expr(item) for item in v.items)
                     return Padding("explicit", None, (h, w) if len(values[0]) == 4 else h)
             raise CodegenError(
-                f"{nd.name}: padding that varies between instances and is not "
-                "symmetric (write it as one expression or [h, w])"
+                f"{nd.name}: padding that varies between the block's instances and is not "
+                "symmetric cannot be written as one layer; write it as one expression or [h, w]",
+                nd.pos,
             )
         if not any(values[0]):
             return Padding("none", values[0])
@@ -964,7 +974,11 @@ class _Builder:
             return total
         if op == "flatten":
             if step.in_shape is None:
-                raise CodegenError(f"{nd.name}: flatten inside a block whose input size varies")
+                raise CodegenError(
+                    f"{nd.name}: a flatten inside a block whose input size differs between its instances: the "
+                    "layer after it would take a different size in each; flatten (or pool) before the block",
+                    nd.pos,
+                )
             return flat_size(step.in_shape)
         return in_ch
 

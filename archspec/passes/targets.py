@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from archspec.codegen.chainer import _MODULE_NAMES as CHAINER_NAMES
-from archspec.codegen.model import class_name
+from archspec.codegen.model import CodegenError, build, class_name
 from archspec.codegen.tensorflow import _LAYER_CLASSES as TENSORFLOW_LAYERS
 from archspec.diagnostics import Diagnostic, Pos
 from archspec.ir import Instance, Node
@@ -42,6 +42,7 @@ def check_targets(compiled: Compiled, targets: Iterable[str]) -> list[Diagnostic
     """Every problem that keeps ``compiled`` from being written in ``targets``."""
     targets = list(targets)
     out = _class_names(compiled, targets) + _stage_counts(compiled) + _sequential_padding(compiled, targets)
+    out += _code_model_limits(compiled) if targets else []
     for node in compiled.graph.nodes:
         for target in targets:
             message = _node_problem(node, target)
@@ -160,6 +161,18 @@ def _sequential_padding(compiled: Compiled, targets: list[str]) -> list[Diagnost
                 )
                 out.append(Diagnostic(written.pos, "E501", message))
     return out
+
+
+def _code_model_limits(compiled: Compiled) -> list[Diagnostic]:
+    """What no target's code can write (the code model refuses it, at a place in
+    the spec): a flatten in a block whose input size varies, and the like. The
+    code model's other failures are bugs in archspec, which compile reports."""
+    try:
+        build(compiled)
+    except CodegenError as exc:
+        if exc.pos is not None:
+            return [Diagnostic(exc.pos, "E501", f"every target: {exc}")]
+    return []
 
 
 def _stage_counts(compiled: Compiled) -> list[Diagnostic]:
