@@ -20,7 +20,7 @@ import pytest
 from archspec import runtime
 from archspec.codegen.model import has_logits_switch
 from archspec.pipeline import compile_spec
-from archspec.training.core import Setup, TrainingError, cross_entropy, evaluate
+from archspec.training.core import Setup, TrainingError, cross_entropy, scores
 from archspec.training.data import load
 from archspec.training.run import Options, generate, task_of, train, trainer_for
 from archspec.weights import load as load_weights
@@ -131,7 +131,7 @@ def test_both_checkpoints_load_into_the_standalone_file(lenet_run):
     test = load("digits", compiled.graph.input_shape, split="test", warn=lambda m: None)
     x = test.batch(np.arange(64))
     np.testing.assert_array_equal(rt.run(from_native, x)[0], rt.run(from_canonical, x)[0])
-    _, accuracy = evaluate(lambda x: rt.run(from_native, x)[0], test)
+    accuracy = scores(lambda x: rt.run(from_native, x)[0], test)["accuracy"]
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1e-6)
 
 

@@ -22,7 +22,7 @@ from archspec.pipeline import compile_spec
 from archspec.training import data as D
 from archspec.training import keras as keras_trainer
 from archspec.training import run
-from archspec.training.core import Setup, TrainingError, evaluate
+from archspec.training.core import Setup, TrainingError, scores
 from archspec.weights import random_weights
 from tests.conftest import SPECS
 
@@ -145,9 +145,9 @@ def test_lenet_learns_the_digits_and_its_checkpoints_load(target, tmp_path):
 
         tf.train.Checkpoint(model=from_native).restore(tf.train.latest_checkpoint(out / "checkpoint")).expect_partial()
     test = D.load("digits", compiled.graph.input_shape, split="test", warn=print)
-    predictions = [evaluate(lambda x, m=m: rt.run(m, x)[0], test) for m in (from_npz, from_native)]
+    predictions = [scores(lambda x, m=m: rt.run(m, x)[0], test) for m in (from_npz, from_native)]
     assert predictions[0] == predictions[1]
-    assert predictions[0][1] == pytest.approx(result.summary["test_accuracy"], abs=1e-9)
+    assert predictions[0]["accuracy"] == pytest.approx(result.summary["test_accuracy"], abs=1e-9)
 
     resumed = run.train(run.Options(spec=options.spec, target=target, iters=310, quiet=True), resume=out)
     assert resumed.status == "done" and resumed.step == 310

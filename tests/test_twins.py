@@ -179,10 +179,7 @@ def test_twin(spec: str, twin, tmp_path) -> None:
 
 
 # One twin per spec whose convention parameter selects it (docs/twins.md).
-CONVENTION_TWINS = {}
-for _spec, _twin in DECLARED:
-    if "convention" in _twin.sets and _spec not in CONVENTION_TWINS:
-        CONVENTION_TWINS[_spec] = _twin
+CONVENTION_TWINS = {spec: twin for spec, twin in reversed(DECLARED) if "convention" in twin.sets}  # the first wins
 
 
 @pytest.mark.slow

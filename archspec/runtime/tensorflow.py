@@ -80,11 +80,10 @@ def modules(model: tf.Module) -> dict[str, tf.Module]:
             seen.add(id(obj))
             if path:
                 found[path] = obj
-            if type(obj).__name__ == "Sequential":  # the generated one: layer i is at path.i
-                walk(obj.layers, path)
-                return
             for name, value in vars(obj).items():
-                if name == "layers" and isinstance(value, list):  # a sequential block's: layer i is at path.i
+                if name == "layers" and isinstance(
+                    value, list
+                ):  # Sequential's, a sequential block's: layer i is path.i
                     walk(value, path)
                 elif not name.startswith("_"):
                     walk(value, f"{path}.{name}" if path else name)

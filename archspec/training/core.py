@@ -271,12 +271,6 @@ def mean_iou(counts: np.ndarray) -> float:
     return float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> tuple[float, float]:
-    """(mean loss, accuracy) of a model on a dataset (per pixel for segmentation data)."""
-    figures = scores(predict, data)
-    return figures["loss"], figures["accuracy"]
-
-
 def scores(predict: Callable[[np.ndarray], np.ndarray], data: Dataset) -> dict[str, float]:
     """A model's mean ``loss`` and ``accuracy`` on a dataset (per pixel for segmentation
     data, which also gets ``mean_iou``)."""

@@ -294,13 +294,18 @@ def new_run_dir(options: Options, name: str) -> Path:
             n += 1
             run_dir = Path("runs") / f"{name}-{options.target}-{stamp}-{n}"
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".archspec-write-test"
-        probe.write_text("")
-        probe.unlink()
+        make_writable(run_dir)
     except OSError as exc:
         raise TrainingError(f"cannot write the run to {run_dir}: {exc.strerror or exc}; choose another --out") from None
     return run_dir
+
+
+def make_writable(folder: Path) -> None:
+    """Make ``folder`` (and its parents) and check that a file can be written in it; OSError if not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".archspec-write-test"
+    probe.write_text("")
+    probe.unlink()
 
 
 def read_run(run_dir: Path) -> dict:
@@ -647,10 +652,7 @@ def segmentation_report(
 def masks_folder(path: Path) -> Path:
     """``test --masks``: a folder to write predicted masks into, made when missing."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".archspec-write-test"
-        probe.write_text("")
-        probe.unlink()
+        make_writable(path)
     except OSError as exc:
         raise TrainingError(
             f"--masks {path}: cannot write there ({exc.strerror or exc}); give a folder for the predicted masks"
