@@ -157,3 +157,17 @@ def test_the_network_forward_shows_its_shapes_in_the_target_layout(target):
     block = (source.split("class Bottleneck", 1) + [""])[1].split("class ResNet50", 1)[0]
     block = block or source.split("def bottleneck", 1)[1].split("def ResNet50", 1)[0]
     assert "# N x" not in block
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_choice_repeats_the_test_that_guards_it(target):
+    """``(a if c else b) if c else None`` reads as ``a if c else None``: inside a
+    conditional, the same test is already decided (EfficientNetV2's project)."""
+    repeated = []
+    for name in ZOO:
+        for node in ast.walk(tree(name, target)):
+            if isinstance(node, ast.IfExp):
+                test = ast.dump(node.test)
+                inner = [n for branch in (node.body, node.orelse) for n in ast.walk(branch) if isinstance(n, ast.IfExp)]
+                repeated += [f"{name}: {ast.unparse(node)}" for n in inner if ast.dump(n.test) == test]
+    assert not repeated, "\n".join(repeated)

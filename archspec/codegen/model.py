@@ -668,7 +668,8 @@ class _Builder:
                 cond = self.bind(nd.when.expr)
             elif nd.when is not None and nd.when.expr is not None and unit.is_model:
                 cond = self.bind(nd.when.expr)  # a model-level switch (e.g. aux_logits) stays a switch
-            in_ch = channels[ins[0]]
+            # An optional step's input width, known to be present: `x if cond else y` read as x.
+            in_ch = channels[ins[0]] if cond is None else assuming(cond, True, channels[ins[0]])
             step = self.step(unit, nd, envs, present, in_ch, channels, ins)
             step.cond = cond
             if nd.name in self.switched.get("" if unit.is_model else unit.name, ()):
@@ -1304,20 +1305,23 @@ def guarded(choice: E.IfElse) -> E.Expr:
     """``a if c else b`` with the same test inside each branch decided by the
     branch (``(x if c else y) if c else z`` -> ``x if c else z``), then
     ``p + (q - p)`` -> ``q``."""
+    cond = choice.cond
+    return E.IfElse(cond, assuming(cond, True, choice.then), assuming(cond, False, choice.other), 0)
 
-    def decide(e: E.Expr, value: bool) -> E.Expr:
-        if isinstance(e, E.IfElse):
-            if source(e.cond) == source(choice.cond):
-                return decide(e.then if value else e.other, value)
-            return E.IfElse(e.cond, decide(e.then, value), decide(e.other, value), 0)
-        if isinstance(e, E.Binary):
-            left, right = decide(e.left, value), decide(e.right, value)
-            if e.op == "+" and isinstance(right, E.Binary) and right.op == "-" and source(right.right) == source(left):
-                return right.left
-            return E.Binary(e.op, left, right, 0)
-        return e
 
-    return E.IfElse(choice.cond, decide(choice.then, True), decide(choice.other, False), 0)
+def assuming(cond: E.Expr, value: bool, e: E.Expr) -> E.Expr:
+    """``e`` where ``cond`` is known to be ``value``: ``x if cond else y`` inside
+    it decided (``x``), then ``p + (q - p)`` -> ``q``."""
+    if isinstance(e, E.IfElse):
+        if source(e.cond) == source(cond):
+            return assuming(cond, value, e.then if value else e.other)
+        return E.IfElse(e.cond, assuming(cond, value, e.then), assuming(cond, value, e.other), 0)
+    if isinstance(e, E.Binary):
+        left, right = assuming(cond, value, e.left), assuming(cond, value, e.right)
+        if e.op == "+" and isinstance(right, E.Binary) and right.op == "-" and source(right.right) == source(left):
+            return right.left
+        return E.Binary(e.op, left, right, 0)
+    return e
 
 
 def first_unit_choice(first: E.Expr, rest: E.Expr) -> E.Expr:

@@ -110,11 +110,7 @@ class FusedMBConv(chainer.Chain):
                 kernel=kernel,
                 stride=stride,
             )
-            self.project = (
-                ConvBN(expanded_channels if expanded_channels != in_channels else out, out=out)
-                if expanded_channels != in_channels
-                else None
-            )
+            self.project = ConvBN(expanded_channels, out=out) if expanded_channels != in_channels else None
         self.sd_prob = sd_prob
         self.use_stochastic_depth = stride == 1 and in_channels == out
         self.use_add = stride == 1 and in_channels == out

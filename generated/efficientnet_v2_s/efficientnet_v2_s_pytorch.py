@@ -87,11 +87,7 @@ class FusedMBConv(nn.Module):
             kernel=kernel,
             stride=stride,
         )
-        self.project = (
-            ConvBN(expanded_channels if expanded_channels != in_channels else out, out=out)
-            if expanded_channels != in_channels
-            else None
-        )
+        self.project = ConvBN(expanded_channels, out=out) if expanded_channels != in_channels else None
         self.stochastic_depth = DropPath(sd_prob) if stride == 1 and in_channels == out else None
         self.use_add = stride == 1 and in_channels == out
 

@@ -231,9 +231,7 @@ class FusedMBConv(tf.Module):
             name=f"{name}.expand",
         )
         self.project = (
-            ConvBN(expanded_channels if expanded_channels != in_channels else out, out=out, name=f"{name}.project")
-            if expanded_channels != in_channels
-            else None
+            ConvBN(expanded_channels, out=out, name=f"{name}.project") if expanded_channels != in_channels else None
         )
         self.stochastic_depth_rate = sd_prob
         self.use_stochastic_depth = stride == 1 and in_channels == out
