@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archspec import summary
-from archspec.codegen import EMITTERS
+from archspec.codegen import generate
 from archspec.codegen.model import CodegenError
-from archspec.codegen.model import build as build_model
 from archspec.codegen.writer import format_many, write_atomic
 from archspec.pipeline import Compiled
 
@@ -29,11 +28,8 @@ def outputs(compiled: Compiled, targets: Iterable[str], table: bool = True) -> d
     """Relative path -> unformatted content, for one compiled spec."""
     name = compiled.graph.name
     out: dict[str, str] = {}
-    targets = list(targets)
-    if targets:
-        model = build_model(compiled)
-        for target in targets:
-            out[target_file(name, target)] = EMITTERS[target](model)
+    for target in targets:
+        out[target_file(name, target)] = generate(compiled, target)
     if table:
         out[f"{name}/{name}.md"] = summary.format_markdown(compiled)
     return out

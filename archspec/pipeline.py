@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from archspec.ir import Graph
 from archspec.passes.count import Counts, count
@@ -20,6 +21,10 @@ class Compiled:
     # For the header of generated files: the options of `archspec compile`
     # that write the code (-o, --set, --input); None: `archspec build` does.
     compile_options: tuple[str, ...] | None = None
+    # What code generation made of this build, made once and shared by the
+    # target checks and the writers (see archspec.codegen.generate): the code
+    # model and each target's source. Not copied by ``dataclasses.replace``.
+    generated: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def compile_spec(

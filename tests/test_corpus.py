@@ -118,3 +118,17 @@ def test_corpus_is_complete():
     assert not missing, f"cases without .expected (run with --update-corpus): {missing}"
     orphans = sorted(expected - yamls - set(GENERATED))
     assert not orphans, f".expected files without a case (delete them): {orphans}"
+
+
+@pytest.mark.parametrize("case", sorted(p.stem for p in CORPUS.glob("target_*.yaml")))
+def test_compile_refuses_what_validate_refuses(case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """What a target cannot write is the spec's fault: ``compile`` of every
+    target prints validate's diagnostics (never "a bug in archspec") and
+    writes nothing."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compile", "--target", "all", "-o", str(out), f"{RELATIVE}/{case}.yaml"])
+    assert result.exit_code == 1, result.output
+    assert "bug in archspec" not in result.stderr
+    assert _normalize(result.stderr, ROOT) == (CORPUS / f"{case}.expected").read_text(encoding="utf-8")
+    assert not out.exists()

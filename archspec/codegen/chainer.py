@@ -152,6 +152,7 @@ class Ctx:
     model: CodeModel
     nodes: dict[str, Node]
     helpers: set[str] = field(default_factory=set)
+    limits: list[CodegenError] = field(default_factory=list)  # what the spec asks that cannot be written
     unit: Unit | None = None
     taken: set[str] = field(default_factory=set)  # attribute names of the current unit
     stored: dict[str, str] = field(default_factory=dict)  # argument -> attribute read in forward
@@ -275,8 +276,9 @@ def _keyword_pad(step: Step, ctx: Ctx, show: Callable) -> str:
         got = same if word == "same" else [(0, 0)] * axes
         if got != want or any(a != b for a, b in got):
             raise CodegenError(
-                f"{_where(ctx, step)}: padding {word!r} resolves to {sides} here, which Chainer's symmetric "
-                "pad= cannot express when the choice is a parameter (write the padding as numbers)"
+                f"{_where(ctx, step)}: padding {word!r} chosen by a parameter resolves to {sides} here, which "
+                "Chainer's symmetric pad= cannot express; write the padding as numbers",
+                step.pos,
             )
     choice = f"if {show(p.expr)} == 'same' else 0"
     if _all_const(kernel) and (dilation is None or _all_const(dilation)):
@@ -423,7 +425,11 @@ def instance_norm(step: Step, ctx: Ctx) -> str | None:
     if affine == "False":
         return None  # a function: nothing to learn
     if affine != "True":
-        raise CodegenError(f"{_where(ctx, step)}: instance norm whose affine switch varies between instances")
+        raise CodegenError(
+            f"{_where(ctx, step)}: instance norm whose affine is chosen by a parameter: Chainer writes a link "
+            "where it is true and a function where it is false; give affine as true or false",
+            step.pos,
+        )
     # Group normalization with one channel per group is instance normalization.
     cin = ctx.expr(step.in_channels)
     return f"L.GroupNormalization({cin}, {cin}, eps={ctx.expr(step.attrs['eps'])})"
@@ -476,7 +482,11 @@ def _cover_all(step: Step, ctx: Ctx) -> bool | None:
     when neither it nor rounding down does."""
     ceil = ctx.expr(step.attrs["ceil_mode"])
     if ceil not in ("True", "False"):
-        raise CodegenError(f"{_where(ctx, step)}: ceil_mode must be the same in every instance")
+        raise CodegenError(
+            f"{_where(ctx, step)}: ceil_mode chosen by a parameter: Chainer's cover_all is chosen when the code "
+            "is written; give ceil_mode as true or false",
+            step.pos,
+        )
     if ceil == "True" and all(
         (n + 2 * p - k + s - 1) // s + 1 == want
         for _, node in ctx.instances(step)
@@ -500,8 +510,10 @@ def _ceil_pads(step: Step, ctx: Ctx) -> tuple[tuple[int, int], ...]:
         widths.add(tuple(axes))
     if len(widths) != 1:
         raise CodegenError(
-            f"{_where(ctx, step)}: ceil_mode that Chainer's cover_all cannot express, on inputs whose size "
-            "varies between instances (give the pooling explicit padding instead)"
+            f"{_where(ctx, step)}: a max pooling that Chainer must pad at the end to give the IR's output size "
+            "(for ceil_mode or asymmetric padding), by widths that differ between the block's instances; give "
+            "it explicit padding that needs no such pad (the same in every instance)",
+            step.pos,
         )
     return widths.pop()
 
@@ -536,10 +548,7 @@ def max_pool2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
 def avg_pool2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
     where = _where(ctx, step)
     if ctx.expr(step.attrs["ceil_mode"]) != "False" and not _floor_fits(step, ctx):
-        raise CodegenError(
-            f"{where}: ceil_mode adds a window here, and Chainer's average pooling has no cover_all mode "
-            "(an explicit pad would change the divisor); give the pooling explicit padding instead"
-        )
+        raise CodegenError(common.ceil_average("Chainer"), step.pos)
     count_pad = ctx.expr(step.attrs["count_include_pad"])
     padded = step.padding is not None and step.padding.mode != "none"
     if count_pad == "True" or not padded:
@@ -547,11 +556,17 @@ def avg_pool2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
         inp = _pad_input(step, ctx, ins[0], None)
         return f"F.average_pooling_2d({', '.join(_pool_args(step, ctx, inp))})"
     if count_pad != "False":
-        raise CodegenError(f"{where}: count_include_pad must be the same in every instance")
+        raise CodegenError(
+            f"{where}: count_include_pad chosen by a parameter: Chainer writes each choice as another function; "
+            "give it as true or false",
+            step.pos,
+        )
     if _in_forward(step, ctx):
         raise CodegenError(
-            f"{where}: average pooling that does not count padded zeros needs symmetric padding in Chainer "
-            "(F.average_pooling_nd's pad_value=None); an explicit pad would be counted"
+            f"{where}: average pooling that leaves the padded zeros out of the average needs symmetric padding "
+            "in Chainer (F.average_pooling_nd's pad_value=None; a pad before it would count them); pad "
+            "symmetrically, or count the padded zeros (count_include_pad: true)",
+            step.pos,
         )
     return f"F.average_pooling_nd({', '.join([*_pool_args(step, ctx, ins[0]), 'pad_value=None'])})"
 
@@ -561,7 +576,11 @@ def _global_pool(fn: str) -> Forward:
         axes = "(2, 3)" if step.in_ranks[0] == 3 else "2"
         keep = ctx.expr(step.attrs["keepdims"])
         if keep not in ("True", "False"):
-            raise CodegenError(f"{_where(ctx, step)}: keepdims must be the same in every instance")
+            raise CodegenError(
+                f"{_where(ctx, step)}: keepdims chosen by a parameter: Chainer's call is written with one "
+                "choice; give keepdims as true or false",
+                step.pos,
+            )
         return f"F.{fn}({ins[0]}, axis={axes}{', keepdims=True' if keep == 'True' else ''})"
 
     return call
@@ -596,7 +615,11 @@ def _multiply(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
     # Which input is the channel vector: the one of lower rank, or of size 1 in space.
     vector = {1 if (len(b), b) < (len(a), a) else 0 for a, b in shapes}
     if len(vector) != 1:
-        raise CodegenError(f"{_where(ctx, step)}: the broadcast operand of multiply varies between instances")
+        raise CodegenError(
+            f"{_where(ctx, step)}: a multiply whose channel vector is one input in some of the block's instances "
+            "and the other in others: Chainer broadcasts it explicitly, so it must be the same input in each",
+            step.pos,
+        )
     k = vector.pop()
     full, vec = ins[1 - k], ins[k]
     missing = step.in_ranks[1 - k] - step.in_ranks[k]
@@ -609,7 +632,7 @@ def _multiply(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
 def zero_pad2d(step: Step, ctx: Ctx, ins: list[str], link: str) -> str:
     p = step.padding
     if p is None or p.sides is None:
-        raise CodegenError(f"{_where(ctx, step)}: zero padding that varies between instances")
+        raise CodegenError(f"{_where(ctx, step)}: {common.VARYING_ZERO_PAD}", step.pos)
     t, b, left, r = p.sides
     return f'F.pad({ins[0]}, ((0, 0), (0, 0), ({t}, {b}), ({left}, {r})), "constant")'
 
@@ -629,7 +652,12 @@ def conv_transpose2d(step: Step, ctx: Ctx) -> str:
     if ctx.expr(step.attrs["output_padding"]) != "0":
         sizes = {node.shape[1:] for _, node in ctx.instances(step)}
         if len(sizes) != 1:
-            raise CodegenError(f"{_where(ctx, step)}: output_padding on outputs whose size varies between instances")
+            raise CodegenError(
+                f"{_where(ctx, step)}: output_padding on a transposed convolution whose output size differs "
+                "between the block's instances: Chainer states it as the output size (outsize), which must be the "
+                "same in each; make it so, or drop output_padding",
+                step.pos,
+            )
         kw.append(f"outsize={sizes.pop()}")
     return f"L.Deconvolution2D({', '.join(args + kw)})"
 
@@ -739,10 +767,11 @@ def sequential_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     ctx.stored = {}
     links = []
     for step in unit.steps:
-        link = OPS[step.op].link(step, ctx) if OPS[step.op].link else None
-        if link is None or ctx.stored or OPS[step.op].forward(step, ctx, ["x"], "link") != "link(x)":
-            raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that Chainer cannot write as one link")
-        links.append(link)
+        with common.gathered(ctx.limits):
+            link = OPS[step.op].link(step, ctx) if OPS[step.op].link else None
+            if link is None or ctx.stored or OPS[step.op].forward(step, ctx, ["x"], "link") != "link(x)":
+                raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that Chainer cannot write as one link")
+            links.append(link)
     init = [f"self.out_channels = {ctx.expr(unit.out_channels)}"] if unit.name in stage_blocks else []
     doc = common.docstring(unit.doc, indent="    ")
     lets = [f"{lname} = {ctx.printer.expr(e)}" for lname, e in unit.lets]
@@ -755,13 +784,13 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
     ctx.unit = unit
     ctx.stored = {}
     # The links first: their names are taken before forward stores any argument.
-    ctors: list[str | None] = []
-    for step in unit.steps:
-        if step.unit is not None:
-            ctors.append(_block_ctor(step, ctx))
-        else:
-            rule = OPS[step.op]
-            ctors.append(rule.link(step, ctx) if rule.link else None)
+    ctors: list[str | None] = [None] * len(unit.steps)
+    for k, step in enumerate(unit.steps):
+        with common.gathered(ctx.limits):
+            if step.unit is not None:
+                ctors[k] = _block_ctor(step, ctx)
+            elif OPS[step.op].link:
+                ctors[k] = OPS[step.op].link(step, ctx)
     ctx.taken = {s.name for s, c in zip(unit.steps, ctors) if c} | {s.flag for s in unit.steps}
     var = _local_names(unit)
     links: list[str] = []
@@ -778,43 +807,44 @@ def unit_code(unit: Unit, ctx: Ctx, stage_blocks: set[str]) -> ClassCode:
         min_run=5,  # as PyTorch
     )
     for step, ctor, after in zip(unit.steps, ctors, comments[1:]):
-        forward += pending
-        pending = after
-        attr = f"self.{step.name}"
-        cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
-        ins, out = [var(v) for v in step.inputs], var(step.output)
-        if step.name in tables:  # built by its table's loop, under its own name (a weight key)
-            links += tables[step.name]
-            forward += common.assign(out, f"{attr}({ins[0]})", None, var(step.stand_in), step.is_output)
-            continue
-        if step.unit is not None and (step.unpacks or step.collect):
-            if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
-                raise CodegenError(f"{step.name}: a block with several outputs under a condition")
-            links.append(f"{attr} = {ctor}")
-            named = replace(
-                step,
-                inputs=ins,
-                output=out,
-                side_outputs=[var(v) for v in step.side_outputs],
-                collect=[(var(a), var(b)) for a, b in step.collect],
-            )
-            if step.units is None:
-                forward.append(common.unit_outputs(named, f"{attr}({ins[0]})"))
+        with common.gathered(ctx.limits):
+            forward += pending
+            pending = after
+            attr = f"self.{step.name}"
+            cond = ctx.printer.expr(step.cond, outer=1) if step.cond is not None else None
+            ins, out = [var(v) for v in step.inputs], var(step.output)
+            if step.name in tables:  # built by its table's loop, under its own name (a weight key)
+                links += tables[step.name]
+                forward += common.assign(out, f"{attr}({ins[0]})", None, var(step.stand_in), step.is_output)
+                continue
+            if step.unit is not None and (step.unpacks or step.collect):
+                if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                    raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+                links.append(f"{attr} = {ctor}")
+                named = replace(
+                    step,
+                    inputs=ins,
+                    output=out,
+                    side_outputs=[var(v) for v in step.side_outputs],
+                    collect=[(var(a), var(b)) for a, b in step.collect],
+                )
+                if step.units is None:
+                    forward.append(common.unit_outputs(named, f"{attr}({ins[0]})"))
+                else:
+                    forward += common.run_units(named, f"block in {attr}", lambda x: f"block({x})")
+                continue
+            if ctor is not None:
+                links.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
+                call = f"{attr}({ins[0]})" if step.unit is not None else OPS[step.op].forward(step, ctx, ins, attr)
+                present = f"{attr} is not None"
             else:
-                forward += common.run_units(named, f"block in {attr}", lambda x: f"block({x})")
-            continue
-        if ctor is not None:
-            links.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
-            call = f"{attr}({ins[0]})" if step.unit is not None else OPS[step.op].forward(step, ctx, ins, attr)
-            present = f"{attr} is not None"
-        else:
-            if cond:
-                flags.append(f"self.{step.flag} = {cond}")
-            call = OPS[step.op].forward(step, ctx, ins, attr)
-            present = f"self.{step.flag}"
-        is_output = unit.is_model and step.is_output
-        skip = ctx.runtime(E.Name(LOGITS, 0)) if step.logits_switch else None
-        forward += common.assign(out, call, present if cond else None, var(step.stand_in), is_output, skip)
+                if cond:
+                    flags.append(f"self.{step.flag} = {cond}")
+                call = OPS[step.op].forward(step, ctx, ins, attr)
+                present = f"self.{step.flag}"
+            is_output = unit.is_model and step.is_output
+            skip = ctx.runtime(E.Name(LOGITS, 0)) if step.logits_switch else None
+            forward += common.assign(out, call, present if cond else None, var(step.stand_in), is_output, skip)
     init = [f"self.{attr} = {arg}" for arg, attr in ctx.stored.items()] + flags
     if unit.name in stage_blocks:
         init.append(f"self.out_channels = {ctx.expr(unit.out_channels)}")
@@ -880,6 +910,7 @@ def emit(model: CodeModel) -> str:
     nodes = {n.path: n for n in model.compiled.graph.nodes}
     ctx = Ctx(common.Printer(), model, nodes)
     classes = [unit_code(u, ctx, model.stage_blocks) for u in model.units]
+    common.refuse(ctx.limits)
     clash = {c.name for c in classes} & _MODULE_NAMES
     if clash:
         raise CodegenError(

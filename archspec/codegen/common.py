@@ -6,7 +6,8 @@ import ast
 import re
 import shlex
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from archspec.codegen.model import (
     Arg,
     CodegenError,
     CodeModel,
+    Limits,
     Step,
     Unit,
     const_value,
@@ -148,6 +150,41 @@ def decay(momentum: E.Expr, show: Callable[[E.Expr], str]) -> str:
     if is_const(momentum):
         return repr(round(1 - const_value(momentum), 12))
     return show(E.Binary("-", E.Num(1, 0), momentum, 0))
+
+
+# What an emitter says of a zero_pad2d whose padding differs between the
+# instances of its block (it writes the padding as numbers).
+VARYING_ZERO_PAD = (
+    "zero padding that differs between the block's instances cannot be written as one layer; give it as numbers "
+    "(the same in every instance), or pad in the convolution after it"
+)
+
+
+def ceil_average(title: str) -> str:
+    """What Keras and Chainer say of a ceil-mode average pooling where ceil_mode adds a window."""
+    return (
+        f"ceil-mode average pooling has no {title} equivalent (a padded window would change the divisor); "
+        "set ceil_mode: false and give the pooling explicit padding"
+    )
+
+
+@contextmanager
+def gathered(limits: list[CodegenError]) -> Iterator[None]:
+    """Write one step: a construct of the spec the target cannot write (a
+    located CodegenError) is kept in ``limits`` and the step left out, so that
+    the emitter meets every one before :func:`refuse` refuses them together."""
+    try:
+        yield
+    except CodegenError as exc:
+        if not exc.located:
+            raise
+        limits.extend(exc.located)
+
+
+def refuse(limits: list[CodegenError]) -> None:
+    """Raise what :func:`gathered` kept, if anything."""
+    if limits:
+        raise Limits(limits)
 
 
 def header(model: CodeModel, target: str) -> str:

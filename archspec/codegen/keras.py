@@ -26,6 +26,7 @@ TARGET = "keras"
 class Ctx:
     printer: common.Printer
     helpers: set[str] = field(default_factory=set)
+    limits: list[CodegenError] = field(default_factory=list)  # what the spec asks that cannot be written
     in_model: bool = False
     # IR paths: each node's first input, the nodes whose output cannot be negative
     # (see nonnegative_nodes), the instances of the unit being written ("" for the network).
@@ -172,10 +173,15 @@ def _const_tuple(step: Step, ctx: Ctx, key: str, axes: int) -> tuple[int, ...] |
 def _ceil_extra(step: Step, ctx: Ctx) -> tuple[int, int]:
     """Extra bottom/right padding that makes floor-mode pooling give the
     ceil-mode output size of the IR."""
-    if step.in_shape is None or step.out_shape is None:
-        raise CodegenError(f"{step.name}: ceil-mode pooling in a block whose input size varies")
     k = _const_tuple(step, ctx, "kernel", 2)
     s = _const_tuple(step, ctx, "stride", 2) if "stride" in step.attrs else k
+    if step.in_shape is None or step.out_shape is None or k is None or s is None:
+        raise CodegenError(
+            f"{step.name}: ceil_mode pooling whose window or input size differs between the block's instances: "
+            "Keras pads for ceil_mode by sizes that must be the same in each; make them so, or give the pooling "
+            "explicit padding instead of ceil_mode",
+            step.pos,
+        )
     sides = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
     extra = []
     for axis in range(2):
@@ -215,24 +221,37 @@ def pool(layer: str, is_max: bool) -> Rule:
         lines: list[str] = []
         ceil = _v(step, ctx, "ceil_mode")
         if ceil is None:
-            raise CodegenError(f"{step.name}: ceil_mode from a parameter; Keras pools pad for it per instance")
+            raise CodegenError(
+                f"{step.name}: ceil_mode chosen by a parameter: Keras pads for ceil_mode by each instance's sizes; "
+                "give ceil_mode as true or false, or explicit padding instead",
+                step.pos,
+            )
         if ceil:
             p = step.padding.sides if step.padding and step.padding.sides else (0, 0, 0, 0)
             eb, er = _ceil_extra(step, ctx)
             if is_max:
                 step = _with_padding(step, (p[0], p[1] + eb, p[2], p[3] + er))
             elif eb or er:  # where ceil_mode changes nothing, the pool is written as floor-mode
-                raise CodegenError(f"{step.name}: ceil-mode average pooling has no Keras equivalent")
+                raise CodegenError(common.ceil_average("Keras"), step.pos)
         keras_same = True
         if not is_max and step.padding and step.padding.mode not in ("none", "valid"):
             # Keras' padding="same" leaves the padded zeros out of the average.
             include = _v(step, ctx, "count_include_pad")
             if include is None or step.padding.mode == "keyword" or step.padding.sides is None:
-                raise CodegenError(f"{step.name}: average-pool padding or count_include_pad that varies")
+                raise CodegenError(
+                    f"{step.name}: average pooling whose padding or count_include_pad is chosen by a parameter: "
+                    "Keras writes each choice as another layer; give them as values (the same in every instance)",
+                    step.pos,
+                )
             if include:  # count them: pad explicitly, pool without padding
                 step, keras_same = _with_padding(step, step.padding.sides), False
             elif not _is_keras_same(step, ctx, step.padding.sides):
-                raise CodegenError(f"{step.name}: explicit average-pool padding that excludes the padded zeros")
+                raise CodegenError(
+                    f"{step.name}: average pooling with explicit padding that leaves the padded zeros out of the "
+                    "average: Keras leaves them out only of its own padding 'same'; write padding: same (if it pads "
+                    "as this does), or count the padded zeros (count_include_pad: true)",
+                    step.pos,
+                )
             else:
                 step = replace(step, padding=Padding("same", step.padding.sides))
         fill_inf = is_max and not ctx.nonnegative_input(step)
@@ -338,6 +357,8 @@ def channel_shuffle(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]
 
 
 def zero_pad2d(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str]:
+    if step.padding is None or step.padding.sides is None:
+        raise CodegenError(f"{step.name}: {common.VARYING_ZERO_PAD}", step.pos)
     t, b, left, r = step.padding.sides
     return [f"{out} = layers.ZeroPadding2D((({t}, {b}), ({left}, {r})), {ctx.name(step)})({ins[0]})"]
 
@@ -349,7 +370,11 @@ def conv_transpose2d(step: Step, ctx: Ctx, ins: list[str], out: str) -> list[str
     kernel, stride = _v(step, ctx, "kernel"), _v(step, ctx, "stride")
     padding, extra = _v(step, ctx, "padding"), _v(step, ctx, "output_padding")
     if None in (kernel, stride, padding, extra):
-        raise CodegenError(f"{step.name}: a transposed convolution's sizes must be constants in Keras")
+        raise CodegenError(
+            f"{step.name}: a transposed convolution whose kernel, stride, padding or output_padding differs "
+            "between the block's instances: Keras writes them as numbers; make them the same in every instance",
+            step.pos,
+        )
     kernel, stride, padding, extra = (v if isinstance(v, tuple) else (v, v) for v in (kernel, stride, padding, extra))
     grow = tuple(max(o - p, 0) for o, p in zip(extra, padding, strict=True))
     kw = [f"strides={_a(step, ctx, 'stride')}"] if stride != (1, 1) else []
@@ -699,44 +724,45 @@ def function_code(unit: Unit, model: CodeModel, ctx: Ctx, functions: dict[str, s
     pending = comments[0]  # a step's shape comment follows its lines
     skip_to = 0
     for k, (step, after) in enumerate(zip(unit.steps, comments[1:])):
-        if k < skip_to:  # a stage in a table: the comment after the table is the last one's
+        with common.gathered(ctx.limits):
+            if k < skip_to:  # a stage in a table: the comment after the table is the last one's
+                pending = after
+                continue
+            body += pending
             pending = after
-            continue
-        body += pending
-        pending = after
-        if k in tables:
-            lines, skip_to = tables[k]
-            body += lines
-            continue
-        cond = p.expr(step.cond) if step.cond is not None else None
-        ins, out = step.inputs, step.output
-        if step.unit is not None:
-            if step.units is not None and p.expr(step.units) == "1" and not step.varies_with_i and not step.collect:
-                lines = [common.unit_outputs(step, _one_unit_call(step, ctx, functions, ins[0]))]
-            elif step.units is not None:
-                loop = f"i in range({p.expr(step.units)})"
-                lines = common.run_units(step, loop, lambda x, step=step: _block_call(step, ctx, functions, x, "i"))
+            if k in tables:
+                lines, skip_to = tables[k]
+                body += lines
+                continue
+            cond = p.expr(step.cond) if step.cond is not None else None
+            ins, out = step.inputs, step.output
+            if step.unit is not None:
+                if step.units is not None and p.expr(step.units) == "1" and not step.varies_with_i and not step.collect:
+                    lines = [common.unit_outputs(step, _one_unit_call(step, ctx, functions, ins[0]))]
+                elif step.units is not None:
+                    loop = f"i in range({p.expr(step.units)})"
+                    lines = common.run_units(step, loop, lambda x, step=step: _block_call(step, ctx, functions, x, "i"))
+                else:
+                    lines = [common.unit_outputs(step, _block_call(step, ctx, functions, ins[0]))]
             else:
-                lines = [common.unit_outputs(step, _block_call(step, ctx, functions, ins[0]))]
-        else:
-            lines = OPS[step.op](step, ctx, ins, out)
-        if step.logits_switch:  # a final softmax: left out with logits=True
-            lines = [
-                *([f"{out} = {ins[0]}"] if out != ins[0] else []),
-                f"if not {LOGITS}:",
-                *(f"    {x}" for x in lines),
-            ]
-        if cond:
-            if unit.is_model and step.is_output:
-                body += [f"{out} = None", f"if {cond}:", *(f"    {line}" for line in lines)]
-            elif out == step.stand_in:
-                body += [f"if {cond}:", *(f"    {line}" for line in lines)]
-            elif len(lines) == 1 and lines[0].startswith(f"{out} = "):
-                body.append(f"{lines[0]} if {cond} else {step.stand_in}")
-            else:  # (the step may read its own variable: out = x + out)
-                body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {step.stand_in}"]
-        else:
-            body += lines
+                lines = OPS[step.op](step, ctx, ins, out)
+            if step.logits_switch:  # a final softmax: left out with logits=True
+                lines = [
+                    *([f"{out} = {ins[0]}"] if out != ins[0] else []),
+                    f"if not {LOGITS}:",
+                    *(f"    {x}" for x in lines),
+                ]
+            if cond:
+                if unit.is_model and step.is_output:
+                    body += [f"{out} = None", f"if {cond}:", *(f"    {line}" for line in lines)]
+                elif out == step.stand_in:
+                    body += [f"if {cond}:", *(f"    {line}" for line in lines)]
+                elif len(lines) == 1 and lines[0].startswith(f"{out} = "):
+                    body.append(f"{lines[0]} if {cond} else {step.stand_in}")
+                else:  # (the step may read its own variable: out = x + out)
+                    body += [f"if {cond}:", *(f"    {line}" for line in lines), "else:", f"    {out} = {step.stand_in}"]
+            else:
+                body += lines
     body += pending
     outs = unit.output_vars
     if unit.is_model:
@@ -799,6 +825,7 @@ def emit(model: CodeModel) -> str:
     ctx.units = {u.class_name: u for u in model.units}  # type: ignore[attr-defined]
     functions = {u.class_name: _snake(u) for u in model.units if not u.is_model}
     code = [function_code(u, model, ctx, functions) for u in model.units]
+    common.refuse(ctx.limits)
     source = render_template(
         "keras.py.j2",
         header=common.header(model, TARGET),

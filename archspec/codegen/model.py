@@ -64,6 +64,24 @@ class CodegenError(Exception):
         super().__init__(message)
         self.pos = pos
 
+    @property
+    def located(self) -> list[CodegenError]:
+        """The spec's faults it reports (each with a ``pos``); none for a bug."""
+        return [self] if self.pos is not None else []
+
+
+class Limits(CodegenError):
+    """Every construct of the spec that one emitter cannot write (located
+    CodegenErrors, met step by step), so that validate reports them at once."""
+
+    def __init__(self, errors: list[CodegenError]) -> None:
+        super().__init__("; ".join(map(str, errors)), errors[0].pos)
+        self.errors = errors
+
+    @property
+    def located(self) -> list[CodegenError]:
+        return self.errors
+
 
 @dataclass(frozen=True)
 class Arg:
@@ -127,6 +145,8 @@ class Step:
     # conditional input names it (``{if: project, then: downsample, else:
     # input}``); "" for its first input.
     otherwise: str = ""
+    # Where the spec writes the node (what an emitter's limit is reported at).
+    pos: Pos | None = None
 
     @property
     def stand_in(self) -> str:
@@ -821,6 +841,7 @@ class _Builder:
                 None,
                 padding,
                 in_ranks=in_ranks,
+                pos=nd.pos,
             )
         callee = self.units[nd.block]
         attrs = {k: self.arg_expr(v) for k, v in nd.attrs.items()}
@@ -855,6 +876,7 @@ class _Builder:
             None,
             varies_with_i=varies,
             in_ranks=in_ranks,
+            pos=nd.pos,
         )
         self.check_call(step, callee, live)
         return step

@@ -25,6 +25,7 @@ class Ctx:
     nodes: dict[str, Node]  # IR nodes by path
     unit: Unit | None = None  # the unit being written
     helpers: set[str] = field(default_factory=set)  # names of helper definitions used
+    limits: list[CodegenError] = field(default_factory=list)  # what the spec asks that cannot be written
     same_modules: set[str] = field(default_factory=set)  # base classes of the 'same' padding modules used
     inplace: set[str] = field(default_factory=set)  # steps of the unit that overwrite their input
     functional: bool = False  # torch.nn.functional is needed
@@ -190,8 +191,10 @@ def _pool(cls: str) -> Module:
         uncounted = "count_include_pad" in step.attrs and _attr(step, ctx, "count_include_pad") == "False"
         if uncounted and p is not None and p.mode != "none" and not _symmetric(p):
             raise CodegenError(
-                f"{step.name}: average pooling with asymmetric padding that excludes the padded zeros "
-                "has no PyTorch module (padding first would count the zeros)"
+                f"{step.name}: average pooling with asymmetric padding that leaves the padded zeros out of the "
+                "average has no PyTorch module (a pad before it would count them); pad symmetrically, or count "
+                "them (count_include_pad: true)",
+                step.pos,
             )
         args = [_attr(step, ctx, "kernel")]
         if "stride" in step.attrs:
@@ -213,7 +216,9 @@ def _pool_padding(step: Step, ctx: Ctx) -> list[str]:
     sizes = kernel if isinstance(kernel, tuple) else (kernel,)
     if kernel is None or any(k % 2 == 0 for k in sizes):
         raise CodegenError(
-            f"{step.name}: pooling with padding 'same' or 'valid' from a parameter needs an odd constant kernel"
+            f"{step.name}: pooling with padding 'same' or 'valid' chosen by a parameter needs an odd kernel "
+            "that is the same in every instance; give the padding as numbers, or use such a kernel",
+            step.pos,
         )
     half = tuple((k - 1) // 2 for k in sizes)
     same = half[0] if len(set(half)) == 1 else half
@@ -340,7 +345,7 @@ def _multiply(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
 def zero_pad2d(step: Step, ctx: Ctx) -> str:
     p = step.padding
     if p is None or p.sides is None:
-        raise CodegenError(f"{step.name}: zero padding that varies between instances")
+        raise CodegenError(f"{step.name}: {common.VARYING_ZERO_PAD}", step.pos)
     t, b, left, right = p.sides
     return f"nn.ZeroPad2d({(left, right, t, b)})"
 
@@ -460,10 +465,11 @@ def sequential_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[st
     ctx.inplace = set()
     layers = []
     for step in unit.steps:
-        ctor = OPS[step.op].module(step, ctx) if OPS[step.op].module else None
-        if ctor is None or OPS[step.op].forward(step, ctx, ["x"], "layer") != "layer(x)":
-            raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that PyTorch cannot write as one module")
-        layers.append(ctor)
+        with common.gathered(ctx.limits):
+            ctor = OPS[step.op].module(step, ctx) if OPS[step.op].module else None
+            if ctor is None or OPS[step.op].forward(step, ctx, ["x"], "layer") != "layer(x)":
+                raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that PyTorch cannot write as one module")
+            layers.append(ctor)
     after = [f"self.out_channels = {p.expr(unit.out_channels)}"] if unit.name in stage_blocks else []
     lets = [f"{lname} = {p.expr(e)}" for lname, e in unit.lets]
     doc = common.docstring(unit.doc, indent="    ")
@@ -489,50 +495,53 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
         min_run=5,  # as torchvision: a table for MobileNet's many stages, one line per ResNet layer
     )
     for step, after in zip(unit.steps, comments[1:]):
-        forward += pending
-        pending = after
-        module = f"self.{step.name}"
-        cond = p.expr(step.cond, outer=1) if step.cond is not None else None
-        if step.name in tables:  # built by its table's loop, under its own name (a weight key)
-            init += tables[step.name]
-            forward += common.assign(step.output, f"{module}({step.inputs[0]})", None, step.stand_in, step.is_output)
-            continue
-        if step.unit is not None:
-            ctor = _block_ctor(step, ctx)
-            has_module = True
-        else:
-            rule = OPS[step.op]
-            ctor = rule.module(step, ctx) if rule.module else None
-            has_module = ctor is not None
-            if not has_module:
-                step = _kept(step, ctx, init)
-        if step.unit is not None and (step.unpacks or step.collect):
-            if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
-                raise CodegenError(f"{step.name}: a block with several outputs under a condition")
-            init.append(f"{module} = {ctor}")
-            if step.units is None:
-                forward.append(common.unit_outputs(step, f"{module}({step.inputs[0]})"))
+        with common.gathered(ctx.limits):
+            forward += pending
+            pending = after
+            module = f"self.{step.name}"
+            cond = p.expr(step.cond, outer=1) if step.cond is not None else None
+            if step.name in tables:  # built by its table's loop, under its own name (a weight key)
+                init += tables[step.name]
+                forward += common.assign(
+                    step.output, f"{module}({step.inputs[0]})", None, step.stand_in, step.is_output
+                )
+                continue
+            if step.unit is not None:
+                ctor = _block_ctor(step, ctx)
+                has_module = True
             else:
-                forward += common.run_units(step, f"block in {module}", lambda x: f"block({x})")
-            continue
-        if has_module:
-            init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
-            if step.unit is None and OPS[step.op].note:
-                init[-1] += f"  # {OPS[step.op].note}"
-            call = (
-                f"{module}({step.inputs[0]})"
-                if step.unit is not None
-                else OPS[step.op].forward(step, ctx, step.inputs, module)
-            )
-            present = f"{module} is not None"
-        else:
-            if cond:
-                init.append(f"self.{step.flag} = {cond}")
-            call = OPS[step.op].forward(step, ctx, step.inputs, module)
-            present = f"self.{step.flag}"
-        is_output = unit.is_model and step.is_output
-        skip = f"self.{unit.logits_attr}" if step.logits_switch else None
-        forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
+                rule = OPS[step.op]
+                ctor = rule.module(step, ctx) if rule.module else None
+                has_module = ctor is not None
+                if not has_module:
+                    step = _kept(step, ctx, init)
+            if step.unit is not None and (step.unpacks or step.collect):
+                if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                    raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+                init.append(f"{module} = {ctor}")
+                if step.units is None:
+                    forward.append(common.unit_outputs(step, f"{module}({step.inputs[0]})"))
+                else:
+                    forward += common.run_units(step, f"block in {module}", lambda x: f"block({x})")
+                continue
+            if has_module:
+                init.append(f"{module} = {ctor} if {cond} else None" if cond else f"{module} = {ctor}")
+                if step.unit is None and OPS[step.op].note:
+                    init[-1] += f"  # {OPS[step.op].note}"
+                call = (
+                    f"{module}({step.inputs[0]})"
+                    if step.unit is not None
+                    else OPS[step.op].forward(step, ctx, step.inputs, module)
+                )
+                present = f"{module} is not None"
+            else:
+                if cond:
+                    init.append(f"self.{step.flag} = {cond}")
+                call = OPS[step.op].forward(step, ctx, step.inputs, module)
+                present = f"self.{step.flag}"
+            is_output = unit.is_model and step.is_output
+            skip = f"self.{unit.logits_attr}" if step.logits_switch else None
+            forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
     if unit.logits_attr:
         init.insert(0, f"self.{unit.logits_attr} = {LOGITS}")
     if unit.name in stage_blocks:
@@ -580,6 +589,7 @@ def emit(model: CodeModel) -> str:
         raise CodegenError(f"pytorch: no rule for ops {sorted(missing)}")
     ctx = Ctx(common.Printer(), model, {n.path: n for n in model.compiled.graph.nodes})
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
+    common.refuse(ctx.limits)
     source = render_template(
         "pytorch.py.j2",
         header=common.header(model, TARGET),

@@ -37,6 +37,7 @@ TARGET = "tensorflow"
 class Ctx:
     printer: common.Printer
     helpers: set[str] = field(default_factory=set)  # helper definitions the file needs
+    limits: list[CodegenError] = field(default_factory=list)  # what the spec asks that cannot be written
     in_model: bool = False
     training: set[str] = field(default_factory=set)  # classes whose call takes ``training``
     # Per layer class, the optional constructor arguments some call passes
@@ -338,8 +339,10 @@ def _ceil_extra(step: Step, ctx: Ctx) -> tuple[int, int]:
         or stride is None
     ):
         raise CodegenError(
-            f"{step.name}: tensorflow needs the input and output sizes of a ceil_mode pooling "
-            "to be the same in every instance of its block"
+            f"{step.name}: ceil_mode pooling whose setting, padding, window or input size differs between the "
+            "block's instances: TensorFlow pads for ceil_mode by sizes that must be the same in each; make them "
+            "so, or give the pooling explicit padding instead of ceil_mode",
+            step.pos,
         )
     t, b, left, right = p.sides
     extra = []
@@ -391,8 +394,10 @@ def _avg_pool(step: Step, ctx: Ctx, ins: list[str], module: str) -> str:
     sides = _sides(step, ctx)
     if sides is None:
         raise CodegenError(
-            f"{step.name}: average pooling that counts 'same' padding needs padding that is the same "
-            "in every instance of its block"
+            f"{step.name}: average pooling that counts padded zeros, with padding that differs between the "
+            "block's instances: TensorFlow pads it explicitly, by sides that must be the same in each; make them "
+            "so, or leave the padded zeros out (count_include_pad: false)",
+            step.pos,
         )
     if sides == ("0",) * 4 and not ceil:
         return f'tf.nn.avg_pool2d({x}, {kernel}, {stride}, "VALID")'
@@ -590,58 +595,61 @@ def unit_code(unit: Unit, model: CodeModel, ctx: Ctx, stage_blocks: set[str]) ->
     pending = comments[0]  # a step's shape comment follows its lines
     layers: list[str] = []  # a sequential block's layers, unnamed (their variables are named name.0, name.1, ...)
     for step, after in zip(unit.steps, comments[1:]):
-        forward += pending
-        pending = after
-        attr = f"self.layers[{step.name}]" if unit.sequential else f"self.{step.name}"
-        cond = p.expr(step.cond, outer=1) if step.cond is not None else None
-        if step.name in tables:  # built by its table's loop
-            init += tables[step.name]
-            if step.units is not None:
-                forward += _stage(step, unit, ctx, attr, cond, [])
-            else:
-                train = ", training=training" if step.unit in ctx.training else ""
-                call = f"{attr}({step.inputs[0]}{train})"
-                forward += common.assign(step.output, call, None, step.stand_in, step.is_output)
-            continue
-        if step.unit is not None and step.units is not None:
-            forward += _stage(step, unit, ctx, attr, cond, init)
-            continue
-        if step.unit is not None:
-            ctor = _block_ctor(step, ctx)
-            train = step.unit in ctx.training
-            call = f"{attr}({step.inputs[0]}, training=training)" if train else f"{attr}({step.inputs[0]})"
-            if step.unpacks:
-                if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
-                    raise CodegenError(f"{step.name}: a block with several outputs under a condition")
-                init.append(f"{attr} = {ctor}")
-                forward.append(common.unit_outputs(step, call))
+        with common.gathered(ctx.limits):
+            forward += pending
+            pending = after
+            attr = f"self.layers[{step.name}]" if unit.sequential else f"self.{step.name}"
+            cond = p.expr(step.cond, outer=1) if step.cond is not None else None
+            if step.name in tables:  # built by its table's loop
+                init += tables[step.name]
+                if step.units is not None:
+                    forward += _stage(step, unit, ctx, attr, cond, [])
+                else:
+                    train = ", training=training" if step.unit in ctx.training else ""
+                    call = f"{attr}({step.inputs[0]}{train})"
+                    forward += common.assign(step.output, call, None, step.stand_in, step.is_output)
                 continue
-        else:
-            rule = OPS[step.op]
-            made = rule.module(step, ctx) if rule.module else None
-            ctor = f"{made[0]}({', '.join([*made[1], ctx.name(step)])})" if made else None
-            if made is None:
-                step = _kept(step, ctx, init)
-            call = rule.forward(step, ctx, step.inputs, attr)
-            note = _comment(step, ctx)
-            if note:
-                forward.append(f"# {note}")
-        if unit.sequential:
-            if ctor is None:
-                raise CodegenError(f"{unit.name}.{step.name}: a {step.op} that TensorFlow cannot write as one layer")
-            layers.append(ctor)
-        elif ctor is not None:
-            init.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
-            present = f"{attr} is not None"
-        else:
-            if cond:
-                init.append(f"self.{step.flag} = {cond}")
-            present = f"self.{step.flag}"
-        if " if training else " in call and cond:
-            call = f"({call})"
-        is_output = unit.is_model and step.is_output
-        skip = f"self.{unit.logits_attr}" if step.logits_switch else None
-        forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
+            if step.unit is not None and step.units is not None:
+                forward += _stage(step, unit, ctx, attr, cond, init)
+                continue
+            if step.unit is not None:
+                ctor = _block_ctor(step, ctx)
+                train = step.unit in ctx.training
+                call = f"{attr}({step.inputs[0]}, training=training)" if train else f"{attr}({step.inputs[0]})"
+                if step.unpacks:
+                    if cond:  # pragma: no cover - the spec's checks refuse 'when' on such a block
+                        raise CodegenError(f"{step.name}: a block with several outputs under a condition")
+                    init.append(f"{attr} = {ctor}")
+                    forward.append(common.unit_outputs(step, call))
+                    continue
+            else:
+                rule = OPS[step.op]
+                made = rule.module(step, ctx) if rule.module else None
+                ctor = f"{made[0]}({', '.join([*made[1], ctx.name(step)])})" if made else None
+                if made is None:
+                    step = _kept(step, ctx, init)
+                call = rule.forward(step, ctx, step.inputs, attr)
+                note = _comment(step, ctx)
+                if note:
+                    forward.append(f"# {note}")
+            if unit.sequential:
+                if ctor is None:
+                    raise CodegenError(
+                        f"{unit.name}.{step.name}: a {step.op} that TensorFlow cannot write as one layer"
+                    )
+                layers.append(ctor)
+            elif ctor is not None:
+                init.append(f"{attr} = {ctor} if {cond} else None" if cond else f"{attr} = {ctor}")
+                present = f"{attr} is not None"
+            else:
+                if cond:
+                    init.append(f"self.{step.flag} = {cond}")
+                present = f"self.{step.flag}"
+            if " if training else " in call and cond:
+                call = f"({call})"
+            is_output = unit.is_model and step.is_output
+            skip = f"self.{unit.logits_attr}" if step.logits_switch else None
+            forward += common.assign(step.output, call, present if cond else None, step.stand_in, is_output, skip)
     if layers:
         init.append(f"self.layers = [{', '.join(layers)}]")
     if unit.logits_attr:
@@ -812,6 +820,7 @@ def emit(model: CodeModel) -> str:
     model = _renamed(model)
     ctx = Ctx(common.Printer(), training=_needs_training(model), defaults=_norm_defaults(model))
     classes = [unit_code(u, model, ctx, model.stage_blocks) for u in model.units]
+    common.refuse(ctx.limits)
     helpers, features = ctx.helpers, ctx.features
     if helpers & (_LAYER_CLASSES - {"Sequential", "BatchNorm", "LayerNorm", "InstanceNorm", "LayerScale"}):
         helpers.add("glorot_uniform")

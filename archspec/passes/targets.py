@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from archspec.codegen import code_model, generate
 from archspec.codegen.chainer import _MODULE_NAMES as CHAINER_NAMES
-from archspec.codegen.model import CodegenError, build, class_name
+from archspec.codegen.model import CodegenError, class_name
 from archspec.codegen.tensorflow import _LAYER_CLASSES as TENSORFLOW_LAYERS
 from archspec.diagnostics import Diagnostic, Pos
 from archspec.ir import Instance, Node
@@ -42,7 +43,7 @@ def check_targets(compiled: Compiled, targets: Iterable[str]) -> list[Diagnostic
     """Every problem that keeps ``compiled`` from being written in ``targets``."""
     targets = list(targets)
     out = _class_names(compiled, targets) + _stage_counts(compiled) + _sequential_padding(compiled, targets)
-    out += _code_model_limits(compiled) if targets else []
+    out += _code_limits(compiled, targets) if targets else []
     for node in compiled.graph.nodes:
         for target in targets:
             message = _node_problem(node, target)
@@ -62,30 +63,11 @@ def _node_problem(node: Node, target: str) -> str:
                 f"({'the model fails to build' if target == 'keras' else 'it gives other values'}); "
                 "use stride 1 and subsample after it (a 1x1 pooling with that stride), or dilation 1"
             )
-    ceil = node.op == "avg_pool2d" and node.attrs["ceil_mode"]
-    if ceil and target in ("keras", "chainer") and not _floor_fits(node):
-        return (
-            f"ceil-mode average pooling has no {title} equivalent (a padded window would change the divisor); "
-            "set ceil_mode: false and give the pooling explicit padding"
-        )
     return ""
 
 
 def _axes(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return value if isinstance(value, tuple) else (value,)
-
-
-def _floor_fits(node: Node) -> bool:
-    """Whether rounding down gives the IR's output size (ceil_mode changes nothing)."""
-    top, bottom, left, right = node.attrs["padding"]
-    return all(
-        (node.in_shapes[0][1 + axis] + before + after - k) // s + 1 == node.shape[1 + axis]
-        for axis, (before, after, k, s) in enumerate(((top, bottom, *_pair(node, 0)), (left, right, *_pair(node, 1))))
-    )
-
-
-def _pair(node: Node, axis: int) -> tuple[int, int]:
-    return node.attrs["kernel"][axis], node.attrs["stride"][axis]
 
 
 def _class_names(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
@@ -163,16 +145,23 @@ def _sequential_padding(compiled: Compiled, targets: list[str]) -> list[Diagnost
     return out
 
 
-def _code_model_limits(compiled: Compiled) -> list[Diagnostic]:
-    """What no target's code can write (the code model refuses it, at a place in
-    the spec): a flatten in a block whose input size varies, and the like. The
-    code model's other failures are bugs in archspec, which compile reports."""
+def _code_limits(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
+    """What the code model (every target) or a target's emitter refuses at a
+    place in the spec: a flatten in a block whose input size varies, zero
+    padding that varies between instances, and the like. Their other failures
+    are bugs in archspec, which compile reports. The code is built here once
+    and kept for the writers (:func:`archspec.codegen.generate`)."""
     try:
-        build(compiled)
+        code_model(compiled)
     except CodegenError as exc:
-        if exc.pos is not None:
-            return [Diagnostic(exc.pos, "E501", f"every target: {exc}")]
-    return []
+        return [Diagnostic(e.pos, "E501", f"every target: {e}") for e in exc.located]
+    out = []
+    for target in targets:
+        try:
+            generate(compiled, target)
+        except CodegenError as exc:
+            out += [Diagnostic(e.pos, "E501", f"{target}: {e}") for e in exc.located]
+    return out
 
 
 def _stage_counts(compiled: Compiled) -> list[Diagnostic]:
