@@ -11,6 +11,7 @@ PyYAML's safe loader and converts it itself, so that
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,10 @@ MAX_VALUES = 200_000
 # (!!python/..., !!binary, !custom) is refused.
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# Plain scalars that YAML 1.1 reads as numbers other than they look: 010 is
+# octal (8), 1:30 is base 60 (90). Refused, not read (see yaml11_surprise).
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 EMPTY = "the file is empty; a spec needs at least 'name', 'source', 'input' and 'layers'"
 
 
@@ -137,6 +142,8 @@ class _Converter:
             raise SpecError(
                 [Diagnostic(_pos(self.file, node), "E305", "this number has too many digits; write a smaller number")]
             ) from None
+        if node.tag in _NUMBER_TAGS and node.style is None and (surprise := yaml11_surprise(node.value, value)):
+            self.errors.append(Diagnostic(_pos(self.file, node), "E004", surprise))
         bad = yaml.reader.Reader.NON_PRINTABLE.search(value) if isinstance(value, str) else None
         if bad is not None:  # written as an escape ("\0", "\e", "\ud800"); YAML allows none in a file
             code = ord(bad.group())
@@ -149,6 +156,21 @@ class _Converter:
                 )
             )
         return value
+
+
+def yaml11_surprise(text: str, value: object, may_quote: bool = True) -> str | None:
+    """What to write instead of ``text``, a plain scalar that YAML 1.1 read as
+    ``value``, when that number is not the one it looks like (``010`` is octal
+    8, ``1:30`` is base-60 90); None for an ordinary number. ``may_quote``:
+    whether quoting is an answer (in a spec, not in ``--set``)."""
+    if _OCTAL.fullmatch(text):
+        decimal = ("-" if text.startswith("-") else "") + (text.lstrip("+-").lstrip("0_") or "0")
+        instead = f", or {decimal} without the leading zero" if decimal != str(value) else ""
+        return f"YAML reads {text} as the octal number {value}: write {value}{instead}"
+    if ":" in text:
+        quote = f", or quote '{text}' if it is text" if may_quote else ""
+        return f"YAML reads {text} as the base-60 number {value}: write {value}{quote}"
+    return None
 
 
 def _read_capped(path: Path, fail: Callable[..., SpecError], whole: Pos) -> bytes:
