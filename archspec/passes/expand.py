@@ -43,6 +43,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"--set {key.strip()} is given twice; give each parameter once")
         out[key.strip()] = value.strip()
     return out
 
