@@ -207,6 +207,15 @@ def test_a_spec_given_twice_is_compiled_once(spec_file: str):
     assert out.count("wrote out/net/net_pytorch.py") == 1
 
 
+@pytest.mark.parametrize("name", ["chainer", "torch", "keras", "tensorflow", "numpy"])
+def test_a_spec_named_like_a_framework_compiles(spec_file: str, name: str):
+    """Its folder, generated/<name>/, must not make ruff sort the framework's import as the file's own."""
+    Path("net.yaml").write_text(SPEC.replace("name: net", f"name: {name}"))
+    code, out = run("compile", "net.yaml", "-t", "all", "-o", "out")
+    assert code == 0, out
+    assert len(list(Path("out", name).glob(f"{name}_*.py"))) == 4
+
+
 def test_validate_prints_the_trainable_count(tmp_path: Path):
     path = tmp_path / "bn.yaml"
     path.write_text(SPEC + "  - bn: {op: batch_norm}\n")
