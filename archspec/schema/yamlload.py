@@ -27,6 +27,7 @@ MAX_VALUES = 200_000
 # (!!python/..., !!binary, !custom) is refused.
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
 MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_PLAIN_KEY = 1024  # YAML's limit on a key written without '?'; a longer one reads as a syntax error
 # Plain scalars that YAML 1.1 reads as numbers other than they look: 010 is
 # octal (8), 1:30 is base 60 (90). Refused, not read (see yaml11_surprise).
 _OCTAL = re.compile(r"[-+]?0[0-7_]+")
@@ -330,6 +331,16 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[Any, str]:
         if pm is None or not pm.buffer or not pm.buffer[line_start : pm.pointer].strip():
             return pm, "a tab character: indent YAML with spaces, not tabs"
         return pm, "a tab character between the items of a line: YAML separates them with spaces; replace the tab"
+    if pm is not None and pm.buffer and pm.buffer[pm.pointer : pm.pointer + 1] == ":":
+        line_start = pm.buffer.rfind("\n", 0, pm.pointer) + 1
+        key = re.split(r"[\s{\[,]", pm.buffer[line_start : pm.pointer].rstrip())[-1]
+        if len(key) > MAX_PLAIN_KEY:
+            n = len(key)
+            start = yaml.error.Mark(pm.name, pm.index - n, pm.line, pm.column - n, pm.buffer, pm.pointer - n)
+            return start, (
+                f"a key of {len(key):,} characters: YAML reads at most {MAX_PLAIN_KEY} as a key before ':'; "
+                "shorten it (a name has at most 64)"
+            )
     if "cannot start any token" in problem:
         char = problem.split("character ", 1)[-1].split(" that", 1)[0]
         return pm, f"a value cannot start with {char}; put the value in quotes"
