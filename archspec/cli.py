@@ -6,6 +6,7 @@ output, 2 usage error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import click
 from archspec import diagram, extras, ops
 from archspec.codegen import DERIVED, EMITTERS
 from archspec.diagnostics import Diagnostic, SpecError
+from archspec.passes.count import MAX_MEMORY_GIB
 from archspec.passes.expand import INPUT_FORMS, parse_input, parse_overrides
 from archspec.pipeline import Compiled, compile_spec
 
@@ -564,13 +566,32 @@ def gallery_command(specs: tuple[str, ...], out_dir: Path, onnx: bool) -> None:
 # verify: same weights, same outputs
 
 
-DEFAULT_MAX_MEMORY_GIB = 8.0
 VERIFY_BATCH = 2  # archspec.verify.BATCH, without importing numpy
 
 
-def _check_memory(c: Compiled, batch: int, copies: int, limit_gib: float) -> None:
+def _gib(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if math.isnan(value):  # FloatRange lets nan through: no size compares larger
+        raise click.BadParameter("nan is not a size; give a number of GiB (inf: no limit)", ctx, param)
+    return value
+
+
+def max_memory_option(text: str) -> Callable:
+    """``--max-memory GIB``: the memory estimate a command refuses to go beyond (see :func:`_check_memory`)."""
+    return click.option(
+        "--max-memory",
+        type=click.FloatRange(0, min_open=True),
+        callback=_gib,
+        default=MAX_MEMORY_GIB,
+        show_default=True,
+        metavar="GIB",
+        help=text,
+    )
+
+
+def _check_memory(c: Compiled, batch: int, copies: int, limit_gib: float, doing: str) -> None:
     """Refuse (SpecError, at the spec's name) a network whose estimated
-    memory is over ``limit_gib``, before any framework builds it."""
+    memory is over ``limit_gib``, before any framework builds it. ``doing``:
+    what would take the memory, in words."""
     from archspec.passes.count import memory
 
     estimate = memory(c.graph, c.counts, batch, copies)
@@ -580,7 +601,7 @@ def _check_memory(c: Compiled, batch: int, copies: int, limit_gib: float) -> Non
                 Diagnostic(
                     c.spec.name_pos or c.spec.pos,
                     "E305",
-                    f"running {c.graph.name} in {copies - 1} framework(s) needs {estimate.explain()}; over the limit "
+                    f"{doing} needs {estimate.explain()}; over the limit "
                     f"of {limit_gib:g} GiB: use a smaller network (--set, --input), or raise --max-memory",
                 )
             ]
@@ -592,6 +613,8 @@ def _targets(value: str, train: bool) -> list[str]:
     chosen = [t.strip() for t in value.split(",") if t.strip()]
     if chosen == ["all"]:
         return known
+    if "all" in chosen:
+        raise click.UsageError(f"--targets: 'all' stands alone; give all, or a list of {', '.join(known)}")
     if train and any(t in DERIVED for t in chosen):
         raise click.UsageError(f"--train: {', '.join(DERIVED)} runs inference only; drop it from --targets")
     unknown = [t for t in chosen if t not in known]
@@ -621,14 +644,7 @@ def _targets(value: str, train: bool) -> list[str]:
     show_default=True,
     help="Seed of the random weights and input (0 to 2**32 - 1).",
 )
-@click.option(
-    "--max-memory",
-    type=click.FloatRange(0, min_open=True),
-    default=DEFAULT_MAX_MEMORY_GIB,
-    show_default=True,
-    metavar="GIB",
-    help="Refuse a network whose estimated memory (weights per framework, activations x batch) is larger.",
-)
+@max_memory_option("Refuse a network whose estimated memory (weights per framework, activations x batch) is larger.")
 @click.option("--train", is_flag=True, help="Compare training steps instead of inference (dropout off).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True, help="--train: optimizer steps.")
 @click.option(
@@ -700,7 +716,8 @@ def verify_command(
         try:
             compiled = compile_spec(path, overrides, input_shape=input_shape)
             _check_targets(compiled, dict.fromkeys(DERIVED.get(t, t) for t in chosen))
-            _check_memory(compiled, batch if train else VERIFY_BATCH, 1 + len(chosen), max_memory)
+            doing = f"running {compiled.graph.name} in {len(chosen)} framework(s)"
+            _check_memory(compiled, batch if train else VERIFY_BATCH, 1 + len(chosen), max_memory, doing)
         except SpecError as err:
             _report(err)
             failed += 1
@@ -1225,19 +1242,32 @@ def _opset(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), required=True, help="File format.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), help="File to write. [./<spec name>.onnx]")
 @click.option("--opset", type=int, callback=_opset, help="ONNX opset, 18 to 25. [the exporter's default, 20]")
+@max_memory_option(
+    "Refuse a network whose estimated memory (weights x 3: PyTorch's, the exporter's and the file's; "
+    "activations x batch 2) is larger."
+)
 @set_option
 @input_option
-def export_command(spec: str, fmt: str, out: Path | None, opset: int | None, sets, input_shape) -> None:
+def export_command(
+    spec: str, fmt: str, out: Path | None, opset: int | None, max_memory: float, sets, input_shape
+) -> None:
     """Export SPEC's generated PyTorch model (its outputs as the spec says, PyTorch's
     initial weights) to ONNX with torch.onnx's dynamo exporter: one file, input
     `input` with a dynamic batch axis, checked with onnx.checker. Prints the opset
     written and the files."""
     extras.require("archspec export", "onnx")
-    from archspec.export.onnx import OnnxExportError, export_onnx
+    from archspec.export.onnx import TRACE_BATCH, WEIGHT_COPIES, OnnxExportError, export_onnx
 
     compiled = load(spec, sets, input_shape)
+    out = out or Path(f"{compiled.graph.name}.onnx")
+    check_output_dir(out.parent, out)
     try:
-        report = export_onnx(compiled, out or Path(f"{compiled.graph.name}.onnx"), opset)
+        _check_memory(compiled, TRACE_BATCH, WEIGHT_COPIES, max_memory, f"exporting {compiled.graph.name} to ONNX")
+    except SpecError as err:
+        _report(err)
+        raise Failed() from None
+    try:
+        report = export_onnx(compiled, out, opset)
     except OnnxExportError as exc:
         click.echo(f"error: {exc}", err=True)
         raise Failed() from None

@@ -112,12 +112,20 @@ def spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         ["compile", "net.yaml", "-t", "pytorch", "-o", "afile/sub"],
         ["build", "--specs", ".", "-o", "afile/sub"],
         ["diagram", "net.yaml", "--format", "dot", "-o", "afile/x.dot"],
+        ["export", "net.yaml", "--format", "onnx", "-o", "afile/x.onnx"],
     ],
 )
 def test_an_output_under_a_file_is_a_usage_error(spec_file: str, args: list[str]):
     code, out = run(*args)
     assert code == 2
     assert "afile is a file, not a folder" in out
+    assert Path("afile").read_text() == "not a folder"
+
+
+def test_a_gallery_under_a_file_is_refused(spec_file: str):
+    code, out = run("gallery", "net.yaml", "-o", "afile/site")
+    assert code == 1
+    assert "error: -o afile/site: afile is a file, not a folder; give a path in a folder" in out
     assert Path("afile").read_text() == "not a folder"
 
 
@@ -155,6 +163,21 @@ def test_a_negative_seed_is_a_usage_error(spec_file: str):
     assert "'--seed': -1 is not in the range 0<=x<=4294967295" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "net.yaml", "--set", "a=1", "--set", "a=2"], "--set a is given twice; give each parameter once"),
+        (["verify", "net.yaml", "--max-memory", "nan"], "nan is not a size; give a number of GiB (inf: no limit)"),
+        (["export", "net.yaml", "--format", "onnx", "--max-memory", "nan"], "nan is not a size"),
+        (["verify", "net.yaml", "--targets", "all,onnx"], "--targets: 'all' stands alone; give all, or a list of"),
+    ],
+)
+def test_odd_option_values_are_usage_errors(spec_file: str, args: list[str], message: str):
+    code, out = run(*args)
+    assert code == 2
+    assert message in out
+
+
 @pytest.mark.parametrize("command", [["compile", "-t", "pytorch", "-o", "out"], ["build", "-o", "out"]])
 def test_two_specs_with_one_name_are_refused(spec_file: str, command: list[str]):
     Path("specs").mkdir()
@@ -184,6 +207,15 @@ def test_a_spec_given_twice_is_compiled_once(spec_file: str):
     assert out.count("wrote out/net/net_pytorch.py") == 1
 
 
+@pytest.mark.parametrize("name", ["chainer", "torch", "keras", "tensorflow", "numpy"])
+def test_a_spec_named_like_a_framework_compiles(spec_file: str, name: str):
+    """Its folder, generated/<name>/, must not make ruff sort the framework's import as the file's own."""
+    Path("net.yaml").write_text(SPEC.replace("name: net", f"name: {name}"))
+    code, out = run("compile", "net.yaml", "-t", "all", "-o", "out")
+    assert code == 0, out
+    assert len(list(Path("out", name).glob(f"{name}_*.py"))) == 4
+
+
 def test_validate_prints_the_trainable_count(tmp_path: Path):
     path = tmp_path / "bn.yaml"
     path.write_text(SPEC + "  - bn: {op: batch_norm}\n")
@@ -210,6 +242,35 @@ def test_the_memory_limit_is_an_option(tmp_path: Path):
     code, out = run("verify", str(path), "--targets", "pytorch", "--max-memory", "1e-6")
     assert code == 1
     assert "112 weights x 2 copies + 144 activation values x batch 2, 4 bytes each; over the limit of 1e-06 GiB" in out
+
+
+def test_export_refuses_a_network_too_large_for_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("onnxscript")
+    monkeypatch.chdir(tmp_path)
+    code, out = run("export", str(SPECS / "efficientnet_b0.yaml"), "--format", "onnx", "--set", "width_mult=50")
+    assert code == 1
+    assert "error[E305]: exporting efficientnet_b0 to ONNX needs about" in out
+    assert "9,511,093,600 weights x 3 copies" in out and "over the limit of 8 GiB" in out
+    Path("net.yaml").write_text(SPEC)
+    code, out = run("export", "net.yaml", "--format", "onnx", "--max-memory", "1e-6")
+    assert code == 1
+    assert "112 weights x 3 copies + 144 activation values x batch 2, 4 bytes each; over the limit of 1e-06 GiB" in out
+    assert list(tmp_path.iterdir()) == [tmp_path / "net.yaml"]
+
+
+def test_a_gallery_with_onnx_refuses_a_network_too_large_for_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("pygments")
+    from archspec.passes import count
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(count, "MAX_MEMORY_GIB", 1e-6)
+    Path("net.yaml").write_text(SPEC)
+    code, out = run("gallery", "net.yaml", "--onnx", "-o", "site")
+    assert code == 1
+    assert "error: net: exporting it to ONNX needs about 0.0 GiB: 112 weights x 3 copies" in out
+    assert "over 1e-06 GiB (archspec export --max-memory); no gallery written" in out
+    assert not Path("site").exists()
 
 
 @pytest.mark.slow

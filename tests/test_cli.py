@@ -58,6 +58,7 @@ CASES = [
     (1, ["validate", "specs/lenet.yaml", "--set", "num_classes=many"]),  # a bad value (E304)
     (2, ["validate"]),
     (2, ["validate", "specs/lenet.yaml", "--set", "num_classes"]),
+    (2, ["validate", "specs/lenet.yaml", "--set", "num_classes=2", "--set", "num_classes=3"]),  # which one?
     (2, ["validate", "specs"]),  # a directory
     (2, ["validate", "--strict", "specs/lenet.yaml"]),
     # summary

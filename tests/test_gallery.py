@@ -209,7 +209,9 @@ def test_a_folder_that_is_not_a_gallery_is_refused(project):
 
 def test_output_under_a_file_is_a_clear_error(project):
     (project / "notes.txt").write_text("mine")
-    with pytest.raises(GalleryError, match="cannot write the gallery in .*notes.txt: .*choose another -o"):
+    with pytest.raises(
+        GalleryError, match="-o notes.txt/site: notes.txt is a file, not a folder; give a path in a folder"
+    ):
         build_gallery(["specs/lenet.yaml"], "notes.txt/site")
     assert (project / "notes.txt").read_text() == "mine"
 

@@ -40,6 +40,8 @@ MIN_OPSET, MAX_OPSET = 18, 25
 PACKAGES = ("torch", "onnx", "onnxscript")
 INSTALL = "pip install 'archspec[onnx]'"
 INPUT_NAME = "input"
+TRACE_BATCH = 2  # the batch the exporter traces: a batch of 1 would be specialized
+WEIGHT_COPIES = 3  # the PyTorch model's, the exported program's and the file's (for the memory estimate)
 
 
 class OnnxExportError(Exception):
@@ -73,12 +75,11 @@ def check_opset(opset: int | None) -> None:
 def to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], outputs: list[str] | None, opset: int | None = None):
     """Export a PyTorch module in inference mode with the dynamo exporter; return
     its ``torch.onnx.ONNXProgram``; ``outputs`` names the outputs (None: the
-    exporter's names). The batch axis is dynamic (traced at batch 2: a batch of
-    1 would be specialized)."""
+    exporter's names). The batch axis is dynamic (traced at :data:`TRACE_BATCH`)."""
     import torch
 
     model.eval()
-    x = torch.zeros((2, *input_shape))
+    x = torch.zeros((TRACE_BATCH, *input_shape))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
         warnings.simplefilter("ignore")
         return torch.onnx.export(

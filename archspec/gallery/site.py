@@ -66,11 +66,18 @@ def build_gallery(spec_paths: Iterable[str | Path], out_dir: str | Path, onnx: b
 
 def _export_onnx(compiled: list[Compiled], folder: Path) -> dict[str, str]:
     """Network name -> its ONNX file, relative to its page, exported into ``folder``."""
-    from archspec.export.onnx import OnnxExportError, export_onnx
+    from archspec.export.onnx import TRACE_BATCH, WEIGHT_COPIES, OnnxExportError, export_onnx
+    from archspec.passes.count import MAX_MEMORY_GIB, memory
 
     out = {}
     for c in compiled:
         name = c.graph.name
+        estimate = memory(c.graph, c.counts, TRACE_BATCH, WEIGHT_COPIES)
+        if estimate.bytes > MAX_MEMORY_GIB * 2**30:
+            raise GalleryError(
+                f"{name}: exporting it to ONNX needs {estimate.explain()}, over {MAX_MEMORY_GIB:g} GiB "
+                "(archspec export --max-memory); no gallery written: leave out --onnx or this spec"
+            )
         try:
             export_onnx(c, folder / name / f"{name}.onnx")
         except OnnxExportError as exc:
@@ -175,6 +182,9 @@ def _check_target(out_dir: Path) -> None:
         raise GalleryError(f"{out_dir} is a symbolic link; give the folder itself with -o")
     if out_dir.exists() and not out_dir.is_dir():
         raise GalleryError(f"{out_dir} is a file, not a folder; give a folder with -o (it is created if missing)")
+    above = next((p for p in out_dir.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise GalleryError(f"-o {out_dir}: {above} is a file, not a folder; give a path in a folder")
     if out_dir.is_dir() and not (out_dir / MARKER).is_file() and any(out_dir.iterdir()):
         raise GalleryError(
             f"{out_dir} is a folder that holds files but no gallery (no {MARKER} in it); "

@@ -55,6 +55,7 @@ def count(graph: Graph) -> Counts:
 
 
 BYTES_PER_VALUE = 4  # float32 everywhere
+MAX_MEMORY_GIB = 8.0  # the estimate beyond which commands that run a network refuse it (--max-memory)
 
 
 @dataclass(frozen=True)

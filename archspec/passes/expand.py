@@ -24,6 +24,7 @@ from archspec.diagnostics import Collector, Pos, did_you_mean, one_of, show
 from archspec.ir import INPUT, Graph, Instance, Node, Shape
 from archspec.schema import expr as E
 from archspec.schema.spec import NodeDef, ParamDef, Spec, Value, key_hint
+from archspec.schema.yamlload import yaml11_surprise
 
 MAX_NODES = 10_000  # benchmarks/node_limit.py: verify time grows with it
 MAX_REPEAT = 1_000
@@ -42,6 +43,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"--set {key.strip()} is given twice; give each parameter once")
         out[key.strip()] = value.strip()
     return out
 
@@ -212,6 +215,9 @@ class _Expander:
                 raw = text
             if p.type == "str" and not isinstance(raw, str):
                 raw = text
+            elif isinstance(raw, (int, float)) and (surprise := yaml11_surprise(text, raw, may_quote=False)):
+                self.err(pos, "E304", f"bad value {show(text)} for '{key}' ({p.type}): {surprise}")
+                continue
             if p.type in ("int", "float") and isinstance(raw, str):
                 with contextlib.suppress(ValueError):
                     raw = float(raw)  # YAML 1.1 reads 1e-3 as a string

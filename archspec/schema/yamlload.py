@@ -11,6 +11,7 @@ PyYAML's safe loader and converts it itself, so that
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,11 @@ MAX_VALUES = 200_000
 # (!!python/..., !!binary, !custom) is refused.
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp")}
 MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_PLAIN_KEY = 1024  # YAML's limit on a key written without '?'; a longer one reads as a syntax error
+# Plain scalars that YAML 1.1 reads as numbers other than they look: 010 is
+# octal (8), 1:30 is base 60 (90). Refused, not read (see yaml11_surprise).
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 EMPTY = "the file is empty; a spec needs at least 'name', 'source', 'input' and 'layers'"
 
 
@@ -137,6 +143,8 @@ class _Converter:
             raise SpecError(
                 [Diagnostic(_pos(self.file, node), "E305", "this number has too many digits; write a smaller number")]
             ) from None
+        if node.tag in _NUMBER_TAGS and node.style is None and (surprise := yaml11_surprise(node.value, value)):
+            self.errors.append(Diagnostic(_pos(self.file, node), "E004", surprise))
         bad = yaml.reader.Reader.NON_PRINTABLE.search(value) if isinstance(value, str) else None
         if bad is not None:  # written as an escape ("\0", "\e", "\ud800"); YAML allows none in a file
             code = ord(bad.group())
@@ -149,6 +157,21 @@ class _Converter:
                 )
             )
         return value
+
+
+def yaml11_surprise(text: str, value: object, may_quote: bool = True) -> str | None:
+    """What to write instead of ``text``, a plain scalar that YAML 1.1 read as
+    ``value``, when that number is not the one it looks like (``010`` is octal
+    8, ``1:30`` is base-60 90); None for an ordinary number. ``may_quote``:
+    whether quoting is an answer (in a spec, not in ``--set``)."""
+    if _OCTAL.fullmatch(text):
+        decimal = ("-" if text.startswith("-") else "") + (text.lstrip("+-").lstrip("0_") or "0")
+        instead = f", or {decimal} without the leading zero" if decimal != str(value) else ""
+        return f"YAML reads {text} as the octal number {value}: write {value}{instead}"
+    if ":" in text:
+        quote = f", or quote '{text}' if it is text" if may_quote else ""
+        return f"YAML reads {text} as the base-60 number {value}: write {value}{quote}"
+    return None
 
 
 def _read_capped(path: Path, fail: Callable[..., SpecError], whole: Pos) -> bytes:
@@ -308,6 +331,16 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[Any, str]:
         if pm is None or not pm.buffer or not pm.buffer[line_start : pm.pointer].strip():
             return pm, "a tab character: indent YAML with spaces, not tabs"
         return pm, "a tab character between the items of a line: YAML separates them with spaces; replace the tab"
+    if pm is not None and pm.buffer and pm.buffer[pm.pointer : pm.pointer + 1] == ":":
+        line_start = pm.buffer.rfind("\n", 0, pm.pointer) + 1
+        key = re.split(r"[\s{\[,]", pm.buffer[line_start : pm.pointer].rstrip())[-1]
+        if len(key) > MAX_PLAIN_KEY:
+            n = len(key)
+            start = yaml.error.Mark(pm.name, pm.index - n, pm.line, pm.column - n, pm.buffer, pm.pointer - n)
+            return start, (
+                f"a key of {len(key):,} characters: YAML reads at most {MAX_PLAIN_KEY} as a key before ':'; "
+                "shorten it (a name has at most 64)"
+            )
     if "cannot start any token" in problem:
         char = problem.split("character ", 1)[-1].split(" that", 1)[0]
         return pm, f"a value cannot start with {char}; put the value in quotes"
