@@ -7,6 +7,7 @@ stages of one block. Static checks of the committed files and of small specs."""
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 
 import pytest
@@ -164,3 +165,19 @@ def test_stages_whose_later_units_differ_stay_separate_loops(write_spec):
     assert "stages = [" not in text
     assert 'x = b(x, stride=2 if i == 0 else 1, name=f"s1.{i}")' in text
     assert 'x = b(x, stride=1 if i == 0 else 2, name=f"s2.{i}")' in text
+
+
+def test_a_block_named_like_a_builtin_does_not_hide_it(write_spec):
+    """A block named ``range`` is the function ``range_block``: the stage loop
+    still calls Python's range (the file runs; see also verify's zoo tests)."""
+    text = keras_source(
+        write_spec(
+            "name: builtin\nsource: test\ninput: [3, 8, 8]\nblocks:\n"
+            "  range:\n    nodes:\n      - conv: {op: conv2d, out: 4, kernel: 1}\n"
+            "layers:\n  - s: {block: range, repeat: 2}\n  - gap: {op: global_avg_pool}\n"
+        )
+    )
+    defined = {n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)}
+    assert "range_block" in defined and "range" not in defined
+    assert "for i in range(2):" in text
+    assert not defined & set(dir(builtins))

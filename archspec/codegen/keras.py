@@ -7,6 +7,7 @@ paths (``layer1.0.conv1``), so weights map 1:1 to the canonical keys.
 
 from __future__ import annotations
 
+import builtins
 import re
 import textwrap
 from collections.abc import Callable
@@ -801,9 +802,10 @@ def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[1:], shape[0])
 
 
-# Names a block function must not take: the file's modules, and the locals
-# of generated functions (their input, a stage loop's index, the model's lists).
-_TAKEN = {"keras", "layers", "ops", "x", "i", "inputs", "outputs", "name"}
+# Names a block function must not take: the file's modules, the locals of
+# generated functions (their input, a stage loop's index, the model's lists),
+# and Python's builtins (a block named range would hide the stage loop's).
+_TAKEN = {"keras", "layers", "ops", "x", "i", "inputs", "outputs", "name", *dir(builtins)}
 
 
 def _snake(unit: Unit) -> str:

@@ -27,7 +27,10 @@ TAKEN_CLASS_NAMES = {
     "chainer": CHAINER_NAMES,
     "keras": frozenset({"NegInfPadding2D", "LocalResponseNormalization", "ChannelShuffle"}),
 }
-IMPORTED = {"F": "chainer.functions", "L": "chainer.links", "np": "numpy"}
+IMPORTED = {  # the modules among them, by target
+    "pytorch": {"F": "torch.nn.functional"},
+    "chainer": {"F": "chainer.functions", "L": "chainer.links", "np": "numpy"},
+}
 
 # Convolutions whose stride and dilation cannot both exceed 1 in a target:
 # TensorFlow's depthwise, separable and 1-D convolutions compute other values
@@ -98,7 +101,8 @@ def _class_names(compiled: Compiled, targets: list[str]) -> list[Diagnostic]:
             if target == "tensorflow" and what.startswith("the network"):
                 taken = TENSORFLOW_LAYERS
             if cls in taken:
-                held = f"{IMPORTED[cls]}, imported as {cls}" if cls in IMPORTED else f"its own {cls}"
+                module = IMPORTED.get(target, {}).get(cls)
+                held = f"{module}, imported as {cls}" if module else f"its own {cls}"
                 out.append(
                     Diagnostic(
                         pos,
