@@ -190,15 +190,21 @@ def _check_targets(c: Compiled, targets: Iterable[str]) -> None:
 
 
 def _compile_all(
-    paths: list[str], sets: tuple[str, ...], targets: Iterable[str], input_shape: tuple[int, ...] | None = None
+    paths: list[str],
+    sets: tuple[str, ...],
+    targets: Iterable[str],
+    input_shape: tuple[int, ...] | None = None,
+    compile_options: tuple[str, ...] | None = None,
 ) -> tuple[list[Compiled], int]:
     """Compile specs to be written in ``targets``; report the invalid ones and
-    specs that share a name. Returns the valid ones and how many failed."""
+    specs that share a name. Returns the valid ones and how many failed.
+    ``compile_options``: see :class:`Compiled` (before the target checks, which
+    emit the code the writers then take)."""
     overrides = _overrides(sets)
     compiled, failed = [], 0
     for path in dict.fromkeys(paths):  # a file given twice is compiled once
         try:
-            c = compile_spec(path, overrides, input_shape=input_shape)
+            c = replace(compile_spec(path, overrides, input_shape=input_shape), compile_options=compile_options)
             _check_targets(c, targets)
             compiled.append(c)
         except SpecError as err:
@@ -321,11 +327,10 @@ def compile_command(
 
     chosen = list(EMITTERS) if "all" in targets else list(dict.fromkeys(targets))
     check_output_dir(out_dir)
-    compiled, failed = _compile_all(list(specs), sets, chosen, input_shape)
     options = ["-o", str(out_dir)] if out_dir != Path("generated") else []
     options += [arg for kv in sets for arg in ("--set", kv)]
     options += ["--input", "x".join(map(str, input_shape))] if input_shape else []
-    compiled = [replace(c, compile_options=tuple(options)) for c in compiled]
+    compiled, failed = _compile_all(list(specs), sets, chosen, input_shape, tuple(options))
     files = _render(compiled, chosen, table=False)
 
     def progress(rel: str, did: bool) -> None:
