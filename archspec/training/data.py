@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -333,12 +334,21 @@ def is_image_name(path: Path) -> bool:
 
 
 def check_image(path: Path) -> str | None:
-    """Why ``path`` is not a readable image, or None when it is (``Image.open`` + ``verify``)."""
+    """Why ``path`` is not a readable image, or None when it is (``Image.open`` + ``verify``).
+    An image of more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb, where
+    Pillow only warns below twice that) is not one."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return (
+            f"an image of more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?): "
+            "shrink it to the size you train at"
+        )
     except Exception as exc:  # Pillow raises many kinds (OSError, SyntaxError, struct.error, ...) for broken files
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None

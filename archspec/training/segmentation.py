@@ -97,10 +97,14 @@ class UnreadableMask(DataError):
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file's class indices, int64 (H, W); UnreadableMask when Pillow cannot read it,
-    DataError when it is not one class index per pixel."""
+    """A mask file's class indices, int64 (H, W); UnreadableMask when it is not a readable
+    image (:func:`archspec.training.data.check_image`), DataError when it is not one class
+    index per pixel."""
     from PIL import Image
 
+    reason = check_image(path)
+    if reason:
+        raise UnreadableMask(f"{path} is {reason}")
     try:
         with Image.open(path) as im:
             mode = im.mode
