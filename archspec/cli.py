@@ -1168,11 +1168,18 @@ def weights_export(npz: Path, spec: str, target: str, out: Path, sets, input_sha
     from archspec.export.native import ExportError, export_native
     from archspec.weights import WeightError
 
+    if npz.is_dir():
+        raise click.BadParameter(
+            f"{npz} is a folder: give a weights file, e.g. {npz / 'weights.npz'}", param_hint="NPZ"
+        )
     compiled = load(spec, sets, input_shape, [target])
     try:
         written = export_native(compiled, npz, target, out)
     except (ExportError, WeightError) as exc:
         click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    except OSError as exc:  # the folder of -o cannot be made or written
+        click.echo(f"error: cannot write {out}: {exc.strerror or exc}; choose another -o", err=True)
         raise Failed() from None
     for path in written:
         click.echo(f"wrote {path}")
@@ -1222,6 +1229,9 @@ def weights_import(source: str, spec: str, from_file: Path | None, out: Path, se
         W.save(out, import_weights(compiled, src, from_file=from_file), compiled)
     except (TwinError, W.WeightError) as exc:
         click.echo(f"error: {exc}", err=True)
+        raise Failed() from None
+    except OSError as exc:  # the folder of -o cannot be made or written
+        click.echo(f"error: cannot write {out}: {exc.strerror or exc}; choose another -o", err=True)
         raise Failed() from None
     setting = "".join(f" --set {k}={v}" for k, v in src.sets.items() if k not in given)
     click.echo(f"imported {src.name} ({FRAMEWORK[src.library]}) into {compiled.graph.name}{setting}")

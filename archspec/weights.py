@@ -24,7 +24,6 @@ import io
 import math
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,13 +124,28 @@ def load(path: str | Path, compiled: Compiled | None = None) -> Weights:
     path = Path(path)
     data = path.read_bytes()
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("one .npy array, not an .npz archive of named arrays")
+        with loaded as npz:
             weights = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise WeightError(f"{path}: not a weight file (.npz written by archspec): {exc}") from None
+    except Exception as exc:  # numpy and zipfile raise many kinds for damaged files (zlib.error, struct.error, ...)
+        reason = str(exc)
+        if "pickled" in reason or "allow_pickle" in reason:  # numpy's hint to load it unsafely: never
+            reason = "it holds Python objects, not arrays of numbers" if "Object arrays" in reason else "not a zip"
+        raise WeightError(
+            f"{path} is not a weight file of archspec, an .npz of float32 arrays ({reason}); it may be truncated "
+            "or damaged: give the weights.npz of a run (archspec train) or of archspec weights import"
+        ) from None
     bad = [f"{k} ({v.dtype})" for k, v in weights.items() if v.dtype != np.float32]
     if bad:
         raise WeightError(f"{path}: canonical weights are float32; found {_listing(bad)}")
+    nonfinite = [k for k, v in weights.items() if not np.isfinite(v).all()]
+    if nonfinite:
+        raise WeightError(
+            f"{path}: {_listing(nonfinite)} hold NaN or infinite values: these weights come from a run that "
+            "diverged or from a damaged file; give weights of a run that trained (a lower --lr)"
+        )
     if compiled is not None:
         try:
             check(weights, compiled)

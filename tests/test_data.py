@@ -210,6 +210,27 @@ def test_at_most_ten_skipped_files_are_named(tmp_path):
     assert "and 3 more skipped" in warnings[10]
 
 
+def test_segmentation_folders_name_skipped_files_as_class_folders_do(tmp_path):
+    root = tmp_path / "seg"
+    for i in range(14):
+        save(root / "images" / f"im{i:02d}.png", Image.new("RGB", (6, 6)))
+        save(root / "masks" / f"im{i:02d}.png", Image.new("L", (6, 6)))
+    for i in range(12):
+        garbage(root / "images" / f"im{i:02d}.png")
+    ds, warnings = quiet_load(str(root), (3, 4, 4), split="all", task=data.SEGMENTATION, num_classes=2)
+    assert ds.names == ("images/im12.png", "images/im13.png") and ds.masks.shape == (2, 4, 4)
+    assert len(warnings) == 11
+    assert warnings[0].startswith(f"warning: skipping {root / 'images' / 'im00.png'}: not a readable image")
+    assert warnings[10] == "warning: ... and 2 more skipped"
+
+
+def test_warn_skipped_names_ten_then_counts():
+    said: list[str] = []
+    data.warn_skipped([(data.Path(f"f{i}"), "why") for i in range(12)], said.append)
+    assert said[:2] == ["warning: skipping f0: why", "warning: skipping f1: why"]
+    assert said[10:] == ["warning: ... and 2 more skipped"]
+
+
 def test_class_left_empty_by_skipped_files_is_refused(tmp_path):
     root = balanced(tmp_path / "d", {"a": 2})
     garbage(root / "b" / "bad.jpg")

@@ -50,6 +50,8 @@ def fake_run(run_dir: Path, status: str = "done", steps: int = 20, **options) ->
         "options": {**asdict(opts), "sets": list(opts.sets), "input": None},
         "batch_size": opts.batch_size,
         "input_shape": [3, 32, 32],
+        "classes": [str(k) for k in range(10)],
+        "num_classes": 10,
         "params": {"trainable": 59386, "non_trainable": 0, "total": 59386},
         "weights_mb": 0.232,
         "seconds": step / 10,

@@ -156,6 +156,43 @@ def test_broken_segmentation_folders_are_errors_that_name_the_file(tmp_path, how
         load(str(root), (3, 8, 8), split="all", task=SEGMENTATION, num_classes=2)
 
 
+def test_an_unreadable_image_or_mask_is_skipped_with_a_warning(tmp_path):
+    root = seg_folder(tmp_path / "seg")
+    (root / "images" / "img1.png").write_bytes(b"not an image")
+    (root / "masks" / "img2.png").write_bytes(b"not a mask")
+    warnings: list[str] = []
+    data = load(str(root), (3, 8, 8), split="all", task=SEGMENTATION, num_classes=2, warn=warnings.append)
+    assert data.names == ("images/img0.jpg", "images/img3.png", "images/img4.jpg", "images/img5.png")
+    assert data.masks.shape == (4, 8, 8)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"warning: skipping {root / 'images' / 'img1.png'}: not a readable image")
+    assert warnings[1].startswith(
+        f"warning: skipping {root / 'images' / 'img2.jpg'}: its mask {root / 'masks' / 'img2.png'} "
+        "is not a readable image"
+    )
+
+
+def test_a_segmentation_folder_with_nothing_readable_is_an_error(tmp_path):
+    root = seg_folder(tmp_path / "seg", n=2)
+    (root / "images" / "img0.jpg").write_bytes(b"not an image")
+    (root / "masks" / "img1.png").write_bytes(b"")
+    warnings: list[str] = []
+    with pytest.raises(DataError, match="no image with a readable mask is left, every one skipped"):
+        load(str(root), (3, 8, 8), split="all", task=SEGMENTATION, num_classes=2, warn=warnings.append)
+    assert len(warnings) == 2
+
+
+def test_train_skips_an_unreadable_pair_and_refuses_a_folder_with_none_left(tmp_path):
+    root = seg_folder(tmp_path / "seg", n=2)
+    for p in (root / "images").iterdir():
+        p.write_bytes(b"broken")
+    out = tmp_path / "run"
+    result = run_cli("train", UNET, "-t", "pytorch", "--data", str(root), "-o", str(out), *SMALL)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "warning: skipping" in result.output and "no image with a readable mask is left" in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "spec, data, message",
     [

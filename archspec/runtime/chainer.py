@@ -146,7 +146,7 @@ def intermediates(model, x: np.ndarray) -> dict[str, np.ndarray]:
             if path is not None:
                 calls[path] = calls.get(path, 0) + 1
                 if isinstance(args.out, chainer.Variable):
-                    seen[path] = np.array(args.out.array)
+                    seen[path] = np.array(_host(args.out.array))  # a copy in numpy, from CuPy on a GPU
 
     with Record():
         run(model, x)

@@ -84,6 +84,9 @@ class TrainingError(Exception):
     """A run cannot go on; the message says why and what to do (printed, exit 1)."""
 
 
+DAMAGED = "it was edited or damaged: restore it from a copy, or train a new run"  # what to do about a run's file
+
+
 class Stop(Exception):  # noqa: N818 - a signal to the loop, not an error
     """Raised by the monitor inside a trainer's loop to end the run early."""
 
@@ -313,8 +316,19 @@ class Metrics:
 
     @classmethod
     def read(cls, path: Path) -> Metrics:
-        with path.open(newline="") as f:
-            rows = [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        """metrics.csv as :meth:`csv` writes it; TrainingError saying what is wrong with it."""
+        try:
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows = [{k: _parse(v) for k, v in row.items()} for row in reader]
+                columns = reader.fieldnames or []
+        except FileNotFoundError:
+            raise TrainingError(f"{path} is missing; {DAMAGED}") from None
+        except (OSError, ValueError, TypeError, csv.Error) as exc:  # a row too short or long, a value not a number
+            raise TrainingError(f"{path} is not a metrics file written by archspec train ({exc}); {DAMAGED}") from None
+        missing = [c for c in METRICS if c not in columns]
+        if missing:
+            raise TrainingError(f"{path} has no column {', '.join(missing)}; {DAMAGED}")
         return cls(rows)
 
 

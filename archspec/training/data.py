@@ -13,13 +13,14 @@ sorted. Every image, whatever its size, mode and format, becomes a float32
 - it is resized to (H, W) with Pillow's bilinear filter (antialiased when
   shrinking).
 
-Files are checked when the folder is read (``Image.open`` + ``verify``), so
+Files are checked when the folder is read (:func:`check_image`), so
 broken files are found before training starts. Policy for a file that is not a
 readable image: it is skipped with a warning (at most ``MAX_NAMED`` named, then
-a count); hidden files (dotfiles) are ignored silently; a class left without
-images is an error. Decoding is lazy and deterministic: a dataset keeps its
-decoded images in memory when they fit in ``CACHE_BUDGET`` bytes of float32 and
-decodes them again on every :meth:`Dataset.batch` call otherwise.
+a count: :func:`warn_skipped`, which segmentation folders share); hidden files
+(dotfiles) are ignored silently; a class left without images is an error.
+Decoding is lazy and deterministic: a dataset keeps its decoded images in
+memory when they fit in ``CACHE_BUDGET`` bytes of float32 and decodes them
+again on every :meth:`Dataset.batch` call otherwise.
 
 Held-out test sets are a stratified split (segmentation data: a plain random one) with a constant seed (``SPLIT_SEED``,
 not the training seed), so ``archspec train`` and ``archspec test`` agree on
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -185,7 +187,7 @@ def split_pair(
         only_train = sorted(set(data.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(data.classes))
         diff = "; ".join(
-            f"only in {where}: {_listing(names)}"
+            f"only in {where}: {listing(names)}"
             for where, names in ((data.name, only_train), (test.name, only_test))
             if names
         )
@@ -202,15 +204,10 @@ def check_num_classes(dataset: Dataset, num_classes_set: int | None, spec_defaul
     if num_classes_set is None or num_classes_set == n:
         return n
     raise DataError(
-        f"the data has {n} classes ({_listing(dataset.classes)}) but --set num_classes={num_classes_set}; "
+        f"the data has {n} classes ({listing(dataset.classes)}) but --set num_classes={num_classes_set}; "
         f"drop the --set (training uses the data's {n} classes; the spec's default is {spec_default}) "
         f"or give data with {num_classes_set} {'class folders' if dataset.masks is None else 'classes'}"
     )
-
-
-def _listing(names: Sequence[str], most: int = 10) -> str:
-    shown = ", ".join(names[:most])
-    return shown if len(names) <= most else f"{shown}, ... ({len(names) - most} more)"
 
 
 def _load_all(
@@ -260,7 +257,7 @@ def _load_all(
         raise DataError(_wrong_task(source, layout, task))
     if task == SEGMENTATION:
         names = class_names or tuple(str(k) for k in range(num_classes or 0))
-        return segmentation.folder(source, path, shape, names)
+        return segmentation.folder(source, path, shape, names, warn)
     return _folder(source, path, shape, warn)
 
 
@@ -314,28 +311,55 @@ def _split(data: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dat
     return data.subset(np.flatnonzero(~is_test)), data.subset(np.flatnonzero(is_test))
 
 
-def _entries(folder: Path) -> list[Path]:
-    """The folder's visible entries, sorted by name."""
+# Shared with archspec.training.segmentation: reading folders, checking files, naming what was skipped.
+
+
+def listing(names: Sequence[str], most: int = 10) -> str:
+    """``names`` joined by commas, the first ``most`` of them, then how many more."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names) - most} more)"
+
+
+def entries(folder: Path) -> list[Path]:
+    """The folder's visible entries (dotfiles left out), sorted by name; DataError when it cannot be read."""
     try:
         return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError as exc:
         raise DataError(f"cannot read the folder {folder}: {exc.strerror or exc}") from None
 
 
-def _is_image_name(path: Path) -> bool:
+def is_image_name(path: Path) -> bool:
+    """Whether ``path`` has one of the :data:`IMAGE_SUFFIXES` (any case)."""
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _check_image(path: Path) -> str | None:
-    """Why ``path`` is not a readable image, or None when it is."""
+def check_image(path: Path) -> str | None:
+    """Why ``path`` is not a readable image, or None when it is (``Image.open`` + ``verify``).
+    An image of more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb, where
+    Pillow only warns below twice that) is not one."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return (
+            f"an image of more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?): "
+            "shrink it to the size you train at"
+        )
     except Exception as exc:  # Pillow raises many kinds (OSError, SyntaxError, struct.error, ...) for broken files
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None
+
+
+def warn_skipped(skipped: Sequence[tuple[Path, str]], warn: Callable[[str], None]) -> None:
+    """One warning per skipped (path, reason), at most :data:`MAX_NAMED` of them, then a count."""
+    for path, reason in skipped[:MAX_NAMED]:
+        warn(f"warning: skipping {path}: {reason}")
+    if len(skipped) > MAX_NAMED:
+        warn(f"warning: ... and {len(skipped) - MAX_NAMED} more skipped")
 
 
 def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str], None]) -> Dataset:
@@ -343,10 +367,10 @@ def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str]
         raise DataError(
             f"{given} is a file, not a folder: give the folder that holds one subfolder per class ({_EXAMPLE})"
         )
-    entries = _entries(root)
-    class_dirs = [p for p in entries if p.is_dir()]
-    stray = [p for p in entries if p.is_file() and _is_image_name(p)]
-    if not entries:
+    visible = entries(root)
+    class_dirs = [p for p in visible if p.is_dir()]
+    stray = [p for p in visible if p.is_file() and is_image_name(p)]
+    if not visible:
         raise DataError(f"{given} is empty: put the images in one subfolder per class ({_EXAMPLE})")
     if not class_dirs:
         found = f"holds {len(stray)} image{'s' if len(stray) != 1 else ''} but" if stray else "holds no images and"
@@ -358,7 +382,7 @@ def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str]
         only = class_dirs[0]
         hint = (
             f"; if the classes are the subfolders of {only.name}, give {Path(given) / only.name}"
-            if any(p.is_dir() for p in _entries(only))
+            if any(p.is_dir() for p in entries(only))
             else ""
         )
         raise DataError(
@@ -369,15 +393,15 @@ def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str]
     classes, labels, names, paths, empty, emptied = [], [], [], [], [], []
     for label, folder in enumerate(class_dirs):
         classes.append(folder.name)
-        files = _entries(folder)
+        files = entries(folder)
         good = 0
         for path in files:
             if path.is_dir():
                 reason = "a folder inside a class folder (images must sit directly in DIR/<class>/)"
-            elif not _is_image_name(path):
+            elif not is_image_name(path):
                 reason = f"not an image file name (accepted: {' '.join(IMAGE_SUFFIXES)})"
             else:
-                reason = _check_image(path)
+                reason = check_image(path)
             if reason:
                 skipped.append((path, reason))
                 continue
@@ -387,16 +411,13 @@ def _folder(given: str, root: Path, shape: tuple[int, ...], warn: Callable[[str]
             paths.append(path)
         if not good:
             (emptied if files else empty).append(folder.name)
-    for path, reason in skipped[:MAX_NAMED]:
-        warn(f"warning: skipping {path}: {reason}")
-    if len(skipped) > MAX_NAMED:
-        warn(f"warning: ... and {len(skipped) - MAX_NAMED} more skipped")
+    warn_skipped(skipped, warn)
     problems = []
     if empty:
-        problems.append(f"class folders with no images: {_listing(empty)} (add images or remove the folders)")
+        problems.append(f"class folders with no images: {listing(empty)} (add images or remove the folders)")
     if emptied:
         problems.append(
-            f"class folders with no readable images, every file skipped: {_listing(emptied)} "
+            f"class folders with no readable images, every file skipped: {listing(emptied)} "
             "(see the warnings above; fix or replace the files)"
         )
     if problems:

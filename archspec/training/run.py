@@ -27,6 +27,8 @@ import json
 import platform
 import tempfile
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,6 +46,7 @@ from archspec.training import device as placement
 from archspec.training.augment import names as augment_names
 from archspec.training.augment import parameters as augment_parameters
 from archspec.training.core import (
+    DAMAGED,
     OPTIMIZERS,
     SCHEDULES,
     STEP_GAMMA,
@@ -308,19 +311,94 @@ def make_writable(folder: Path) -> None:
     probe.unlink()
 
 
+# What the readers of run.json (test --weights, train --resume, report) take from it, by type.
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "target": (str,),
+    "status": (str,),
+    "step": (int,),
+    "seconds": (int, float),
+    "classes": (list,),
+    "num_classes": (int,),
+    "input_shape": (list,),
+    "params": (dict,),
+    "options": (dict,),
+}
+_JSON_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list", dict: "an object"}
+
+
+def run_problem(info: object) -> str | None:
+    """What a run.json's content lacks for archspec's readers (:data:`RUN_FIELDS`), or None."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    for key, kinds in RUN_FIELDS.items():
+        value = info.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"{key!r} is missing or not {_JSON_NAMES[kinds[-1]]}"
+    for key in ("spec", "target"):
+        if not isinstance(info["options"].get(key), str):
+            return f"'options.{key}' is missing or not a string"
+    if info["step"] < 0 or not all(isinstance(c, str) for c in info["classes"]):
+        return "'step' is negative or 'classes' holds a value that is not a string"
+    return None
+
+
 def read_run(run_dir: Path) -> dict:
     """run.json of a run directory; TrainingError if it is not one."""
     path = Path(run_dir) / RUN_FILE
     if not Path(run_dir).is_dir():
         raise TrainingError(f"{run_dir} is not a run directory (no such folder); give the folder archspec train wrote")
     try:
-        info = json.loads(path.read_text())
-        info["options"]["spec"]  # noqa: B018 - a check of the layout
+        info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TrainingError(f"{run_dir} is not a run directory: it has no {RUN_FILE}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"{path} is not a run description written by archspec train ({exc})") from None
+        raise TrainingError(
+            f"{run_dir} is not a run directory: it has no {RUN_FILE}; give a folder that archspec train wrote"
+        ) from None
+    except (OSError, ValueError) as exc:  # a folder named run.json, not UTF-8, not JSON
+        raise TrainingError(f"{path} is not a run description written by archspec train ({exc}); {DAMAGED}") from None
+    problem = run_problem(info)
+    if problem:
+        raise TrainingError(f"{path} is not a run description written by archspec train ({problem}); {DAMAGED}")
     return info
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether a value read from JSON fits an :class:`Options` field's type (``float``, ``str | None``,
+    ``tuple[str, ...]``, ...); a list stands for a tuple, an int for a float."""
+    if isinstance(hint, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, list | tuple) and all(_fits(v, typing.get_args(hint)[0]) for v in value)
+    if isinstance(value, bool) or hint is bool:
+        return isinstance(value, bool) and hint is bool
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def resumed_options(info: dict, run_dir: Path, given: Options) -> Options:
+    """The options a run was trained with (its run.json's ``info``), with what ``--resume`` takes
+    from ``given``: --iters, --quiet, --threads, --nproc, --distributed, --device."""
+    hints = typing.get_type_hints(Options)
+    saved = dict(info["options"])
+    unknown = sorted(set(saved) - set(hints))
+    wrong = [k for k, v in saved.items() if k in hints and not _fits(v, hints[k])]
+    if unknown or wrong:
+        what = "; ".join(
+            f"{label}: {', '.join(keys)}"
+            for label, keys in (("unknown", unknown), ("of the wrong type", wrong))
+            if keys
+        )
+        raise TrainingError(f"{run_dir / RUN_FILE} has options that archspec train does not write ({what}); {DAMAGED}")
+    for key in ("sets", "input", "augment"):
+        saved[key] = tuple(saved[key]) if saved.get(key) else (None if key == "input" else ())
+    return replace(
+        Options(**saved),
+        iters=given.iters,
+        quiet=given.quiet,
+        threads=given.threads,
+        nproc=given.nproc,  # the global batch stays the run's, so the steps mean the same
+        distributed=given.distributed,
+        device=given.device,  # the machine may be another one
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -344,24 +422,13 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     Raises TrainingError, D.DataError, W.WeightError or SpecError."""
     if resume is not None:
         info = read_run(resume)
-        saved = dict(info["options"])
-        saved["sets"] = tuple(saved.get("sets") or ())
-        saved["input"] = tuple(saved["input"]) if saved.get("input") else None
-        saved["augment"] = tuple(saved.get("augment") or ())
-        options = replace(
-            Options(**saved),
-            iters=options.iters,
-            quiet=options.quiet,
-            threads=options.threads,
-            nproc=options.nproc,  # the global batch stays the run's, so the steps mean the same
-            distributed=options.distributed,
-            device=options.device,  # the machine may be another one
-        )
-        start = int(info["step"])
+        options = resumed_options(info, resume, options)
+        start = info["step"]
         if start >= options.iters:
             raise TrainingError(
                 f"{resume} has already taken {start} steps; give --iters above {start} to train it further"
             )
+        resumed_metrics = Metrics.read(resume / "metrics.csv")  # before anything runs
     options.check()
     from archspec.training import distributed
 
@@ -427,9 +494,15 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
     metrics, start, seconds = Metrics(), 0, 0.0
     if resume is not None:
         trainer.load(W.load(run_dir / "weights.npz", compiled))
-        trainer.restore(run_dir)
-        metrics = Metrics.read(run_dir / "metrics.csv")
-        start, seconds = int(info["step"]), float(info["seconds"])
+        try:
+            trainer.restore(run_dir)
+        except Exception as exc:  # each framework raises its own kinds for a missing or damaged checkpoint
+            reason = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]  # frameworks' messages run long
+            raise TrainingError(
+                f"cannot restore the optimizer's state from {run_dir}, the {options.target} checkpoint "
+                f"({type(exc).__name__}: {reason}); {DAMAGED}"
+            ) from None
+        metrics, start, seconds = resumed_metrics, info["step"], float(info["seconds"])
 
     packages = versions(options.target)
 
@@ -739,10 +812,11 @@ def test(
         num = D.check_num_classes(dataset, set_classes, default_classes)
         if num != default_classes:
             compiled = compile_for(spec, {**overrides, "num_classes": str(num)}, input_shape, target)
+    weights = W.load(npz)
     try:
-        weights = W.load(npz, compiled)
+        W.check(weights, compiled)
     except W.WeightError as exc:
-        raise W.WeightError(f"{exc}\n(the weights are not those of {spec} with these settings)") from None
+        raise W.WeightError(f"{npz}: {exc}\n(the weights are not those of {spec} with these settings)") from None
 
     from archspec import runtime
 

@@ -9,10 +9,13 @@ A segmentation folder holds::
 Without ``classes.txt`` the classes are ``0 .. num_classes - 1``, the network's
 ``num_classes``. A mask is a greyscale (L, 16-bit I) or palette (P: the palette
 index is the class, as in PASCAL VOC) PNG of its image's size (after the image's
-EXIF orientation). Everything is checked when the folder is read, and every
-problem is reported at once: a missing ``images/`` or ``masks/``, an image
-without a mask or a mask without an image, an unreadable file, a mask of another
-size than its image, a mask value that is not a class. Images are decoded as
+EXIF orientation). Everything is checked when the folder is read. An image that
+is not readable, or whose mask is not, is skipped with a warning, as a classifier
+folder skips one (:func:`archspec.training.data.warn_skipped`); it is an error
+when no pair is left. Every other problem is reported at once: a missing
+``images/`` or ``masks/``, an image without a mask or a mask without an image, a
+mask that is not one class index per pixel (RGB), a mask of another size than its
+image, a mask value that is not a class. Images are decoded as
 :mod:`archspec.training.data` decodes them (bilinear, to the input size); masks
 are resized to the input's H x W with nearest neighbour, so they keep class
 indices, and are kept in memory (int64, n x H x W).
@@ -27,7 +30,7 @@ input size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +42,11 @@ from archspec.training.data import (
     SEGMENTATION,
     DataError,
     Dataset,
-    _check_image,
-    _entries,
-    _is_image_name,
-    _listing,
+    check_image,
+    entries,
+    is_image_name,
+    listing,
+    warn_skipped,
 )
 
 SHAPES_COUNT = 400
@@ -61,7 +65,7 @@ def layout(root: Path) -> str | None:
     has = [(root / sub).is_dir() for sub in ("images", "masks")]
     if all(has):
         return SEGMENTATION
-    if not any(has) and any(p.is_dir() for p in _entries(root)):
+    if not any(has) and any(p.is_dir() for p in entries(root)):
         return CLASSIFICATION
     return None
 
@@ -74,7 +78,7 @@ def read_classes(path: Path) -> tuple[str, ...]:
         raise DataError(f"cannot read {path} ({exc}); it names the classes, one per line, in UTF-8") from None
     repeated = sorted({n for n in names if names.count(n) > 1})
     if len(names) < 2 or repeated:
-        why = f"names {_listing(repeated)} more than once" if repeated else f"names {len(names)} class(es)"
+        why = f"names {listing(repeated)} more than once" if repeated else f"names {len(names)} class(es)"
         raise DataError(f"{path} {why}: give at least 2 distinct class names, one per line, class 0 first")
     return names
 
@@ -88,17 +92,26 @@ def _oriented_size(path: Path) -> tuple[int, int]:
         return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
+class UnreadableMask(DataError):
+    """A mask file that Pillow cannot read."""
+
+
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file's class indices, int64 (H, W); DataError saying why it is not a mask."""
+    """A mask file's class indices, int64 (H, W); UnreadableMask when it is not a readable
+    image (:func:`archspec.training.data.check_image`), DataError when it is not one class
+    index per pixel."""
     from PIL import Image
 
+    reason = check_image(path)
+    if reason:
+        raise UnreadableMask(f"{path} is {reason}")
     try:
         with Image.open(path) as im:
             mode = im.mode
             if mode in MASK_MODES:
                 return np.asarray(im, dtype=np.int64)
     except Exception as exc:  # Pillow raises many kinds for broken files
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise UnreadableMask(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
     raise DataError(
         f"{path} is a {mode} image: a mask holds one class index per pixel; save it as a greyscale (L) "
         "or palette (P) PNG whose pixel values are the classes"
@@ -117,11 +130,18 @@ def resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _named(problems: list[str], what: str, paths: Sequence[str], fix: str) -> None:
     if paths:
-        problems.append(f"{what}: {_listing(list(paths), MAX_NAMED)} ({fix})")
+        problems.append(f"{what}: {listing(list(paths), MAX_NAMED)} ({fix})")
 
 
-def folder(given: str, root: Path, shape: tuple[int, ...], default_classes: tuple[str, ...]) -> Dataset:
-    """A segmentation folder (module docstring) at ``shape``; DataError naming every problem."""
+def folder(
+    given: str,
+    root: Path,
+    shape: tuple[int, ...],
+    default_classes: tuple[str, ...],
+    warn: Callable[[str], None] = print,
+) -> Dataset:
+    """A segmentation folder (module docstring) at ``shape``; unreadable pairs skipped with a
+    warning (``warn``), DataError naming every other problem."""
     if not root.is_dir():
         raise DataError(f"{given} is a file, not a folder: give a segmentation folder, {_LAYOUT}")
     missing = [sub for sub in ("images", "masks") if not (root / sub).is_dir()]
@@ -131,18 +151,18 @@ def folder(given: str, root: Path, shape: tuple[int, ...], default_classes: tupl
             f"{_LAYOUT}, and optionally classes.txt"
         )
     classes = read_classes(root / "classes.txt") if (root / "classes.txt").is_file() else default_classes
-    images = [p for p in _entries(root / "images") if p.is_file()]
-    masks = [p for p in _entries(root / "masks") if p.is_file()]
+    images = [p for p in entries(root / "images") if p.is_file()]
+    masks = [p for p in entries(root / "masks") if p.is_file()]
     problems: list[str] = []
     _named(
         problems,
         "files in images/ that are not images",
-        [p.name for p in images if not _is_image_name(p)],
+        [p.name for p in images if not is_image_name(p)],
         f"accepted: {' '.join(IMAGE_SUFFIXES)}; move them out",
     )
     not_png = [p.name for p in masks if p.suffix.lower() != ".png"]
     _named(problems, "masks that are not PNG files", not_png, "a mask is <name>.png")
-    images = [p for p in images if _is_image_name(p)]
+    images = [p for p in images if is_image_name(p)]
     by_stem: dict[str, Path] = {}
     twice = []
     for p in images:
@@ -167,17 +187,22 @@ def folder(given: str, root: Path, shape: tuple[int, ...], default_classes: tupl
         problems.append(f"images/ holds no images: put the images in {_LAYOUT}")
     _, h, w = shape
     pairs = [(by_stem[s], mask_of[s]) for s in sorted(by_stem) if s in mask_of]
+    kept: list[Path] = []
     decoded: list[np.ndarray] = []
-    unreadable, sizes, values = [], [], []
+    skipped: list[tuple[Path, str]] = []
+    not_masks, sizes, values = [], [], []
     for image, mask_path in pairs:
-        reason = _check_image(image)
+        reason = check_image(image)
         if reason:
-            unreadable.append(f"{image.name} ({reason})")
+            skipped.append((image, reason))
             continue
         try:
             mask = read_mask(mask_path)
+        except UnreadableMask as exc:
+            skipped.append((image, f"its mask {exc}"))
+            continue
         except DataError as exc:
-            unreadable.append(str(exc).replace(str(mask_path), mask_path.name, 1))
+            not_masks.append(str(exc).replace(str(mask_path), mask_path.name, 1))
             continue
         size = _oriented_size(image)
         if (mask.shape[1], mask.shape[0]) != size:
@@ -186,26 +211,33 @@ def folder(given: str, root: Path, shape: tuple[int, ...], default_classes: tupl
         if mask.size and mask.max() >= len(classes):
             values.append(f"{mask_path.name} has the value {int(mask.max())}")
             continue
+        kept.append(image)
         decoded.append(resize_mask(mask, h, w))
-    _named(problems, "unreadable files", unreadable, "fix or replace them")
+    warn_skipped(skipped, warn)
+    _named(problems, "masks that are not one class index per pixel", not_masks, "fix or replace them")
     _named(problems, "masks of another size than their image (width x height)", sizes, "a mask is its image's size")
     _named(
         problems,
-        f"mask values that are not classes (there are {len(classes)}: {_listing(list(classes))})",
+        f"mask values that are not classes (there are {len(classes)}: {listing(list(classes))})",
         values,
         "a pixel's value is its class index: fix the masks, name every class in classes.txt, "
         "or give the network more classes with --set num_classes=K",
     )
+    if pairs and not kept and not problems:
+        problems.append(
+            "no image with a readable mask is left, every one skipped "
+            "(see the warnings above; fix or replace the files)"
+        )
     if problems:
         raise DataError(f"{given}: " + "; ".join(problems))
     return Dataset(
         name=given,
         classes=tuple(classes),
-        labels=np.zeros(len(pairs), dtype=np.int64),
-        names=tuple(image.relative_to(root).as_posix() for image, _ in pairs),
+        labels=np.zeros(len(kept), dtype=np.int64),
+        names=tuple(image.relative_to(root).as_posix() for image in kept),
         shape=tuple(shape),
-        sources=tuple(image for image, _ in pairs),
-        masks=np.stack(decoded) if decoded else np.zeros((0, h, w), dtype=np.int64),
+        sources=tuple(kept),
+        masks=np.stack(decoded),
     )
 
 
