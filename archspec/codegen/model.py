@@ -1026,7 +1026,7 @@ class _Builder:
             if i + 1 in counts:
                 ends.add(source(ch))
         if len(ends) > 1:
-            raise CodegenError(
+            raise CodegenError(  # pragma: no cover - validate's _stage_counts reports it first
                 f"{where}: a stage whose repeat count varies between instances gives output channels that "
                 f"depend on the count ({', '.join(sorted(ends))}); one make_stage call cannot write that"
             )
@@ -1048,7 +1048,9 @@ class _Builder:
             if len({source(e) for e in later}) != 1:
                 raise CodegenError(
                     f"{where}: the units of a stage whose arguments use i take input channel counts that "
-                    f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))})"
+                    f"one loop cannot write ({', '.join(sorted({source(e) for e in later}))}): give the units "
+                    "after the first the same output channels (a value that differs only for i == 0: first:)",
+                    step.pos,
                 )
             units = [
                 (path, env, inst.in_shape[0])
