@@ -16,7 +16,9 @@ from PIL import Image
 from archspec import weights as W
 from archspec.cli import main
 from archspec.pipeline import compile_spec
+from archspec.training.core import Metrics
 from archspec.training.data import SEGMENTATION, check_image, load
+from archspec.training.run import reconcile_metrics
 from tests.conftest import SPECS
 from tests.test_grid_report import fake_run
 
@@ -124,9 +126,10 @@ def test_a_damaged_run_json_is_named_with_what_to_do(tmp_path, how, command):
     "change, message",
     [
         (lambda o: o.update(bogus=1), "unknown: bogus"),
-        (lambda o: o.update(lr="fast"), "of the wrong type: lr"),
-        (lambda o: o.update(iters=2.5), "of the wrong type: iters"),
-        (lambda o: o.update(sets="a=1"), "of the wrong type: sets"),
+        (lambda o: o.update(lr="fast"), "lr: 'fast' is not a number"),
+        (lambda o: o.update(iters=2.5), "iters: 2.5 is not a whole number"),
+        (lambda o: o.update(sets="a=1"), "sets: 'a=1' is not a list of strings"),
+        (lambda o: o.update(input=[3, "x"]), "input: [3, 'x'] is not a list of whole numbers or null"),
     ],
 )
 def test_resume_refuses_options_that_train_does_not_write(tmp_path, change, message):
@@ -150,6 +153,20 @@ def test_resume_refuses_a_damaged_metrics_file_before_anything_runs(tmp_path, da
     code, out = run("train", "--resume", str(run_dir), "--iters", "400", "--quiet")
     assert code == 1 and message in out and "train a new run" in out
     assert {p.name for p in run_dir.iterdir()} <= {"run.json", "metrics.csv"}  # no code generated, nothing written
+
+
+def test_resume_drops_the_metrics_rows_after_run_jsons_step(tmp_path):
+    # killed after metrics.csv was written at step 30, before run.json (which says 20)
+    run_dir = fake_run(tmp_path / "run", status="running", steps=20)
+    path = run_dir / "metrics.csv"
+    rows = Metrics.read(path).rows
+    path.write_text(Metrics([*rows, {**rows[-1], "step": 30}]).csv())
+    notes: list[str] = []
+    kept = reconcile_metrics(path, 20, notes.append)
+    assert [r["step"] for r in kept.rows] == [10, 20] and Metrics.read(path).rows == rows
+    assert len(notes) == 1 and "had rows for step 30, after step 20" in notes[0] and "dropped" in notes[0]
+    assert {p.name for p in run_dir.iterdir()} == {"run.json", "metrics.csv"}  # written atomically, no temporary
+    assert reconcile_metrics(path, 20, notes.append).rows == rows and len(notes) == 1  # nothing to drop: no note
 
 
 # ----------------------------------------------------------------------------
