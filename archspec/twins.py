@@ -24,7 +24,9 @@ downloaded. Keras twins are built without their final softmax
 
 from __future__ import annotations
 
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from archspec import reference, runtime
 from archspec.codegen.model import class_name
 from archspec.pipeline import Compiled
 from archspec.schema.spec import TWIN_LIBRARIES, Twin
-from archspec.weights import Weights
+from archspec.weights import Weights, listing
 
 FRAMEWORK = {"torchvision": "pytorch", "timm": "pytorch", "keras": "keras"}
 # Keras layers of a twin that hold weights but are preprocessing, not network.
@@ -78,8 +80,11 @@ def parse_source(text: str, twins: list[Twin]) -> Source:
 # Building the twin
 
 
-def build_twin(source: Source, input_shape: tuple[int, ...], from_file: Path | None = None):
-    """The twin with random weights (or the weights of ``from_file``), ready for inference."""
+def build_twin(
+    source: Source, input_shape: tuple[int, ...], from_file: Path | None = None, num_classes: int | None = None
+):
+    """The twin with random weights (or the weights of ``from_file``), ready for inference;
+    with ``num_classes`` classes (the spec's) unless its config says otherwise."""
     try:
         if source.library == "keras":
             import keras
@@ -105,44 +110,176 @@ def build_twin(source: Source, input_shape: tuple[int, ...], from_file: Path | N
         raise TwinError(f"{source.name}: {source.library} cannot be imported here ({exc})") from None
     if constructor is None:
         raise TwinError(f"{source.name}: {source.library} has no model {source.model!r}")
+    if num_classes is not None:
+        kwargs.setdefault("classes" if source.library == "keras" else "num_classes", num_classes)
     try:
         model = constructor(**kwargs)
     except (TypeError, ValueError) as exc:
         raise TwinError(f"{source.name}: cannot build it with {kwargs}: {exc}") from None
     if from_file is not None:
-        _read_file(source, model, Path(from_file))
+        _read_file(source, model, Path(from_file), num_classes)
     if source.library != "keras":
         model.eval()
     return model
 
 
-def _read_file(source: Source, model, path: Path) -> None:
-    """Load a twin's own weight file into it (a state_dict, or Keras weights)."""
+def sniff(path: Path) -> str:
+    """What a file holds, from its first bytes: what an error message says was found."""
+    import zipfile
+
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras weights?)"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged or truncated zip archive"
+        if names and all(n.endswith(".npy") for n in names):
+            return "a numpy .npz archive (canonical weights of archspec need no import)"
+        if any(n.endswith("data.pkl") for n in names):
+            return "a PyTorch file"
+        if "model.weights.h5" in names:
+            return "a .keras model archive"
+        return "a zip archive of other files"
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a safetensors file"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "a text file"
+    return "a binary file of unknown kind"
+
+
+def _classes_hint(differ: list[tuple[tuple[int, ...], tuple[int, ...]]], num_classes: int | None) -> str:
+    """``--set num_classes=K`` when every (file's shape, twin's shape) pair differs in one
+    dimension only, the twin's class count, and the file holds K there."""
+    held = set()
+    for got, want in differ:
+        dims = [i for i, (a, b) in enumerate(zip(got, want)) if a != b] if len(got) == len(want) else []
+        if len(dims) != 1 or want[dims[0]] != num_classes:
+            return ""
+        held.add(got[dims[0]])
+    if len(held) != 1:
+        return ""
+    k = held.pop()
+    return f"; the file holds {k} classes: give --set num_classes={k}"
+
+
+def _read_file(source: Source, model, path: Path, num_classes: int | None = None) -> None:
+    """Load a twin's own weight file into it (a state_dict, or Keras weights); TwinError
+    saying what the file holds and what to give instead when it does not fit."""
     if not path.is_file():
         raise TwinError(f"{path}: no such file")
-    try:
-        if source.library == "keras":
-            if not path.name.endswith(KERAS_FILES):
-                raise TwinError(f"{path}: a Keras twin reads {', '.join(KERAS_FILES)} files")
-            model.load_weights(str(path))
-            return
-        import torch
+    if source.library == "keras":
+        if not path.name.endswith(KERAS_FILES):
+            raise TwinError(f"{path}: a Keras twin reads {', '.join(KERAS_FILES)} files")
+        _read_keras(source, model, path, num_classes)
+        return
+    if not path.name.endswith(TORCH_FILES):
+        raise TwinError(f"{path}: a PyTorch twin reads a state_dict: {', '.join(TORCH_FILES)}")
+    state = read_state_dict(path)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    differ = {k: (tuple(state[k].shape), want[k]) for k in want if k in state and tuple(state[k].shape) != want[k]}
+    problems = [f"missing {len(missing)}: {listing(missing)}"] if missing else []
+    problems += [f"unexpected {len(unexpected)}: {listing(unexpected)}"] if unexpected else []
+    problems += [f"{k}: {got} in the file, {twin} in the twin" for k, (got, twin) in list(differ.items())[:8]]
+    if problems:
+        hint = "" if missing or unexpected else _classes_hint(list(differ.values()), num_classes)
+        raise TwinError(
+            f"{path} is a state_dict, but not of {source.name} ({'; '.join(problems)}): it holds the weights of "
+            f"another network or configuration; give a state_dict of {source.name}{hint}"
+        )
+    model.load_state_dict(state)
 
-        if not path.name.endswith(TORCH_FILES):
-            raise TwinError(f"{path}: a PyTorch twin reads a state_dict: {', '.join(TORCH_FILES)}")
+
+def read_state_dict(path: Path) -> dict:
+    """The state_dict (name -> tensor) of a .pt/.pth/.safetensors file, read without
+    unpickling any object (``weights_only=True``); TwinError saying what the file
+    holds otherwise. Never advise ``weights_only=False``: the file's origin is unknown."""
+    import torch
+
+    found = sniff(path)
+    unreadable = f"{path} is not a PyTorch state_dict that archspec can read: it is {found}"
+    give = "give a state_dict saved with torch.save(model.state_dict(), FILE), or a .safetensors file"
+    try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise TwinError(f"{path}: not a state_dict (a dict of tensors)")
-        model.load_state_dict(state)
-    except TwinError:
-        raise
-    except Exception as exc:  # each framework raises its own kinds for a file that does not fit
-        raise TwinError(f"{path}: does not fit {source.name}: {' '.join(str(exc).split())[:600]}") from None
+            with warnings.catch_warnings():  # torch's note on pickle protocols: the error below says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch, zipfile, pickle and safetensors raise many kinds for a file they cannot read
+        objects = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+        if objects:
+            raise TwinError(
+                f"{unreadable} that holds pickled Python objects ({objects[0]}; a whole model saved with "
+                "torch.save(model)?), and archspec unpickles no objects from a file (loading them can run code); "
+                f"{give}"
+            ) from None
+        raise TwinError(
+            f"{unreadable}, which torch cannot read (truncated, damaged, or not PyTorch's); {give}"
+        ) from None
+    if not isinstance(state, dict):
+        raise TwinError(f"{unreadable} holding a {type(state).__name__}, not a state_dict (name -> tensor); {give}")
+    others = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        inner = [
+            str(k)
+            for k, v in state.items()
+            if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())
+        ]
+        where = f"; its entry {inner[0]!r} may be the state_dict: save that alone" if inner else ""
+        raise TwinError(
+            f"{unreadable} holding a dict whose entries {listing(others)} are not tensors (a training "
+            f"checkpoint?){where}; {give}"
+        )
+    return state
+
+
+KERAS_SHAPES = re.compile(r"variable\.shape=(\([\d, ]*\)), Received: value\.shape=(\([\d, ]*\))")
+
+
+def _read_keras(source: Source, model, path: Path, num_classes: int | None) -> None:
+    """Keras weights (.weights.h5, .keras, legacy .h5) into the twin; TwinError saying what differs."""
+    found = sniff(path)
+    give = f"give the weights of {source.name} saved with model.save_weights(FILE.weights.h5) or model.save"
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            model.load_weights(str(path))
+    except Exception as exc:  # h5py, zipfile and Keras raise many kinds for a file that does not fit
+        text = str(exc)
+        count = re.search(r"A total of (\d+) objects could not be loaded", text)
+        if count is None:
+            reason = " ".join(text.split())[:200]
+            raise TwinError(
+                f"{path} is not Keras weights that archspec can read: it is {found} ({reason}); {give}"
+            ) from None
+        layer = re.search(r"for object <\w+ name=([^,>]+)", text)
+        shapes = KERAS_SHAPES.search(text)
+        first = f", the first {layer.group(1)}" if layer else ""
+        hint = ""
+        if shapes:
+            twin, got = (tuple(int(d) for d in s.strip("()").split(",") if d.strip()) for s in shapes.groups())
+            first += f": {got} in the file, {twin} in the twin"
+            if count.group(1) == "1":
+                hint = _classes_hint([(got, twin)], num_classes)
+        raise TwinError(
+            f"{path} holds Keras weights, but not of {source.name}: {count.group(1)} of its layers do not fit"
+            f"{first}; they are the weights of another network or configuration; {give}{hint}"
+        ) from None
+    skipped = [str(w.message) for w in said if "freshly-initialized" in str(w.message)]
+    if skipped:
+        raise TwinError(f"{path}: Keras left layers of {source.name} without weights from the file; {give}")
 
 
 # ----------------------------------------------------------------------------
@@ -502,7 +639,9 @@ def import_weights(compiled: Compiled, source: Source, twin=None, from_file: Pat
     """The canonical weights of ``twin`` (built from ``source`` when not given)."""
     framework = FRAMEWORK[source.library]
     if twin is None:
-        twin = build_twin(source, tuple(compiled.graph.input_shape), from_file)
+        twin = build_twin(
+            source, tuple(compiled.graph.input_shape), from_file, compiled.graph.params.get("num_classes")
+        )
     with tempfile.TemporaryDirectory(prefix="archspec-twin-") as tmp:
         ours = _generated(compiled, framework, Path(tmp))
         for a, b in _pairs(compiled, source, twin, ours):
@@ -515,7 +654,9 @@ def export_to_twin(compiled: Compiled, source: Source, weights: Weights, twin=No
     a torch module (save its ``state_dict()``) or a Keras model (``save_weights``)."""
     framework = FRAMEWORK[source.library]
     if twin is None:
-        twin = build_twin(source, tuple(compiled.graph.input_shape))
+        twin = build_twin(
+            source, tuple(compiled.graph.input_shape), num_classes=compiled.graph.params.get("num_classes")
+        )
     with tempfile.TemporaryDirectory(prefix="archspec-twin-") as tmp:
         ours = _generated(compiled, framework, Path(tmp))
         runtime.get(framework).load_weights(ours, weights)

@@ -52,7 +52,7 @@ def trainable_keys(compiled: Compiled) -> set[str]:
     return {f"{n.path}.{w.name}" for n in compiled.graph.nodes for w in node_weights(n) if w.trainable}
 
 
-def _listing(keys: Iterable[str], limit: int = 8) -> str:
+def listing(keys: Iterable[str], limit: int = 8) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -65,11 +65,11 @@ def match(want: Mapping[str, tuple[int, ...]], weights: Mapping[str, np.ndarray]
     missing = [k for k in want if k not in weights]
     unexpected = [k for k in weights if k not in want]
     if missing:
-        problems.append(f"missing {len(missing)} key{'s' * (len(missing) != 1)}: {_listing(missing)}")
+        problems.append(f"missing {len(missing)} key{'s' * (len(missing) != 1)}: {listing(missing)}")
     if unexpected:
         problems.append(
             f"unexpected {len(unexpected)} key{'s' * (len(unexpected) != 1)} ({what} has no such tensor): "
-            f"{_listing(unexpected)}"
+            f"{listing(unexpected)}"
         )
     for k, shape in want.items():
         if k in weights and tuple(np.shape(weights[k])) != tuple(shape):
@@ -80,9 +80,49 @@ def match(want: Mapping[str, tuple[int, ...]], weights: Mapping[str, np.ndarray]
         raise WeightError(f"weights do not fit {what}:\n  " + "\n  ".join(problems))
 
 
+def mismatch_hint(want: Mapping[str, tuple[int, ...]], weights: Mapping[str, np.ndarray], compiled: Compiled) -> str:
+    """What a weight set that does not fit the spec most likely is, and what to give
+    instead: the same network with another class count (``--set num_classes=K``),
+    another input (``--input``), or another network (``--spec``); "" when unclear."""
+    common = [k for k in want if k in weights]
+    if len(common) != len(want) or len(want) != len(weights):
+        return (
+            f"hint: {len(common)} of the spec's {len(want)} tensors are in the weights, which hold {len(weights)}: "
+            "they are the weights of another network, or of another configuration of this one; give the --spec "
+            "(and --set) they were trained with"
+        )
+    differ = {k: (tuple(np.shape(weights[k])), tuple(want[k])) for k in common}
+    differ = {k: (g, w) for k, (g, w) in differ.items() if g != w and len(g) == len(w)}
+    dims = {k: [i for i, (a, b) in enumerate(zip(g, w)) if a != b] for k, (g, w) in differ.items()}
+    if not differ or any(len(d) != 1 for d in dims.values()):
+        return ""
+    classes = compiled.graph.params.get("num_classes")
+    if all(w[d[0]] == classes for (_, w), d in zip(differ.values(), dims.values())):
+        held = {g[d[0]] for (g, _), d in zip(differ.values(), dims.values())}
+        if len(held) == 1:
+            k = held.pop()
+            return (
+                f"hint: the weights hold {k} classes, spec {compiled.graph.name} as compiled has {classes}: "
+                f"give --set num_classes={k}"
+            )
+    if all(d == [1] for d in dims.values()):
+        shape = "x".join(map(str, compiled.graph.input_shape))
+        return (
+            "hint: only the input sizes of layers differ (channels or features): the weights were trained "
+            f"with another --input than {shape}; give the --input they were trained with"
+        )
+    return ""
+
+
 def check(weights: Mapping[str, np.ndarray], compiled: Compiled) -> None:
-    """Raise WeightError unless ``weights`` is a complete canonical set for the spec."""
-    match(expected(compiled), weights, f"spec {compiled.graph.name}")
+    """Raise WeightError unless ``weights`` is a complete canonical set for the spec;
+    its message ends with :func:`mismatch_hint`'s guess when there is one."""
+    want = expected(compiled)
+    try:
+        match(want, weights, f"spec {compiled.graph.name}")
+    except WeightError as exc:
+        hint = mismatch_hint(want, weights, compiled)
+        raise WeightError(f"{exc}\n{hint}" if hint else str(exc)) from None
 
 
 # ----------------------------------------------------------------------------
@@ -139,11 +179,11 @@ def load(path: str | Path, compiled: Compiled | None = None) -> Weights:
         ) from None
     bad = [f"{k} ({v.dtype})" for k, v in weights.items() if v.dtype != np.float32]
     if bad:
-        raise WeightError(f"{path}: canonical weights are float32; found {_listing(bad)}")
+        raise WeightError(f"{path}: canonical weights are float32; found {listing(bad)}")
     nonfinite = [k for k, v in weights.items() if not np.isfinite(v).all()]
     if nonfinite:
         raise WeightError(
-            f"{path}: {_listing(nonfinite)} hold NaN or infinite values: these weights come from a run that "
+            f"{path}: {listing(nonfinite)} hold NaN or infinite values: these weights come from a run that "
             "diverged or from a damaged file; give weights of a run that trained (a lower --lr)"
         )
     if compiled is not None:

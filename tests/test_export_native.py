@@ -74,6 +74,11 @@ def test_export_refuses_bad_input(tmp_path):
     assert result.exit_code == 1 and "no such weights file" in result.output
     result = export(tmp_path / "w.npz", "lenet", "pytorch", tmp_path / "lenet.pt", "--set", "num_classes=10")
     assert result.exit_code == 1 and "weights do not fit" in result.output and "fc3.weight" in result.output
+    assert "the weights hold 2 classes, spec lenet as compiled has 10: give --set num_classes=2" in result.output
+    result = export(tmp_path / "w.npz", "lenet", "pytorch", tmp_path / "lenet.pt", "--input", "3x64x64")
+    assert result.exit_code == 1 and "fc1.weight: shape (120, 400) given" in result.output
+    assert "trained with another --input than 3x64x64; give the --input they were trained with" in result.output
     result = export(tmp_path / "w.npz", "zfnet", "pytorch", tmp_path / "zfnet.pt")
     assert result.exit_code == 1 and "weights do not fit" in result.output
+    assert "they are the weights of another network" in result.output and "give the --spec" in result.output
     assert not (tmp_path / "lenet.pt").exists() and not (tmp_path / "zfnet.pt").exists()

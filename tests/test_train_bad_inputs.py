@@ -16,7 +16,9 @@ from PIL import Image
 from archspec import weights as W
 from archspec.cli import main
 from archspec.pipeline import compile_spec
+from archspec.training.core import Metrics
 from archspec.training.data import SEGMENTATION, check_image, load
+from archspec.training.run import reconcile_metrics
 from tests.conftest import SPECS
 from tests.test_grid_report import fake_run
 
@@ -124,9 +126,10 @@ def test_a_damaged_run_json_is_named_with_what_to_do(tmp_path, how, command):
     "change, message",
     [
         (lambda o: o.update(bogus=1), "unknown: bogus"),
-        (lambda o: o.update(lr="fast"), "of the wrong type: lr"),
-        (lambda o: o.update(iters=2.5), "of the wrong type: iters"),
-        (lambda o: o.update(sets="a=1"), "of the wrong type: sets"),
+        (lambda o: o.update(lr="fast"), "lr: 'fast' is not a number"),
+        (lambda o: o.update(iters=2.5), "iters: 2.5 is not a whole number"),
+        (lambda o: o.update(sets="a=1"), "sets: 'a=1' is not a list of strings"),
+        (lambda o: o.update(input=[3, "x"]), "input: [3, 'x'] is not a list of whole numbers or null"),
     ],
 )
 def test_resume_refuses_options_that_train_does_not_write(tmp_path, change, message):
@@ -150,6 +153,20 @@ def test_resume_refuses_a_damaged_metrics_file_before_anything_runs(tmp_path, da
     code, out = run("train", "--resume", str(run_dir), "--iters", "400", "--quiet")
     assert code == 1 and message in out and "train a new run" in out
     assert {p.name for p in run_dir.iterdir()} <= {"run.json", "metrics.csv"}  # no code generated, nothing written
+
+
+def test_resume_drops_the_metrics_rows_after_run_jsons_step(tmp_path):
+    # killed after metrics.csv was written at step 30, before run.json (which says 20)
+    run_dir = fake_run(tmp_path / "run", status="running", steps=20)
+    path = run_dir / "metrics.csv"
+    rows = Metrics.read(path).rows
+    path.write_text(Metrics([*rows, {**rows[-1], "step": 30}]).csv())
+    notes: list[str] = []
+    kept = reconcile_metrics(path, 20, notes.append)
+    assert [r["step"] for r in kept.rows] == [10, 20] and Metrics.read(path).rows == rows
+    assert len(notes) == 1 and "had rows for step 30, after step 20" in notes[0] and "dropped" in notes[0]
+    assert {p.name for p in run_dir.iterdir()} == {"run.json", "metrics.csv"}  # written atomically, no temporary
+    assert reconcile_metrics(path, 20, notes.append).rows == rows and len(notes) == 1  # nothing to drop: no note
 
 
 # ----------------------------------------------------------------------------
@@ -211,3 +228,93 @@ def test_a_damaged_pytorch_run_is_refused_by_resume_test_and_export(tmp_path):
     code, out = run("weights", "export", str(weights), "--spec", LENET, "-t", "pytorch",
                     "-o", str(tmp_path / "afile" / "x.pt"))  # fmt: skip
     assert code == 1 and f"cannot write {tmp_path / 'afile' / 'x.pt'}" in out and "choose another -o" in out
+
+
+@pytest.mark.slow
+def test_a_real_resume_after_a_kill_before_run_json_logs_each_evaluation_once(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("--batch-size", "4", "--threads", "1", "--eval-every", "2", "--quiet")
+    code, out = run("train", LENET, "-t", "pytorch", "--iters", "4", *args, "-o", str(run_dir))
+    assert code == 0, out
+    _edit(run_dir, lambda info: info.update(step=2, status="running"))  # as if killed before run.json at step 4
+    code, out = run("train", "--resume", str(run_dir), "--iters", "6", *args)
+    assert code == 0, out
+    assert "had rows for step 4, after step 2" in out
+    assert [r["step"] for r in Metrics.read(run_dir / "metrics.csv").rows] == [2, 4, 6]
+
+
+# ----------------------------------------------------------------------------
+# A twin's own weight file (weights import --from)
+
+
+def _import(spec: str, twin: str, path: Path, *extra: str) -> tuple[int, str]:
+    return run("weights", "import", twin, "--spec", str(SPECS / f"{spec}.yaml"), "--input", "3x32x32",
+               "--from", str(path), "-o", str(path.parent / "out.npz"), *extra)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_pytorch_file_that_is_not_a_state_dict_is_named_and_never_unpickled(tmp_path):
+    import torch
+
+    from archspec.twins import TwinError, read_state_dict
+
+    layer = torch.nn.Linear(2, 3)
+    files = {"text.pt": b"not weights\n", "empty.pt": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save(layer, tmp_path / "model.pt")
+    torch.save(layer.state_dict(), tmp_path / "good.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:200])
+    torch.save({"epoch": 3, "state_dict": layer.state_dict()}, tmp_path / "checkpoint.pt")
+    torch.save([layer.weight], tmp_path / "list.pt")
+    expected = {
+        "text.pt": "it is a text file, which torch cannot read",
+        "empty.pt": "it is an empty file",
+        "model.pt": "pickled Python objects (torch.nn.modules.linear.Linear; a whole model saved with torch.save",
+        "truncated.pt": "it is a damaged or truncated zip archive",
+        "checkpoint.pt": "entries epoch, state_dict are not tensors (a training checkpoint?); its entry 'state_dict'",
+        "list.pt": "holding a list, not a state_dict",
+    }
+    for name, message in expected.items():
+        with pytest.raises(TwinError) as err:
+            read_state_dict(tmp_path / name)
+        text = str(err.value)
+        assert message in text and f"{tmp_path / name} is not a PyTorch state_dict that archspec can read" in text
+        assert "weights_only" not in text and "torch.save(model.state_dict(), FILE)" in text
+    assert set(read_state_dict(tmp_path / "good.pt")) == {"weight", "bias"}
+
+
+@pytest.mark.slow
+def test_weights_import_names_what_differs_in_a_torchvision_file(tmp_path):
+    import torch
+
+    from archspec import reference
+
+    tv = reference.torchvision()
+    torch.save(tv.models.resnet18(num_classes=10).state_dict(), tmp_path / "ten.pt")
+    code, out = _import("resnet18", "torchvision:resnet18", tmp_path / "ten.pt")
+    assert code == 1 and "fc.weight: (10, 512) in the file, (1000, 512) in the twin" in out
+    assert "the file holds 10 classes: give --set num_classes=10" in out and not (tmp_path / "out.npz").exists()
+    code, out = _import("resnet18", "torchvision:resnet18", tmp_path / "ten.pt", "--set", "num_classes=10")
+    assert code == 0, out
+    torch.save(torch.nn.Linear(2, 3).state_dict(), tmp_path / "other.pt")
+    code, out = _import("resnet18", "torchvision:resnet18", tmp_path / "other.pt")
+    assert code == 1 and "is a state_dict, but not of torchvision:resnet18 (missing 122" in out
+    assert "unexpected 2: bias, weight" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_weights_import_names_what_differs_in_a_keras_file(tmp_path):
+    import keras
+
+    (tmp_path / "bad.weights.h5").write_text("not weights\n")
+    code, out = _import("mobilenet_v2", "keras:MobileNetV2", tmp_path / "bad.weights.h5")
+    assert code == 1 and "is not Keras weights that archspec can read: it is a text file" in out
+    twin = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10)
+    twin.save_weights(tmp_path / "ten.weights.h5")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        code, out = _import("mobilenet_v2", "keras:MobileNetV2", tmp_path / "ten.weights.h5")
+    assert code == 1 and "1 of its layers do not fit, the first predictions: (1280, 10) in the file" in out
+    assert "give --set num_classes=10" in out and not (tmp_path / "out.npz").exists()
+    assert not [w for w in said if "Skipping nested container" in str(w.message)]  # Keras' own words stay inside

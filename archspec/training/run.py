@@ -374,19 +374,27 @@ def _fits(value: object, hint: object) -> bool:
     return isinstance(value, (int, float) if hint is float else hint)
 
 
+def _type_name(hint: object) -> str:
+    """An :class:`Options` field's type in words: ``float | None`` -> 'a number or null'."""
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_type_name(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    names = {float: "a number", int: "a whole number", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def resumed_options(info: dict, run_dir: Path, given: Options) -> Options:
     """The options a run was trained with (its run.json's ``info``), with what ``--resume`` takes
     from ``given``: --iters, --quiet, --threads, --nproc, --distributed, --device."""
     hints = typing.get_type_hints(Options)
     saved = dict(info["options"])
     unknown = sorted(set(saved) - set(hints))
-    wrong = [k for k, v in saved.items() if k in hints and not _fits(v, hints[k])]
+    wrong = [
+        f"{k}: {v!r} is not {_type_name(hints[k])}" for k, v in saved.items() if k in hints and not _fits(v, hints[k])
+    ]
     if unknown or wrong:
-        what = "; ".join(
-            f"{label}: {', '.join(keys)}"
-            for label, keys in (("unknown", unknown), ("of the wrong type", wrong))
-            if keys
-        )
+        what = "; ".join([f"unknown: {', '.join(unknown)}"] * bool(unknown) + wrong)
         raise TrainingError(f"{run_dir / RUN_FILE} has options that archspec train does not write ({what}); {DAMAGED}")
     for key in ("sets", "input", "augment"):
         saved[key] = tuple(saved[key]) if saved.get(key) else (None if key == "input" else ())
@@ -403,6 +411,24 @@ def resumed_options(info: dict, run_dir: Path, given: Options) -> Options:
 
 # ----------------------------------------------------------------------------
 # train
+
+
+def reconcile_metrics(path: Path, step: int, echo: Callable[[str], None]) -> Metrics:
+    """metrics.csv of a run to resume at ``step`` (its run.json's), without the rows of later
+    steps: those of an evaluation whose run.json was never written (the run was killed in
+    between). The file is rewritten, atomically, only when rows are dropped, with a note."""
+    metrics = Metrics.read(path)
+    kept = [row for row in metrics.rows if not isinstance(row.get("step"), int) or row["step"] <= step]
+    if len(kept) == len(metrics.rows):
+        return metrics
+    later = sorted({row["step"] for row in metrics.rows} - {row["step"] for row in kept})
+    reconciled = Metrics(kept)
+    write_text(path, reconciled.csv())
+    echo(
+        f"note: {path} had rows for step{'s' * (len(later) > 1)} {', '.join(map(str, later))}, after step {step} "
+        f"of {path.parent / RUN_FILE} (the run stopped while saving): dropped; training continues from step {step}"
+    )
+    return reconciled
 
 
 def compile_for(spec: str, sets: dict[str, str], input_shape: tuple[int, ...] | None, target: str) -> Compiled:
@@ -428,7 +454,7 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
             raise TrainingError(
                 f"{resume} has already taken {start} steps; give --iters above {start} to train it further"
             )
-        resumed_metrics = Metrics.read(resume / "metrics.csv")  # before anything runs
+        resumed_metrics = reconcile_metrics(resume / "metrics.csv", start, echo)  # before anything runs
     options.check()
     from archspec.training import distributed
 
@@ -535,6 +561,12 @@ def train(options: Options, *, resume: Path | None = None, echo: Callable[[str],
         }
 
     def checkpoint(step: int) -> None:
+        # run.json goes last: it is the record that the evaluation at ``step`` is complete. A run
+        # killed before it keeps the previous run.json, and the files before it may be one
+        # evaluation ahead of its step; --resume trusts run.json's step and drops metrics.csv's
+        # rows after it (reconcile_metrics), so no evaluation is logged twice and none is missing
+        # (weights ahead of the step are trained on from there: a few steps repeated, no file
+        # contradicting another). Written first, run.json could claim steps whose weights were lost.
         W.save(run_dir / "weights.npz", trainer.export(), compiled)
         trainer.save(run_dir)
         write_text(run_dir / "metrics.csv", metrics.csv())
