@@ -144,6 +144,39 @@ def test_commands_are_found_in_every_kind_of_block():
     ]
 
 
+def inline_commands() -> list[tuple[str, str]]:
+    """(file:line, text after ``archspec``) of every inline code span that
+    starts with ``archspec`` (prose and tables; a span may wrap lines)."""
+    found = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", lambda block: "\n" * block.group(0).count("\n"), doc.read_text(), flags=re.S)
+        for span in re.finditer(r"`archspec ([^`]+)`", text):
+            line = text.count("\n", 0, span.start()) + 1
+            found.append((f"{doc.relative_to(ROOT)}:{line}", span.group(1)))
+    return found
+
+
+def unknown_options(synopsis: str) -> list[str]:
+    """The options of an inline command or synopsis (``summary SPEC [--depth N]``)
+    that its command does not have, or the first word if it is no command."""
+    words = synopsis.split()
+    ctx = click.Context(main, info_name="archspec")
+    command = main
+    while isinstance(command, click.Group) and words and (sub := command.get_command(ctx, words[0])):
+        command, words = sub, words[1:]
+    if command is main:
+        return [synopsis.split()[0]]
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    return [opt for opt in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", " ".join(words)) if opt not in known]
+
+
+def test_inline_commands_name_real_options():
+    spans = inline_commands()
+    assert len(spans) > 30, "the docs' inline commands were not read"
+    bad = [f"{where}: `archspec {text}`: {unknown_options(text)}" for where, text in spans if unknown_options(text)]
+    assert not bad, "the docs name options that do not exist:\n" + "\n".join(bad)
+
+
 def named_paths() -> list[tuple[str, str]]:
     """(file:line, path) of every repository path the docs name."""
     return [
