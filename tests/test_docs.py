@@ -1,9 +1,10 @@
-"""The docs' commands parse and the files they name exist.
+"""The docs' commands parse, and the files and links they name exist.
 
 Every ``archspec ...`` command of a fenced shell block in README.md and
 docs/**/*.md is parsed by archspec's click command line (options, values,
-argument counts; nothing is run), and every repository path named in those
-files must exist. A failure names the file and line.
+argument counts; nothing is run); inline commands and synopses name only real
+commands and options; every repository path named in those files exists, and
+every relative link leads to a file or heading. A failure names the file and line.
 """
 
 from __future__ import annotations
@@ -144,12 +145,17 @@ def test_commands_are_found_in_every_kind_of_block():
     ]
 
 
+def prose(text: str) -> str:
+    """A Markdown text without its fenced blocks (their lines left empty)."""
+    return re.sub(r"```.*?```", lambda block: "\n" * block.group(0).count("\n"), text, flags=re.S)
+
+
 def inline_commands() -> list[tuple[str, str]]:
     """(file:line, text after ``archspec``) of every inline code span that
     starts with ``archspec`` (prose and tables; a span may wrap lines)."""
     found = []
     for doc in DOCS:
-        text = re.sub(r"```.*?```", lambda block: "\n" * block.group(0).count("\n"), doc.read_text(), flags=re.S)
+        text = prose(doc.read_text())
         for span in re.finditer(r"`archspec ([^`]+)`", text):
             line = text.count("\n", 0, span.start()) + 1
             found.append((f"{doc.relative_to(ROOT)}:{line}", span.group(1)))
@@ -191,6 +197,26 @@ def named_paths() -> list[tuple[str, str]]:
 def test_named_paths_exist():
     missing = [f"{where}: {path}" for where, path in named_paths() if not (ROOT / path).exists()]
     assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_lead_somewhere():
+    bad = []
+    for doc in DOCS:
+        text = prose(doc.read_text())
+        anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+        for number, line in enumerate(text.splitlines(), 1):
+            for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line)):
+                if "://" in target:
+                    continue
+                path, _, anchor = target.partition("#")
+                if (path and not (doc.parent / path).exists()) or (not path and anchor not in anchors):
+                    bad.append(f"{doc.relative_to(ROOT)}:{number}: {target}")
+    assert not bad, "links to nothing:\n" + "\n".join(bad)
 
 
 @pytest.fixture
