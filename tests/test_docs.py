@@ -80,13 +80,12 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 def parse(argv: list[str]) -> None:
     """Parse ``argv`` as archspec's command line does, without running the
     command; raise click.UsageError for what click refuses."""
-    ctx = click.Context(main, info_name="archspec")
-    command, args = main, list(argv)
-    while isinstance(command, click.Group):
-        name, command, args = command.resolve_command(ctx, args)
-        ctx = click.Context(command, info_name=name, parent=ctx)
+    parent, name, command, args = None, "archspec", main, list(argv)
+    while isinstance(command, click.Group):  # archspec, archspec weights
+        parent = click.Context(command, info_name=name, parent=parent)
+        name, command, args = command.resolve_command(parent, args)
     try:
-        command.make_context(ctx.info_name, args, parent=ctx.parent, resilient_parsing=False)
+        command.make_context(name, args, parent=parent, resilient_parsing=False)
     except click.exceptions.Exit as done:  # an eager option that prints and stops (--list-data, --help)
         assert done.exit_code == 0
 
@@ -179,7 +178,7 @@ def unknown_options(synopsis: str) -> list[str]:
 def test_inline_commands_name_real_options():
     spans = inline_commands()
     assert len(spans) > 30, "the docs' inline commands were not read"
-    bad = [f"{where}: `archspec {text}`: {unknown_options(text)}" for where, text in spans if unknown_options(text)]
+    bad = [f"{where}: `archspec {text}`: {wrong}" for where, text in spans if (wrong := unknown_options(text))]
     assert not bad, "the docs name options that do not exist:\n" + "\n".join(bad)
 
 
