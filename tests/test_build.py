@@ -89,6 +89,22 @@ def test_compile_writes_one_target(project):
     compile(source, "lenet_pytorch.py", "exec")
 
 
+@needs_dot
+def test_compile_into_generated_writes_what_build_writes(project):
+    """Compiling a spec of specs/ into generated/ with no option gives build's
+    file, header included, so check stays green; an option makes its own header."""
+    assert run("build").exit_code == 0
+    built = (project / "generated" / "lenet" / "lenet_pytorch.py").read_bytes()
+    result = run("compile", "specs/lenet.yaml", "--target", "pytorch")
+    assert result.exit_code == 0 and "unchanged" in result.output, result.output
+    assert (project / "generated" / "lenet" / "lenet_pytorch.py").read_bytes() == built
+    assert run("check").exit_code == 0
+    assert run("compile", "specs/lenet.yaml", "-t", "pytorch", "--set", "num_classes=7").exit_code == 0
+    header = (project / "generated" / "lenet" / "lenet_pytorch.py").read_text().splitlines()[1]
+    assert header == "# and run `archspec compile specs/lenet.yaml --target pytorch --set num_classes=7`."
+    assert run("check").exit_code == 1
+
+
 def test_compile_with_overrides(project):
     result = run("compile", "specs/lenet.yaml", "-t", "keras", "--set", "num_classes=7", "-o", "out")
     assert result.exit_code == 0, result.output
