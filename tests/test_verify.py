@@ -26,7 +26,7 @@ from archspec.cli import main
 from archspec.pipeline import compile_spec
 from archspec.runtime import TARGETS
 from archspec.verify import format_table, verify
-from tests.conftest import ROOT, SPEC_NAMES, SPECS
+from tests.conftest import ROOT, SPEC_NAMES, SPECS, cheap_input
 
 CASES = ROOT / "tests" / "converter_cases"
 CASE_NAMES = sorted(p.stem for p in CASES.glob("*.yaml"))
@@ -52,14 +52,27 @@ def check(report) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_zoo_same_weights_same_outputs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)  # the generated code is then byte for byte generated/'s
-    report = verify(compile_spec(f"specs/{name}.yaml"))
+    """At the cheapest input whose code is generated/'s with other numbers (the
+    same layers, paddings and flattens on smaller maps)."""
+    monkeypatch.chdir(ROOT)  # the generated header names specs/<name>.yaml, as generated/'s
+    report = verify(compile_spec(f"specs/{name}.yaml", input_shape=cheap_input(name)))
     check(report)
     # Random weights at a sensible scale: the values compared (logits where
     # there is a softmax) are of order one, neither vanished nor exploded.
     kind = "pre-softmax" if report.softmax else "output"
     scales = [c.scale for c in report.targets[1].comparisons if c.kind == kind]
     assert scales and all(0.1 < s < 100 for s in scales), scales
+
+
+def test_the_cheap_inputs_keep_the_code_paths() -> None:
+    """The zoo is verified on smaller maps only where the code stays the same:
+    VGG's flatten still meets a 2x2 map (so the NHWC targets' transpose runs; at
+    32 it would meet 1x1 and be a plain reshape), GoogLeNet's fixed 7x7 pool
+    keeps its 224, a sequence keeps its length."""
+    assert cheap_input("resnet50") == (3, 32, 32)
+    assert cheap_input("vgg16") == (3, 64, 64)
+    assert cheap_input("googlenet") == (3, 224, 224)
+    assert cheap_input("wavenet") == compile_spec(SPECS / "wavenet.yaml").graph.input_shape
 
 
 @pytest.mark.slow
