@@ -248,8 +248,9 @@ def test_import_torchvision_resnet50_into_chainer(tmp_path) -> None:
     with pytest.MonkeyPatch.context() as mp:  # the twin the command builds is ours, with random statistics
         made = {}
 
-        def build(source, shape, from_file=None):
-            made["twin"] = randomized(build_twin(source, shape), source.library, np.random.default_rng(1), shape)
+        def build(source, shape, from_file=None, num_classes=None):
+            twin = build_twin(source, shape, from_file, num_classes)
+            made["twin"] = randomized(twin, source.library, np.random.default_rng(1), shape)
             return made["twin"]
 
         build_twin = T.build_twin
