@@ -209,10 +209,10 @@ def test_verify_usage_and_spec_errors(tmp_path) -> None:
     assert json.loads(result.output[result.output.index("{") :])["specs"][0]["ok"] is False
 
 
-def test_verify_reports_code_that_cannot_be_generated(tmp_path) -> None:
+def test_verify_refuses_code_that_cannot_be_generated_at_its_place(tmp_path) -> None:
     """A stage whose units, built in one loop over i, would each need another
-    input channel count: the code model refuses it, and verify says so per
-    target (exit 1) instead of failing with a traceback."""
+    input channel count: no target can write it, and verify says so at the
+    stage, as validate does (exit 1), instead of failing with a traceback."""
     spec = tmp_path / "grow.yaml"
     spec.write_text(
         "name: growing\nsource: test\ninput: [3, 8, 8]\n"
@@ -223,7 +223,8 @@ def test_verify_reports_code_that_cannot_be_generated(tmp_path) -> None:
     result = run_cli(str(spec), "--targets", "pytorch,keras")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "cannot generate pytorch code" in result.output and "one loop cannot write" in result.output
+    assert "grow.yaml:10:5: error[E501]: every target: " in result.output
+    assert "one loop cannot write" in result.output
 
 
 def test_tolerance_scales_with_the_output() -> None:
