@@ -187,3 +187,29 @@ def test_cuda_where_the_framework_sees_no_gpu_is_a_clear_error(tmp_path, target)
     assert not out.exists()
     result = run_cli("test", LENET, "-t", target, "--weights", str(tmp_path / "w.npz"), "--device", "cuda")
     assert result.exit_code == 1 and "sees no GPU" in result.output, result.output
+
+
+# ----------------------------------------------------------------------------
+# Reading back what a GPU wrote, and the frameworks' GPU calls (faked)
+
+
+def test_a_pytorch_gpu_runs_optimizer_state_resumes_on_the_cpu(tmp_path, monkeypatch):
+    """optimizer.pt as a GPU run writes it (every tensor tagged cuda:0) is read onto this run's device:
+    without ``map_location`` torch.load refuses it where CUDA is not available."""
+    import torch
+
+    from archspec.training import pytorch
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    gpu_run = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    weight.grad = torch.ones(3)
+    gpu_run.step()  # a momentum buffer to save
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(gpu_run.state_dict(), tmp_path / "optimizer.pt")
+    trainer = pytorch.Trainer.__new__(pytorch.Trainer)  # only what restore reads
+    trainer.device = torch.device("cpu")
+    trainer.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
+    trainer.restore(tmp_path)
+    buffer = next(iter(trainer.optimizer.state.values()))["momentum_buffer"]
+    assert buffer.device.type == "cpu" and buffer.tolist() == [1.0, 1.0, 1.0]

@@ -11,8 +11,10 @@ batches follow it with ``.to(device, non_blocking=True)`` from a DataLoader
 that pins its memory on CUDA.
 
 The native checkpoint is ``model.pt``, the model's ``state_dict`` (what the
-generated file loads with ``model.load_state_dict(torch.load("model.pt"))``);
-the optimizer's state is ``optimizer.pt``.
+generated file loads with ``model.load_state_dict(torch.load("model.pt", map_location="cpu"))``:
+a GPU run's tensors are saved on their GPU); the optimizer's state is
+``optimizer.pt``, read back onto this run's device, so a GPU run resumes on
+the CPU (``--resume --device cpu``) and a CPU run on a GPU.
 """
 
 from __future__ import annotations
@@ -157,4 +159,5 @@ class Trainer(RuntimeModel):
             torch.save(self.optimizer.state_dict(), tmp)
 
     def restore(self, run_dir: Path) -> None:
-        self.optimizer.load_state_dict(torch.load(run_dir / "optimizer.pt", weights_only=True))
+        state = torch.load(run_dir / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state)
