@@ -9,6 +9,8 @@ runs the GPU cases for real on a machine with GPUs.
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -213,3 +215,39 @@ def test_a_pytorch_gpu_runs_optimizer_state_resumes_on_the_cpu(tmp_path, monkeyp
     trainer.restore(tmp_path)
     buffer = next(iter(trainer.optimizer.state.values()))["momentum_buffer"]
     assert buffer.device.type == "cpu" and buffer.tolist() == [1.0, 1.0, 1.0]
+
+
+class FakeTFConfig:
+    """``tf.config`` on a machine with ``n`` GPUs, before TensorFlow starts: what archspec sets."""
+
+    def __init__(self, n: int) -> None:
+        self.gpus = [f"PhysicalDevice(/physical_device:GPU:{i})" for i in range(n)]
+        self.visible, self.growth = list(self.gpus), {}
+        self.experimental = types.SimpleNamespace(
+            get_memory_growth=lambda gpu: self.growth.get(gpu, False), set_memory_growth=self.growth.__setitem__
+        )
+
+    def list_physical_devices(self, kind):
+        return list(self.gpus)
+
+    def get_visible_devices(self, kind):
+        return list(self.visible)
+
+    def set_visible_devices(self, devices, kind):
+        self.visible = list(devices)
+
+
+@pytest.mark.parametrize(
+    "requested, replicas, visible",
+    [("cuda", 2, [0, 1]), ("cuda:2", 1, [2]), ("cuda", 1, [0]), ("auto", 1, [0]), ("cpu", 1, [])],
+)
+def test_tensorflow_sees_only_the_chosen_gpus_and_grows_their_memory(monkeypatch, requested, replicas, visible):
+    """MirroredStrategy over 2 of 4 GPUs leaves the other 2 alone; every GPU TensorFlow sees grows its memory
+    as needed, so that several processes (TF_CONFIG workers, archspec test beside a run) can share one."""
+    config = FakeTFConfig(4)
+    monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(config=config))
+    monkeypatch.setattr(D, "seen", lambda target: D.Seen(4))
+    devices = D.place("tensorflow", requested, replicas=replicas)
+    assert config.visible == [config.gpus[i] for i in visible]
+    assert config.growth == dict.fromkeys(config.visible, True)
+    assert len(devices) == max(1, len(visible))

@@ -23,6 +23,7 @@ places every op on (``/GPU:0``); Chainer moves the model to ``@cupy:N``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def place(target: str, requested: str, **where: int) -> tuple[str, ...]:
     from then on TensorFlow sees only their GPUs. Call it before the framework computes."""
     devices = choose(target, requested, seen(target), **where)
     if target in ("tensorflow", "keras"):
-        tensorflow_gpus(devices, mirrored=where.get("replicas", 1) > 1)
+        tensorflow_gpus(devices)
     return devices
 
 
@@ -154,19 +155,24 @@ def seen(target: str) -> Seen:
     return Seen(cuda.cupy.cuda.runtime.getDeviceCount())
 
 
-def tensorflow_gpus(devices: tuple[str, ...], *, mirrored: bool = False) -> None:
-    """Make TensorFlow see the GPUs of ``devices`` only (none for the CPU), before
-    it starts; MirroredStrategy (``mirrored``) keeps every GPU visible."""
+def tensorflow_gpus(devices: tuple[str, ...]) -> None:
+    """Make TensorFlow see the GPUs of ``devices`` only (none for the CPU), before it starts:
+    MirroredStrategy's ``cuda:0`` to ``cuda:N-1`` become its ``/GPU:0`` to ``/GPU:N-1``, and the
+    GPUs left out get none of its memory. Those it sees grow their memory as needed (TensorFlow
+    otherwise takes nearly all of it at once), so that several processes can share a GPU."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    wanted = [] if devices == ("cpu",) else gpus if mirrored else [gpus[index(d)] for d in devices]
-    if tf.config.get_visible_devices("GPU") == wanted:
-        return
-    try:
-        tf.config.set_visible_devices(wanted, "GPU")
-    except RuntimeError:  # TensorFlow already started in this process: its devices are fixed
-        raise TrainingError(
-            f"--device: TensorFlow already started in this process on other devices than {', '.join(devices)}; "
-            "run it in a new process"
-        ) from None
+    wanted = [] if devices == ("cpu",) else [gpus[index(d)] for d in devices]
+    if tf.config.get_visible_devices("GPU") != wanted:
+        try:
+            tf.config.set_visible_devices(wanted, "GPU")
+        except RuntimeError:  # TensorFlow already started in this process: its devices are fixed
+            raise TrainingError(
+                f"--device: TensorFlow already started in this process on other devices than {', '.join(devices)}; "
+                "run it in a new process"
+            ) from None
+    for gpu in wanted:
+        if not tf.config.experimental.get_memory_growth(gpu):
+            with contextlib.suppress(RuntimeError):  # TensorFlow already started: it keeps what it took
+                tf.config.experimental.set_memory_growth(gpu, True)
