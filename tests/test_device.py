@@ -15,6 +15,7 @@ import types
 import pytest
 from click.testing import CliRunner
 
+from archspec import runtime
 from archspec.cli import main
 from archspec.training import device as D
 from archspec.training import distributed
@@ -251,3 +252,35 @@ def test_tensorflow_sees_only_the_chosen_gpus_and_grows_their_memory(monkeypatch
     assert config.visible == [config.gpus[i] for i in visible]
     assert config.growth == dict.fromkeys(config.visible, True)
     assert len(devices) == max(1, len(visible))
+
+
+def test_a_chainer_model_on_gpu_k_makes_k_cupys_current_device():
+    """archspec test --device cuda:1 loads the weights into arrays on GPU 1: CuPy copies on its current device."""
+    calls = []
+
+    class Model:
+        device = types.SimpleNamespace(use=lambda: calls.append("use"))
+
+        def to_device(self, where):
+            calls.append(where)
+
+    model = Model()
+    assert D.move("chainer", model, "cuda:1") is model
+    assert calls == ["@cupy:1", "use"]
+    assert D.move("chainer", model, "cpu") is model and calls == ["@cupy:1", "use"]
+
+
+def test_chainermn_without_nccl_is_a_clear_error(monkeypatch):
+    """create_communicator("pure_nccl") raises RuntimeError where CuPy has no NCCL (chainermn's own check)."""
+    pytest.importorskip("mpi4py")
+    runtime.get("chainer")._chainer()  # numpy 2's shim before chainer
+    import chainermn
+
+    def create_communicator(name):
+        raise RuntimeError("PureNcclCommunicator requires NCCL 2.0+, but NCCL is not available.")
+
+    monkeypatch.setattr(chainermn, "create_communicator", create_communicator)
+    distributed._communicator.cache_clear()
+    with pytest.raises(TrainingError, match="NCCL is not available.*--device cpu"):
+        distributed._communicator("pure_nccl")
+    distributed._communicator.cache_clear()

@@ -148,9 +148,7 @@ class Trainer(RuntimeModel):
         np.random.seed(setup.seed)  # Chainer's initializers draw from numpy's global RNG
         self.model: chainer.Chain = setup.build(module, class_name)
         self.model = setup.world.wrap_model(self.model)  # --sync-bn: MultiNodeBatchNormalization links
-        self.model = placement.move(TARGET, self.model, setup.device)
-        if setup.device != "cpu":
-            self.model.device.use()  # the current CUDA device: where CuPy allocates
+        self.model = placement.move(TARGET, self.model, setup.device)  # GPU K also CuPy's current device
         self.optimizer = optimizer_for(setup.optimizer, setup.lr)
         self.optimizer.setup(self.model)
         if setup.optimizer == "adam":

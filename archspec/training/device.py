@@ -117,13 +117,15 @@ def place(target: str, requested: str, **where: int) -> tuple[str, ...]:
 
 
 def move(target: str, model, device: str):
-    """The model on ``device``: PyTorch's ``.to``, Chainer's ``to_device("@cupy:K")``;
-    TensorFlow and Keras place it on the GPU they see (see :func:`place`)."""
+    """The model on ``device``: PyTorch's ``.to``, Chainer's ``to_device("@cupy:K")`` (GPU K then
+    CuPy's current device, where it allocates and runs the weights' copies); TensorFlow and Keras
+    place it on the GPU they see (see :func:`place`)."""
     if device == "cpu" or target in ("tensorflow", "keras"):
         return model
     if target == "pytorch":
         return model.to(device)
     model.to_device(f"@cupy:{index(device)}")
+    model.device.use()
     return model
 
 

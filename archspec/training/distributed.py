@@ -561,7 +561,13 @@ def _communicator(name: str):
     """ChainerMN's communicator over MPI_COMM_WORLD, once per process."""
     import chainermn
 
-    return chainermn.create_communicator(name)
+    try:
+        return chainermn.create_communicator(name)
+    except RuntimeError as exc:  # pure_nccl: "PureNcclCommunicator requires NCCL 2.0+, but NCCL is not available."
+        raise TrainingError(
+            f"ChainerMN's {name} communicator cannot start: {exc} CuPy needs NCCL 2 for it "
+            '(docs/training.md, "GPUs"); or train on the CPU: --device cpu'
+        ) from None
 
 
 def _tf_world(target: str, nproc: int, distributed: bool, sync_bn: bool, threads: int | None, device: str) -> TFWorld:
