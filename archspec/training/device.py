@@ -35,8 +35,8 @@ GPU_BUILDS = {  # how to get each framework's GPU build (docs/training.md, "GPUs
     "pytorch": "install PyTorch's CUDA build: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128",
     "tensorflow": "install TensorFlow's CUDA build in place of tensorflow-cpu: "
     "pip uninstall tensorflow-cpu && pip install 'tensorflow[and-cuda]==2.21.*' (Linux)",
-    "chainer": "install CuPy for your CUDA version, the one Chainer 7.8.1 takes: "
-    "pip install 'cupy-cuda110>=7.7,<8' (CUDA 11.0; cupy-cuda102 for 10.2, ...)",
+    "chainer": "install CuPy for your CUDA (CuPy 7, Chainer 7.8.1's own pin, has no wheel for Python 3.11 or numpy 2): "
+    "pip install 'cupy-cuda12x>=13.3,<14' (CUDA 12)",
 }
 GPU_BUILDS["keras"] = GPU_BUILDS["tensorflow"]
 
