@@ -62,6 +62,24 @@ def cheap_input(name: str) -> tuple[int, ...]:
     return shape
 
 
+@cache
+def train_input(name: str) -> tuple[int, ...]:
+    """The smallest input from :func:`cheap_input` up (in steps of 8, the same code
+    with other numbers) at which every batch norm normalizes maps of 2x2 or more:
+    on 1x1 maps a batch of 4 gives it four values per channel, and training amplifies
+    float32 rounding past verify --train's tolerance (see tests/test_zoo_train.py)."""
+    shape = cheap_input(name)
+    if len(shape) != 3:
+        return shape
+    want = _code_with_numbers_masked(compile_spec(SPECS / f"{name}.yaml"))
+    for size in range(shape[1], 225, 8):
+        compiled = compile_spec(SPECS / f"{name}.yaml", input_shape=(shape[0], size, size))
+        maps = [n.in_shapes[0][1:] for n in compiled.graph.nodes if n.op == "batch_norm"]
+        if all(h * w >= 4 for h, w in maps) and _code_with_numbers_masked(compiled) == want:
+            return compiled.graph.input_shape
+    return shape
+
+
 def called_instances(compiled) -> dict[str, tuple[int, ...]]:
     """Path -> output shape of every block instance and stage that generated
     code calls as one module (the shape of its first output). A stage of a

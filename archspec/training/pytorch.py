@@ -149,8 +149,10 @@ class Trainer(RuntimeModel):
                     return
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One step on a batch cast to the model's dtype."""
         x, y = self.setup.world.shard(x, y)  # with --nproc: this process's share of the global batch
-        return self._step(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))[0]
+        dtype = next(self.model.parameters()).dtype  # float32, or float64 after model.double()
+        return self._step(torch.from_numpy(np.asarray(x)).to(dtype), torch.from_numpy(np.asarray(y, np.int64)))[0]
 
     def save(self, run_dir: Path) -> None:
         with atomic(run_dir / self.native) as tmp:
