@@ -94,3 +94,21 @@ def test_the_command_prints_a_table_and_json():
 def test_trace_and_train_exclude_each_other():
     result = CliRunner().invoke(main, ["verify", str(SPECS / "lenet.yaml"), "--train", "--trace"])
     assert result.exit_code == 2 and "--trace compares inference only" in result.output
+
+
+@pytest.mark.slow
+def test_grouped_convolutions_train_in_every_target(tmp_path):
+    """A grouped convolution with explicit padding behind another layer needs the
+    gradient of its input, which TensorFlow's CPU kernels lack (the generated
+    code compiles it with XLA, as Keras does): ResNeXt and RegNet train in
+    TensorFlow too."""
+    spec = tmp_path / "grouped.yaml"
+    spec.write_text(
+        "name: grouped\nsource: test\ninput: [3, 8, 8]\nparams: {num_classes: 3}\nlayers:\n"
+        "  - stem: {op: conv2d, out: 8, kernel: 1}\n"
+        "  - conv: {op: conv2d, out: 8, kernel: 3, stride: 2, padding: 1, groups: 4}\n"
+        "  - pool: {op: global_avg_pool}\n  - fc: {op: dense, out: num_classes}\n"
+    )
+    report = equivalence.verify_training(compile_spec(spec), steps=2, batch=4)
+    assert [t.target for t in report.targets] == ["pytorch", "tensorflow", "keras", "chainer"]
+    assert report.ok, equivalence.format_table(report)

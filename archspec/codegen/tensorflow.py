@@ -835,6 +835,8 @@ def emit(model: CodeModel) -> str:
         classes=classes,
         helpers=helpers,
         features=features,
+        # Convolutions with groups run through XLA: TensorFlow's CPU kernels have no grouped gradients.
+        grouped=[c for c in ("Conv2D", "Conv1D") if c in helpers and "groups" in features.get(c, ())],
         defaults=ctx.defaults,
         needs=ctx.printer.needs,
     )

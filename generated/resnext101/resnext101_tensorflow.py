@@ -72,6 +72,11 @@ def make_stage(
     return Sequential(blocks)
 
 
+# TensorFlow's CPU kernels have no gradients for grouped convolutions; compiled
+# with XLA they do (Keras' own Conv2D takes the same way).
+grouped_conv2d = tf.function(tf.nn.conv2d, jit_compile=True)
+
+
 class Conv2D(tf.Module):
     """2-D convolution of an NHWC tensor, grouped when groups > 1.
 
@@ -94,12 +99,13 @@ class Conv2D(tf.Module):
         super().__init__()
         self.stride = stride
         self.padding = tf_padding(padding)
+        self.conv = tf.nn.conv2d if groups == 1 else grouped_conv2d
         shape = (kernel, kernel, in_channels // groups, out_channels)
         self.kernel = tf.Variable(glorot_uniform(shape), name=f"{name}.weight")
         self.bias = tf.Variable(tf.zeros(out_channels), name=f"{name}.bias") if bias else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.conv2d(x, self.kernel, self.stride, self.padding)
+        x = self.conv(x, self.kernel, self.stride, self.padding)
         return x if self.bias is None else tf.nn.bias_add(x, self.bias)
 
 
