@@ -82,9 +82,13 @@ def make_stage(
     return Sequential(blocks)
 
 
-# TensorFlow's CPU kernels have no gradients for grouped convolutions; compiled
-# with XLA they do (Keras' own Conv2D takes the same way).
-grouped_conv2d = tf.function(tf.nn.conv2d, jit_compile=True)
+@tf.function(jit_compile=True)
+def grouped_conv2d(
+    x: tf.Tensor, kernel: tf.Tensor, stride: int | tuple[int, ...], padding: str | list, dilations: int = 1
+) -> tf.Tensor:
+    """tf.nn.conv2d compiled with XLA: TensorFlow's CPU kernels have no gradients for
+    a grouped convolution (Keras' own Conv2D takes the same way)."""
+    return tf.nn.conv2d(x, kernel, stride, padding, dilations=dilations)
 
 
 class Conv2D(tf.Module):
