@@ -81,9 +81,8 @@ def modules(model: tf.Module) -> dict[str, tf.Module]:
             if path:
                 found[path] = obj
             for name, value in vars(obj).items():
-                if name == "layers" and isinstance(
-                    value, list
-                ):  # Sequential's, a sequential block's: layer i is path.i
+                # Sequential's and a sequential block's layer lists: layer i is path.i
+                if name == "layers" and isinstance(value, list):
                     walk(value, path)
                 elif not name.startswith("_"):
                     walk(value, f"{path}.{name}" if path else name)

@@ -121,8 +121,13 @@ def rounding_of(float32: tuple[list[float], dict], float64: tuple[list[float], d
     (l32, t32), (l64, t64) = float32, float64
     found = {("loss", f"step {i + 1}"): abs(a - b) for i, (a, b) in enumerate(zip(l32, l64))}
     for k, v in t32.items():
-        found["statistics" if k.endswith(STATISTICS) else "weights", k] = float(np.abs(v - t64[k]).max(initial=0.0))
+        found[_kind(k), k] = float(np.abs(v - t64[k]).max(initial=0.0))
     return found
+
+
+def _kind(name: str) -> str:
+    """How a trained tensor is compared: a batch-norm statistic or a weight."""
+    return "statistics" if name.endswith(STATISTICS) else "weights"
 
 
 def explain(t: TargetReport, rounding: dict[tuple[str, str], float]) -> None:
@@ -251,7 +256,7 @@ def verify_training(
             float64 = _float64_reference(code[REFERENCE], compiled, setup, weights, data)
             rounding = rounding_of(reference, float64)
             report.rounding = max(
-                rounding["statistics" if k.endswith(STATISTICS) else "weights", k] / float(np.abs(v).max())
+                rounding[_kind(k), k] / float(np.abs(v).max())
                 for k, v in reference[1].items()
                 if v.size and np.abs(v).max() > 0
             )
